@@ -1,0 +1,4 @@
+//! Code shared by the harness and the executor that runs inside sandboxes: the stateful-shell
+//! unit (one implementation for every backend).
+
+pub mod shell;

@@ -1,0 +1,7 @@
+//! sandbox-harness: conformance and benchmark harness for AI-agent code-execution sandboxes.
+
+pub mod paths;
+pub mod protocol;
+pub mod transport;
+
+pub use sandbox_executor::shell;
