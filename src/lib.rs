@@ -1,5 +1,8 @@
 //! sandbox-harness: conformance and benchmark harness for AI-agent code-execution sandboxes.
 
+pub mod emulator;
+pub mod gcp;
+pub mod images;
 pub mod paths;
 pub mod protocol;
 pub mod transport;

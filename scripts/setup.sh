@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One-time machine set-up, safe to repeat: installs what the harness builds its images from.
+set -euo pipefail
+if [ -z "${SANDBOX_BUSYBOX:-}" ] && ! dpkg -s busybox-static >/dev/null 2>&1; then
+  echo "setup: installing Debian's busybox-static (the sandbox image is built from it)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq busybox-static >/dev/null
+fi
+if ! docker version >/dev/null 2>&1; then
+  echo "setup: the Docker engine is not reachable (DOCKER_HOST=${DOCKER_HOST:-default socket})" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: cargo-nextest is missing; installing it from crates.io" >&2
+  cargo install --locked cargo-nextest >/dev/null
+fi
