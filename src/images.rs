@@ -302,6 +302,90 @@ impl Write for HashWriter<'_> {
     }
 }
 
+/// The executor image name (without tag).
+pub const EXECUTOR_IMAGE_REPO: &str = "sandbox-harness/executor";
+
+/// Where the executor binary lands inside the executor image.
+pub const EXECUTOR_PATH: &str = "/usr/local/bin/sandbox-executor";
+
+/// The static executor binary: `$SANDBOX_EXECUTOR_BIN`, else built here with cargo (a no-op
+/// when it is up to date) as a static-pie glibc binary that runs in a `FROM scratch` image.
+pub fn executor_binary() -> Result<PathBuf, ImageError> {
+    if let Some(p) = std::env::var_os("SANDBOX_EXECUTOR_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(ImageError::MissingInput {
+                what: "the executor binary (SANDBOX_EXECUTOR_BIN)".into(),
+                path: p.display().to_string(),
+                hint: "point SANDBOX_EXECUTOR_BIN at a static sandbox-executor binary".into(),
+            })
+        };
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = root.join("target").join("executor");
+    let triple = "x86_64-unknown-linux-gnu";
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "sandbox-executor",
+            "--target",
+            triple,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .map_err(|e| ImageError::MissingInput {
+            what: "cargo (to build the executor)".into(),
+            path: root.display().to_string(),
+            hint: format!("{e}; or set SANDBOX_EXECUTOR_BIN"),
+        })?;
+    if !out.status.success() {
+        return Err(ImageError::Build {
+            tag: "sandbox-executor binary".into(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(target_dir
+        .join(triple)
+        .join("release")
+        .join("sandbox-executor"))
+}
+
+/// The spec of the executor image: the sandbox userland plus the static executor.
+pub fn executor_image_spec() -> Result<ImageSpec, ImageError> {
+    let mut spec = sandbox_image_spec()?;
+    spec.repo = EXECUTOR_IMAGE_REPO.into();
+    spec.entries.push(RootEntry::Dir("usr/local".into(), 0o755));
+    spec.entries
+        .push(RootEntry::Dir("usr/local/bin".into(), 0o755));
+    spec.entries.push(RootEntry::HostFile(
+        executor_binary()?,
+        EXECUTOR_PATH.trim_start_matches('/').into(),
+        0o755,
+    ));
+    Ok(spec)
+}
+
+/// Builds (if needed) the executor image and returns its tag; `SANDBOX_EXECUTOR_IMAGE` overrides.
+pub async fn ensure_executor_image(docker: &Docker) -> Result<String, ImageError> {
+    if let Ok(image) = std::env::var("SANDBOX_EXECUTOR_IMAGE")
+        && !image.is_empty()
+    {
+        return Ok(image);
+    }
+    let spec = tokio::task::spawn_blocking(executor_image_spec)
+        .await
+        .map_err(|e| ImageError::Io(std::io::Error::other(e)))??;
+    spec.ensure(docker).await
+}
+
 /// Builds (if needed) the default sandbox image and returns its tag; `SANDBOX_IMAGE` overrides.
 pub async fn ensure_sandbox_image(docker: &Docker) -> Result<String, ImageError> {
     if let Ok(image) = std::env::var("SANDBOX_IMAGE")

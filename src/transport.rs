@@ -8,13 +8,7 @@ use bytes::Bytes;
 
 use crate::protocol::{ByteStream, Result, UploadBody};
 
-/// Most bytes of stdout (and, apart, of stderr) a command may return; the rest is cut.
-pub const MAX_OUTPUT: usize = 16 * 1024 * 1024;
-
-/// The text appended where output was cut at [`MAX_OUTPUT`].
-pub fn truncation_marker(total_seen: u64) -> Vec<u8> {
-    format!("\n[sandbox-harness: output truncated at {MAX_OUTPUT} bytes; {total_seen} bytes or more were produced]\n").into_bytes()
-}
+pub use sandbox_executor::output::{CappedBuf, MAX_OUTPUT, truncation_marker};
 
 /// One process to run inside the sandbox.
 #[derive(Debug, Clone)]
