@@ -2,6 +2,7 @@
 
 pub mod emulator;
 pub mod gcp;
+pub mod health;
 pub mod images;
 pub mod paths;
 pub mod protocol;
