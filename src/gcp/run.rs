@@ -719,8 +719,7 @@ impl RunError {
 }
 
 /// Produces a bearer token for each request (e.g. from `gcp::auth`).
-pub type TokenProvider =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
+pub type TokenProvider = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
 /// A Cloud Run Admin API v2 client.
 #[derive(Clone)]
@@ -1030,7 +1029,7 @@ pub fn format_duration(d: Duration) -> String {
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let num = s.trim().strip_suffix('s')?;
     let secs: f64 = num.parse().ok()?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
         return None;
     }
     Some(Duration::from_secs_f64(secs))

@@ -227,7 +227,8 @@ impl RunState {
     /// any container left with this instance's label; later `:run` calls answer 503.
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
-        let handles: Vec<_> = std::mem::take(&mut *self.runners.lock().unwrap_or_else(|p| p.into_inner()));
+        let handles: Vec<_> =
+            std::mem::take(&mut *self.runners.lock().unwrap_or_else(|p| p.into_inner()));
         for h in handles {
             let _ = h.await;
         }
@@ -247,7 +248,11 @@ impl RunState {
     fn update_task(&self, exec: &str, index: usize, f: impl FnOnce(&mut Task, &mut Phase)) {
         {
             let mut g = self.lock();
-            if let Some(t) = g.executions.get_mut(exec).and_then(|e| e.tasks.get_mut(index)) {
+            if let Some(t) = g
+                .executions
+                .get_mut(exec)
+                .and_then(|e| e.tasks.get_mut(index))
+            {
                 f(&mut t.task, &mut t.phase);
                 t.task.update_time = Some(now());
             }
@@ -312,7 +317,12 @@ fn task_view(t: &TaskRec) -> Task {
     };
     let mut completed = match t.phase {
         Phase::Pending => cond("Completed", "CONDITION_PENDING", None, &task.update_time),
-        Phase::Running => cond("Completed", "CONDITION_RECONCILING", None, &task.update_time),
+        Phase::Running => cond(
+            "Completed",
+            "CONDITION_RECONCILING",
+            None,
+            &task.update_time,
+        ),
         Phase::Succeeded => cond(
             "Completed",
             "CONDITION_SUCCEEDED",
@@ -327,10 +337,7 @@ fn task_view(t: &TaskRec) -> Task {
     } else if t.phase == Phase::Failed {
         completed.execution_reason = Some("NON_ZERO_EXIT_CODE".into());
     }
-    task.conditions = vec![
-        completed,
-        cond("Started", started, None, &task.start_time),
-    ];
+    task.conditions = vec![completed, cond("Started", started, None, &task.start_time)];
     task
 }
 
@@ -346,25 +353,54 @@ fn exec_view(e: &ExecRec) -> Execution {
     let started = x.start_time.is_some();
     let (ra, st) = if let Some(f) = &e.start_failure {
         (
-            cond("ResourcesAvailable", "CONDITION_FAILED", Some(f.clone()), &x.completion_time),
-            cond("Started", "CONDITION_FAILED", Some(f.clone()), &x.completion_time),
+            cond(
+                "ResourcesAvailable",
+                "CONDITION_FAILED",
+                Some(f.clone()),
+                &x.completion_time,
+            ),
+            cond(
+                "Started",
+                "CONDITION_FAILED",
+                Some(f.clone()),
+                &x.completion_time,
+            ),
         )
     } else if started {
         (
-            cond("ResourcesAvailable", "CONDITION_SUCCEEDED", None, &x.start_time),
+            cond(
+                "ResourcesAvailable",
+                "CONDITION_SUCCEEDED",
+                None,
+                &x.start_time,
+            ),
             cond("Started", "CONDITION_SUCCEEDED", None, &x.start_time),
         )
     } else {
         (
-            cond("ResourcesAvailable", "CONDITION_PENDING", None, &x.create_time),
+            cond(
+                "ResourcesAvailable",
+                "CONDITION_PENDING",
+                None,
+                &x.create_time,
+            ),
             cond("Started", "CONDITION_PENDING", None, &x.create_time),
         )
     };
     let completed = if x.completion_time.is_none() {
-        let state = if started { "CONDITION_RECONCILING" } else { "CONDITION_PENDING" };
+        let state = if started {
+            "CONDITION_RECONCILING"
+        } else {
+            "CONDITION_PENDING"
+        };
         cond("Completed", state, None, &x.update_time)
     } else if let Some(f) = &e.start_failure {
-        cond("Completed", "CONDITION_FAILED", Some(f.clone()), &x.completion_time)
+        cond(
+            "Completed",
+            "CONDITION_FAILED",
+            Some(f.clone()),
+            &x.completion_time,
+        )
     } else if x.failed_count > 0 {
         let first = e
             .tasks
@@ -557,7 +593,11 @@ fn paginate<T>(
             .filter(|n| *n >= 0)
             .ok_or_else(|| ApiError::invalid(format!("Invalid pageSize {s:?}")))?,
     };
-    let size = if size == 0 { 100 } else { size.min(1000) as usize };
+    let size = if size == 0 {
+        100
+    } else {
+        size.min(1000) as usize
+    };
     let token = q.get("pageToken").filter(|t| !t.is_empty());
     let mut rest: Vec<_> = items
         .into_iter()
@@ -565,7 +605,11 @@ fn paginate<T>(
         .collect();
     let more = rest.len() > size;
     rest.truncate(size);
-    let next = if more { rest.last().map(|(n, _)| n.clone()) } else { None };
+    let next = if more {
+        rest.last().map(|(n, _)| n.clone())
+    } else {
+        None
+    };
     Ok((rest.into_iter().map(|(_, v)| v).collect(), next))
 }
 
@@ -585,7 +629,10 @@ pub fn router(state: Arc<RunState>) -> Router {
             &format!("{base}/jobs/{{job}}"),
             get(get_job).delete(delete_job).post(post_job),
         )
-        .route(&format!("{base}/jobs/{{job}}/executions"), get(list_executions))
+        .route(
+            &format!("{base}/jobs/{{job}}/executions"),
+            get(list_executions),
+        )
         .route(
             &format!("{base}/jobs/{{job}}/executions/{{execution}}"),
             get(get_execution)
@@ -652,7 +699,13 @@ async fn create_job(
         }
         g.jobs.insert(name.clone(), job.clone());
         let v = typed(&job, JOB_TYPE_URL);
-        let op = g.new_op(&parent, OpRec::Done { metadata: v.clone(), response: v });
+        let op = g.new_op(
+            &parent,
+            OpRec::Done {
+                metadata: v.clone(),
+                response: v,
+            },
+        );
         g.op_view(&op)
     };
     st.bump();
@@ -671,7 +724,10 @@ async fn list_jobs(State(st): St, Path((p, l)): P2, Query(q): Q, headers: Header
             .collect()
     };
     let (jobs, next_page_token) = paginate(items, &q)?;
-    ok(ListJobsResponse { jobs, next_page_token })
+    ok(ListJobsResponse {
+        jobs,
+        next_page_token,
+    })
 }
 
 async fn get_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> ApiResult {
@@ -687,7 +743,9 @@ async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> A
     let name = format!("{parent}/jobs/{j}");
     let op = {
         let mut g = st.lock();
-        let job = g.job_view(&name).ok_or_else(|| ApiError::not_found(&name))?;
+        let job = g
+            .job_view(&name)
+            .ok_or_else(|| ApiError::not_found(&name))?;
         g.jobs.remove(&name);
         let prefix = format!("{name}/executions/");
         let execs: Vec<String> = g
@@ -702,7 +760,13 @@ async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> A
             }
         }
         let v = typed(&job, JOB_TYPE_URL);
-        let op = g.new_op(&parent, OpRec::Done { metadata: v.clone(), response: v });
+        let op = g.new_op(
+            &parent,
+            OpRec::Done {
+                metadata: v.clone(),
+                response: v,
+            },
+        );
         g.op_view(&op)
     };
     st.bump();
@@ -740,11 +804,14 @@ async fn post_job(
     {
         return Err(ApiError::precondition("The etag does not match the job's."));
     }
-    let tmpl = spec::apply_overrides(&job.template, req.overrides.as_ref())
-        .map_err(ApiError::invalid)?;
+    let tmpl =
+        spec::apply_overrides(&job.template, req.overrides.as_ref()).map_err(ApiError::invalid)?;
     let task_count = tmpl.task_count.unwrap_or(1);
     let parallelism = tmpl.parallelism.unwrap_or(0);
-    let max_retries = tmpl.template.max_retries.unwrap_or(spec::DEFAULT_MAX_RETRIES);
+    let max_retries = tmpl
+        .template
+        .max_retries
+        .unwrap_or(spec::DEFAULT_MAX_RETRIES);
     let timeout = tmpl
         .template
         .timeout
@@ -831,7 +898,12 @@ async fn post_job(
                 start_failure: None,
             },
         );
-        let op = g.new_op(&parent, OpRec::Exec { execution: exec_name.clone() });
+        let op = g.new_op(
+            &parent,
+            OpRec::Exec {
+                execution: exec_name.clone(),
+            },
+        );
         g.op_view(&op)
     };
     let plan = runner::ExecPlan {
@@ -839,7 +911,11 @@ async fn post_job(
         exec_id,
         exec_name,
         task_count,
-        parallelism: if parallelism <= 0 { task_count as usize } else { parallelism as usize },
+        parallelism: if parallelism <= 0 {
+            task_count as usize
+        } else {
+            parallelism as usize
+        },
         max_retries,
         timeout,
         template: task_template,
@@ -875,7 +951,10 @@ async fn list_executions(
             .collect()
     };
     let (executions, next_page_token) = paginate(items, &q)?;
-    ok(ListExecutionsResponse { executions, next_page_token })
+    ok(ListExecutionsResponse {
+        executions,
+        next_page_token,
+    })
 }
 
 async fn get_execution(State(st): St, Path((p, l, j, e)): P4, headers: HeaderMap) -> ApiResult {
@@ -897,7 +976,13 @@ async fn delete_execution(State(st): St, Path((p, l, j, e)): P4, headers: Header
             .ok_or_else(|| ApiError::not_found(&name))?;
         rec.cancel.cancel();
         let v = typed(&exec_view(&rec), EXECUTION_TYPE_URL);
-        let op = g.new_op(&parent, OpRec::Done { metadata: v.clone(), response: v });
+        let op = g.new_op(
+            &parent,
+            OpRec::Done {
+                metadata: v.clone(),
+                response: v,
+            },
+        );
         g.op_view(&op)
     };
     st.bump();
@@ -929,7 +1014,12 @@ async fn post_execution(
             )));
         }
         rec.cancel.cancel();
-        let op = g.new_op(&parent, OpRec::Exec { execution: name.clone() });
+        let op = g.new_op(
+            &parent,
+            OpRec::Exec {
+                execution: name.clone(),
+            },
+        );
         g.op_view(&op)
     };
     st.bump();
@@ -957,7 +1047,10 @@ async fn list_tasks(
             .collect()
     };
     let (tasks, next_page_token) = paginate(items, &q)?;
-    ok(ListTasksResponse { tasks, next_page_token })
+    ok(ListTasksResponse {
+        tasks,
+        next_page_token,
+    })
 }
 
 async fn get_task(State(st): St, Path((p, l, j, e, t)): P5, headers: HeaderMap) -> ApiResult {

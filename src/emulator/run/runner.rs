@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, MountTmpfsOptions};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTmpfsOptions, MountType};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -220,11 +220,7 @@ async fn run_attempt(
     let id = match docker.create_container(Some(opts), body).await {
         Ok(r) => r.id,
         Err(e) => {
-            return failure(
-                13,
-                format!("The container could not be created: {e}"),
-                None,
-            );
+            return failure(13, format!("The container could not be created: {e}"), None);
         }
     };
     let out = supervise(docker, &id, plan, index, cancel).await;

@@ -71,7 +71,9 @@ pub fn only_dir(mount_options: &[String]) -> Result<Option<PathBuf>, String> {
         }
         let p = Path::new(rel);
         if p.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(format!("mount option only-dir={v} is not a plain relative path"));
+            return Err(format!(
+                "mount option only-dir={v} is not a plain relative path"
+            ));
         }
         return Ok(Some(p.to_path_buf()));
     }
@@ -83,12 +85,16 @@ pub fn validate(t: &ExecutionTemplate) -> Result<(), String> {
     if let Some(n) = t.task_count
         && !(1..=MAX_TASK_COUNT).contains(&n)
     {
-        return Err(format!("template.taskCount must be in 1..={MAX_TASK_COUNT}, got {n}"));
+        return Err(format!(
+            "template.taskCount must be in 1..={MAX_TASK_COUNT}, got {n}"
+        ));
     }
     if let Some(p) = t.parallelism
         && p < 0
     {
-        return Err(format!("template.parallelism must not be negative, got {p}"));
+        return Err(format!(
+            "template.parallelism must not be negative, got {p}"
+        ));
     }
     validate_task(&t.template)
 }
@@ -106,10 +112,13 @@ fn validate_task(t: &TaskTemplate) -> Result<(), String> {
     if let Some(r) = t.max_retries
         && !(0..=10).contains(&r)
     {
-        return Err(format!("template.template.maxRetries must be in 0..=10, got {r}"));
+        return Err(format!(
+            "template.template.maxRetries must be in 0..=10, got {r}"
+        ));
     }
     if let Some(s) = &t.timeout {
-        parse_duration(s).ok_or_else(|| format!("template.template.timeout: bad duration {s:?}"))?;
+        parse_duration(s)
+            .ok_or_else(|| format!("template.template.timeout: bad duration {s:?}"))?;
     }
     for v in &t.volumes {
         if v.name.is_empty() {
@@ -124,8 +133,9 @@ fn validate_task(t: &TaskTemplate) -> Result<(), String> {
             }
             (None, Some(e)) => {
                 if let Some(sz) = &e.size_limit {
-                    parse_memory(sz)
-                        .ok_or_else(|| format!("volume {}: bad emptyDir.sizeLimit {sz:?}", v.name))?;
+                    parse_memory(sz).ok_or_else(|| {
+                        format!("volume {}: bad emptyDir.sizeLimit {sz:?}", v.name)
+                    })?;
                 }
             }
             _ => {
@@ -144,7 +154,8 @@ fn validate_task(t: &TaskTemplate) -> Result<(), String> {
         for (k, v) in &r.limits {
             match k.as_str() {
                 "cpu" => {
-                    parse_cpu(v).ok_or_else(|| format!("resources.limits.cpu: bad quantity {v:?}"))?;
+                    parse_cpu(v)
+                        .ok_or_else(|| format!("resources.limits.cpu: bad quantity {v:?}"))?;
                 }
                 "memory" => {
                     parse_memory(v)
@@ -159,7 +170,10 @@ fn validate_task(t: &TaskTemplate) -> Result<(), String> {
             return Err(format!("volumeMounts: no volume named {:?}", m.name));
         }
         if !m.mount_path.starts_with('/') {
-            return Err(format!("volumeMounts: mountPath {:?} is not absolute", m.mount_path));
+            return Err(format!(
+                "volumeMounts: mountPath {:?} is not absolute",
+                m.mount_path
+            ));
         }
     }
     for e in &c.env {
@@ -193,7 +207,10 @@ pub fn apply_overrides(
                 .find(|c| c.name.as_deref() == Some(co.name.as_str()))
         };
         let Some(c) = c else {
-            return Err(format!("containerOverrides: no container named {:?}", co.name));
+            return Err(format!(
+                "containerOverrides: no container named {:?}",
+                co.name
+            ));
         };
         override_container(&mut c.args, &mut c.env, co);
     }
@@ -275,7 +292,14 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(apply_overrides(&t, Some(&clear)).unwrap().template.containers[0].args.is_empty());
+        assert!(
+            apply_overrides(&t, Some(&clear))
+                .unwrap()
+                .template
+                .containers[0]
+                .args
+                .is_empty()
+        );
         let bad = Overrides {
             task_count: Some(0),
             ..Default::default()
