@@ -498,6 +498,20 @@ async fn timeout_kills_the_task_and_wait_returns_early_when_asked() {
         .unwrap();
     assert_eq!(st.code, 4);
     assert!(st.message.contains("timed out after 2s"), "{}", st.message);
+    assert!(
+        st.message
+            .starts_with("The configured timeout was reached."),
+        "{}",
+        st.message
+    );
+    let c = x.completed_condition().unwrap();
+    let exec_id = x.name.rsplit('/').next().unwrap();
+    assert!(
+        c.message.as_deref().unwrap_or("").starts_with(&format!(
+            "Task {exec_id}-task0 failed with message: The configured timeout"
+        )),
+        "{c:?}"
+    );
     assert_eq!(env.containers_of(&x.name).await, 0);
 }
 
@@ -730,4 +744,57 @@ async fn missing_bucket_fails_the_attempt_with_a_message() {
         .unwrap()
         .message;
     assert!(msg.contains("no-such-bucket"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_use_host_network_limits_and_read_only_volumes() {
+    let env = env().await;
+    std::fs::create_dir_all(env.bucket_path("sub")).unwrap();
+    std::fs::write(env.bucket_path("sub/pre.txt"), "ro\n").unwrap();
+    // Reaches the emulator on 127.0.0.1 (host networking), records its memory limit, and
+    // tries to write into a read-only Cloud Storage volume.
+    let script = r#"
+wget -q -O /out/jobs.json "$EMU/v2/$PARENT/jobs" || echo wget-failed > /out/jobs.json
+cat /sys/fs/cgroup/memory.max 2>/dev/null > /out/mem || cat /sys/fs/cgroup/memory/memory.limit_in_bytes > /out/mem
+if echo x > /data/new.txt 2>/dev/null; then echo writable > /out/ro; else echo read-only > /out/ro; fi
+cat /data/pre.txt >> /out/ro
+"#;
+    let mut job = env.job(script);
+    job.template.template.volumes[0]
+        .gcs
+        .as_mut()
+        .unwrap()
+        .read_only = true;
+    std::fs::create_dir_all(env.bucket_path("out")).unwrap();
+    job.template.template.volumes.push(Volume {
+        name: "out".into(),
+        gcs: Some(GcsVolumeSource {
+            bucket: BUCKET.into(),
+            read_only: false,
+            mount_options: vec!["only-dir=out".into()],
+        }),
+        empty_dir: None,
+    });
+    let c = &mut job.template.template.containers[0];
+    c.volume_mounts.push(VolumeMount {
+        name: "out".into(),
+        mount_path: "/out".into(),
+    });
+    c.env = vec![
+        EnvVar::new("EMU", env.base.clone()),
+        EnvVar::new("PARENT", env.parent.clone()),
+    ];
+    let name = env.create("netjob", &job).await;
+    let op = env.client.run_job(&name, None).await.unwrap();
+    let x = env.wait_done(&op).await;
+    assert!(x.succeeded(), "{x:?}");
+    let jobs: serde_json::Value = serde_json::from_str(&read(&env.bucket_path("out/jobs.json")))
+        .expect("JSON from the emulator");
+    assert_eq!(jobs["jobs"][0]["name"], name.as_str());
+    assert_eq!(
+        read(&env.bucket_path("out/mem")).trim(),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(read(&env.bucket_path("out/ro")), "read-only\nro\n");
+    assert!(!env.bucket_path("sub/new.txt").exists());
 }

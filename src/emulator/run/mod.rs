@@ -10,6 +10,10 @@
 //! - The "Completed" condition is CONDITION_PENDING before the execution starts,
 //!   CONDITION_RECONCILING while it runs, then CONDITION_SUCCEEDED or CONDITION_FAILED
 //!   (executionReason NON_ZERO_EXIT_CODE or CANCELLED).
+//! - Messages follow the real wording where it is known: an execution's failed "Completed"
+//!   condition says "Task {exec}-task{i} failed with message: {msg}", a timed-out attempt
+//!   "The configured timeout was reached." (gRPC code 4); the non-zero-exit wording ("The
+//!   container exited with an error", code 2) and the appended log tail are the emulator's own.
 //! - One container per task (no sidecars), literal env values only (no secret refs), no job
 //!   update (PATCH), no IAM; any project and location are accepted.
 
@@ -421,7 +425,7 @@ fn exec_view(e: &ExecRec) -> Execution {
             "Completed",
             "CONDITION_FAILED",
             Some(format!(
-                "{} of {} tasks failed. {first}",
+                "{first} ({} of {} tasks failed)",
                 x.failed_count,
                 e.tasks.len()
             )),

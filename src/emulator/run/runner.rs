@@ -276,7 +276,7 @@ async fn supervise(
             let logs = log_tail(docker, id).await;
             failure(
                 2,
-                format!("Task {task} failed: the container exited with exit code {code}.{logs}"),
+                format!("The container exited with an error (exit code {code}).{logs}"),
                 Some(code as i32),
             )
         }
@@ -286,7 +286,7 @@ async fn supervise(
             failure(
                 4,
                 format!(
-                    "Task {task} timed out after {}s: the configured timeout was reached.{logs}",
+                    "The configured timeout was reached. Task {task} timed out after {}s.{logs}",
                     plan.timeout.as_secs_f64()
                 ),
                 None,
