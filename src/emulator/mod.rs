@@ -5,3 +5,4 @@
 //! behind one axum router on 127.0.0.1.
 
 pub mod faults;
+pub mod run;

@@ -2,3 +2,4 @@
 //! configurable endpoints (so the same code talks to the emulator and to Google), auth and retry.
 
 pub mod retry;
+pub mod run;
