@@ -1,7 +1,9 @@
 //! sandbox-harness: conformance and benchmark harness for AI-agent code-execution sandboxes.
 
+pub mod backends;
 pub mod emulator;
 pub mod gcp;
+pub mod generic;
 pub mod images;
 pub mod paths;
 pub mod protocol;
