@@ -1,8 +1,10 @@
 //! sandbox-harness: conformance and benchmark harness for AI-agent code-execution sandboxes.
 
+pub mod backends;
 pub mod conformance;
 pub mod emulator;
 pub mod gcp;
+pub mod generic;
 pub mod images;
 pub mod paths;
 pub mod protocol;
