@@ -17,7 +17,7 @@ pub mod shell;
 pub mod text;
 
 pub use case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level};
-pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry};
+pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry, default_registry};
 pub use report::{parity, render_matrix, render_terminal, to_json, to_markdown, write_reports, ParityVerdict};
 pub use runner::{
     CaseRecord, LoadError, Outcome, Reporter, RunEvent, RunOptions, RunReport, SandboxGuard,

@@ -99,3 +99,20 @@ impl Registry {
         Ok(out)
     }
 }
+
+/// A registry with every backend this build knows: `docker` (the local engine, default
+/// configuration). The Cloud Run backend registers here once it exists.
+pub fn default_registry() -> Registry {
+    let mut r = Registry::new();
+    r.register("docker", || async {
+        use crate::backends::docker::{DockerBackend, DockerConfig};
+        match DockerBackend::connect(DockerConfig::default()).await {
+            Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
+            Err(e) if matches!(e.kind(), crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout) => {
+                Err(FactoryError::Unreachable(e.to_string()))
+            }
+            Err(e) => Err(FactoryError::Failed(e.to_string())),
+        }
+    });
+    r
+}
