@@ -100,7 +100,7 @@ impl Sandbox for Tampered {
     async fn exec_stateful(&self, mut req: StatefulExec) -> Result<ShellResult> {
         if self.mode == Tamper::ForgetEnv {
             let n = self.counter.fetch_add(1, Ordering::Relaxed);
-            req.session = format!("{}~forgotten{n}", req.session);
+            req.session = format!("{}-forgotten{n}", req.session);
         }
         self.inner.exec_stateful(req).await
     }
