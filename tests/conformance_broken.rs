@@ -10,7 +10,11 @@ use sandbox_harness::conformance::{self, Outcome, Registry, RunOptions};
 use sandbox_harness::protocol::SandboxBackend;
 
 async fn run_tampered(mode: Tamper, filter: &str) -> conformance::RunReport {
-    let docker: Arc<dyn SandboxBackend> = Arc::new(DockerBackend::connect(DockerConfig::default()).await.expect("docker engine"));
+    let docker: Arc<dyn SandboxBackend> = Arc::new(
+        DockerBackend::connect(DockerConfig::default())
+            .await
+            .expect("docker engine"),
+    );
     let mut reg = Registry::new();
     reg.register_instance(Arc::new(TamperedBackend::new(docker, mode)));
     let opts = RunOptions {
@@ -18,11 +22,16 @@ async fn run_tampered(mode: Tamper, filter: &str) -> conformance::RunReport {
         case_timeout: Duration::from_secs(60),
         ..Default::default()
     };
-    conformance::run(&reg.select("all").unwrap(), &opts).await.expect("cases load")
+    conformance::run(&reg.select("all").unwrap(), &opts)
+        .await
+        .expect("cases load")
 }
 
 fn record<'a>(r: &'a conformance::RunReport, id: &str) -> &'a conformance::CaseRecord {
-    r.records.iter().find(|x| x.id == id).unwrap_or_else(|| panic!("no record for {id}"))
+    r.records
+        .iter()
+        .find(|x| x.id == id)
+        .unwrap_or_else(|| panic!("no record for {id}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +56,11 @@ async fn truncating_file_reads_fails_with_a_clear_message() {
     let report = run_tampered(Tamper::TruncateReads, "files.write_read").await;
     let r = record(&report, "files.write_read");
     assert_eq!(r.outcome, Outcome::Failed, "{r:?}");
-    assert!(r.failed_step.as_deref().unwrap().contains("files.scn:") && r.failed_step.as_deref().unwrap().contains(": read "), "{r:?}");
+    assert!(
+        r.failed_step.as_deref().unwrap().contains("files.scn:")
+            && r.failed_step.as_deref().unwrap().contains(": read "),
+        "{r:?}"
+    );
     let msg = r.error.as_deref().unwrap();
     assert!(msg.contains("content differs"), "{msg}");
     assert!(msg.contains("expected: \"hello\\nworld\\n\""), "{msg}");

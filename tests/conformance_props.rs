@@ -20,13 +20,19 @@ struct Fleet {
 
 impl Fleet {
     fn new() -> Fleet {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let guards = rt.block_on(async {
             let reg = default_registry();
             let mut out = Vec::new();
             for name in BACKENDS {
                 let entry = reg.select(name).unwrap().remove(0);
-                let backend = (entry.factory)().await.unwrap_or_else(|e| panic!("{name}: {e}"));
+                let backend = (entry.factory)()
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
                 let g = SandboxGuard::new(backend.create().await.expect("create"));
                 g.sandbox().ensure_ready().await.expect("ready");
                 out.push((name.to_string(), g));
@@ -37,7 +43,11 @@ impl Fleet {
     }
 
     /// Runs `op` on every backend; results must agree, and the first must satisfy `model`.
-    fn check<T, F, Fut>(&self, op: F, model: impl Fn(&T) -> Result<(), String>) -> Result<(), TestCaseError>
+    fn check<T, F, Fut>(
+        &self,
+        op: F,
+        model: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<(), TestCaseError>
     where
         T: PartialEq + std::fmt::Debug,
         F: Fn(Arc<dyn Sandbox>) -> Fut,
@@ -70,15 +80,31 @@ impl Fleet {
 }
 
 fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config { cases, failure_persistence: None, max_shrink_iters: 20, ..Config::default() })
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 20,
+        ..Config::default()
+    })
 }
 
 fn lines_strategy() -> impl Strategy<Value = Vec<Vec<u8>>> {
-    prop::collection::vec(prop::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 0..12), 0..8)
+    prop::collection::vec(
+        prop::collection::vec(
+            any::<u8>().prop_filter("no newline", |b| *b != b'\n'),
+            0..12,
+        ),
+        0..8,
+    )
 }
 
 /// The model of file_read: 0-based lines with their endings, end exclusive, then max_length.
-fn model_read(content: &[u8], start: Option<usize>, end: Option<usize>, max: Option<usize>) -> (Vec<u8>, bool) {
+fn model_read(
+    content: &[u8],
+    start: Option<usize>,
+    end: Option<usize>,
+    max: Option<usize>,
+) -> (Vec<u8>, bool) {
     let mut lines: Vec<&[u8]> = content.split_inclusive(|b| *b == b'\n').collect();
     let s = start.unwrap_or(0).min(lines.len());
     let e = end.unwrap_or(lines.len()).min(lines.len()).max(s);
@@ -94,7 +120,13 @@ fn model_read(content: &[u8], start: Option<usize>, end: Option<usize>, max: Opt
 #[test]
 fn file_read_line_ranges_match_the_model() {
     let fleet = Fleet::new();
-    let strat = (lines_strategy(), any::<bool>(), proptest::option::of(0usize..10), proptest::option::of(0usize..10), proptest::option::of(0usize..40));
+    let strat = (
+        lines_strategy(),
+        any::<bool>(),
+        proptest::option::of(0usize..10),
+        proptest::option::of(0usize..10),
+        proptest::option::of(0usize..40),
+    );
     let res = runner(10).run(&strat, |(lines, final_nl, start, end, max)| {
         let mut content = lines.join(&b'\n');
         if final_nl && !lines.is_empty() {
@@ -122,7 +154,8 @@ fn file_read_line_ranges_match_the_model() {
 #[test]
 fn bytes_round_trip_under_awkward_paths() {
     let fleet = Fleet::new();
-    let name = "[a-zA-Z0-9 _.'\"$()ü✓-]{1,12}".prop_filter("not . or ..", |s| s != "." && s != "..");
+    let name =
+        "[a-zA-Z0-9 _.'\"$()ü✓-]{1,12}".prop_filter("not . or ..", |s| s != "." && s != "..");
     let strat = (name, prop::collection::vec(any::<u8>(), 0..300));
     let res = runner(10).run(&strat, |(name, data)| {
         let path = format!("/workspace/props/paths/{name}");
@@ -131,9 +164,14 @@ fn bytes_round_trip_under_awkward_paths() {
             move |sb| {
                 let (path, data) = (p2.clone(), d2.clone());
                 async move {
-                    sb.file_write("p", &path, &data, WriteOptions::default()).await.map_err(|e| e.kind())?;
+                    sb.file_write("p", &path, &data, WriteOptions::default())
+                        .await
+                        .map_err(|e| e.kind())?;
                     let exists = sb.file_exists("p", &path).await.map_err(|e| e.kind())?;
-                    let back = sb.file_read("p", &path, ReadOptions::default()).await.map_err(|e| e.kind())?;
+                    let back = sb
+                        .file_read("p", &path, ReadOptions::default())
+                        .await
+                        .map_err(|e| e.kind())?;
                     sb.file_delete("p", &path).await.map_err(|e| e.kind())?;
                     Ok::<_, sandbox_harness::protocol::ErrorKind>((exists, back.content))
                 }
@@ -158,11 +196,23 @@ fn env_values_persist_byte_exact() {
                 let value = v2.clone();
                 async move {
                     // The value travels as file bytes, never inside a command string.
-                    sb.file_write("e", "/workspace/props/env.txt", value.as_bytes(), WriteOptions::default()).await.map_err(|e| e.kind())?;
+                    sb.file_write(
+                        "e",
+                        "/workspace/props/env.txt",
+                        value.as_bytes(),
+                        WriteOptions::default(),
+                    )
+                    .await
+                    .map_err(|e| e.kind())?;
                     let t = Duration::from_secs(30);
                     let set = "V=$(cat /workspace/props/env.txt; echo x); V=${V%x}; export V";
-                    sb.exec_stateful(StatefulExec::new("e", set, t)).await.map_err(|e| e.kind())?;
-                    let r = sb.exec_stateful(StatefulExec::new("e", "printf '%s' \"$V\"", t)).await.map_err(|e| e.kind())?;
+                    sb.exec_stateful(StatefulExec::new("e", set, t))
+                        .await
+                        .map_err(|e| e.kind())?;
+                    let r = sb
+                        .exec_stateful(StatefulExec::new("e", "printf '%s' \"$V\"", t))
+                        .await
+                        .map_err(|e| e.kind())?;
                     Ok::<_, sandbox_harness::protocol::ErrorKind>((r.exit_code, r.stdout))
                 }
             },
@@ -178,8 +228,15 @@ fn env_values_persist_byte_exact() {
 #[test]
 fn literal_replace_and_regex_search_match_the_model() {
     let fleet = Fleet::new();
-    let regexes = prop::sample::select(vec!["a+b", "^x", "[0-9]{2}", "(ab|cd)$", "a.c", "\\.", "^$"]);
-    let strat = (prop::collection::vec("[abcdx0-9.$\\\\()]{0,10}", 0..6), "[ab.$\\\\]{1,3}", "[xy$\\\\0-9]{0,3}", regexes);
+    let regexes = prop::sample::select(vec![
+        "a+b", "^x", "[0-9]{2}", "(ab|cd)$", "a.c", "\\.", "^$",
+    ]);
+    let strat = (
+        prop::collection::vec("[abcdx0-9.$\\\\()]{0,10}", 0..6),
+        "[ab.$\\\\]{1,3}",
+        "[xy$\\\\0-9]{0,3}",
+        regexes,
+    );
     let res = runner(10).run(&strat, |(lines, old, new, re)| {
         let content: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
         let (c2, o2, n2) = (content.clone(), old.clone(), new.clone());

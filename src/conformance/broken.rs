@@ -58,10 +58,16 @@ impl SandboxBackend for TamperedBackend {
         self.inner.capabilities()
     }
     async fn create(&self) -> Result<Arc<dyn Sandbox>> {
-        Ok(Arc::new(Tampered::new(self.inner.create().await?, self.mode)))
+        Ok(Arc::new(Tampered::new(
+            self.inner.create().await?,
+            self.mode,
+        )))
     }
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>> {
-        Ok(Arc::new(Tampered::new(self.inner.get(id).await?, self.mode)))
+        Ok(Arc::new(Tampered::new(
+            self.inner.get(id).await?,
+            self.mode,
+        )))
     }
 }
 
@@ -111,12 +117,17 @@ impl Sandbox for Tampered {
         self.inner.wait_for_process(session, timeout).await
     }
     async fn write_to_process(&self, session: &str, input: &[u8], press_enter: bool) -> Result<()> {
-        self.inner.write_to_process(session, input, press_enter).await
+        self.inner
+            .write_to_process(session, input, press_enter)
+            .await
     }
     async fn kill_process(&self, session: &str) -> Result<()> {
         self.inner.kill_process(session).await
     }
-    async fn list_background_processes(&self, session: Option<&str>) -> Result<Vec<BackgroundProcess>> {
+    async fn list_background_processes(
+        &self,
+        session: Option<&str>,
+    ) -> Result<Vec<BackgroundProcess>> {
         self.inner.list_background_processes(session).await
     }
     async fn kill_background_process(&self, selector: ProcessSelector) -> Result<Vec<u32>> {
@@ -132,7 +143,13 @@ impl Sandbox for Tampered {
         }
         Ok(c)
     }
-    async fn file_write(&self, session: &str, path: &str, content: &[u8], opts: WriteOptions) -> Result<()> {
+    async fn file_write(
+        &self,
+        session: &str,
+        path: &str,
+        content: &[u8],
+        opts: WriteOptions,
+    ) -> Result<()> {
         self.inner.file_write(session, path, content, opts).await
     }
     async fn file_exists(&self, session: &str, path: &str) -> Result<bool> {
@@ -147,7 +164,12 @@ impl Sandbox for Tampered {
     async fn file_find(&self, session: &str, dir: &str, glob: &str) -> Result<Vec<String>> {
         self.inner.file_find(session, dir, glob).await
     }
-    async fn file_search(&self, session: &str, path: &str, regex: &str) -> Result<Vec<SearchMatch>> {
+    async fn file_search(
+        &self,
+        session: &str,
+        path: &str,
+        regex: &str,
+    ) -> Result<Vec<SearchMatch>> {
         self.inner.file_search(session, path, regex).await
     }
     async fn file_replace(&self, session: &str, path: &str, old: &[u8], new: &[u8]) -> Result<u64> {

@@ -151,7 +151,7 @@ pub struct CaseFailure {
     /// What went wrong, with expected and actual values.
     pub message: String,
     /// The sandbox error that caused the failure, if any (its class decides "unsupported").
-    pub error: Option<SandboxError>,
+    pub error: Option<Box<SandboxError>>,
 }
 
 impl CaseFailure {
@@ -169,13 +169,13 @@ impl CaseFailure {
         CaseFailure {
             step: Some(step.into()),
             message: format!("unexpected error [{}]: {err}", err.kind()),
-            error: Some(err),
+            error: Some(Box::new(err)),
         }
     }
 
     /// The error class of the underlying sandbox error.
     pub fn error_kind(&self) -> Option<ErrorKind> {
-        self.error.as_ref().map(SandboxError::kind)
+        self.error.as_ref().map(|e| e.kind())
     }
 }
 

@@ -18,7 +18,9 @@ pub mod text;
 
 pub use case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level};
 pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry, default_registry};
-pub use report::{parity, render_matrix, render_terminal, to_json, to_markdown, write_reports, ParityVerdict};
+pub use report::{
+    ParityVerdict, parity, render_matrix, render_terminal, to_json, to_markdown, write_reports,
+};
 pub use runner::{
     CaseRecord, LoadError, Outcome, Reporter, RunEvent, RunOptions, RunReport, SandboxGuard,
     Statistics, builtin_cases, load_cases, run, run_cases, run_with_reporters,
@@ -39,20 +41,42 @@ impl<W: std::io::Write + Send> ConsoleReporter<W> {
 impl<W: std::io::Write + Send> Reporter for ConsoleReporter<W> {
     fn on_event(&mut self, event: &RunEvent) {
         let _ = match event {
-            RunEvent::RunStarted { backends, cases } => writeln!(self.out, "conformance: {cases} case(s) on {}", backends.join(", ")),
-            RunEvent::BackendSkipped { backend, reason } => writeln!(self.out, "SKIP {backend}: {reason}"),
+            RunEvent::RunStarted { backends, cases } => writeln!(
+                self.out,
+                "conformance: {cases} case(s) on {}",
+                backends.join(", ")
+            ),
+            RunEvent::BackendSkipped { backend, reason } => {
+                writeln!(self.out, "SKIP {backend}: {reason}")
+            }
             RunEvent::CaseStarted { .. } => Ok(()),
             RunEvent::CaseFinished(r) => {
-                let head = writeln!(self.out, "{:<11} {:<9} {} ({} ms)", r.outcome.as_str().to_uppercase(), r.backend, r.id, r.duration_ms);
+                let head = writeln!(
+                    self.out,
+                    "{:<11} {:<9} {} ({} ms)",
+                    r.outcome.as_str().to_uppercase(),
+                    r.backend,
+                    r.id,
+                    r.duration_ms
+                );
                 if matches!(r.outcome, Outcome::Failed | Outcome::TimedOut) {
-                    let _ = writeln!(self.out, "    step: {}\n    {}", r.failed_step.as_deref().unwrap_or("-"), r.error.as_deref().unwrap_or("-").replace('\n', "\n    "));
+                    let _ = writeln!(
+                        self.out,
+                        "    step: {}\n    {}",
+                        r.failed_step.as_deref().unwrap_or("-"),
+                        r.error.as_deref().unwrap_or("-").replace('\n', "\n    ")
+                    );
                 }
                 head
             }
             RunEvent::RunFinished { stats } => {
                 let mut res = Ok(());
                 for (b, s) in stats {
-                    res = writeln!(self.out, "{b}: {} passed, {} failed, {} unsupported, {} skipped, {} timed out", s.passed, s.failed, s.unsupported, s.skipped, s.timed_out);
+                    res = writeln!(
+                        self.out,
+                        "{b}: {} passed, {} failed, {} unsupported, {} skipped, {} timed out",
+                        s.passed, s.failed, s.unsupported, s.skipped, s.timed_out
+                    );
                 }
                 res
             }

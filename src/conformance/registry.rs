@@ -21,8 +21,9 @@ pub enum FactoryError {
 }
 
 /// A factory that builds a backend.
-pub type BackendFactory =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<Arc<dyn SandboxBackend>, FactoryError>> + Send + Sync>;
+pub type BackendFactory = Arc<
+    dyn Fn() -> BoxFuture<'static, Result<Arc<dyn SandboxBackend>, FactoryError>> + Send + Sync,
+>;
 
 /// A named backend factory.
 #[derive(Clone)]
@@ -83,12 +84,16 @@ impl Registry {
         }
         let mut out = Vec::new();
         for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let e = self.entries.iter().find(|e| e.name == name).ok_or_else(|| {
-                format!(
-                    "unknown backend {name:?}; registered: {}",
-                    self.names().join(", ")
-                )
-            })?;
+            let e = self
+                .entries
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown backend {name:?}; registered: {}",
+                        self.names().join(", ")
+                    )
+                })?;
             if !out.iter().any(|x: &BackendEntry| x.name == name) {
                 out.push(e.clone());
             }
@@ -108,7 +113,12 @@ pub fn default_registry() -> Registry {
         use crate::backends::docker::{DockerBackend, DockerConfig};
         match DockerBackend::connect(DockerConfig::default()).await {
             Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
-            Err(e) if matches!(e.kind(), crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout
+                ) =>
+            {
                 Err(FactoryError::Unreachable(e.to_string()))
             }
             Err(e) => Err(FactoryError::Failed(e.to_string())),

@@ -43,7 +43,8 @@ pub fn parity(report: &RunReport) -> ParityVerdict {
             divergent.push(id.to_string());
         }
     }
-    let at_parity = blocking.is_empty() && !by_case.is_empty() && report.skipped_backends.is_empty();
+    let at_parity =
+        blocking.is_empty() && !by_case.is_empty() && report.skipped_backends.is_empty();
     let summary = if at_parity {
         format!(
             "AT PARITY: all {} core cases pass on {}",
@@ -62,7 +63,12 @@ pub fn parity(report: &RunReport) -> ParityVerdict {
             } else {
                 format!(
                     "; backend(s) not run: {}",
-                    report.skipped_backends.keys().cloned().collect::<Vec<_>>().join(", ")
+                    report
+                        .skipped_backends
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
         )
@@ -100,7 +106,12 @@ pub fn render_matrix(report: &RunReport, style: TableStyle) -> String {
         .map(|(id, level)| {
             let mut row = vec![id.to_string(), level.as_str().to_string()];
             for b in &report.backends {
-                row.push(cell(report.records.iter().find(|r| r.id == *id && &r.backend == b)));
+                row.push(cell(
+                    report
+                        .records
+                        .iter()
+                        .find(|r| r.id == *id && &r.backend == b),
+                ));
             }
             row
         })
@@ -126,7 +137,14 @@ pub fn render_stats(report: &RunReport, style: TableStyle) -> String {
         })
         .collect();
     render(
-        &["backend", "passed", "failed", "unsupported", "skipped", "timed out"],
+        &[
+            "backend",
+            "passed",
+            "failed",
+            "unsupported",
+            "skipped",
+            "timed out",
+        ],
         &rows,
         style,
     )
@@ -183,7 +201,11 @@ pub fn to_markdown(report: &RunReport) -> String {
         }
     }
     if !report.excluded_heavy.is_empty() {
-        let _ = writeln!(out, "\nHeavy cases left out: {}", report.excluded_heavy.join(", "));
+        let _ = writeln!(
+            out,
+            "\nHeavy cases left out: {}",
+            report.excluded_heavy.join(", ")
+        );
     }
     let failures = render_failures(report);
     if !failures.is_empty() {
@@ -278,7 +300,10 @@ mod tests {
         let v = parity(&bad);
         assert!(!v.at_parity);
         assert_eq!(v.divergent, vec!["files.a".to_string()]);
-        assert_eq!(v.blocking, vec![("files.a".into(), "cloudrun".into(), Outcome::Unsupported)]);
+        assert_eq!(
+            v.blocking,
+            vec![("files.a".into(), "cloudrun".into(), Outcome::Unsupported)]
+        );
         assert!(!parity(&report(vec![])).at_parity);
     }
 
@@ -289,18 +314,26 @@ mod tests {
             rec("files.a", "cloudrun", Outcome::Failed, Level::Core),
         ]);
         let m = render_matrix(&r, TableStyle::Markdown);
-        assert!(m.contains("pass (5 ms)") && m.contains("fail (5 ms)"), "{m}");
+        assert!(
+            m.contains("pass (5 ms)") && m.contains("fail (5 ms)"),
+            "{m}"
+        );
         let j = to_json(&r);
         assert_eq!(j["records"].as_array().unwrap().len(), 2);
         assert_eq!(j["records"][1]["outcome"], "failed");
         assert_eq!(j["records"][1]["failed_step"], "f.scn:3: run s");
         assert_eq!(j["parity"]["at_parity"], false);
         let md = to_markdown(&r);
-        assert!(md.contains("NOT AT PARITY") && md.contains("## Failures") && md.contains("stdout differs"));
+        assert!(
+            md.contains("NOT AT PARITY")
+                && md.contains("## Failures")
+                && md.contains("stdout differs")
+        );
         let dir = tempfile::tempdir().unwrap();
         let files = write_reports(&r, &dir.path().join("reports")).unwrap();
         assert_eq!(files.len(), 2);
-        let back: serde_json::Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
         assert_eq!(back["records"][0]["id"], "files.a");
     }
 }

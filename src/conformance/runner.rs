@@ -348,9 +348,18 @@ pub async fn run_cases(
                         reason: reason.clone(),
                     },
                 );
-                report.skipped_backends.insert(entry.name.clone(), reason.clone());
+                report
+                    .skipped_backends
+                    .insert(entry.name.clone(), reason.clone());
                 for c in &cases {
-                    let rec = record(c, &entry.name, Outcome::Skipped, Duration::ZERO, Some(reason.clone()), None);
+                    let rec = record(
+                        c,
+                        &entry.name,
+                        Outcome::Skipped,
+                        Duration::ZERO,
+                        Some(reason.clone()),
+                        None,
+                    );
                     finish(&mut report, reporters, rec);
                 }
                 continue;
@@ -375,7 +384,11 @@ fn emit(reporters: &mut [Box<dyn Reporter>], ev: &RunEvent) {
 }
 
 fn finish(report: &mut RunReport, reporters: &mut [Box<dyn Reporter>], rec: CaseRecord) {
-    report.stats.entry(rec.backend.clone()).or_default().add(rec.outcome);
+    report
+        .stats
+        .entry(rec.backend.clone())
+        .or_default()
+        .add(rec.outcome);
     emit(reporters, &RunEvent::CaseFinished(rec.clone()));
     report.records.push(rec);
 }
@@ -438,7 +451,10 @@ impl Drop for SandboxGuard {
                         }
                     });
                 }
-                Err(_) => warn!(sandbox = sb.id(), "no runtime to destroy a sandbox; it is left behind"),
+                Err(_) => warn!(
+                    sandbox = sb.id(),
+                    "no runtime to destroy a sandbox; it is left behind"
+                ),
             }
         }
     }
@@ -469,11 +485,26 @@ async fn run_backend(
         let guard = match created {
             Ok(Ok(g)) => g,
             Ok(Err(e)) => {
-                fail_area(name, &area_cases, format!("creating the {area} sandbox failed: {e}"), report, reporters);
+                fail_area(
+                    name,
+                    &area_cases,
+                    format!("creating the {area} sandbox failed: {e}"),
+                    report,
+                    reporters,
+                );
                 continue;
             }
             Err(_) => {
-                fail_area(name, &area_cases, format!("creating the {area} sandbox took longer than {:?}", opts.create_timeout), report, reporters);
+                fail_area(
+                    name,
+                    &area_cases,
+                    format!(
+                        "creating the {area} sandbox took longer than {:?}",
+                        opts.create_timeout
+                    ),
+                    report,
+                    reporters,
+                );
                 continue;
             }
         };
@@ -501,8 +532,12 @@ async fn run_backend(
         drop(sandbox);
         match tokio::time::timeout(Duration::from_secs(120), guard.destroy()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => report.cleanup_errors.push(format!("{name}: sandbox {id}: {e}")),
-            Err(_) => report.cleanup_errors.push(format!("{name}: sandbox {id}: destroy timed out")),
+            Ok(Err(e)) => report
+                .cleanup_errors
+                .push(format!("{name}: sandbox {id}: {e}")),
+            Err(_) => report
+                .cleanup_errors
+                .push(format!("{name}: sandbox {id}: destroy timed out")),
         }
     }
 }
@@ -515,7 +550,14 @@ fn fail_area(
     reporters: &mut [Box<dyn Reporter>],
 ) {
     for c in cases {
-        let rec = record(c, name, Outcome::Failed, Duration::ZERO, Some(why.clone()), None);
+        let rec = record(
+            c,
+            name,
+            Outcome::Failed,
+            Duration::ZERO,
+            Some(why.clone()),
+            None,
+        );
         finish(report, reporters, rec);
     }
 }
@@ -542,7 +584,14 @@ async fn run_one(
     let result = match res {
         Err(_) => {
             abort.abort();
-            return record(case, backend, Outcome::TimedOut, d, Some(format!("the case did not finish within {limit:?}")), None);
+            return record(
+                case,
+                backend,
+                Outcome::TimedOut,
+                d,
+                Some(format!("the case did not finish within {limit:?}")),
+                None,
+            );
         }
         Ok(Err(join)) => {
             let msg = if join.is_panic() {
@@ -611,13 +660,22 @@ mod tests {
     use crate::protocol::SandboxError;
 
     fn unsupported() -> CaseFailure {
-        CaseFailure::sandbox("x.scn:3: bg s", SandboxError::unsupported("sb", "exec_stateful", "no background"))
+        CaseFailure::sandbox(
+            "x.scn:3: bg s",
+            SandboxError::unsupported("sb", "exec_stateful", "no background"),
+        )
     }
 
     #[test]
     fn classification_is_capability_gated() {
         let none = Capabilities::default();
-        let all = Capabilities { browser: true, vnc: true, stdin: true, background: true, reattach: true };
+        let all = Capabilities {
+            browser: true,
+            vnc: true,
+            stdin: true,
+            background: true,
+            reattach: true,
+        };
         let req = [Capability::Background];
         assert_eq!(classify(&[], &none, Ok(())).0, Outcome::Passed);
         assert_eq!(classify(&req, &all, Ok(())).0, Outcome::Passed);
@@ -647,7 +705,16 @@ mod tests {
             cleanup_errors: Vec::new(),
             duration_ms: 0,
         };
-        let rec = |o| CaseRecord { id: "files.a".into(), area: Area::Files, level: Level::Core, backend: "x".into(), outcome: o, duration_ms: 1, error: None, failed_step: None };
+        let rec = |o| CaseRecord {
+            id: "files.a".into(),
+            area: Area::Files,
+            level: Level::Core,
+            backend: "x".into(),
+            outcome: o,
+            duration_ms: 1,
+            error: None,
+            failed_step: None,
+        };
         r.records.push(rec(Outcome::Passed));
         r.records.push(rec(Outcome::Unsupported));
         assert_eq!((r.exit_code(false), r.exit_code(true)), (0, 0));
@@ -659,10 +726,17 @@ mod tests {
 
     #[test]
     fn filters_by_substring_glob_and_heavy() {
-        let opts = RunOptions { filter: Some("files.*".into()), ..Default::default() };
+        let opts = RunOptions {
+            filter: Some("files.*".into()),
+            ..Default::default()
+        };
         let (cases, _) = load_cases(&opts).unwrap();
         assert!(!cases.is_empty() && cases.iter().all(|c| c.id.starts_with("files.")));
-        let opts = RunOptions { filter: Some("500mb".into()), skip_heavy: true, ..Default::default() };
+        let opts = RunOptions {
+            filter: Some("500mb".into()),
+            skip_heavy: true,
+            ..Default::default()
+        };
         let (cases, excluded) = load_cases(&opts).unwrap();
         assert!(cases.is_empty());
         assert_eq!(excluded, vec!["transfer.roundtrip_500mb".to_string()]);
@@ -671,6 +745,12 @@ mod tests {
         for area in Area::ALL {
             assert!(all.iter().any(|c| c.area == area), "no case in {area}");
         }
-        assert!(load_cases(&RunOptions { filter: Some("[".into()), ..Default::default() }).is_err());
+        assert!(
+            load_cases(&RunOptions {
+                filter: Some("[".into()),
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }

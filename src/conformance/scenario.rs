@@ -80,25 +80,177 @@ struct Spec {
 const FILE_OPTS: &[&str] = &["session"];
 
 const SPECS: &[Spec] = &[
-    Spec { name: "run", kind: StepKind::Run, args: (1, 1), body: BodyKind::Command, opts: &["exit", "cwd", "stderr", "stderr~", "stdout~", "timeout"], flags: &["truncated"], expected: true },
-    Spec { name: "bg", kind: StepKind::Bg, args: (1, 1), body: BodyKind::Command, opts: &["as"], flags: &[], expected: false },
-    Spec { name: "bg-list", kind: StepKind::BgList, args: (0, 0), body: BodyKind::None, opts: &["session", "wait"], flags: &[], expected: true },
-    Spec { name: "bg-kill", kind: StepKind::BgKill, args: (0, 1), body: BodyKind::None, opts: &["session", "pattern"], flags: &[], expected: true },
-    Spec { name: "bg-logs", kind: StepKind::BgLogs, args: (1, 1), body: BodyKind::None, opts: &["wait", "contains"], flags: &[], expected: true },
-    Spec { name: "exec", kind: StepKind::Exec, args: (1, 1), body: BodyKind::Command, opts: &["dir", "exit", "contains"], flags: &["running"], expected: true },
-    Spec { name: "view", kind: StepKind::View, args: (1, 1), body: BodyKind::None, opts: &["running", "exit", "contains", "wait"], flags: &[], expected: true },
-    Spec { name: "wait", kind: StepKind::Wait, args: (2, 2), body: BodyKind::None, opts: &["exit"], flags: &[], expected: false },
-    Spec { name: "write-stdin", kind: StepKind::WriteStdin, args: (1, 1), body: BodyKind::Content, opts: &[], flags: &["enter"], expected: false },
-    Spec { name: "kill", kind: StepKind::Kill, args: (1, 1), body: BodyKind::None, opts: &[], flags: &[], expected: false },
-    Spec { name: "write", kind: StepKind::Write, args: (1, 1), body: BodyKind::Content, opts: FILE_OPTS, flags: &["append", "leading-newline", "trailing-newline"], expected: false },
-    Spec { name: "read", kind: StepKind::Read, args: (1, 1), body: BodyKind::None, opts: &["session", "start", "end", "max", "truncated"], flags: &[], expected: true },
-    Spec { name: "exists", kind: StepKind::Exists, args: (1, 1), body: BodyKind::None, opts: FILE_OPTS, flags: &[], expected: true },
-    Spec { name: "delete", kind: StepKind::Delete, args: (1, 1), body: BodyKind::None, opts: FILE_OPTS, flags: &[], expected: false },
-    Spec { name: "list", kind: StepKind::List, args: (1, 1), body: BodyKind::None, opts: FILE_OPTS, flags: &[], expected: true },
-    Spec { name: "find", kind: StepKind::Find, args: (2, 2), body: BodyKind::None, opts: FILE_OPTS, flags: &[], expected: true },
-    Spec { name: "search", kind: StepKind::Search, args: (2, 2), body: BodyKind::None, opts: FILE_OPTS, flags: &[], expected: true },
-    Spec { name: "replace", kind: StepKind::Replace, args: (3, 3), body: BodyKind::None, opts: FILE_OPTS, flags: &[], expected: true },
-    Spec { name: "sleep", kind: StepKind::Sleep, args: (1, 1), body: BodyKind::None, opts: &[], flags: &[], expected: false },
+    Spec {
+        name: "run",
+        kind: StepKind::Run,
+        args: (1, 1),
+        body: BodyKind::Command,
+        opts: &["exit", "cwd", "stderr", "stderr~", "stdout~", "timeout"],
+        flags: &["truncated"],
+        expected: true,
+    },
+    Spec {
+        name: "bg",
+        kind: StepKind::Bg,
+        args: (1, 1),
+        body: BodyKind::Command,
+        opts: &["as"],
+        flags: &[],
+        expected: false,
+    },
+    Spec {
+        name: "bg-list",
+        kind: StepKind::BgList,
+        args: (0, 0),
+        body: BodyKind::None,
+        opts: &["session", "wait"],
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "bg-kill",
+        kind: StepKind::BgKill,
+        args: (0, 1),
+        body: BodyKind::None,
+        opts: &["session", "pattern"],
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "bg-logs",
+        kind: StepKind::BgLogs,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: &["wait", "contains"],
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "exec",
+        kind: StepKind::Exec,
+        args: (1, 1),
+        body: BodyKind::Command,
+        opts: &["dir", "exit", "contains"],
+        flags: &["running"],
+        expected: true,
+    },
+    Spec {
+        name: "view",
+        kind: StepKind::View,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: &["running", "exit", "contains", "wait"],
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "wait",
+        kind: StepKind::Wait,
+        args: (2, 2),
+        body: BodyKind::None,
+        opts: &["exit"],
+        flags: &[],
+        expected: false,
+    },
+    Spec {
+        name: "write-stdin",
+        kind: StepKind::WriteStdin,
+        args: (1, 1),
+        body: BodyKind::Content,
+        opts: &[],
+        flags: &["enter"],
+        expected: false,
+    },
+    Spec {
+        name: "kill",
+        kind: StepKind::Kill,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: &[],
+        flags: &[],
+        expected: false,
+    },
+    Spec {
+        name: "write",
+        kind: StepKind::Write,
+        args: (1, 1),
+        body: BodyKind::Content,
+        opts: FILE_OPTS,
+        flags: &["append", "leading-newline", "trailing-newline"],
+        expected: false,
+    },
+    Spec {
+        name: "read",
+        kind: StepKind::Read,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: &["session", "start", "end", "max", "truncated"],
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "exists",
+        kind: StepKind::Exists,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: FILE_OPTS,
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "delete",
+        kind: StepKind::Delete,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: FILE_OPTS,
+        flags: &[],
+        expected: false,
+    },
+    Spec {
+        name: "list",
+        kind: StepKind::List,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: FILE_OPTS,
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "find",
+        kind: StepKind::Find,
+        args: (2, 2),
+        body: BodyKind::None,
+        opts: FILE_OPTS,
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "search",
+        kind: StepKind::Search,
+        args: (2, 2),
+        body: BodyKind::None,
+        opts: FILE_OPTS,
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "replace",
+        kind: StepKind::Replace,
+        args: (3, 3),
+        body: BodyKind::None,
+        opts: FILE_OPTS,
+        flags: &[],
+        expected: true,
+    },
+    Spec {
+        name: "sleep",
+        kind: StepKind::Sleep,
+        args: (1, 1),
+        body: BodyKind::None,
+        opts: &[],
+        flags: &[],
+        expected: false,
+    },
 ];
 
 /// One parsed step.
@@ -195,25 +347,43 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
                 continue;
             }
             _ if out.is_empty() => {
-                return Err(err(lineno, format!("expected `case AREA.NAME`, found {word:?}")));
+                return Err(err(
+                    lineno,
+                    format!("expected `case AREA.NAME`, found {word:?}"),
+                ));
             }
             "level" | "requires" => {
                 let sc = out.last_mut().expect("checked above");
                 if !sc.steps.is_empty() {
-                    return Err(err(lineno, format!("`{word}` must come before the first step")));
+                    return Err(err(
+                        lineno,
+                        format!("`{word}` must come before the first step"),
+                    ));
                 }
                 if word == "level" {
                     sc.level = match rest {
                         "core" => Level::Core,
                         "extended" => Level::Extended,
                         other => {
-                            return Err(err(lineno, format!("unknown level {other:?} (core or extended)")));
+                            return Err(err(
+                                lineno,
+                                format!("unknown level {other:?} (core or extended)"),
+                            ));
                         }
                     };
                 } else {
-                    for name in rest.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
+                    for name in rest
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|s| !s.is_empty())
+                    {
                         let cap = Capability::parse(name).ok_or_else(|| {
-                            err(lineno, format!("unknown capability {name:?} (one of {})", Capability::ALL.map(Capability::as_str).join(", ")))
+                            err(
+                                lineno,
+                                format!(
+                                    "unknown capability {name:?} (one of {})",
+                                    Capability::ALL.map(Capability::as_str).join(", ")
+                                ),
+                            )
                         })?;
                         sc.requires.push(cap);
                     }
@@ -225,7 +395,13 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
                     return Err(err(lineno, "two `expect-error` lines in a row".into()));
                 }
                 let kind = parse_error_kind(rest).ok_or_else(|| {
-                    err(lineno, format!("unknown error class {rest:?} (one of {})", ErrorKind::ALL.map(ErrorKind::as_str).join(", ")))
+                    err(
+                        lineno,
+                        format!(
+                            "unknown error class {rest:?} (one of {})",
+                            ErrorKind::ALL.map(ErrorKind::as_str).join(", ")
+                        ),
+                    )
                 })?;
                 pending_error = Some((lineno, kind));
                 continue;
@@ -233,7 +409,13 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
             _ => {}
         }
         let spec = SPECS.iter().find(|s| s.name == word).ok_or_else(|| {
-            err(lineno, format!("unknown step {word:?} (one of {})", SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")))
+            err(
+                lineno,
+                format!(
+                    "unknown step {word:?} (one of {})",
+                    SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+                ),
+            )
         })?;
         let tokens = tokenize(rest).map_err(|m| err(lineno, m))?;
         let mut args = Vec::new();
@@ -241,14 +423,14 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
         let mut flags = Vec::new();
         for (tok, quoted) in tokens {
             if !quoted {
-                if let Some((k, v)) = tok.split_once('=') {
-                    if spec.opts.contains(&k) {
-                        let v = unescape(v).map_err(|m| err(lineno, format!("option {k}: {m}")))?;
-                        if opts.insert(k.to_string(), v.bytes).is_some() {
-                            return Err(err(lineno, format!("option {k} given twice")));
-                        }
-                        continue;
+                if let Some((k, v)) = tok.split_once('=')
+                    && spec.opts.contains(&k)
+                {
+                    let v = unescape(v).map_err(|m| err(lineno, format!("option {k}: {m}")))?;
+                    if opts.insert(k.to_string(), v.bytes).is_some() {
+                        return Err(err(lineno, format!("option {k} given twice")));
                     }
+                    continue;
                 }
                 if spec.flags.contains(&tok.as_str()) {
                     flags.push(tok);
@@ -261,9 +443,18 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
         if args.len() < spec.args.0 || args.len() > spec.args.1 {
             return Err(err(
                 lineno,
-                format!("`{}` takes {} argument(s), found {} (options: {}; flags: {})", spec.name,
-                    if spec.args.0 == spec.args.1 { spec.args.0.to_string() } else { format!("{}-{}", spec.args.0, spec.args.1) },
-                    args.len(), spec.opts.join(" "), spec.flags.join(" "))
+                format!(
+                    "`{}` takes {} argument(s), found {} (options: {}; flags: {})",
+                    spec.name,
+                    if spec.args.0 == spec.args.1 {
+                        spec.args.0.to_string()
+                    } else {
+                        format!("{}-{}", spec.args.0, spec.args.1)
+                    },
+                    args.len(),
+                    spec.opts.join(" "),
+                    spec.flags.join(" ")
+                ),
             ));
         }
         // Body lines run to `----` or a blank line.
@@ -284,21 +475,41 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
         }
         let body = match spec.body {
             BodyKind::None if !body_lines.is_empty() => {
-                return Err(err(body_lines[0].0, format!("`{}` takes no body; put `----` before the expected result", spec.name)));
+                return Err(err(
+                    body_lines[0].0,
+                    format!(
+                        "`{}` takes no body; put `----` before the expected result",
+                        spec.name
+                    ),
+                ));
             }
             BodyKind::None => None,
             BodyKind::Command if body_lines.is_empty() => {
-                return Err(err(lineno, format!("`{}` needs the command on the following line(s)", spec.name)));
+                return Err(err(
+                    lineno,
+                    format!("`{}` needs the command on the following line(s)", spec.name),
+                ));
             }
             BodyKind::Command => Some(
-                body_lines.iter().map(|(_, l)| if *l == "." { "" } else { *l }).collect::<Vec<_>>().join("\n").into_bytes(),
+                body_lines
+                    .iter()
+                    .map(|(_, l)| if *l == "." { "" } else { *l })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .into_bytes(),
             ),
             BodyKind::Content => Some(decode_block(&body_lines).map_err(|(l, m)| err(l, m))?),
         };
         let mut expected = None;
         if has_expected {
             if !spec.expected {
-                return Err(err(lineno, format!("`{}` has no result to compare; remove the `----` block", spec.name)));
+                return Err(err(
+                    lineno,
+                    format!(
+                        "`{}` has no result to compare; remove the `----` block",
+                        spec.name
+                    ),
+                ));
             }
             let mut exp_lines = Vec::new();
             while i < lines.len() && !lines[i].trim().is_empty() {
@@ -425,7 +636,10 @@ struct Exec<'a> {
 
 impl fmt::Display for StepKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = SPECS.iter().find(|s| s.kind == *self).map_or("?", |s| s.name);
+        let name = SPECS
+            .iter()
+            .find(|s| s.kind == *self)
+            .map_or("?", |s| s.name);
         f.write_str(name)
     }
 }
@@ -487,7 +701,11 @@ impl Exec<'_> {
             .transpose()
     }
 
-    fn opt_num<T: std::str::FromStr>(&self, step: &Step, key: &str) -> Result<Option<T>, CaseFailure> {
+    fn opt_num<T: std::str::FromStr>(
+        &self,
+        step: &Step,
+        key: &str,
+    ) -> Result<Option<T>, CaseFailure> {
         match self.opt(step, key)? {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
@@ -546,7 +764,10 @@ impl Exec<'_> {
         let want = match self.opt(step, "exit")? {
             Some(v) if v == "any" => None,
             Some(v) => Some(v.parse::<i32>().map_err(|_| {
-                CaseFailure::at(self.at(step), format!("exit={v:?} is not a number or `any`"))
+                CaseFailure::at(
+                    self.at(step),
+                    format!("exit={v:?} is not a number or `any`"),
+                )
             })?),
             None => default,
         };
@@ -568,10 +789,13 @@ impl Exec<'_> {
             (Err(e), Some(want)) => {
                 let mut f = CaseFailure::at(
                     self.at(step),
-                    format!("error class differs\n  expected: {want}\n    actual: {} ({e})", e.kind()),
+                    format!(
+                        "error class differs\n  expected: {want}\n    actual: {} ({e})",
+                        e.kind()
+                    ),
                 );
                 if e.kind() == ErrorKind::Unsupported {
-                    f.error = Some(e);
+                    f.error = Some(Box::new(e));
                 }
                 Err(f)
             }
@@ -596,9 +820,16 @@ impl Exec<'_> {
         match step.kind {
             StepKind::Run => {
                 let session = self.ctx.session(&self.arg(step, 0)?);
-                let command = self.text(step, step.body.as_deref().unwrap_or_default(), "command")?;
-                let timeout = self.opt_num::<f64>(step, "timeout")?.map(Duration::from_secs_f64).unwrap_or(DEFAULT_RUN_TIMEOUT);
-                let r = call!(sb.exec_stateful(StatefulExec::new(session, command, timeout)).await);
+                let command =
+                    self.text(step, step.body.as_deref().unwrap_or_default(), "command")?;
+                let timeout = self
+                    .opt_num::<f64>(step, "timeout")?
+                    .map(Duration::from_secs_f64)
+                    .unwrap_or(DEFAULT_RUN_TIMEOUT);
+                let r = call!(
+                    sb.exec_stateful(StatefulExec::new(session, command, timeout))
+                        .await
+                );
                 self.check_expected(step, "stdout", &r.stdout)?;
                 self.check_contains(step, "stdout~", "stdout", &r.stdout)?;
                 if let Some(e) = step.opts.get("stderr") {
@@ -609,18 +840,25 @@ impl Exec<'_> {
                     self.compare(step, "cwd", cwd.as_bytes(), r.cwd.as_bytes())?;
                 }
                 if step.flags.iter().any(|f| f == "truncated") && !r.output_truncated {
-                    return Err(CaseFailure::at(self.at(step), "expected output_truncated = true, got false"));
+                    return Err(CaseFailure::at(
+                        self.at(step),
+                        "expected output_truncated = true, got false",
+                    ));
                 }
                 self.check_exit(step, r.exit_code, Some(0))?;
             }
             StepKind::Bg => {
                 let session = self.ctx.session(&self.arg(step, 0)?);
-                let command = self.text(step, step.body.as_deref().unwrap_or_default(), "command")?;
+                let command =
+                    self.text(step, step.body.as_deref().unwrap_or_default(), "command")?;
                 let mut req = StatefulExec::new(session, command, DEFAULT_RUN_TIMEOUT);
                 req.background = true;
                 let r = call!(sb.exec_stateful(req).await);
                 let pid = r.background_pid.ok_or_else(|| {
-                    CaseFailure::at(self.at(step), "a background command returned no background_pid")
+                    CaseFailure::at(
+                        self.at(step),
+                        "a background command returned no background_pid",
+                    )
                 })?;
                 if let Some(name) = self.opt(step, "as")? {
                     self.names.insert(name, pid);
@@ -636,7 +874,11 @@ impl Exec<'_> {
                         .iter()
                         .filter_map(|p| {
                             let local = p.session.strip_prefix(&self.ctx.session_prefix)?;
-                            Some(format!("{local} {} {}\n", if p.running { "running" } else { "exited" }, escape_bytes(p.command.as_bytes())))
+                            Some(format!(
+                                "{local} {} {}\n",
+                                if p.running { "running" } else { "exited" },
+                                escape_bytes(p.command.as_bytes())
+                            ))
                         })
                         .collect();
                     lines.sort();
@@ -657,10 +899,17 @@ impl Exec<'_> {
                 } else if !step.args.is_empty() {
                     ProcessSelector::Pid(self.pid(step)?)
                 } else {
-                    return Err(CaseFailure::at(self.at(step), "bg-kill needs a process name, session= or pattern="));
+                    return Err(CaseFailure::at(
+                        self.at(step),
+                        "bg-kill needs a process name, session= or pattern=",
+                    ));
                 };
                 let killed = call!(sb.kill_background_process(selector).await);
-                self.check_expected(step, "number of killed processes", format!("{}\n", killed.len()).as_bytes())?;
+                self.check_expected(
+                    step,
+                    "number of killed processes",
+                    format!("{}\n", killed.len()).as_bytes(),
+                )?;
             }
             StepKind::BgLogs => {
                 let pid = self.pid(step)?;
@@ -681,16 +930,21 @@ impl Exec<'_> {
             }
             StepKind::Exec => {
                 let session = self.ctx.session(&self.arg(step, 0)?);
-                let command = self.text(step, step.body.as_deref().unwrap_or_default(), "command")?;
+                let command =
+                    self.text(step, step.body.as_deref().unwrap_or_default(), "command")?;
                 let dir = self.opt(step, "dir")?.unwrap_or_default();
                 let out = call!(sb.exec(&session, &dir, &command).await);
                 let want_running = step.flags.iter().any(|f| f == "running");
                 match (out, want_running) {
                     (ExecOutcome::Running { .. }, true) => {}
                     (ExecOutcome::Completed { exit_code, output }, true) => {
-                        return Err(CaseFailure::at(self.at(step), format!(
-                            "expected the command to be still running, but it completed with exit code {exit_code} and output \"{}\"",
-                            escape_bytes(&output))));
+                        return Err(CaseFailure::at(
+                            self.at(step),
+                            format!(
+                                "expected the command to be still running, but it completed with exit code {exit_code} and output \"{}\"",
+                                escape_bytes(&output)
+                            ),
+                        ));
                     }
                     (ExecOutcome::Completed { exit_code, output }, false) => {
                         self.check_expected(step, "output", &output)?;
@@ -699,7 +953,8 @@ impl Exec<'_> {
                     }
                     (ExecOutcome::Running { .. }, false) => {
                         // A slow backend may hand back `Running` for a quick command: follow it.
-                        let code = call!(sb.wait_for_process(&session, Duration::from_secs(60)).await);
+                        let code =
+                            call!(sb.wait_for_process(&session, Duration::from_secs(60)).await);
                         let view = call!(sb.view_shell(&session).await);
                         self.check_expected(step, "output", &view.output)?;
                         self.check_contains(step, "contains", "output", &view.output)?;
@@ -715,7 +970,12 @@ impl Exec<'_> {
                     None => None,
                     Some("true") => Some(true),
                     Some("false") => Some(false),
-                    Some(o) => return Err(CaseFailure::at(self.at(step), format!("running={o:?} is not true or false"))),
+                    Some(o) => {
+                        return Err(CaseFailure::at(
+                            self.at(step),
+                            format!("running={o:?} is not true or false"),
+                        ));
+                    }
                 };
                 let needle = step.opts.get("contains").map(|n| self.subst_bytes(n));
                 loop {
@@ -726,15 +986,26 @@ impl Exec<'_> {
                     if ok || Instant::now() >= deadline {
                         self.check_expected(step, "shell output", &v.output)?;
                         self.check_contains(step, "contains", "shell output", &v.output)?;
-                        if let Some(r) = running {
-                            if r != v.running {
-                                return Err(CaseFailure::at(self.at(step), format!("running differs\n  expected: {r}\n    actual: {}", v.running)));
-                            }
+                        if let Some(r) = running
+                            && r != v.running
+                        {
+                            return Err(CaseFailure::at(
+                                self.at(step),
+                                format!(
+                                    "running differs\n  expected: {r}\n    actual: {}",
+                                    v.running
+                                ),
+                            ));
                         }
                         if step.opts.contains_key("exit") {
                             match v.exit_code {
                                 Some(code) => self.check_exit(step, code, None)?,
-                                None => return Err(CaseFailure::at(self.at(step), "expected an exit code, the view has none")),
+                                None => {
+                                    return Err(CaseFailure::at(
+                                        self.at(step),
+                                        "expected an exit code, the view has none",
+                                    ));
+                                }
                             }
                         }
                         break;
@@ -744,8 +1015,13 @@ impl Exec<'_> {
             }
             StepKind::Wait => {
                 let session = self.ctx.session(&self.arg(step, 0)?);
-                let secs: f64 = self.arg(step, 1)?.parse().map_err(|_| CaseFailure::at(self.at(step), "the wait time is not a number of seconds"))?;
-                let code = call!(sb.wait_for_process(&session, Duration::from_secs_f64(secs)).await);
+                let secs: f64 = self.arg(step, 1)?.parse().map_err(|_| {
+                    CaseFailure::at(self.at(step), "the wait time is not a number of seconds")
+                })?;
+                let code = call!(
+                    sb.wait_for_process(&session, Duration::from_secs_f64(secs))
+                        .await
+                );
                 self.check_exit(step, code, None)?;
             }
             StepKind::WriteStdin => {
@@ -767,7 +1043,10 @@ impl Exec<'_> {
                     leading_newline: has("leading-newline"),
                     trailing_newline: has("trailing-newline"),
                 };
-                call!(sb.file_write(&self.session(step)?, &path, &content, opts).await);
+                call!(
+                    sb.file_write(&self.session(step)?, &path, &content, opts)
+                        .await
+                );
             }
             StepKind::Read => {
                 let path = self.arg(step, 0)?;
@@ -781,7 +1060,13 @@ impl Exec<'_> {
                 if let Some(t) = self.opt(step, "truncated")? {
                     let want = t == "true";
                     if want != r.truncated {
-                        return Err(CaseFailure::at(self.at(step), format!("truncated differs\n  expected: {want}\n    actual: {}", r.truncated)));
+                        return Err(CaseFailure::at(
+                            self.at(step),
+                            format!(
+                                "truncated differs\n  expected: {want}\n    actual: {}",
+                                r.truncated
+                            ),
+                        ));
                     }
                 }
             }
@@ -801,9 +1086,13 @@ impl Exec<'_> {
                 let text: String = entries
                     .iter()
                     .map(|e| match e.kind {
-                        FileKind::File => format!("file {} {}\n", escape_bytes(e.name.as_bytes()), e.size),
+                        FileKind::File => {
+                            format!("file {} {}\n", escape_bytes(e.name.as_bytes()), e.size)
+                        }
                         FileKind::Dir => format!("dir {}\n", escape_bytes(e.name.as_bytes())),
-                        FileKind::Symlink => format!("symlink {}\n", escape_bytes(e.name.as_bytes())),
+                        FileKind::Symlink => {
+                            format!("symlink {}\n", escape_bytes(e.name.as_bytes()))
+                        }
                         FileKind::Other => format!("other {}\n", escape_bytes(e.name.as_bytes())),
                     })
                     .collect();
@@ -815,31 +1104,51 @@ impl Exec<'_> {
                 let found = call!(sb.file_find(&self.session(step)?, &dir, &glob).await);
                 let mut abs: Vec<String> = found
                     .iter()
-                    .map(|p| if p.starts_with('/') { p.clone() } else { crate::paths::resolve(&dir, p).unwrap_or_else(|_| p.clone()) })
+                    .map(|p| {
+                        if p.starts_with('/') {
+                            p.clone()
+                        } else {
+                            crate::paths::resolve(&dir, p).unwrap_or_else(|_| p.clone())
+                        }
+                    })
                     .collect();
                 if abs.windows(2).any(|w| w[0] > w[1]) {
-                    return Err(CaseFailure::at(self.at(step), format!("file_find results are not sorted: {found:?}")));
+                    return Err(CaseFailure::at(
+                        self.at(step),
+                        format!("file_find results are not sorted: {found:?}"),
+                    ));
                 }
                 abs.sort();
-                let text: String = abs.iter().map(|p| format!("{}\n", escape_bytes(p.as_bytes()))).collect();
+                let text: String = abs
+                    .iter()
+                    .map(|p| format!("{}\n", escape_bytes(p.as_bytes())))
+                    .collect();
                 self.check_expected(step, "found paths", text.as_bytes())?;
             }
             StepKind::Search => {
                 let path = self.arg(step, 0)?;
                 let re = self.arg(step, 1)?;
                 let found = call!(sb.file_search(&self.session(step)?, &path, &re).await);
-                let text: String = found.iter().map(|m| format!("{}:{}\n", m.line, escape_bytes(&m.text))).collect();
+                let text: String = found
+                    .iter()
+                    .map(|m| format!("{}:{}\n", m.line, escape_bytes(&m.text)))
+                    .collect();
                 self.check_expected(step, "search matches", text.as_bytes())?;
             }
             StepKind::Replace => {
                 let path = self.arg(step, 0)?;
                 let old = self.subst_bytes(&step.args[1]);
                 let new = self.subst_bytes(&step.args[2]);
-                let n = call!(sb.file_replace(&self.session(step)?, &path, &old, &new).await);
+                let n = call!(
+                    sb.file_replace(&self.session(step)?, &path, &old, &new)
+                        .await
+                );
                 self.check_expected(step, "replacement count", format!("{n}\n").as_bytes())?;
             }
             StepKind::Sleep => {
-                let secs: f64 = self.arg(step, 0)?.parse().map_err(|_| CaseFailure::at(self.at(step), "sleep needs a number of seconds"))?;
+                let secs: f64 = self.arg(step, 0)?.parse().map_err(|_| {
+                    CaseFailure::at(self.at(step), "sleep needs a number of seconds")
+                })?;
                 tokio::time::sleep(Duration::from_secs_f64(secs)).await;
             }
         }
@@ -923,14 +1232,30 @@ hello
             ("case files.a\nexists x\nsome body\n", 3, "takes no body"),
             ("case files.a\nrun s\n", 2, "needs the command"),
             ("case files.a\nwrite x\nbad \\q\n", 3, "unknown escape"),
-            ("case files.a\n\nexpect-error nope\n", 3, "unknown error class"),
-            ("case files.a\nexpect-error backend\n", 2, "not followed by a step"),
+            (
+                "case files.a\n\nexpect-error nope\n",
+                3,
+                "unknown error class",
+            ),
+            (
+                "case files.a\nexpect-error backend\n",
+                2,
+                "not followed by a step",
+            ),
             ("case nope.a\n", 1, "unknown area"),
             ("case files.a\nrequires warp\n", 2, "unknown capability"),
-            ("case files.a\nread x\n\nlevel core\n", 4, "before the first step"),
+            (
+                "case files.a\nread x\n\nlevel core\n",
+                4,
+                "before the first step",
+            ),
             ("case files.a\n", 1, "has no steps"),
             ("case files.a\nread 'x\n", 2, "unterminated"),
-            ("case files.a\ndelete x\n----\ny\n", 2, "no result to compare"),
+            (
+                "case files.a\ndelete x\n----\ny\n",
+                2,
+                "no result to compare",
+            ),
             ("case files.a\nread x\n\ncase files.a\n", 4, "defined twice"),
         ];
         for (text, line, needle) in cases {
@@ -945,7 +1270,10 @@ hello
     fn options_only_when_known_and_unquoted() {
         let sc = &parse("f.scn", "case files.a\nreplace p a=b 'start=1'\n----\n1\n").unwrap()[0];
         let st = &sc.steps[0];
-        assert_eq!(st.args, vec![b"p".to_vec(), b"a=b".to_vec(), b"start=1".to_vec()]);
+        assert_eq!(
+            st.args,
+            vec![b"p".to_vec(), b"a=b".to_vec(), b"start=1".to_vec()]
+        );
         assert!(st.opts.is_empty());
     }
 

@@ -44,7 +44,11 @@ pub enum ReplError {
 }
 
 /// Runs the REPL until `:quit` or end of input; sandbox errors are printed, not fatal.
-pub async fn run_repl<R, W>(sandbox: &dyn Sandbox, reader: R, mut writer: W) -> Result<(), ReplError>
+pub async fn run_repl<R, W>(
+    sandbox: &dyn Sandbox,
+    reader: R,
+    mut writer: W,
+) -> Result<(), ReplError>
 where
     R: AsyncBufRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -76,7 +80,11 @@ fn err_text(e: &SandboxError) -> Vec<u8> {
 
 async fn stateful(sandbox: &dyn Sandbox, command: &str) -> Vec<u8> {
     match sandbox
-        .exec_stateful(StatefulExec::new(SESSION, command, Duration::from_secs(300)))
+        .exec_stateful(StatefulExec::new(
+            SESSION,
+            command,
+            Duration::from_secs(300),
+        ))
         .await
     {
         Err(e) => err_text(&e),
@@ -137,7 +145,10 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
                 out
             }
             ["write", path, text] => {
-                let opts = WriteOptions { trailing_newline: true, ..Default::default() };
+                let opts = WriteOptions {
+                    trailing_newline: true,
+                    ..Default::default()
+                };
                 sb.file_write(SESSION, path, text.as_bytes(), opts).await?;
                 format!("wrote {} bytes\n", text.len() + 1).into_bytes()
             }
@@ -148,9 +159,24 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
                 };
                 let len = f.metadata().await.ok().map(|m| m.len());
                 let stream = tokio_util::io::ReaderStream::new(f).map(|r| {
-                    r.map_err(|e| SandboxError::backend("-", "file_upload", format!("reading the local file: {e}")))
+                    r.map_err(|e| {
+                        SandboxError::backend(
+                            "-",
+                            "file_upload",
+                            format!("reading the local file: {e}"),
+                        )
+                    })
                 });
-                let n = sb.file_upload(SESSION, remote, UploadBody { stream: Box::pin(stream), len }).await?;
+                let n = sb
+                    .file_upload(
+                        SESSION,
+                        remote,
+                        UploadBody {
+                            stream: Box::pin(stream),
+                            len,
+                        },
+                    )
+                    .await?;
                 format!("uploaded {n} bytes\n").into_bytes()
             }
             ["download", remote, local] => {
@@ -175,7 +201,12 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
                         return Ok(format!("error: writing {tmp}: {e}\n").into_bytes());
                     }
                 }
-                let done = async { f.flush().await?; f.sync_all().await?; tokio::fs::rename(&tmp, local).await }.await;
+                let done = async {
+                    f.flush().await?;
+                    f.sync_all().await?;
+                    tokio::fs::rename(&tmp, local).await
+                }
+                .await;
                 match done {
                     Ok(()) => format!("downloaded {n} bytes\n").into_bytes(),
                     Err(e) => {
@@ -197,7 +228,13 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
                 let procs = sb.list_background_processes(None).await?;
                 let mut out = String::new();
                 for p in procs {
-                    out.push_str(&format!("{}\t{}\t{}\t{}\n", p.pid, if p.running { "running" } else { "exited" }, p.session, escape_bytes(p.command.as_bytes())));
+                    out.push_str(&format!(
+                        "{}\t{}\t{}\t{}\n",
+                        p.pid,
+                        if p.running { "running" } else { "exited" },
+                        p.session,
+                        escape_bytes(p.command.as_bytes())
+                    ));
                 }
                 if out.is_empty() {
                     out.push_str("no background processes\n");
@@ -216,19 +253,25 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
             },
             ["kill", pid] => match pid.parse() {
                 Ok(pid) => {
-                    let killed = sb.kill_background_process(ProcessSelector::Pid(pid)).await?;
+                    let killed = sb
+                        .kill_background_process(ProcessSelector::Pid(pid))
+                        .await?;
                     format!("killed {killed:?}\n").into_bytes()
                 }
                 Err(_) => usage(":kill PID"),
             },
-            ["exec", cmd @ ..] if !cmd.is_empty() => match sb.exec(SESSION, "", &cmd.join(" ")).await? {
-                ExecOutcome::Completed { exit_code, output } => {
-                    let mut out = format!("exit: {exit_code}\n").into_bytes();
-                    section(&mut out, "output", &output);
-                    out
+            ["exec", cmd @ ..] if !cmd.is_empty() => {
+                match sb.exec(SESSION, "", &cmd.join(" ")).await? {
+                    ExecOutcome::Completed { exit_code, output } => {
+                        let mut out = format!("exit: {exit_code}\n").into_bytes();
+                        section(&mut out, "output", &output);
+                        out
+                    }
+                    ExecOutcome::Running { pid } => {
+                        format!("running (pid {pid}); use :view, :stdin, :wait\n").into_bytes()
+                    }
                 }
-                ExecOutcome::Running { pid } => format!("running (pid {pid}); use :view, :stdin, :wait\n").into_bytes(),
-            },
+            }
             ["view"] => {
                 let v = sb.view_shell(SESSION).await?;
                 let mut out = format!(
@@ -246,16 +289,21 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
             }
             ["wait", secs] => match secs.parse::<f64>() {
                 Ok(s) if s >= 0.0 && s.is_finite() => {
-                    let code = sb.wait_for_process(SESSION, Duration::from_secs_f64(s)).await?;
+                    let code = sb
+                        .wait_for_process(SESSION, Duration::from_secs_f64(s))
+                        .await?;
                     format!("exit: {code}\n").into_bytes()
                 }
                 _ => usage(":wait SECS"),
             },
             ["stdin", text @ ..] => {
-                sb.write_to_process(SESSION, text.join(" ").as_bytes(), true).await?;
+                sb.write_to_process(SESSION, text.join(" ").as_bytes(), true)
+                    .await?;
                 b"sent\n".to_vec()
             }
-            [cmd, ..] => format!("unknown or malformed meta-command :{cmd}; try :help\n").into_bytes(),
+            [cmd, ..] => {
+                format!("unknown or malformed meta-command :{cmd}; try :help\n").into_bytes()
+            }
             [] => usage(":COMMAND [ARGS]; try :help"),
         })
     }

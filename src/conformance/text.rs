@@ -76,7 +76,9 @@ pub fn unescape(text: &str) -> Result<Decoded, String> {
             Some((_, 's')) => bytes.push(b' '),
             Some((_, 'c')) => no_newline = true,
             Some((_, 'x')) => {
-                let hex: String = (0..2).filter_map(|_| chars.next().map(|(_, c)| c)).collect();
+                let hex: String = (0..2)
+                    .filter_map(|_| chars.next().map(|(_, c)| c))
+                    .collect();
                 let b = u8::from_str_radix(&hex, 16)
                     .ok()
                     .filter(|_| hex.len() == 2)
@@ -191,7 +193,11 @@ fn clip(s: &str) -> String {
     while !s.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}... ({} more bytes of escaped text)", &s[..end], s.len() - end)
+    format!(
+        "{}... ({} more bytes of escaped text)",
+        &s[..end],
+        s.len() - end
+    )
 }
 
 /// A line diff (LCS based) of two texts, every line escaped; at most 200 lines are shown.

@@ -54,10 +54,7 @@ mod tests {
     fn renders_markdown_and_pads_rows() {
         let out = render(
             &["case", "docker"],
-            &[
-                vec!["a.b".into(), "pass".into()],
-                vec!["c|d".into()],
-            ],
+            &[vec!["a.b".into(), "pass".into()], vec!["c|d".into()]],
             TableStyle::Markdown,
         );
         let lines: Vec<&str> = out.lines().collect();
