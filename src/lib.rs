@@ -1,11 +1,15 @@
 //! sandbox-harness: conformance and benchmark harness for AI-agent code-execution sandboxes.
 
+pub mod backends;
+pub mod conformance;
 pub mod emulator;
 pub mod gcp;
+pub mod generic;
 pub mod health;
 pub mod images;
 pub mod paths;
 pub mod protocol;
+pub mod report;
 pub mod transport;
 
 pub use sandbox_executor::shell;

@@ -1,0 +1,339 @@
+//! Reports of a run: the parity matrix (case x backend), JSON records, Markdown, and the parity
+//! verdict on core cases.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::report::table::{TableStyle, render};
+
+use super::case::Level;
+use super::runner::{CaseRecord, Outcome, RunReport};
+
+/// Whether the backends behave alike on core cases.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParityVerdict {
+    /// Every core case passed on every selected backend.
+    pub at_parity: bool,
+    /// Core cases that did not pass somewhere: (case, backend, outcome).
+    pub blocking: Vec<(String, String, Outcome)>,
+    /// Core cases whose outcome differs between backends.
+    pub divergent: Vec<String>,
+    /// A one-line verdict.
+    pub summary: String,
+}
+
+/// Decides parity on core cases.
+pub fn parity(report: &RunReport) -> ParityVerdict {
+    let mut by_case: BTreeMap<&str, Vec<&CaseRecord>> = BTreeMap::new();
+    for r in report.records.iter().filter(|r| r.level == Level::Core) {
+        by_case.entry(&r.id).or_default().push(r);
+    }
+    let mut blocking = Vec::new();
+    let mut divergent = Vec::new();
+    for (id, recs) in &by_case {
+        for r in recs {
+            if r.outcome != Outcome::Passed {
+                blocking.push((id.to_string(), r.backend.clone(), r.outcome));
+            }
+        }
+        if recs.windows(2).any(|w| w[0].outcome != w[1].outcome) {
+            divergent.push(id.to_string());
+        }
+    }
+    let at_parity =
+        blocking.is_empty() && !by_case.is_empty() && report.skipped_backends.is_empty();
+    let summary = if at_parity {
+        format!(
+            "AT PARITY: all {} core cases pass on {}",
+            by_case.len(),
+            report.backends.join(", ")
+        )
+    } else if by_case.is_empty() {
+        "NOT AT PARITY: no core case ran".to_string()
+    } else {
+        format!(
+            "NOT AT PARITY: {} core result(s) not passing, {} core case(s) differ between backends{}",
+            blocking.len(),
+            divergent.len(),
+            if report.skipped_backends.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; backend(s) not run: {}",
+                    report
+                        .skipped_backends
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        )
+    };
+    ParityVerdict {
+        at_parity,
+        blocking,
+        divergent,
+        summary,
+    }
+}
+
+fn cell(r: Option<&CaseRecord>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) => match r.outcome {
+            Outcome::Skipped => "skipped".into(),
+            o => format!("{} ({} ms)", o.as_str(), r.duration_ms),
+        },
+    }
+}
+
+/// The case x backend matrix.
+pub fn render_matrix(report: &RunReport, style: TableStyle) -> String {
+    let mut headers: Vec<&str> = vec!["case", "level"];
+    headers.extend(report.backends.iter().map(String::as_str));
+    let mut ids: Vec<(&str, Level)> = Vec::new();
+    for r in &report.records {
+        if !ids.iter().any(|(i, _)| *i == r.id) {
+            ids.push((&r.id, r.level));
+        }
+    }
+    let rows: Vec<Vec<String>> = ids
+        .iter()
+        .map(|(id, level)| {
+            let mut row = vec![id.to_string(), level.as_str().to_string()];
+            for b in &report.backends {
+                row.push(cell(
+                    report
+                        .records
+                        .iter()
+                        .find(|r| r.id == *id && &r.backend == b),
+                ));
+            }
+            row
+        })
+        .collect();
+    render(&headers, &rows, style)
+}
+
+/// The statistics table (one row per backend).
+pub fn render_stats(report: &RunReport, style: TableStyle) -> String {
+    let rows: Vec<Vec<String>> = report
+        .backends
+        .iter()
+        .map(|b| {
+            let s = report.stats.get(b).copied().unwrap_or_default();
+            vec![
+                b.clone(),
+                s.passed.to_string(),
+                s.failed.to_string(),
+                s.unsupported.to_string(),
+                s.skipped.to_string(),
+                s.timed_out.to_string(),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "backend",
+            "passed",
+            "failed",
+            "unsupported",
+            "skipped",
+            "timed out",
+        ],
+        &rows,
+        style,
+    )
+}
+
+/// The failures, each with case, backend, step and message.
+pub fn render_failures(report: &RunReport) -> String {
+    let mut out = String::new();
+    for r in report
+        .records
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Failed | Outcome::TimedOut))
+    {
+        let _ = writeln!(
+            out,
+            "{} on {} ({}):\n  step: {}\n  {}\n",
+            r.id,
+            r.backend,
+            r.outcome.as_str(),
+            r.failed_step.as_deref().unwrap_or("-"),
+            r.error.as_deref().unwrap_or("-").replace('\n', "\n  ")
+        );
+    }
+    out
+}
+
+/// The JSON report: one record per case per backend plus statistics and the verdict.
+pub fn to_json(report: &RunReport) -> serde_json::Value {
+    serde_json::json!({
+        "records": report.records,
+        "stats": report.stats,
+        "skipped_backends": report.skipped_backends,
+        "excluded_heavy": report.excluded_heavy,
+        "cleanup_errors": report.cleanup_errors,
+        "duration_ms": report.duration_ms,
+        "parity": parity(report),
+    })
+}
+
+/// The Markdown report: verdict, statistics, matrix, failures.
+pub fn to_markdown(report: &RunReport) -> String {
+    let v = parity(report);
+    let mut out = String::from("# Conformance report\n\n");
+    let _ = writeln!(out, "**{}**\n", v.summary);
+    out.push_str("## Statistics\n\n");
+    out.push_str(&render_stats(report, TableStyle::Markdown));
+    out.push_str("\n\n## Parity matrix\n\n");
+    out.push_str(&render_matrix(report, TableStyle::Markdown));
+    out.push('\n');
+    if !report.skipped_backends.is_empty() {
+        out.push_str("\n## Backends not run\n\n");
+        for (b, why) in &report.skipped_backends {
+            let _ = writeln!(out, "- {b}: {why}");
+        }
+    }
+    if !report.excluded_heavy.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nHeavy cases left out: {}",
+            report.excluded_heavy.join(", ")
+        );
+    }
+    let failures = render_failures(report);
+    if !failures.is_empty() {
+        out.push_str("\n## Failures\n\n```text\n");
+        out.push_str(&failures);
+        out.push_str("```\n");
+    }
+    if !report.cleanup_errors.is_empty() {
+        out.push_str("\n## Clean-up errors\n\n");
+        for e in &report.cleanup_errors {
+            let _ = writeln!(out, "- {e}");
+        }
+    }
+    out
+}
+
+/// The terminal summary: statistics, matrix, failures, verdict.
+pub fn render_terminal(report: &RunReport) -> String {
+    format!(
+        "{}\n{}\n{}{}\n",
+        render_matrix(report, TableStyle::Terminal),
+        render_stats(report, TableStyle::Terminal),
+        render_failures(report),
+        parity(report).summary
+    )
+}
+
+/// Writes `conformance.json` and `conformance.md` into `dir` (created if needed); each file is
+/// written to a temporary name first and renamed, so no half-written report is left.
+pub fn write_reports(report: &RunReport, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let json = serde_json::to_vec_pretty(&to_json(report)).map_err(std::io::Error::other)?;
+    let md = to_markdown(report).into_bytes();
+    let mut out = Vec::new();
+    for (name, bytes) in [("conformance.json", json), ("conformance.md", md)] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::case::Area;
+
+    fn rec(id: &str, backend: &str, outcome: Outcome, level: Level) -> CaseRecord {
+        CaseRecord {
+            id: id.into(),
+            area: Area::Files,
+            level,
+            backend: backend.into(),
+            outcome,
+            duration_ms: 5,
+            error: (outcome == Outcome::Failed).then(|| "stdout differs".into()),
+            failed_step: (outcome == Outcome::Failed).then(|| "f.scn:3: run s".into()),
+        }
+    }
+
+    fn report(records: Vec<CaseRecord>) -> RunReport {
+        let mut stats: BTreeMap<String, crate::conformance::Statistics> = BTreeMap::new();
+        for r in &records {
+            stats.entry(r.backend.clone()).or_default().add(r.outcome);
+        }
+        RunReport {
+            backends: vec!["docker".into(), "cloudrun".into()],
+            skipped_backends: BTreeMap::new(),
+            records,
+            stats,
+            excluded_heavy: vec![],
+            cleanup_errors: vec![],
+            duration_ms: 10,
+        }
+    }
+
+    #[test]
+    fn parity_requires_every_core_case_to_pass_everywhere() {
+        let ok = report(vec![
+            rec("files.a", "docker", Outcome::Passed, Level::Core),
+            rec("files.a", "cloudrun", Outcome::Passed, Level::Core),
+            rec("files.b", "docker", Outcome::Passed, Level::Extended),
+            rec("files.b", "cloudrun", Outcome::Failed, Level::Extended),
+        ]);
+        assert!(parity(&ok).at_parity, "{:?}", parity(&ok));
+        let bad = report(vec![
+            rec("files.a", "docker", Outcome::Passed, Level::Core),
+            rec("files.a", "cloudrun", Outcome::Unsupported, Level::Core),
+        ]);
+        let v = parity(&bad);
+        assert!(!v.at_parity);
+        assert_eq!(v.divergent, vec!["files.a".to_string()]);
+        assert_eq!(
+            v.blocking,
+            vec![("files.a".into(), "cloudrun".into(), Outcome::Unsupported)]
+        );
+        assert!(!parity(&report(vec![])).at_parity);
+    }
+
+    #[test]
+    fn renders_matrix_json_markdown_and_writes_files() {
+        let r = report(vec![
+            rec("files.a", "docker", Outcome::Passed, Level::Core),
+            rec("files.a", "cloudrun", Outcome::Failed, Level::Core),
+        ]);
+        let m = render_matrix(&r, TableStyle::Markdown);
+        assert!(
+            m.contains("pass (5 ms)") && m.contains("fail (5 ms)"),
+            "{m}"
+        );
+        let j = to_json(&r);
+        assert_eq!(j["records"].as_array().unwrap().len(), 2);
+        assert_eq!(j["records"][1]["outcome"], "failed");
+        assert_eq!(j["records"][1]["failed_step"], "f.scn:3: run s");
+        assert_eq!(j["parity"]["at_parity"], false);
+        let md = to_markdown(&r);
+        assert!(
+            md.contains("NOT AT PARITY")
+                && md.contains("## Failures")
+                && md.contains("stdout differs")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_reports(&r, &dir.path().join("reports")).unwrap();
+        assert_eq!(files.len(), 2);
+        let back: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert_eq!(back["records"][0]["id"], "files.a");
+    }
+}

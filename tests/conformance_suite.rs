@@ -1,0 +1,57 @@
+//! The whole conformance suite against every available backend (heavy cases left out), plus the
+//! reports it writes.
+
+use std::time::Duration;
+
+use rstest::rstest;
+use sandbox_harness::conformance::{
+    self, ConsoleReporter, Outcome, Reporter, RunOptions, default_registry,
+};
+
+#[rstest]
+#[case("docker")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suite_passes_on(#[case] backend: &str) {
+    let entries = default_registry().select(backend).expect("registered");
+    let opts = RunOptions {
+        skip_heavy: true,
+        filter: std::env::var("CONFORMANCE_FILTER").ok(),
+        case_timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let mut reporters: Vec<Box<dyn Reporter>> =
+        vec![Box::new(ConsoleReporter::new(std::io::stderr()))];
+    let report = conformance::run_with_reporters(&entries, &opts, &mut reporters)
+        .await
+        .expect("cases load");
+    eprintln!("{}", conformance::render_terminal(&report));
+    let dir = tempfile::tempdir().unwrap();
+    let files = conformance::write_reports(&report, dir.path()).unwrap();
+    assert!(files.iter().all(|f| f.exists()));
+    let t = report.totals();
+    assert_eq!(
+        t.skipped, 0,
+        "backend {backend} unavailable: {:?}",
+        report.skipped_backends
+    );
+    assert_eq!(
+        t.failed + t.timed_out,
+        0,
+        "failures:\n{}",
+        conformance::report::render_failures(&report)
+    );
+    assert!(t.passed > 0);
+    assert!(
+        report.cleanup_errors.is_empty(),
+        "{:?}",
+        report.cleanup_errors
+    );
+    // Docker declares no browser: those cases must come out as unsupported, never passed.
+    for r in report
+        .records
+        .iter()
+        .filter(|r| r.id == "lifecycle.get_browser")
+    {
+        assert_eq!(r.outcome, Outcome::Unsupported, "{r:?}");
+    }
+}
