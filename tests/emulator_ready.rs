@@ -12,7 +12,10 @@ async fn ready_is_degraded_without_docker_and_ready_with_it() {
     let r: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     let docker_up = bollard::Docker::connect_with_defaults()
         .ok()
-        .is_some_and(|_| std::path::Path::new("/var/run/docker.sock").exists() || std::env::var("DOCKER_HOST").is_ok());
+        .is_some_and(|_| {
+            std::path::Path::new("/var/run/docker.sock").exists()
+                || std::env::var("DOCKER_HOST").is_ok()
+        });
     if docker_up {
         assert_eq!(r["checks"]["docker"], "healthy", "{r}");
         assert_eq!(r["status"], "ready");
@@ -20,7 +23,10 @@ async fn ready_is_degraded_without_docker_and_ready_with_it() {
     let gone = tempfile::tempdir().unwrap();
     // SAFETY: this binary runs this single test; nothing else reads the environment concurrently.
     unsafe {
-        std::env::set_var("DOCKER_HOST", format!("unix://{}", gone.path().join("no.sock").display()));
+        std::env::set_var(
+            "DOCKER_HOST",
+            format!("unix://{}", gone.path().join("no.sock").display()),
+        );
     }
     let r: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(r["status"], "degraded", "{r}");

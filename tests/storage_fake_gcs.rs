@@ -78,7 +78,16 @@ async fn storage_checks_pass_against_fake_gcs_server() {
     };
     let dir = tempfile::tempdir().unwrap();
     let child = Command::new(&bin)
-        .args(["-scheme", "http", "-host", "127.0.0.1", "-port", &port.to_string(), "-backend", "memory"])
+        .args([
+            "-scheme",
+            "http",
+            "-host",
+            "127.0.0.1",
+            "-port",
+            &port.to_string(),
+            "-backend",
+            "memory",
+        ])
         .arg("-external-url")
         .arg(format!("http://127.0.0.1:{port}"))
         .arg("-log-level")
@@ -93,7 +102,12 @@ async fn storage_checks_pass_against_fake_gcs_server() {
     let http = reqwest::Client::new();
     let mut up = false;
     for _ in 0..100 {
-        if http.get(format!("{base}/storage/v1/b?project=p")).send().await.is_ok() {
+        if http
+            .get(format!("{base}/storage/v1/b?project=p"))
+            .send()
+            .await
+            .is_ok()
+        {
             up = true;
             break;
         }

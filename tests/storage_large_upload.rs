@@ -42,9 +42,15 @@ async fn resumable_upload_of_500_mb_in_bounded_memory() {
     .await
     .unwrap();
     let c = StorageClient::new(&emu.base_url(), TokenSource::Anonymous).unwrap();
-    c.insert_bucket("p", &BucketSpec { name: "large".into(), ..Default::default() })
-        .await
-        .unwrap();
+    c.insert_bucket(
+        "p",
+        &BucketSpec {
+            name: "large".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let baseline = rss_kib();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(baseline));
     let sampler = {
@@ -68,12 +74,27 @@ async fn resumable_upload_of_500_mb_in_bounded_memory() {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
     let o = c
-        .upload_object("large", "big/blob", stream, None, &WriteOptions { if_generation_match: Some(0), ..Default::default() })
+        .upload_object(
+            "large",
+            "big/blob",
+            stream,
+            None,
+            &WriteOptions {
+                if_generation_match: Some(0),
+                ..Default::default()
+            },
+        )
         .await
         .expect("500 MB resumable upload");
     assert_eq!(o.size, TOTAL);
-    assert_eq!(o.md5_hash.as_deref(), Some(b64.encode(md5.finalize()).as_str()));
-    assert_eq!(o.crc32c.as_deref(), Some(b64.encode(crc.to_be_bytes()).as_str()));
+    assert_eq!(
+        o.md5_hash.as_deref(),
+        Some(b64.encode(md5.finalize()).as_str())
+    );
+    assert_eq!(
+        o.crc32c.as_deref(),
+        Some(b64.encode(crc.to_be_bytes()).as_str())
+    );
     // Ranged read across a piece boundary.
     let start = 300 * PIECE as u64 - 10;
     let got = c
@@ -94,9 +115,23 @@ async fn resumable_upload_of_500_mb_in_bounded_memory() {
     }
     assert_eq!(n, TOTAL);
     sampler.abort();
-    let grew_mib = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(baseline) / 1024;
-    c.delete_object("large", "big/blob", &WriteOptions::default()).await.unwrap();
-    assert!(!emu.storage().bucket_dir("large").unwrap().join("big/blob").exists());
+    let grew_mib = peak
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(baseline)
+        / 1024;
+    c.delete_object("large", "big/blob", &WriteOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        !emu.storage()
+            .bucket_dir("large")
+            .unwrap()
+            .join("big/blob")
+            .exists()
+    );
     // Chunks are 8 MiB; client and server together must stay far below the object size.
-    assert!(grew_mib < 128, "RSS grew by {grew_mib} MiB during a 500 MB upload");
+    assert!(
+        grew_mib < 128,
+        "RSS grew by {grew_mib} MiB during a 500 MB upload"
+    );
 }

@@ -87,7 +87,10 @@ impl AuthChecker {
         let token = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         match token {
             Some(t) if self.is_valid(t) => Ok(()),
@@ -159,14 +162,23 @@ async fn token_endpoint(State(ctx): State<EmulatorContext>, body: Body) -> Respo
         }
     }
     if grant.as_deref() != Some(JWT_BEARER_GRANT) {
-        return oauth_error("unsupported_grant_type", "Invalid grant_type: expected the JWT bearer grant");
+        return oauth_error(
+            "unsupported_grant_type",
+            "Invalid grant_type: expected the JWT bearer grant",
+        );
     }
     match assertion {
         Some(a) if is_well_formed_jwt(&a) => {}
-        _ => return oauth_error("invalid_grant", "Invalid JWT: the assertion is not a well-formed JWT"),
+        _ => {
+            return oauth_error(
+                "invalid_grant",
+                "Invalid JWT: the assertion is not a well-formed JWT",
+            );
+        }
     }
     let (token, life) = ctx.auth.issue();
-    Json(json!({"access_token": token, "expires_in": life.as_secs(), "token_type": "Bearer"})).into_response()
+    Json(json!({"access_token": token, "expires_in": life.as_secs(), "token_type": "Bearer"}))
+        .into_response()
 }
 
 async fn metadata_token(State(ctx): State<EmulatorContext>, headers: HeaderMap) -> Response {
@@ -175,7 +187,8 @@ async fn metadata_token(State(ctx): State<EmulatorContext>, headers: HeaderMap) 
     }
     let (token, life) = ctx.auth.issue();
     let mut resp =
-        Json(json!({"access_token": token, "expires_in": life.as_secs(), "token_type": "Bearer"})).into_response();
+        Json(json!({"access_token": token, "expires_in": life.as_secs(), "token_type": "Bearer"}))
+            .into_response();
     resp.headers_mut()
         .insert("metadata-flavor", HeaderValue::from_static("Google"));
     resp
@@ -193,7 +206,10 @@ mod tests {
         assert!(is_well_formed_jwt(&format!("{h}.{c}.c2ln")));
         assert!(!is_well_formed_jwt(&format!("{h}.{c}")));
         assert!(!is_well_formed_jwt("a.b.c"));
-        assert!(!is_well_formed_jwt(&format!("{h}.{}.c2ln", e.encode(b"[1]"))));
+        assert!(!is_well_formed_jwt(&format!(
+            "{h}.{}.c2ln",
+            e.encode(b"[1]")
+        )));
     }
 
     #[test]

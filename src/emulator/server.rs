@@ -148,7 +148,12 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with an explicit code, status name and reason.
-    pub fn new(code: u16, status: &'static str, reason: &'static str, msg: impl Into<String>) -> Self {
+    pub fn new(
+        code: u16,
+        status: &'static str,
+        reason: &'static str,
+        msg: impl Into<String>,
+    ) -> Self {
         ApiError {
             code,
             status,
@@ -298,7 +303,8 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError>
     let mut out = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
         if out.len() + chunk.len() > limit {
             return Err(ApiError::too_large(format!(
                 "the JSON request body is larger than {limit} bytes"
@@ -316,7 +322,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     } else {
         bytes
     };
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("Invalid JSON payload received: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON payload received: {e}")))
 }
 
 /// A running emulator; stops (and removes its temp state dir) on drop.
@@ -345,7 +352,9 @@ impl Emulator {
                 (d.clone(), None)
             }
             None => {
-                let t = tempfile::Builder::new().prefix("sandbox-emulator-").tempdir()?;
+                let t = tempfile::Builder::new()
+                    .prefix("sandbox-emulator-")
+                    .tempdir()?;
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -443,14 +452,23 @@ impl Drop for Emulator {
 
 fn build_router(ctx: &EmulatorContext, extra: Router) -> Router {
     let common = Router::new()
-        .route("/storage/v1/b/{bucket}/iam/testPermissions", get(bucket_test_permissions))
+        .route(
+            "/storage/v1/b/{bucket}/iam/testPermissions",
+            get(bucket_test_permissions),
+        )
         .route("/v1/projects/{call}", post(project_test_permissions))
-        .route("/v1/projects/{project}/services/{service}", get(service_state))
+        .route(
+            "/v1/projects/{project}/services/{service}",
+            get(service_state),
+        )
         .with_state(ctx.clone());
     let api = storage::router(ctx.clone())
         .merge(common)
         .merge(extra)
-        .layer(axum::middleware::from_fn_with_state(ctx.auth.clone(), auth::require_auth));
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.auth.clone(),
+            auth::require_auth,
+        ));
     let public = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -477,7 +495,9 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 }
 
 async fn health() -> Json<serde_json::Value> {
-    Json(json!({"status": "healthy", "service": "sandbox-harness-emulator", "time": Utc::now().to_rfc3339()}))
+    Json(
+        json!({"status": "healthy", "service": "sandbox-harness-emulator", "time": Utc::now().to_rfc3339()}),
+    )
 }
 
 async fn live() -> Json<serde_json::Value> {
@@ -496,7 +516,11 @@ async fn ready(State(ctx): State<EmulatorContext>) -> Json<serde_json::Value> {
             Err(_) => "unhealthy",
         }
     };
-    let storage = if ctx.storage.root().is_dir() { "healthy" } else { "unhealthy" };
+    let storage = if ctx.storage.root().is_dir() {
+        "healthy"
+    } else {
+        "unhealthy"
+    };
     let ok = docker != "unhealthy" && storage == "healthy";
     Json(json!({
         "status": if ok { "ready" } else { "degraded" },
@@ -519,7 +543,9 @@ async fn bucket_test_permissions(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     ctx.inject("storage.buckets.testIamPermissions").await?;
     if ctx.storage.bucket_dir(&bucket).is_none() {
-        return Err(ApiError::not_found(format!("The specified bucket does not exist: {bucket}")));
+        return Err(ApiError::not_found(format!(
+            "The specified bucket does not exist: {bucket}"
+        )));
     }
     let asked = query_values(uri.query(), "permissions");
     if asked.is_empty() {
@@ -548,12 +574,15 @@ async fn project_test_permissions(
     body: Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Some((project, "testIamPermissions")) = call.rsplit_once(':') else {
-        return Err(ApiError::not_found(format!("No such API path: /v1/projects/{call}")));
+        return Err(ApiError::not_found(format!(
+            "No such API path: /v1/projects/{call}"
+        )));
     };
     if project.is_empty() {
         return Err(ApiError::bad_request("missing project id"));
     }
-    ctx.inject("cloudresourcemanager.projects.testIamPermissions").await?;
+    ctx.inject("cloudresourcemanager.projects.testIamPermissions")
+        .await?;
     let req: PermissionsRequest = ctx.json_body(body).await?;
     let granted: Vec<String> = req
         .permissions

@@ -58,7 +58,10 @@ impl TokenSource {
     }
 
     /// Adds the `Authorization` header to a request when there is a token.
-    pub async fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, AuthError> {
+    pub async fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, AuthError> {
         Ok(match self.token().await? {
             Some(t) => req.bearer_auth(t),
             None => req,

@@ -175,9 +175,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 fn de_i64_str<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     match Value::deserialize(d)? {
         Value::String(s) => s.parse().map_err(serde::de::Error::custom),
-        Value::Number(n) => n.as_i64().ok_or_else(|| serde::de::Error::custom("not an i64")),
+        Value::Number(n) => n
+            .as_i64()
+            .ok_or_else(|| serde::de::Error::custom("not an i64")),
         Value::Null => Ok(0),
-        v => Err(serde::de::Error::custom(format!("expected a number, got {v}"))),
+        v => Err(serde::de::Error::custom(format!(
+            "expected a number, got {v}"
+        ))),
     }
 }
 
@@ -417,7 +421,10 @@ impl Download {
     /// The body as a protocol byte stream for sandbox `sandbox`, operation `op`.
     pub fn into_byte_stream(self, sandbox: &str, op: &str) -> ByteStream {
         let (sandbox, op) = (sandbox.to_string(), op.to_string());
-        Box::pin(self.stream.map(move |r| r.map_err(|e| e.into_sandbox_error(&sandbox, &op))))
+        Box::pin(
+            self.stream
+                .map(move |r| r.map_err(|e| e.into_sandbox_error(&sandbox, &op))),
+        )
     }
 
     /// Collects the body (small objects only).
@@ -441,7 +448,11 @@ pub fn normalize_emulator_host(v: &str) -> Option<String> {
     if v.is_empty() {
         return None;
     }
-    Some(if v.contains("://") { v.to_string() } else { format!("http://{v}") })
+    Some(if v.contains("://") {
+        v.to_string()
+    } else {
+        format!("http://{v}")
+    })
 }
 
 /// Percent-encodes an object name as one path segment.
@@ -502,10 +513,12 @@ impl StorageClient {
         match emulator_endpoint_from_env() {
             Some(url) => Self::new(&url, TokenSource::Anonymous),
             None => {
-                let t = TokenSource::google().await.map_err(|source| StorageError::Auth {
-                    op: "from_env".into(),
-                    source,
-                })?;
+                let t = TokenSource::google()
+                    .await
+                    .map_err(|source| StorageError::Auth {
+                        op: "from_env".into(),
+                        source,
+                    })?;
                 Self::new(DEFAULT_ENDPOINT, t)
             }
         }
@@ -519,7 +532,7 @@ impl StorageClient {
 
     /// Sets the resumable chunk size (a positive multiple of 256 KiB).
     pub fn with_chunk_size(mut self, bytes: usize) -> Result<Self, StorageError> {
-        if bytes == 0 || bytes % CHUNK_GRANULARITY != 0 {
+        if bytes == 0 || !bytes.is_multiple_of(CHUNK_GRANULARITY) {
             return Err(StorageError::InvalidInput {
                 op: "with_chunk_size".into(),
                 detail: format!("{bytes} is not a positive multiple of {CHUNK_GRANULARITY}"),
@@ -564,7 +577,10 @@ impl StorageClient {
             .unwrap_or("")
             .to_string();
         if status == 412 {
-            return StorageError::PreconditionFailed { op: op.into(), message };
+            return StorageError::PreconditionFailed {
+                op: op.into(),
+                message,
+            };
         }
         StorageError::Api {
             op: op.into(),
@@ -585,12 +601,16 @@ impl StorageClient {
         self.retry
             .run(
                 |_attempt| async {
-                    let req = self
-                        .tokens
-                        .authorize(build())
+                    let req = self.tokens.authorize(build()).await.map_err(|source| {
+                        StorageError::Auth {
+                            op: op.into(),
+                            source,
+                        }
+                    })?;
+                    let resp = req
+                        .send()
                         .await
-                        .map_err(|source| StorageError::Auth { op: op.into(), source })?;
-                    let resp = req.send().await.map_err(|e| StorageError::transport(op, &e))?;
+                        .map_err(|e| StorageError::transport(op, &e))?;
                     if ok(resp.status()) {
                         Ok(resp)
                     } else {
@@ -602,8 +622,14 @@ impl StorageClient {
             .await
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(op: &str, resp: reqwest::Response) -> Result<T, StorageError> {
-        let text = resp.text().await.map_err(|e| StorageError::transport(op, &e))?;
+    async fn json<T: for<'de> Deserialize<'de>>(
+        op: &str,
+        resp: reqwest::Response,
+    ) -> Result<T, StorageError> {
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| StorageError::transport(op, &e))?;
         serde_json::from_str(&text).map_err(|e| StorageError::Protocol {
             op: op.into(),
             detail: format!("{e}: {}", text.chars().take(300).collect::<String>()),
@@ -616,13 +642,21 @@ impl StorageClient {
     pub async fn get_bucket(&self, bucket: &str) -> Result<Bucket, StorageError> {
         let url = self.url(&format!("/storage/v1/b/{}", enc(bucket)));
         let r = self
-            .send("buckets.get", || self.http.get(&url).timeout(self.request_timeout), |s| s.is_success())
+            .send(
+                "buckets.get",
+                || self.http.get(&url).timeout(self.request_timeout),
+                |s| s.is_success(),
+            )
             .await?;
         Self::json("buckets.get", r).await
     }
 
     /// Creates a bucket in `project`.
-    pub async fn insert_bucket(&self, project: &str, spec: &BucketSpec) -> Result<Bucket, StorageError> {
+    pub async fn insert_bucket(
+        &self,
+        project: &str,
+        spec: &BucketSpec,
+    ) -> Result<Bucket, StorageError> {
         let url = self.url("/storage/v1/b");
         let r = self
             .send(
@@ -641,13 +675,22 @@ impl StorageClient {
     }
 
     /// Sets (or with `None` removes) the bucket's lifecycle configuration.
-    pub async fn patch_bucket_lifecycle(&self, bucket: &str, lifecycle: Option<&Lifecycle>) -> Result<Bucket, StorageError> {
+    pub async fn patch_bucket_lifecycle(
+        &self,
+        bucket: &str,
+        lifecycle: Option<&Lifecycle>,
+    ) -> Result<Bucket, StorageError> {
         let url = self.url(&format!("/storage/v1/b/{}", enc(bucket)));
         let body = json!({"lifecycle": lifecycle});
         let r = self
             .send(
                 "buckets.patch",
-                || self.http.patch(&url).json(&body).timeout(self.request_timeout),
+                || {
+                    self.http
+                        .patch(&url)
+                        .json(&body)
+                        .timeout(self.request_timeout)
+                },
                 |s| s.is_success(),
             )
             .await?;
@@ -657,14 +700,25 @@ impl StorageClient {
     /// Deletes an empty bucket.
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), StorageError> {
         let url = self.url(&format!("/storage/v1/b/{}", enc(bucket)));
-        self.send("buckets.delete", || self.http.delete(&url).timeout(self.request_timeout), |s| s.is_success())
-            .await?;
+        self.send(
+            "buckets.delete",
+            || self.http.delete(&url).timeout(self.request_timeout),
+            |s| s.is_success(),
+        )
+        .await?;
         Ok(())
     }
 
     /// The subset of `permissions` the caller holds on the bucket.
-    pub async fn test_iam_permissions(&self, bucket: &str, permissions: &[&str]) -> Result<Vec<String>, StorageError> {
-        let url = self.url(&format!("/storage/v1/b/{}/iam/testPermissions", enc(bucket)));
+    pub async fn test_iam_permissions(
+        &self,
+        bucket: &str,
+        permissions: &[&str],
+    ) -> Result<Vec<String>, StorageError> {
+        let url = self.url(&format!(
+            "/storage/v1/b/{}/iam/testPermissions",
+            enc(bucket)
+        ));
         let q: Vec<(&str, &str)> = permissions.iter().map(|p| ("permissions", *p)).collect();
         let r = self
             .send(
@@ -676,7 +730,11 @@ impl StorageClient {
         let v: Value = Self::json("buckets.testIamPermissions", r).await?;
         Ok(v["permissions"]
             .as_array()
-            .map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 
@@ -686,13 +744,21 @@ impl StorageClient {
     pub async fn get_object(&self, bucket: &str, name: &str) -> Result<Object, StorageError> {
         let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
         let r = self
-            .send("objects.get", || self.http.get(&url).timeout(self.request_timeout), |s| s.is_success())
+            .send(
+                "objects.get",
+                || self.http.get(&url).timeout(self.request_timeout),
+                |s| s.is_success(),
+            )
             .await?;
         Self::json("objects.get", r).await
     }
 
     /// One page of objects.
-    pub async fn list_objects(&self, bucket: &str, opts: &ListOptions) -> Result<ObjectPage, StorageError> {
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        opts: &ListOptions,
+    ) -> Result<ObjectPage, StorageError> {
         let url = self.url(&format!("/storage/v1/b/{}/o", enc(bucket)));
         let mut q: Vec<(&str, String)> = Vec::new();
         if let Some(p) = &opts.prefix {
@@ -718,7 +784,11 @@ impl StorageClient {
     }
 
     /// Every page of a listing: (objects, prefixes).
-    pub async fn list_all(&self, bucket: &str, opts: &ListOptions) -> Result<(Vec<Object>, Vec<String>), StorageError> {
+    pub async fn list_all(
+        &self,
+        bucket: &str,
+        opts: &ListOptions,
+    ) -> Result<(Vec<Object>, Vec<String>), StorageError> {
         let mut opts = opts.clone();
         let (mut items, mut prefixes) = (Vec::new(), Vec::new());
         loop {
@@ -734,12 +804,22 @@ impl StorageClient {
     }
 
     /// Deletes an object (with generation preconditions from `opts`).
-    pub async fn delete_object(&self, bucket: &str, name: &str, opts: &WriteOptions) -> Result<(), StorageError> {
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        opts: &WriteOptions,
+    ) -> Result<(), StorageError> {
         let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
         let q = opts.query();
         self.send(
             "objects.delete",
-            || self.http.delete(&url).query(&q).timeout(self.request_timeout),
+            || {
+                self.http
+                    .delete(&url)
+                    .query(&q)
+                    .timeout(self.request_timeout)
+            },
             |s| s.is_success(),
         )
         .await?;
@@ -748,7 +828,12 @@ impl StorageClient {
 
     /// Streams an object's content, or the inclusive byte range `range`. A full download is
     /// checked against the `x-goog-hash` crc32c at its end.
-    pub async fn download(&self, bucket: &str, name: &str, range: Option<(u64, Option<u64>)>) -> Result<Download, StorageError> {
+    pub async fn download(
+        &self,
+        bucket: &str,
+        name: &str,
+        range: Option<(u64, Option<u64>)>,
+    ) -> Result<Download, StorageError> {
         let op = "objects.download";
         let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
         let range_h = range.map(|(a, b)| match b {
@@ -802,12 +887,18 @@ impl StorageClient {
                         let crc = crc32c::crc32c_append(crc, &b);
                         Some((Ok(b), (body, crc, expect, false)))
                     }
-                    Some(Err(e)) => Some((Err(StorageError::transport(op, &e)), (body, crc, expect, true))),
+                    Some(Err(e)) => Some((
+                        Err(StorageError::transport(op, &e)),
+                        (body, crc, expect, true),
+                    )),
                     None => match &expect {
                         Some(want) if *want != B64.encode(crc.to_be_bytes()) => Some((
                             Err(StorageError::Corrupt {
                                 op: op.into(),
-                                detail: format!("crc32c {} != x-goog-hash {want}", B64.encode(crc.to_be_bytes())),
+                                detail: format!(
+                                    "crc32c {} != x-goog-hash {want}",
+                                    B64.encode(crc.to_be_bytes())
+                                ),
                             }),
                             (body, crc, expect, true),
                         )),
@@ -824,7 +915,13 @@ impl StorageClient {
     }
 
     /// Uploads bytes already in memory (one multipart request; resumable past the simple limit).
-    pub async fn insert_object(&self, bucket: &str, name: &str, data: Bytes, opts: &WriteOptions) -> Result<Object, StorageError> {
+    pub async fn insert_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Bytes,
+        opts: &WriteOptions,
+    ) -> Result<Object, StorageError> {
         if data.len() > self.simple_limit {
             let len = data.len() as u64;
             let s = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(data) });
@@ -833,14 +930,28 @@ impl StorageClient {
         self.multipart(bucket, name, data, opts).await
     }
 
-    async fn multipart(&self, bucket: &str, name: &str, data: Bytes, opts: &WriteOptions) -> Result<Object, StorageError> {
+    async fn multipart(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Bytes,
+        opts: &WriteOptions,
+    ) -> Result<Object, StorageError> {
         let op = "objects.insert";
         let boundary = format!("sandbox_harness_{}", uuid::Uuid::new_v4().simple());
-        let ctype = opts.content_type.clone().unwrap_or_else(|| "application/octet-stream".into());
+        let ctype = opts
+            .content_type
+            .clone()
+            .unwrap_or_else(|| "application/octet-stream".into());
         let mut body = BytesMut::with_capacity(data.len() + 512);
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n")
+                .as_bytes(),
+        );
         body.extend_from_slice(opts.resource(name).to_string().as_bytes());
-        body.extend_from_slice(format!("\r\n--{boundary}\r\nContent-Type: {ctype}\r\n\r\n").as_bytes());
+        body.extend_from_slice(
+            format!("\r\n--{boundary}\r\nContent-Type: {ctype}\r\n\r\n").as_bytes(),
+        );
         body.extend_from_slice(&data);
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let body = body.freeze();
@@ -854,7 +965,10 @@ impl StorageClient {
                     self.http
                         .post(&url)
                         .query(&q)
-                        .header(reqwest::header::CONTENT_TYPE, format!("multipart/related; boundary={boundary}"))
+                        .header(
+                            reqwest::header::CONTENT_TYPE,
+                            format!("multipart/related; boundary={boundary}"),
+                        )
                         .body(body.clone())
                         .timeout(self.request_timeout)
                 },
@@ -899,7 +1013,10 @@ impl StorageClient {
             if buf.len() as u64 != n {
                 return Err(StorageError::InvalidInput {
                     op: op.into(),
-                    detail: format!("the upload body has {} bytes, {n} were announced", buf.len()),
+                    detail: format!(
+                        "the upload body has {} bytes, {n} were announced",
+                        buf.len()
+                    ),
                 });
             }
             return self.multipart(bucket, name, buf.freeze(), opts).await;
@@ -933,16 +1050,19 @@ impl StorageClient {
             hashes.update(&data);
             let last = eof && carry.is_empty();
             let total = last.then_some(offset + data.len() as u64);
-            if let (Some(t), Some(n)) = (total, len) {
-                if t != n {
-                    let _ = self.cancel_resumable(&session).await;
-                    return Err(StorageError::InvalidInput {
-                        op: op.into(),
-                        detail: format!("the upload body has {t} bytes, {n} were announced"),
-                    });
-                }
+            if let (Some(t), Some(n)) = (total, len)
+                && t != n
+            {
+                let _ = self.cancel_resumable(&session).await;
+                return Err(StorageError::InvalidInput {
+                    op: op.into(),
+                    detail: format!("the upload body has {t} bytes, {n} were announced"),
+                });
             }
-            match self.put_chunk(&session, offset, data.clone(), total).await? {
+            match self
+                .put_chunk(&session, offset, data.clone(), total)
+                .await?
+            {
                 ChunkOutcome::Done(obj) => {
                     if !last {
                         return Err(StorageError::Protocol {
@@ -957,7 +1077,9 @@ impl StorageClient {
                     if last {
                         return Err(StorageError::Protocol {
                             op: op.into(),
-                            detail: format!("the last chunk was sent but the server reports only {n} bytes"),
+                            detail: format!(
+                                "the last chunk was sent but the server reports only {n} bytes"
+                            ),
                         });
                     }
                     offset += data.len() as u64;
@@ -966,7 +1088,13 @@ impl StorageClient {
         }
     }
 
-    async fn start_resumable(&self, bucket: &str, name: &str, len: Option<u64>, opts: &WriteOptions) -> Result<String, StorageError> {
+    async fn start_resumable(
+        &self,
+        bucket: &str,
+        name: &str,
+        len: Option<u64>,
+        opts: &WriteOptions,
+    ) -> Result<String, StorageError> {
         let op = "objects.insert";
         let url = self.url(&format!("/upload/storage/v1/b/{}/o", enc(bucket)));
         let mut q = opts.query();
@@ -977,7 +1105,12 @@ impl StorageClient {
             .send(
                 op,
                 || {
-                    let mut r = self.http.post(&url).query(&q).json(&meta).timeout(self.request_timeout);
+                    let mut r = self
+                        .http
+                        .post(&url)
+                        .query(&q)
+                        .json(&meta)
+                        .timeout(self.request_timeout);
                     if let Some(c) = &opts.content_type {
                         r = r.header("x-upload-content-type", c);
                     }
@@ -1004,8 +1137,13 @@ impl StorageClient {
             .tokens
             .authorize(self.http.delete(session).timeout(self.request_timeout))
             .await
-            .map_err(|source| StorageError::Auth { op: "objects.insert".into(), source })?;
-        req.send().await.map_err(|e| StorageError::transport("objects.insert", &e))?;
+            .map_err(|source| StorageError::Auth {
+                op: "objects.insert".into(),
+                source,
+            })?;
+        req.send()
+            .await
+            .map_err(|e| StorageError::transport("objects.insert", &e))?;
         Ok(())
     }
 
@@ -1014,7 +1152,11 @@ impl StorageClient {
         match resp.status().as_u16() {
             200 | 201 => Ok(ChunkOutcome::Done(Self::json(op, resp).await?)),
             308 => {
-                let n = match resp.headers().get(reqwest::header::RANGE).and_then(|v| v.to_str().ok()) {
+                let n = match resp
+                    .headers()
+                    .get(reqwest::header::RANGE)
+                    .and_then(|v| v.to_str().ok())
+                {
                     None => 0,
                     Some(r) => r
                         .trim()
@@ -1034,7 +1176,13 @@ impl StorageClient {
 
     /// Sends `data` (which starts at byte `start`) to the session, resuming from what the
     /// server persisted; retried per chunk.
-    async fn put_chunk(&self, session: &str, start: u64, data: Bytes, total: Option<u64>) -> Result<ChunkOutcome, StorageError> {
+    async fn put_chunk(
+        &self,
+        session: &str,
+        start: u64,
+        data: Bytes,
+        total: Option<u64>,
+    ) -> Result<ChunkOutcome, StorageError> {
         let op = "objects.insert";
         let end = start + data.len() as u64;
         let total_s = total.map_or("*".to_string(), |t| t.to_string());
@@ -1132,21 +1280,21 @@ impl LocalHashes {
     fn verify(self, op: &str, obj: &Object) -> Result<(), StorageError> {
         let crc = B64.encode(self.crc.to_be_bytes());
         let md5 = B64.encode(self.md5.finalize());
-        if let Some(c) = &obj.crc32c {
-            if *c != crc {
-                return Err(StorageError::Corrupt {
-                    op: op.into(),
-                    detail: format!("sent crc32c {crc}, the server stored {c}"),
-                });
-            }
+        if let Some(c) = &obj.crc32c
+            && *c != crc
+        {
+            return Err(StorageError::Corrupt {
+                op: op.into(),
+                detail: format!("sent crc32c {crc}, the server stored {c}"),
+            });
         }
-        if let Some(m) = obj.md5_hash.as_ref().filter(|m| !m.is_empty()) {
-            if *m != md5 {
-                return Err(StorageError::Corrupt {
-                    op: op.into(),
-                    detail: format!("sent md5 {md5}, the server stored {m}"),
-                });
-            }
+        if let Some(m) = obj.md5_hash.as_ref().filter(|m| !m.is_empty())
+            && *m != md5
+        {
+            return Err(StorageError::Corrupt {
+                op: op.into(),
+                detail: format!("sent md5 {md5}, the server stored {m}"),
+            });
         }
         Ok(())
     }
@@ -1185,8 +1333,14 @@ mod tests {
 
     #[test]
     fn emulator_host_forms() {
-        assert_eq!(normalize_emulator_host("127.0.0.1:9023").as_deref(), Some("http://127.0.0.1:9023"));
-        assert_eq!(normalize_emulator_host("http://localhost:1/").as_deref(), Some("http://localhost:1"));
+        assert_eq!(
+            normalize_emulator_host("127.0.0.1:9023").as_deref(),
+            Some("http://127.0.0.1:9023")
+        );
+        assert_eq!(
+            normalize_emulator_host("http://localhost:1/").as_deref(),
+            Some("http://localhost:1")
+        );
         assert_eq!(normalize_emulator_host(" "), None);
     }
 }

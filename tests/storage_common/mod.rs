@@ -50,7 +50,12 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
     assert_eq!(b.name, bucket);
     let got = c.get_bucket(bucket).await.expect("get bucket");
     assert_eq!(got.name, bucket);
-    assert!(c.get_bucket("no-such-bucket-xyz").await.unwrap_err().is_not_found());
+    assert!(
+        c.get_bucket("no-such-bucket-xyz")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
 
     // Simple upload, metadata, download.
     let opts = WriteOptions {
@@ -59,7 +64,12 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
         ..Default::default()
     };
     let o = c
-        .insert_object(bucket, "dir/hello.txt", Bytes::from_static(b"hello world"), &opts)
+        .insert_object(
+            bucket,
+            "dir/hello.txt",
+            Bytes::from_static(b"hello world"),
+            &opts,
+        )
         .await
         .expect("insert");
     assert_eq!(o.name, "dir/hello.txt");
@@ -70,7 +80,13 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
     let meta = c.get_object(bucket, "dir/hello.txt").await.expect("get");
     assert_eq!(meta.generation, o.generation);
     assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
-    let body = c.download(bucket, "dir/hello.txt", None).await.unwrap().collect().await.unwrap();
+    let body = c
+        .download(bucket, "dir/hello.txt", None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(&body[..], b"hello world");
     let part = c
         .download(bucket, "dir/hello.txt", Some((6, Some(9))))
@@ -80,7 +96,13 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
         .await
         .unwrap();
     assert_eq!(&part[..], b"worl");
-    let tail = c.download(bucket, "dir/hello.txt", Some((6, None))).await.unwrap().collect().await.unwrap();
+    let tail = c
+        .download(bucket, "dir/hello.txt", Some((6, None)))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(&tail[..], b"world");
 
     // Preconditions.
@@ -94,14 +116,25 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
         ..Default::default()
     };
     if !gaps.no_delete_preconditions {
-        assert_eq!(c.delete_object(bucket, "dir/hello.txt", &stale).await.unwrap_err().status(), Some(412));
+        assert_eq!(
+            c.delete_object(bucket, "dir/hello.txt", &stale)
+                .await
+                .unwrap_err()
+                .status(),
+            Some(412)
+        );
     }
     let replace = WriteOptions {
         if_generation_match: Some(o.generation),
         ..Default::default()
     };
     let o2 = c
-        .insert_object(bucket, "dir/hello.txt", Bytes::from_static(b"replaced"), &replace)
+        .insert_object(
+            bucket,
+            "dir/hello.txt",
+            Bytes::from_static(b"replaced"),
+            &replace,
+        )
         .await
         .expect("replace with matching generation");
     assert_ne!(o2.generation, o.generation);
@@ -109,9 +142,14 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
 
     // Listing with a delimiter and pages.
     for n in ["a/1", "a/2", "b/1", "top1", "top2"] {
-        c.insert_object(bucket, &format!("l/{n}"), Bytes::from(n.to_string()), &WriteOptions::default())
-            .await
-            .unwrap();
+        c.insert_object(
+            bucket,
+            &format!("l/{n}"),
+            Bytes::from(n.to_string()),
+            &WriteOptions::default(),
+        )
+        .await
+        .unwrap();
     }
     let (items, prefixes) = c
         .list_all(
@@ -169,16 +207,32 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
 
     // Resumable upload (unknown length, chunks of 512 KiB, odd tail) and ranged read.
     let data = pattern(5 * 256 * 1024 + 12345, 7);
-    let c_small = c.clone().with_chunk_size(512 * 1024).unwrap().with_simple_upload_limit(1024);
-    let chunks: Vec<Result<Bytes, std::io::Error>> =
-        data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let c_small = c
+        .clone()
+        .with_chunk_size(512 * 1024)
+        .unwrap()
+        .with_simple_upload_limit(1024);
+    let chunks: Vec<Result<Bytes, std::io::Error>> = data
+        .chunks(100_000)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
     let big = c_small
-        .upload_object(bucket, "big/blob.bin", futures::stream::iter(chunks), None, &WriteOptions::default())
+        .upload_object(
+            bucket,
+            "big/blob.bin",
+            futures::stream::iter(chunks),
+            None,
+            &WriteOptions::default(),
+        )
         .await
         .expect("resumable upload");
     assert_eq!(big.size, data.len() as u64);
     let mut got = Vec::new();
-    let mut s = c.download(bucket, "big/blob.bin", None).await.unwrap().stream;
+    let mut s = c
+        .download(bucket, "big/blob.bin", None)
+        .await
+        .unwrap()
+        .stream;
     while let Some(ch) = s.next().await {
         got.extend_from_slice(&ch.unwrap());
     }
@@ -224,7 +278,10 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
         };
         let b = c.patch_bucket_lifecycle(bucket, Some(&lc)).await.unwrap();
         assert_eq!(b.lifecycle.as_ref(), Some(&lc));
-        assert_eq!(c.get_bucket(bucket).await.unwrap().lifecycle.as_ref(), Some(&lc));
+        assert_eq!(
+            c.get_bucket(bucket).await.unwrap().lifecycle.as_ref(),
+            Some(&lc)
+        );
     }
 
     if !gaps.no_test_iam_permissions {
@@ -239,9 +296,21 @@ pub async fn run_checks(c: &StorageClient, bucket: &str, gaps: Gaps) {
     let (all, _) = c.list_all(bucket, &ListOptions::default()).await.unwrap();
     assert!(all.len() >= 9);
     for o in all {
-        c.delete_object(bucket, &o.name, &WriteOptions::default()).await.unwrap();
+        c.delete_object(bucket, &o.name, &WriteOptions::default())
+            .await
+            .unwrap();
     }
-    assert!(c.get_object(bucket, "dir/hello.txt").await.unwrap_err().is_not_found());
-    assert!(c.delete_object(bucket, "dir/hello.txt", &WriteOptions::default()).await.unwrap_err().is_not_found());
+    assert!(
+        c.get_object(bucket, "dir/hello.txt")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        c.delete_object(bucket, "dir/hello.txt", &WriteOptions::default())
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
     c.delete_bucket(bucket).await.expect("delete bucket");
 }

@@ -15,7 +15,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
-use super::store::{Hashes, NewObject, ObjectMeta, Preconditions, encode_component, validate_object_name};
+use super::store::{
+    Hashes, NewObject, ObjectMeta, Preconditions, encode_component, validate_object_name,
+};
 use crate::emulator::server::{ApiError, EmulatorContext, parse_json, query_values};
 
 /// Resumable chunks (except the last) must be multiples of this.
@@ -47,7 +49,12 @@ impl Drop for TempGuard {
     }
 }
 
-fn object_response(status: StatusCode, m: &ObjectMeta, ctx: &EmulatorContext, bucket: &str) -> Response {
+fn object_response(
+    status: StatusCode,
+    m: &ObjectMeta,
+    ctx: &EmulatorContext,
+    bucket: &str,
+) -> Response {
     let mut resp = (status, Json(m.resource(bucket, ctx.storage.base_url()))).into_response();
     if let Ok(v) = HeaderValue::from_str(&m.goog_hash()) {
         resp.headers_mut().insert("x-goog-hash", v);
@@ -56,18 +63,21 @@ fn object_response(status: StatusCode, m: &ObjectMeta, ctx: &EmulatorContext, bu
 }
 
 fn require_bucket(ctx: &EmulatorContext, bucket: &str) -> Result<(), ApiError> {
-    ctx.storage
-        .bucket_dir(bucket)
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found(format!("The specified bucket does not exist: {bucket}")))
+    ctx.storage.bucket_dir(bucket).map(|_| ()).ok_or_else(|| {
+        ApiError::not_found(format!("The specified bucket does not exist: {bucket}"))
+    })
 }
 
 // ---------------- buckets ----------------
 
 /// GET /storage/v1/b
-pub async fn list_buckets(State(ctx): State<EmulatorContext>, uri: Uri) -> Result<Json<Value>, ApiError> {
+pub async fn list_buckets(
+    State(ctx): State<EmulatorContext>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
     ctx.inject("storage.buckets.list").await?;
-    let project = q1(&uri, "project").ok_or_else(|| ApiError::bad_request("Required parameter: project"))?;
+    let project =
+        q1(&uri, "project").ok_or_else(|| ApiError::bad_request("Required parameter: project"))?;
     let items: Vec<Value> = ctx
         .storage
         .list_buckets()
@@ -84,9 +94,14 @@ pub async fn list_buckets(State(ctx): State<EmulatorContext>, uri: Uri) -> Resul
 }
 
 /// POST /storage/v1/b?project=
-pub async fn insert_bucket(State(ctx): State<EmulatorContext>, uri: Uri, body: Body) -> Result<Json<Value>, ApiError> {
+pub async fn insert_bucket(
+    State(ctx): State<EmulatorContext>,
+    uri: Uri,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
     ctx.inject("storage.buckets.insert").await?;
-    let project = q1(&uri, "project").ok_or_else(|| ApiError::bad_request("Required parameter: project"))?;
+    let project =
+        q1(&uri, "project").ok_or_else(|| ApiError::bad_request("Required parameter: project"))?;
     let v: serde_json::Map<String, Value> = ctx.json_body(body).await?;
     let name = v
         .get("name")
@@ -94,20 +109,36 @@ pub async fn insert_bucket(State(ctx): State<EmulatorContext>, uri: Uri, body: B
         .ok_or_else(|| ApiError::bad_request("Required: name"))?;
     let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
     let labels: BTreeMap<String, String> = match v.get("labels") {
-        Some(l) => serde_json::from_value(l.clone()).map_err(|e| ApiError::bad_request(format!("Invalid labels: {e}")))?,
+        Some(l) => serde_json::from_value(l.clone())
+            .map_err(|e| ApiError::bad_request(format!("Invalid labels: {e}")))?,
         None => BTreeMap::new(),
     };
     let b = ctx
         .storage
-        .insert_bucket(name, &project, s("location"), s("storageClass"), v.get("lifecycle").cloned().filter(|l| !l.is_null()), labels)
+        .insert_bucket(
+            name,
+            &project,
+            s("location"),
+            s("storageClass"),
+            v.get("lifecycle").cloned().filter(|l| !l.is_null()),
+            labels,
+        )
         .await?;
     Ok(Json(b.resource(ctx.storage.base_url())))
 }
 
 /// GET /storage/v1/b/{bucket}
-pub async fn get_bucket(State(ctx): State<EmulatorContext>, UrlPath(bucket): UrlPath<String>) -> Result<Json<Value>, ApiError> {
+pub async fn get_bucket(
+    State(ctx): State<EmulatorContext>,
+    UrlPath(bucket): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
     ctx.inject("storage.buckets.get").await?;
-    Ok(Json(ctx.storage.get_bucket(&bucket).await?.resource(ctx.storage.base_url())))
+    Ok(Json(
+        ctx.storage
+            .get_bucket(&bucket)
+            .await?
+            .resource(ctx.storage.base_url()),
+    ))
 }
 
 /// PATCH /storage/v1/b/{bucket}
@@ -120,18 +151,32 @@ pub async fn patch_bucket(
     ctx.inject("storage.buckets.patch").await?;
     let pre = Preconditions::from_query(uri.query())?;
     let v: serde_json::Map<String, Value> = ctx.json_body(body).await?;
-    let lifecycle = v.get("lifecycle").map(|l| Some(l.clone()).filter(|l| !l.is_null()));
+    let lifecycle = v
+        .get("lifecycle")
+        .map(|l| Some(l.clone()).filter(|l| !l.is_null()));
     let labels = match v.get("labels") {
-        Some(l) => Some(serde_json::from_value(l.clone()).map_err(|e| ApiError::bad_request(format!("Invalid labels: {e}")))?),
+        Some(l) => Some(
+            serde_json::from_value(l.clone())
+                .map_err(|e| ApiError::bad_request(format!("Invalid labels: {e}")))?,
+        ),
         None => None,
     };
-    let sc = v.get("storageClass").and_then(Value::as_str).map(str::to_string);
-    let b = ctx.storage.patch_bucket(&bucket, lifecycle, labels, sc, pre).await?;
+    let sc = v
+        .get("storageClass")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let b = ctx
+        .storage
+        .patch_bucket(&bucket, lifecycle, labels, sc, pre)
+        .await?;
     Ok(Json(b.resource(ctx.storage.base_url())))
 }
 
 /// DELETE /storage/v1/b/{bucket}
-pub async fn delete_bucket(State(ctx): State<EmulatorContext>, UrlPath(bucket): UrlPath<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_bucket(
+    State(ctx): State<EmulatorContext>,
+    UrlPath(bucket): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
     ctx.inject("storage.buckets.delete").await?;
     ctx.storage.delete_bucket(&bucket).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -176,7 +221,8 @@ pub async fn list_objects(
     let mut next = None;
     for name in names {
         if let Some(a) = &after {
-            let skip_prefix = delimiter.as_ref().is_some_and(|d| a.ends_with(d.as_str())) && name.starts_with(a.as_str());
+            let skip_prefix = delimiter.as_ref().is_some_and(|d| a.ends_with(d.as_str()))
+                && name.starts_with(a.as_str());
             if name.as_str() <= a.as_str() || skip_prefix {
                 continue;
             }
@@ -262,10 +308,13 @@ pub async fn download_object(
 fn check_read_preconditions(uri: &Uri, m: &ObjectMeta) -> Result<(), ApiError> {
     let pre = Preconditions::from_query(uri.query())?;
     pre.check(Some((m.generation, m.metageneration)))?;
-    if let Some(g) = q1(uri, "generation") {
-        if g != m.generation.to_string() {
-            return Err(ApiError::not_found(format!("No such object: generation {g} of {}", m.name)));
-        }
+    if let Some(g) = q1(uri, "generation")
+        && g != m.generation.to_string()
+    {
+        return Err(ApiError::not_found(format!(
+            "No such object: generation {g} of {}",
+            m.name
+        )));
     }
     Ok(())
 }
@@ -277,9 +326,15 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Api
     let Some(spec) = h.strip_prefix("bytes=") else {
         return Ok(None); // other units are ignored, as HTTP allows
     };
-    let bad = || ApiError::bad_range(format!("The requested range cannot be satisfied: {h} of an object of {size} bytes"));
+    let bad = || {
+        ApiError::bad_range(format!(
+            "The requested range cannot be satisfied: {h} of an object of {size} bytes"
+        ))
+    };
     if spec.contains(',') {
-        return Err(ApiError::bad_range("Multiple byte ranges are not supported"));
+        return Err(ApiError::bad_range(
+            "Multiple byte ranges are not supported",
+        ));
     }
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
     let (a, b) = (a.trim(), b.trim());
@@ -291,20 +346,34 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Api
         return Ok(Some((size - n.min(size), size - 1)));
     }
     let start: u64 = a.parse().map_err(|_| bad())?;
-    let end: u64 = if b.is_empty() { u64::MAX } else { b.parse().map_err(|_| bad())? };
+    let end: u64 = if b.is_empty() {
+        u64::MAX
+    } else {
+        b.parse().map_err(|_| bad())?
+    };
     if start > end || start >= size {
         return Err(bad());
     }
     Ok(Some((start, end.min(size - 1))))
 }
 
-async fn media_response(ctx: &EmulatorContext, bucket: &str, m: ObjectMeta, headers: &HeaderMap) -> Result<Response, ApiError> {
+async fn media_response(
+    ctx: &EmulatorContext,
+    bucket: &str,
+    m: ObjectMeta,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let path = ctx
         .storage
         .bucket_dir(bucket)
-        .ok_or_else(|| ApiError::not_found(format!("The specified bucket does not exist: {bucket}")))?
+        .ok_or_else(|| {
+            ApiError::not_found(format!("The specified bucket does not exist: {bucket}"))
+        })?
         .join(&m.name);
-    let range = parse_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), m.size)?;
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        m.size,
+    )?;
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|_| ApiError::not_found(format!("No such object: {bucket}/{}", m.name)))?;
@@ -320,7 +389,8 @@ async fn media_response(ctx: &EmulatorContext, bucket: &str, m: ObjectMeta, head
     let mut resp = Response::new(Body::from_stream(stream));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    let ct = HeaderValue::from_str(&m.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let ct = HeaderValue::from_str(&m.content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, ct);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -330,10 +400,11 @@ async fn media_response(ctx: &EmulatorContext, bucket: &str, m: ObjectMeta, head
     if let Ok(v) = HeaderValue::from_str(&m.goog_hash()) {
         h.insert("x-goog-hash", v);
     }
-    if status == StatusCode::PARTIAL_CONTENT {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes {}-{}/{}", start, start + len - 1, m.size)) {
-            h.insert(header::CONTENT_RANGE, v);
-        }
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) =
+            HeaderValue::from_str(&format!("bytes {}-{}/{}", start, start + len - 1, m.size))
+    {
+        h.insert(header::CONTENT_RANGE, v);
     }
     Ok(resp)
 }
@@ -348,7 +419,10 @@ pub async fn patch_object(
     ctx.inject("storage.objects.patch").await?;
     let pre = Preconditions::from_query(uri.query())?;
     let patch: NewObject = ctx.json_body(body).await?;
-    let m = ctx.storage.patch_object(&bucket, &name, &patch, pre).await?;
+    let m = ctx
+        .storage
+        .patch_object(&bucket, &name, &patch, pre)
+        .await?;
     Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
 }
 
@@ -379,7 +453,8 @@ async fn spool(
     let mut stream = body.into_data_stream();
     let (mut seen, mut written) = (0u64, 0u64);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
         seen += chunk.len() as u64;
         let mut data = &chunk[..];
         if skip > 0 {
@@ -387,12 +462,12 @@ async fn spool(
             data = &data[k..];
             skip -= k as u64;
         }
-        if let Some(m) = max {
-            if written + data.len() as u64 > m {
-                return Err(ApiError::bad_request(format!(
-                    "the request body holds more bytes than its Content-Range declares ({m})"
-                )));
-            }
+        if let Some(m) = max
+            && written + data.len() as u64 > m
+        {
+            return Err(ApiError::bad_request(format!(
+                "the request body holds more bytes than its Content-Range declares ({m})"
+            )));
         }
         hashes.update(data);
         w.write_all(data).await?;
@@ -420,7 +495,8 @@ pub async fn upload_post(
         .map(str::to_string);
     match q1(&uri, "uploadType").as_deref() {
         Some("media") => {
-            let name = q1(&uri, "name").ok_or_else(|| ApiError::bad_request("Required parameter: name"))?;
+            let name = q1(&uri, "name")
+                .ok_or_else(|| ApiError::bad_request("Required parameter: name"))?;
             validate_object_name(&name)?;
             let mut guard = TempGuard(Some(ctx.storage.temp_path()));
             let file = tokio::fs::File::create(guard.path()).await?;
@@ -430,17 +506,25 @@ pub async fn upload_post(
                 content_type: ctype,
                 ..Default::default()
             };
-            let m = ctx.storage.commit_object(&bucket, &name, guard.path(), size, h.finish(), &new, pre).await?;
+            let m = ctx
+                .storage
+                .commit_object(&bucket, &name, guard.path(), size, h.finish(), &new, pre)
+                .await?;
             guard.disarm();
             Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
         }
-        Some("multipart") => multipart_upload(&ctx, &bucket, &uri, ctype.as_deref(), body, pre).await,
+        Some("multipart") => {
+            multipart_upload(&ctx, &bucket, &uri, ctype.as_deref(), body, pre).await
+        }
         Some("resumable") => {
             let mut new: NewObject = ctx.json_body(body).await?;
             if let Some(n) = q1(&uri, "name") {
                 new.name = Some(n);
             }
-            let name = new.name.clone().ok_or_else(|| ApiError::bad_request("Required: name"))?;
+            let name = new
+                .name
+                .clone()
+                .ok_or_else(|| ApiError::bad_request("Required: name"))?;
             validate_object_name(&name)?;
             if new.content_type.is_none() {
                 new.content_type = headers
@@ -479,11 +563,15 @@ pub async fn upload_post(
                 id
             );
             let mut resp = StatusCode::OK.into_response();
-            resp.headers_mut()
-                .insert(header::LOCATION, HeaderValue::from_str(&loc).map_err(|e| ApiError::internal(e.to_string()))?);
+            resp.headers_mut().insert(
+                header::LOCATION,
+                HeaderValue::from_str(&loc).map_err(|e| ApiError::internal(e.to_string()))?,
+            );
             Ok(resp)
         }
-        Some(other) => Err(ApiError::bad_request(format!("Invalid uploadType: {other}"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid uploadType: {other}"
+        ))),
         None => Err(ApiError::bad_request("Required parameter: uploadType")),
     }
 }
@@ -518,10 +606,15 @@ fn boundary_of(ctype: &str) -> Option<String> {
 }
 
 fn part_content_type(headers: &[u8]) -> Option<String> {
-    std::str::from_utf8(headers).ok()?.split("\r\n").find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case("content-type").then(|| v.trim().to_string())
-    })
+    std::str::from_utf8(headers)
+        .ok()?
+        .split("\r\n")
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
 }
 
 async fn multipart_upload(
@@ -532,9 +625,11 @@ async fn multipart_upload(
     body: Body,
     pre: Preconditions,
 ) -> Result<Response, ApiError> {
-    let boundary = ctype
-        .and_then(boundary_of)
-        .ok_or_else(|| ApiError::bad_request("multipart upload needs Content-Type: multipart/related; boundary=..."))?;
+    let boundary = ctype.and_then(boundary_of).ok_or_else(|| {
+        ApiError::bad_request(
+            "multipart upload needs Content-Type: multipart/related; boundary=...",
+        )
+    })?;
     // Spool the whole body (bounded memory), then cut the media part out of the file.
     let raw = TempGuard(Some(ctx.storage.temp_path()));
     let file = tokio::fs::File::create(raw.path()).await?;
@@ -544,9 +639,11 @@ async fn multipart_upload(
     let raw_path = raw.path().to_path_buf();
     let out = TempGuard(Some(ctx.storage.temp_path()));
     let out_path = out.path().to_path_buf();
-    let parsed = tokio::task::spawn_blocking(move || cut_multipart(&raw_path, &out_path, &boundary, head_limit))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let parsed = tokio::task::spawn_blocking(move || {
+        cut_multipart(&raw_path, &out_path, &boundary, head_limit)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
     drop(raw);
     let (meta_json, media_ctype, size, hashes) = parsed;
     let mut new: NewObject = parse_json(&meta_json)?;
@@ -556,9 +653,15 @@ async fn multipart_upload(
     if new.content_type.is_none() {
         new.content_type = media_ctype;
     }
-    let name = new.name.clone().ok_or_else(|| ApiError::bad_request("Required: name"))?;
+    let name = new
+        .name
+        .clone()
+        .ok_or_else(|| ApiError::bad_request("Required: name"))?;
     let mut out = out;
-    let m = ctx.storage.commit_object(bucket, &name, out.path(), size, hashes, &new, pre).await?;
+    let m = ctx
+        .storage
+        .commit_object(bucket, &name, out.path(), size, hashes, &new, pre)
+        .await?;
     out.disarm();
     Ok(object_response(StatusCode::OK, &m, ctx, bucket))
 }
@@ -566,7 +669,12 @@ async fn multipart_upload(
 type Multipart = (Vec<u8>, Option<String>, u64, (String, String));
 
 /// Splits a spooled multipart/related body: (metadata JSON, media content type, media size, hashes).
-fn cut_multipart(raw: &Path, out: &Path, boundary: &str, head_limit: usize) -> Result<Multipart, ApiError> {
+fn cut_multipart(
+    raw: &Path,
+    out: &Path,
+    boundary: &str,
+    head_limit: usize,
+) -> Result<Multipart, ApiError> {
     let bad = |m: &str| ApiError::bad_request(format!("Malformed multipart body: {m}"));
     let mut f = std::fs::File::open(raw)?;
     let total = f.metadata()?.len();
@@ -575,7 +683,8 @@ fn cut_multipart(raw: &Path, out: &Path, boundary: &str, head_limit: usize) -> R
     let delim = format!("--{boundary}");
     let first = find(&head, delim.as_bytes()).ok_or_else(|| bad("no opening boundary"))?;
     let mut pos = first + delim.len();
-    let hdr_end = find(&head[pos..], b"\r\n\r\n").ok_or_else(|| bad("metadata part has no header end"))?;
+    let hdr_end =
+        find(&head[pos..], b"\r\n\r\n").ok_or_else(|| bad("metadata part has no header end"))?;
     pos += hdr_end + 4;
     let next_delim = format!("\r\n--{boundary}");
     let meta_end = find(&head[pos..], next_delim.as_bytes()).ok_or_else(|| {
@@ -587,7 +696,8 @@ fn cut_multipart(raw: &Path, out: &Path, boundary: &str, head_limit: usize) -> R
     })?;
     let meta = head[pos..pos + meta_end].to_vec();
     pos += meta_end + next_delim.len();
-    let media_hdr_len = find(&head[pos..], b"\r\n\r\n").ok_or_else(|| bad("media part has no header end"))?;
+    let media_hdr_len =
+        find(&head[pos..], b"\r\n\r\n").ok_or_else(|| bad("media part has no header end"))?;
     let media_ctype = part_content_type(&head[pos..pos + media_hdr_len]);
     let media_start = (pos + media_hdr_len + 4) as u64;
     // The closing delimiter is near the end.
@@ -596,7 +706,8 @@ fn cut_multipart(raw: &Path, out: &Path, boundary: &str, head_limit: usize) -> R
     let mut tail = vec![0u8; tail_len as usize];
     f.seek(SeekFrom::Start(total - tail_len))?;
     f.read_exact(&mut tail)?;
-    let close_at = rfind(&tail, close.as_bytes()).ok_or_else(|| bad("no closing boundary"))? as u64 + (total - tail_len);
+    let close_at = rfind(&tail, close.as_bytes()).ok_or_else(|| bad("no closing boundary"))? as u64
+        + (total - tail_len);
     if close_at < media_start {
         return Err(bad("the closing boundary comes before the media"));
     }
@@ -650,7 +761,10 @@ fn parse_content_range(v: &str) -> Result<ContentRange, ApiError> {
         return Ok(ContentRange::Status(total));
     }
     let (a, b) = range.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if a > b || total.is_some_and(|t| b >= t) {
         return Err(bad());
     }
@@ -659,16 +773,20 @@ fn parse_content_range(v: &str) -> Result<ContentRange, ApiError> {
 
 fn incomplete(received: u64) -> Response {
     let mut r = StatusCode::PERMANENT_REDIRECT.into_response();
-    if received > 0 {
-        if let Ok(v) = HeaderValue::from_str(&format!("bytes=0-{}", received - 1)) {
-            r.headers_mut().insert(header::RANGE, v);
-        }
+    if received > 0
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes=0-{}", received - 1))
+    {
+        r.headers_mut().insert(header::RANGE, v);
     }
     r
 }
 
-fn session(ctx: &EmulatorContext, uri: &Uri) -> Result<(String, Arc<tokio::sync::Mutex<UploadSession>>), ApiError> {
-    let id = q1(uri, "upload_id").ok_or_else(|| ApiError::bad_request("Required parameter: upload_id"))?;
+fn session(
+    ctx: &EmulatorContext,
+    uri: &Uri,
+) -> Result<(String, Arc<tokio::sync::Mutex<UploadSession>>), ApiError> {
+    let id = q1(uri, "upload_id")
+        .ok_or_else(|| ApiError::bad_request("Required parameter: upload_id"))?;
     let s = ctx
         .storage
         .uploads
@@ -684,7 +802,9 @@ async fn finalize(ctx: &EmulatorContext, s: &mut UploadSession) -> Result<Respon
     let hashes = s.hashes.clone().finish();
     let m = ctx
         .storage
-        .commit_object(&s.bucket, &s.name, &s.path, s.received, hashes, &s.new, s.pre)
+        .commit_object(
+            &s.bucket, &s.name, &s.path, s.received, hashes, &s.new, s.pre,
+        )
         .await?;
     s.done = Some(m.clone());
     Ok(object_response(StatusCode::OK, &m, ctx, &s.bucket))
@@ -702,7 +822,10 @@ pub async fn upload_put(
     let (_, sess) = session(&ctx, &uri)?;
     let mut s = sess.lock().await;
     let cr = match headers.get(header::CONTENT_RANGE) {
-        Some(v) => parse_content_range(v.to_str().map_err(|_| ApiError::bad_request("Invalid Content-Range"))?)?,
+        Some(v) => parse_content_range(
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Invalid Content-Range"))?,
+        )?,
         None => {
             // The whole object in one request.
             let len = headers
@@ -712,7 +835,11 @@ pub async fn upload_put(
             match len {
                 Some(0) => ContentRange::Status(Some(0)),
                 Some(n) => ContentRange::Data(0, n - 1, Some(n)),
-                None => return Err(ApiError::bad_request("a resumable PUT needs Content-Range or Content-Length")),
+                None => {
+                    return Err(ApiError::bad_request(
+                        "a resumable PUT needs Content-Range or Content-Length",
+                    ));
+                }
             }
         }
     };
@@ -736,10 +863,12 @@ pub async fn upload_put(
             Ok(incomplete(s.received))
         }
         ContentRange::Data(a, b, total) => {
-            if let (Some(t), Some(old)) = (total, s.total) {
-                if t != old {
-                    return Err(ApiError::bad_request(format!("total length changed from {old} to {t}")));
-                }
+            if let (Some(t), Some(old)) = (total, s.total)
+                && t != old
+            {
+                return Err(ApiError::bad_request(format!(
+                    "total length changed from {old} to {t}"
+                )));
             }
             let total = total.or(s.total);
             let len = b - a + 1;
@@ -757,12 +886,19 @@ pub async fn upload_put(
             }
             let skip = s.received - a;
             let snapshot = (s.hashes.clone(), s.received);
-            let file = tokio::fs::OpenOptions::new().append(true).open(&s.path).await?;
+            let file = tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(&s.path)
+                .await?;
             let max_new = (b + 1).saturating_sub(s.received);
             let mut h = s.hashes.clone();
             let res = spool(body, file, &mut h, skip, Some(max_new)).await;
             let rollback = |reason: ApiError| async {
-                if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(&s.path).await {
+                if let Ok(f) = tokio::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&s.path)
+                    .await
+                {
                     let _ = f.set_len(snapshot.1).await;
                 }
                 reason
@@ -796,12 +932,18 @@ pub async fn upload_delete(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let (id, sess) = session(&ctx, &uri)?;
-    ctx.storage.uploads.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    ctx.storage
+        .uploads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
     let s = sess.lock().await;
     if s.done.is_none() {
         let _ = tokio::fs::remove_file(&s.path).await;
     }
-    Ok(StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST).into_response())
+    Ok(StatusCode::from_u16(499)
+        .unwrap_or(StatusCode::BAD_REQUEST)
+        .into_response())
 }
 
 #[cfg(test)]
@@ -815,7 +957,13 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=5-"), 10).unwrap(), Some((5, 9)));
         assert_eq!(parse_range(Some("bytes=-3"), 10).unwrap(), Some((7, 9)));
         assert_eq!(parse_range(Some("bytes=8-100"), 10).unwrap(), Some((8, 9)));
-        for bad in ["bytes=10-", "bytes=5-2", "bytes=a-b", "bytes=-0", "bytes=0-1,3-4"] {
+        for bad in [
+            "bytes=10-",
+            "bytes=5-2",
+            "bytes=a-b",
+            "bytes=-0",
+            "bytes=0-1,3-4",
+        ] {
             assert_eq!(parse_range(Some(bad), 10).unwrap_err().code, 416, "{bad}");
         }
         assert_eq!(parse_range(Some("items=0-1"), 10).unwrap(), None);
@@ -823,18 +971,36 @@ mod tests {
 
     #[test]
     fn content_ranges() {
-        assert_eq!(parse_content_range("bytes */*").unwrap(), ContentRange::Status(None));
-        assert_eq!(parse_content_range("bytes */7").unwrap(), ContentRange::Status(Some(7)));
-        assert_eq!(parse_content_range("bytes 0-9/*").unwrap(), ContentRange::Data(0, 9, None));
-        assert_eq!(parse_content_range("bytes 0-9/10").unwrap(), ContentRange::Data(0, 9, Some(10)));
+        assert_eq!(
+            parse_content_range("bytes */*").unwrap(),
+            ContentRange::Status(None)
+        );
+        assert_eq!(
+            parse_content_range("bytes */7").unwrap(),
+            ContentRange::Status(Some(7))
+        );
+        assert_eq!(
+            parse_content_range("bytes 0-9/*").unwrap(),
+            ContentRange::Data(0, 9, None)
+        );
+        assert_eq!(
+            parse_content_range("bytes 0-9/10").unwrap(),
+            ContentRange::Data(0, 9, Some(10))
+        );
         assert!(parse_content_range("bytes 0-10/10").is_err());
         assert!(parse_content_range("bytes 9-0/*").is_err());
     }
 
     #[test]
     fn boundaries() {
-        assert_eq!(boundary_of("multipart/related; boundary=abc").as_deref(), Some("abc"));
-        assert_eq!(boundary_of("multipart/related; boundary=\"a b\"").as_deref(), Some("a b"));
+        assert_eq!(
+            boundary_of("multipart/related; boundary=abc").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            boundary_of("multipart/related; boundary=\"a b\"").as_deref(),
+            Some("a b")
+        );
         assert_eq!(boundary_of("text/plain"), None);
     }
 }

@@ -20,20 +20,32 @@ use crate::emulator::server::EmulatorContext;
 /// The storage routes.
 pub fn router(ctx: EmulatorContext) -> Router {
     Router::new()
-        .route("/storage/v1/b", get(api::list_buckets).post(api::insert_bucket))
+        .route(
+            "/storage/v1/b",
+            get(api::list_buckets).post(api::insert_bucket),
+        )
         .route(
             "/storage/v1/b/{bucket}",
-            get(api::get_bucket).patch(api::patch_bucket).delete(api::delete_bucket),
+            get(api::get_bucket)
+                .patch(api::patch_bucket)
+                .delete(api::delete_bucket),
         )
         .route("/storage/v1/b/{bucket}/o", get(api::list_objects))
         .route(
             "/storage/v1/b/{bucket}/o/{*object}",
-            get(api::get_object).patch(api::patch_object).delete(api::delete_object),
+            get(api::get_object)
+                .patch(api::patch_object)
+                .delete(api::delete_object),
         )
         .route(
             "/upload/storage/v1/b/{bucket}/o",
-            post(api::upload_post).put(api::upload_put).delete(api::upload_delete),
+            post(api::upload_post)
+                .put(api::upload_put)
+                .delete(api::upload_delete),
         )
-        .route("/download/storage/v1/b/{bucket}/o/{*object}", get(api::download_object))
+        .route(
+            "/download/storage/v1/b/{bucket}/o/{*object}",
+            get(api::download_object),
+        )
         .with_state(ctx)
 }

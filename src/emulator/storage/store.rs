@@ -53,7 +53,10 @@ impl Hashes {
     }
     /// (md5 base64, crc32c base64 of the big-endian value).
     pub fn finish(self) -> (String, String) {
-        (B64.encode(self.md5.finalize()), B64.encode(self.crc.to_be_bytes()))
+        (
+            B64.encode(self.md5.finalize()),
+            B64.encode(self.crc.to_be_bytes()),
+        )
     }
 }
 
@@ -210,30 +213,32 @@ impl Preconditions {
 
     /// Checks against the current (generation, metageneration), `None` when absent.
     pub fn check(&self, current: Option<(i64, i64)>) -> Result<(), ApiError> {
-        let fail = || ApiError::precondition("At least one of the pre-conditions you specified did not hold.");
+        let fail = || {
+            ApiError::precondition("At least one of the pre-conditions you specified did not hold.")
+        };
         let (g, m) = match current {
             Some((g, m)) => (g, Some(m)),
             None => (0, None),
         };
-        if let Some(want) = self.if_generation_match {
-            if want != g {
-                return Err(fail());
-            }
+        if let Some(want) = self.if_generation_match
+            && want != g
+        {
+            return Err(fail());
         }
-        if let Some(not) = self.if_generation_not_match {
-            if not == g {
-                return Err(fail());
-            }
+        if let Some(not) = self.if_generation_not_match
+            && not == g
+        {
+            return Err(fail());
         }
-        if let Some(want) = self.if_metageneration_match {
-            if m != Some(want) {
-                return Err(fail());
-            }
+        if let Some(want) = self.if_metageneration_match
+            && m != Some(want)
+        {
+            return Err(fail());
         }
-        if let Some(not) = self.if_metageneration_not_match {
-            if m == Some(not) {
-                return Err(fail());
-            }
+        if let Some(not) = self.if_metageneration_not_match
+            && m == Some(not)
+        {
+            return Err(fail());
         }
         Ok(())
     }
@@ -303,13 +308,20 @@ pub fn validate_bucket_name(name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!("Invalid bucket name: '{name}'")))
+        Err(ApiError::bad_request(format!(
+            "Invalid bucket name: '{name}'"
+        )))
     }
 }
 
 /// Validates an object name for mapping to a path (see the module docs for the divergence).
 pub fn validate_object_name(name: &str) -> Result<(), ApiError> {
-    let bad = |why: &str| Err(ApiError::bad_request(format!("Invalid object name '{}': {why}", name.escape_debug())));
+    let bad = |why: &str| {
+        Err(ApiError::bad_request(format!(
+            "Invalid object name '{}': {why}",
+            name.escape_debug()
+        )))
+    };
     if name.is_empty() {
         return bad("the name is empty");
     }
@@ -321,13 +333,17 @@ pub fn validate_object_name(name: &str) -> Result<(), ApiError> {
     }
     for seg in name.split('/') {
         if seg.is_empty() {
-            return bad("empty path segment (leading, trailing or doubled '/'), which the emulator cannot map to a file");
+            return bad(
+                "empty path segment (leading, trailing or doubled '/'), which the emulator cannot map to a file",
+            );
         }
         if seg == "." || seg == ".." {
             return bad("a '.' or '..' segment, which the emulator cannot map to a file");
         }
         if seg.len() > 255 {
-            return bad("a '/'-separated segment longer than 255 bytes, which the emulator cannot map to a file");
+            return bad(
+                "a '/'-separated segment longer than 255 bytes, which the emulator cannot map to a file",
+            );
         }
     }
     Ok(())
@@ -345,12 +361,19 @@ pub struct StorageState {
 }
 
 fn mtime_ns(m: &std::fs::Metadata) -> i64 {
-    m.mtime().saturating_mul(1_000_000_000).saturating_add(m.mtime_nsec())
+    m.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(m.mtime_nsec())
 }
 
 impl StorageState {
     /// Opens (creating) the store at `root`.
-    pub fn open(root: PathBuf, clock: Clock, base_url: String, sweep_interval: Duration) -> std::io::Result<Self> {
+    pub fn open(
+        root: PathBuf,
+        clock: Clock,
+        base_url: String,
+        sweep_interval: Duration,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(root.join(".tmp"))?;
         std::fs::create_dir_all(root.join(".uploads"))?;
         Ok(StorageState {
@@ -381,7 +404,9 @@ impl StorageState {
 
     /// A fresh temp file path on the store's filesystem.
     pub fn temp_path(&self) -> PathBuf {
-        self.root.join(".tmp").join(uuid::Uuid::new_v4().simple().to_string())
+        self.root
+            .join(".tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string())
     }
 
     /// Where a resumable session keeps its bytes.
@@ -417,10 +442,13 @@ impl StorageState {
 
     /// Reads a bucket.
     pub async fn get_bucket(&self, bucket: &str) -> Result<BucketMeta, ApiError> {
-        let r = self.bucket_root(bucket).ok_or_else(|| Self::no_bucket(bucket))?;
+        let r = self
+            .bucket_root(bucket)
+            .ok_or_else(|| Self::no_bucket(bucket))?;
         match tokio::fs::read(r.join("bucket.json")).await {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ApiError::internal(format!("corrupt bucket metadata for {bucket}: {e}"))),
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+                ApiError::internal(format!("corrupt bucket metadata for {bucket}: {e}"))
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Self::no_bucket(bucket)),
             Err(e) => Err(e.into()),
         }
@@ -484,10 +512,12 @@ impl StorageState {
         let lock = self.lock_for(bucket);
         let _g = lock.lock().await;
         let mut b = self.get_bucket(bucket).await?;
-        if let Some(want) = pre.if_metageneration_match {
-            if want != b.metageneration {
-                return Err(ApiError::precondition("At least one of the pre-conditions you specified did not hold."));
-            }
+        if let Some(want) = pre.if_metageneration_match
+            && want != b.metageneration
+        {
+            return Err(ApiError::precondition(
+                "At least one of the pre-conditions you specified did not hold.",
+            ));
         }
         if let Some(l) = lifecycle {
             if let Some(v) = &l {
@@ -512,12 +542,11 @@ impl StorageState {
         let mut out = Vec::new();
         let mut rd = tokio::fs::read_dir(&self.root).await?;
         while let Some(e) = rd.next_entry().await? {
-            if let Some(n) = e.file_name().to_str() {
-                if !n.starts_with('.') {
-                    if let Ok(b) = self.get_bucket(n).await {
-                        out.push(b);
-                    }
-                }
+            if let Some(n) = e.file_name().to_str()
+                && !n.starts_with('.')
+                && let Ok(b) = self.get_bucket(n).await
+            {
+                out.push(b);
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -528,12 +557,19 @@ impl StorageState {
     pub async fn delete_bucket(&self, bucket: &str) -> Result<(), ApiError> {
         let lock = self.lock_for(bucket);
         let _g = lock.lock().await;
-        let dir = self.bucket_dir(bucket).ok_or_else(|| Self::no_bucket(bucket))?;
+        let dir = self
+            .bucket_dir(bucket)
+            .ok_or_else(|| Self::no_bucket(bucket))?;
         let names = tokio::task::spawn_blocking(move || walk_names(&dir, ""))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
         if !names.is_empty() {
-            return Err(ApiError::new(409, "FAILED_PRECONDITION", "conflict", "The bucket you tried to delete is not empty."));
+            return Err(ApiError::new(
+                409,
+                "FAILED_PRECONDITION",
+                "conflict",
+                "The bucket you tried to delete is not empty.",
+            ));
         }
         let r = self.root.join(bucket);
         tokio::fs::remove_file(r.join("bucket.json")).await?;
@@ -545,33 +581,49 @@ impl StorageState {
 
     fn object_path(&self, bucket: &str, name: &str) -> Result<PathBuf, ApiError> {
         validate_object_name(name)?;
-        let dir = self.bucket_dir(bucket).ok_or_else(|| Self::no_bucket(bucket))?;
+        let dir = self
+            .bucket_dir(bucket)
+            .ok_or_else(|| Self::no_bucket(bucket))?;
         Ok(dir.join(name))
     }
 
     fn sidecar_path(&self, bucket: &str, name: &str) -> PathBuf {
         let h = sha2::Sha256::digest(name.as_bytes());
-        self.root.join(bucket).join("meta").join(format!("{}.json", hex::encode(h)))
+        self.root
+            .join(bucket)
+            .join("meta")
+            .join(format!("{}.json", hex::encode(h)))
     }
 
     /// The object's metadata; hashes of container-written files computed (and cached) when
     /// `with_hashes`, left empty otherwise.
-    pub async fn get_object(&self, bucket: &str, name: &str, with_hashes: bool) -> Result<ObjectMeta, ApiError> {
+    pub async fn get_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        with_hashes: bool,
+    ) -> Result<ObjectMeta, ApiError> {
         let path = self.object_path(bucket, name)?;
         let st = match tokio::fs::metadata(&path).await {
             Ok(m) if m.is_file() => m,
             Ok(_) => return Err(Self::no_object(bucket, name)),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
                 return Err(Self::no_object(bucket, name));
             }
             Err(e) => return Err(e.into()),
         };
         let side = self.read_sidecar(bucket, name).await;
         let mt = mtime_ns(&st);
-        if let Some(s) = &side {
-            if s.file_mtime_ns == mt && s.size == st.len() {
-                return Ok(s.clone());
-            }
+        if let Some(s) = &side
+            && s.file_mtime_ns == mt
+            && s.size == st.len()
+        {
+            return Ok(s.clone());
         }
         // Written outside the API: synthesize.
         let modified = DateTime::<Utc>::from(st.modified()?);
@@ -589,7 +641,10 @@ impl StorageState {
             time_created: modified,
             updated: modified,
             file_mtime_ns: mt,
-            metadata: side.as_ref().map(|s| s.metadata.clone()).unwrap_or_default(),
+            metadata: side
+                .as_ref()
+                .map(|s| s.metadata.clone())
+                .unwrap_or_default(),
             content_encoding: None,
             cache_control: None,
         };
@@ -605,25 +660,36 @@ impl StorageState {
         // Cache, unless the file changed meanwhile or an API write raced us.
         let lock = self.lock_for(bucket);
         let _g = lock.lock().await;
-        if let Ok(st2) = tokio::fs::metadata(&path).await {
-            if mtime_ns(&st2) == mt && st2.len() == size && size == m.size {
-                let cur = self.read_sidecar(bucket, name).await;
-                if cur == side {
-                    let _ = self.write_sidecar(bucket, &m).await;
-                }
+        if let Ok(st2) = tokio::fs::metadata(&path).await
+            && mtime_ns(&st2) == mt
+            && st2.len() == size
+            && size == m.size
+        {
+            let cur = self.read_sidecar(bucket, name).await;
+            if cur == side {
+                let _ = self.write_sidecar(bucket, &m).await;
             }
         }
         Ok(m)
     }
 
     async fn read_sidecar(&self, bucket: &str, name: &str) -> Option<ObjectMeta> {
-        let b = tokio::fs::read(self.sidecar_path(bucket, name)).await.ok()?;
-        serde_json::from_slice::<ObjectMeta>(&b).ok().filter(|m| m.name == name)
+        let b = tokio::fs::read(self.sidecar_path(bucket, name))
+            .await
+            .ok()?;
+        serde_json::from_slice::<ObjectMeta>(&b)
+            .ok()
+            .filter(|m| m.name == name)
     }
 
     async fn write_sidecar(&self, bucket: &str, m: &ObjectMeta) -> Result<(), ApiError> {
         let data = serde_json::to_vec(m).map_err(|e| ApiError::internal(e.to_string()))?;
-        atomic_write(&self.temp_path(), &self.sidecar_path(bucket, &m.name), &data).await
+        atomic_write(
+            &self.temp_path(),
+            &self.sidecar_path(bucket, &m.name),
+            &data,
+        )
+        .await
     }
 
     async fn current(&self, bucket: &str, name: &str) -> Result<Option<ObjectMeta>, ApiError> {
@@ -636,6 +702,7 @@ impl StorageState {
 
     /// Moves a fully written temp file into place as object `name`, atomically with the
     /// precondition check. `hashes` are (md5, crc32c) base64 of its contents.
+    #[allow(clippy::too_many_arguments)] // the spooled file's (path, size, hashes) travel apart
     pub async fn commit_object(
         &self,
         bucket: &str,
@@ -647,37 +714,39 @@ impl StorageState {
         pre: Preconditions,
     ) -> Result<ObjectMeta, ApiError> {
         let path = self.object_path(bucket, name)?;
-        if let Some(want) = &new.md5_hash {
-            if *want != hashes.0 {
-                return Err(ApiError::bad_request(format!(
-                    "Provided MD5 hash \"{want}\" doesn't match calculated MD5 hash \"{}\".",
-                    hashes.0
-                )));
-            }
+        if let Some(want) = &new.md5_hash
+            && *want != hashes.0
+        {
+            return Err(ApiError::bad_request(format!(
+                "Provided MD5 hash \"{want}\" doesn't match calculated MD5 hash \"{}\".",
+                hashes.0
+            )));
         }
-        if let Some(want) = &new.crc32c {
-            if *want != hashes.1 {
-                return Err(ApiError::bad_request(format!(
-                    "Provided CRC32C \"{want}\" doesn't match calculated CRC32C \"{}\".",
-                    hashes.1
-                )));
-            }
+        if let Some(want) = &new.crc32c
+            && *want != hashes.1
+        {
+            return Err(ApiError::bad_request(format!(
+                "Provided CRC32C \"{want}\" doesn't match calculated CRC32C \"{}\".",
+                hashes.1
+            )));
         }
         let lock = self.lock_for(bucket);
         let _g = lock.lock().await;
         let cur = self.current(bucket, name).await?;
         pre.check(cur.as_ref().map(|c| (c.generation, c.metageneration)))?;
-        if let Some(parent) = path.parent() {
-            if let Err(e) = tokio::fs::create_dir_all(parent).await {
-                return Err(conflict_or_io(name, e));
-            }
+        if let Some(parent) = path.parent()
+            && let Err(e) = tokio::fs::create_dir_all(parent).await
+        {
+            return Err(conflict_or_io(name, e));
         }
         if tokio::fs::metadata(&path).await.is_ok_and(|m| m.is_dir()) {
             return Err(ApiError::conflict(format!(
                 "The emulator cannot store object '{name}': objects exist under '{name}/' (a name cannot be both a file and a directory)"
             )));
         }
-        tokio::fs::rename(tmp, &path).await.map_err(|e| conflict_or_io(name, e))?;
+        tokio::fs::rename(tmp, &path)
+            .await
+            .map_err(|e| conflict_or_io(name, e))?;
         let st = tokio::fs::metadata(&path).await?;
         let now = self.clock.now();
         let now_ns = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
@@ -715,9 +784,14 @@ impl StorageState {
         let mut m = self.get_object(bucket, name, true).await?;
         let lock = self.lock_for(bucket);
         let _g = lock.lock().await;
-        let now_cur = self.current(bucket, name).await?.ok_or_else(|| Self::no_object(bucket, name))?;
+        let now_cur = self
+            .current(bucket, name)
+            .await?
+            .ok_or_else(|| Self::no_object(bucket, name))?;
         if now_cur.generation != m.generation {
-            return Err(ApiError::unavailable("the object changed during the update; retry"));
+            return Err(ApiError::unavailable(
+                "the object changed during the update; retry",
+            ));
         }
         pre.check(Some((m.generation, m.metageneration)))?;
         if let Some(c) = &patch.content_type {
@@ -736,7 +810,12 @@ impl StorageState {
     }
 
     /// Deletes an object (checking preconditions atomically).
-    pub async fn delete_object(&self, bucket: &str, name: &str, pre: Preconditions) -> Result<(), ApiError> {
+    pub async fn delete_object(
+        &self,
+        bucket: &str,
+        name: &str,
+        pre: Preconditions,
+    ) -> Result<(), ApiError> {
         let path = self.object_path(bucket, name)?;
         let lock = self.lock_for(bucket);
         let _g = lock.lock().await;
@@ -747,7 +826,9 @@ impl StorageState {
         pre.check(Some((cur.generation, cur.metageneration)))?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Self::no_object(bucket, name)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Self::no_object(bucket, name));
+            }
             Err(e) => return Err(e.into()),
         }
         let _ = tokio::fs::remove_file(self.sidecar_path(bucket, name)).await;
@@ -755,7 +836,10 @@ impl StorageState {
         if let Some(objects) = self.bucket_dir(bucket) {
             let mut dir = path.parent().map(Path::to_path_buf);
             while let Some(d) = dir {
-                if d == objects || !d.starts_with(&objects) || tokio::fs::remove_dir(&d).await.is_err() {
+                if d == objects
+                    || !d.starts_with(&objects)
+                    || tokio::fs::remove_dir(&d).await.is_err()
+                {
                     break;
                 }
                 dir = d.parent().map(Path::to_path_buf);
@@ -766,7 +850,9 @@ impl StorageState {
 
     /// All object names under `prefix`, sorted bytewise.
     pub async fn object_names(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, ApiError> {
-        let dir = self.bucket_dir(bucket).ok_or_else(|| Self::no_bucket(bucket))?;
+        let dir = self
+            .bucket_dir(bucket)
+            .ok_or_else(|| Self::no_bucket(bucket))?;
         // Start the walk at the deepest directory the prefix names.
         let start = match prefix.rfind('/') {
             Some(i) if validate_object_name(&prefix[..i]).is_ok() => prefix[..=i].to_string(),
@@ -794,10 +880,11 @@ impl StorageState {
         let epoch = self.clock.epoch();
         {
             let mut m = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((e, at)) = m.get(bucket) {
-                if *e == epoch && at.elapsed() < self.sweep_interval {
-                    return;
-                }
+            if let Some((e, at)) = m.get(bucket)
+                && *e == epoch
+                && at.elapsed() < self.sweep_interval
+            {
+                return;
             }
             m.insert(bucket.to_string(), (epoch, Instant::now()));
         }
@@ -852,8 +939,16 @@ pub struct DeleteRule {
 impl DeleteRule {
     fn matches(&self, name: &str, age_days: i64) -> bool {
         self.age.is_none_or(|a| age_days >= a)
-            && (self.matches_prefix.is_empty() || self.matches_prefix.iter().any(|p| name.starts_with(p.as_str())))
-            && (self.matches_suffix.is_empty() || self.matches_suffix.iter().any(|s| name.ends_with(s.as_str())))
+            && (self.matches_prefix.is_empty()
+                || self
+                    .matches_prefix
+                    .iter()
+                    .any(|p| name.starts_with(p.as_str())))
+            && (self.matches_suffix.is_empty()
+                || self
+                    .matches_suffix
+                    .iter()
+                    .any(|s| name.ends_with(s.as_str())))
     }
 }
 
@@ -885,14 +980,22 @@ pub fn parse_lifecycle(v: &Value) -> Result<Vec<DeleteRule>, ApiError> {
                 None => Ok(Vec::new()),
                 Some(Value::Array(a)) => a
                     .iter()
-                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(&format!("{k} must hold strings"))))
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| bad(&format!("{k} must hold strings")))
+                    })
                     .collect(),
                 Some(_) => Err(bad(&format!("{k} must be a list"))),
             }
         };
         let age = match cond.get("age") {
             None => None,
-            Some(a) => Some(a.as_i64().filter(|n| *n >= 0).ok_or_else(|| bad("age must be a non-negative integer"))?),
+            Some(a) => Some(
+                a.as_i64()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad("age must be a non-negative integer"))?,
+            ),
         };
         let rule = DeleteRule {
             age,
@@ -912,9 +1015,11 @@ pub fn parse_lifecycle(v: &Value) -> Result<Vec<DeleteRule>, ApiError> {
 fn conflict_or_io(name: &str, e: std::io::Error) -> ApiError {
     use std::io::ErrorKind as K;
     match e.kind() {
-        K::NotADirectory | K::AlreadyExists | K::IsADirectory | K::DirectoryNotEmpty => ApiError::conflict(format!(
-            "The emulator cannot store object '{name}': a prefix of it is an existing object, or objects exist under it (a name cannot be both a file and a directory)"
-        )),
+        K::NotADirectory | K::AlreadyExists | K::IsADirectory | K::DirectoryNotEmpty => {
+            ApiError::conflict(format!(
+                "The emulator cannot store object '{name}': a prefix of it is an existing object, or objects exist under it (a name cannot be both a file and a directory)"
+            ))
+        }
         _ => e.into(),
     }
 }
@@ -981,10 +1086,26 @@ mod tests {
 
     #[test]
     fn object_names_that_cannot_be_files_are_rejected() {
-        for bad in ["", "/a", "a/", "a//b", "./a", "a/../b", "a\0b", &"x".repeat(1025), &"y".repeat(256)] {
+        for bad in [
+            "",
+            "/a",
+            "a/",
+            "a//b",
+            "./a",
+            "a/../b",
+            "a\0b",
+            &"x".repeat(1025),
+            &"y".repeat(256),
+        ] {
             assert_eq!(validate_object_name(bad).unwrap_err().code, 400, "{bad:?}");
         }
-        for good in ["a", "a/b/c.txt", "sessions/x/inbox/1.json", "with space", "ünï"] {
+        for good in [
+            "a",
+            "a/b/c.txt",
+            "sessions/x/inbox/1.json",
+            "with space",
+            "ünï",
+        ] {
             validate_object_name(good).unwrap();
         }
     }
@@ -1019,7 +1140,10 @@ mod tests {
         assert!(r[0].matches("tmp/a", 3));
         assert!(!r[0].matches("tmp/a", 2));
         assert!(!r[0].matches("keep/a", 9));
-        assert!(parse_lifecycle(&json!({"rule":[{"action":{"type":"Delete"},"condition":{"age":-1}}]})).is_err());
+        assert!(
+            parse_lifecycle(&json!({"rule":[{"action":{"type":"Delete"},"condition":{"age":-1}}]}))
+                .is_err()
+        );
     }
 
     #[test]
