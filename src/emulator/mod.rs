@@ -2,7 +2,15 @@
 //! containers; objects live on disk so Cloud Storage volumes are bind mounts.
 //!
 //! The storage half lives in `storage`, the Cloud Run half in `run`; `server` assembles both
-//! behind one axum router on 127.0.0.1.
+//! behind one axum router on 127.0.0.1 (see `server` for the hook that adds the Run routes);
+//! `local` starts the whole thing in-process.
 
+pub mod auth;
 pub mod faults;
+pub mod local;
 pub mod run;
+pub mod server;
+pub mod storage;
+
+pub use local::{LocalCloud, LocalCloudError};
+pub use server::{ApiError, AuthMode, Clock, Emulator, EmulatorConfig, EmulatorContext};

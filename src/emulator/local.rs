@@ -1,0 +1,95 @@
+//! The whole local cloud in-process: the Cloud Storage and Cloud Run halves behind one server,
+//! sharing the on-disk buckets (Cloud Storage volumes are bind mounts of them).
+
+use std::sync::{Arc, OnceLock};
+
+use bollard::Docker;
+
+use super::run::{self, BucketDirFn, RunConfig, RunState};
+use super::server::{Emulator, EmulatorConfig, EmulatorContext, EmulatorError};
+
+/// Why the local cloud could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalCloudError {
+    /// The Docker engine is not reachable.
+    #[error("the Docker engine is not reachable: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    /// The Cloud Run half refused its configuration.
+    #[error(transparent)]
+    Run(#[from] run::RunEmulatorError),
+    /// The server could not start.
+    #[error(transparent)]
+    Server(#[from] EmulatorError),
+}
+
+/// A running local Cloud Run + Cloud Storage emulator.
+pub struct LocalCloud {
+    emulator: Emulator,
+    run: Arc<RunState>,
+    docker: Docker,
+}
+
+impl LocalCloud {
+    /// Starts with the default configuration (ephemeral port, temp state dir, no faults).
+    pub async fn start() -> Result<Self, LocalCloudError> {
+        Self::start_with(EmulatorConfig::default()).await
+    }
+
+    /// Starts with `cfg` (port, state dir, auth, faults, denied permissions...).
+    pub async fn start_with(cfg: EmulatorConfig) -> Result<Self, LocalCloudError> {
+        let docker = Docker::connect_with_defaults()?;
+        let ctx_cell: Arc<OnceLock<EmulatorContext>> = Arc::new(OnceLock::new());
+        let cell = ctx_cell.clone();
+        let bucket_dir: BucketDirFn = Arc::new(move |b| cell.get().and_then(|c| c.bucket_dir(b)));
+        let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let mut run_cfg = RunConfig::new(docker.clone(), bucket_dir, &instance);
+        run_cfg.faults = Arc::new(cfg.faults.clone());
+        let run_state = RunState::new(run_cfg)?;
+        let for_router = run_state.clone();
+        let emulator = Emulator::start_with(cfg, move |ctx| {
+            let _ = ctx_cell.set(ctx.clone());
+            run::router(for_router)
+        })
+        .await?;
+        Ok(LocalCloud {
+            emulator,
+            run: run_state,
+            docker,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`, for both APIs.
+    pub fn base_url(&self) -> String {
+        self.emulator.base_url()
+    }
+
+    /// The server handle (storage state, clock, context).
+    pub fn emulator(&self) -> &Emulator {
+        &self.emulator
+    }
+
+    /// The Cloud Run half.
+    pub fn run_state(&self) -> &Arc<RunState> {
+        &self.run
+    }
+
+    /// The Docker client the executions run on.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Cancels every execution, removes their containers and stops the server.
+    pub async fn shutdown(&self) {
+        self.run.shutdown().await;
+    }
+}
+
+impl Drop for LocalCloud {
+    fn drop(&mut self) {
+        // Best effort when nobody called shutdown(): remove the containers in the background.
+        let run = self.run.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { run.shutdown().await });
+        }
+    }
+}
