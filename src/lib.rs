@@ -1,10 +1,15 @@
 //! sandbox-harness: conformance and benchmark harness for AI-agent code-execution sandboxes.
 
+pub mod acceptance;
+pub mod bench;
+pub mod cost;
 pub mod emulator;
 pub mod gcp;
 pub mod images;
+pub mod metrics;
 pub mod paths;
 pub mod protocol;
+pub mod report;
 pub mod transport;
 
 pub use sandbox_executor::shell;
