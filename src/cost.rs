@@ -49,7 +49,8 @@ pub struct Prices {
 impl Prices {
     /// The shipped prices.
     pub fn builtin() -> Prices {
-        parse_toml(DEFAULT_PRICES_TOML, "<builtin prices.toml>").expect("shipped suites/prices.toml is valid")
+        parse_toml(DEFAULT_PRICES_TOML, "<builtin prices.toml>")
+            .expect("shipped suites/prices.toml is valid")
     }
 
     /// Loads prices from a file.
@@ -119,7 +120,8 @@ pub struct CostProfile {
 impl CostProfile {
     /// The shipped profile.
     pub fn builtin() -> CostProfile {
-        parse_toml(DEFAULT_COST_TOML, "<builtin cost.toml>").expect("shipped suites/cost.toml is valid")
+        parse_toml(DEFAULT_COST_TOML, "<builtin cost.toml>")
+            .expect("shipped suites/cost.toml is valid")
     }
 
     /// Loads a profile from a file.
@@ -157,7 +159,10 @@ impl MeasuredDurations {
         Some(MeasuredDurations {
             exec_mean_seconds: exec,
             cold_start_seconds: cold,
-            from_emulator: matches!(b.origin, crate::bench::BackendOrigin::CloudRunEmulator { .. }),
+            from_emulator: matches!(
+                b.origin,
+                crate::bench::BackendOrigin::CloudRunEmulator { .. }
+            ),
         })
     }
 }
@@ -240,7 +245,10 @@ pub fn project(
     } else {
         0.0
     };
-    let (mut class_a, mut class_b) = (cmds * u.class_a_ops_per_command, cmds * u.class_b_ops_per_command + harness_polls);
+    let (mut class_a, mut class_b) = (
+        cmds * u.class_a_ops_per_command,
+        cmds * u.class_b_ops_per_command + harness_polls,
+    );
     match u.worker_poll_op_class {
         OpClass::A => class_a += worker_polls,
         OpClass::B => class_b += worker_polls,
@@ -255,11 +263,36 @@ pub fn project(
         monthly_usd: quantity * unit_price_usd,
     };
     let items = vec![
-        item("Cloud Run jobs CPU", sessions * billed * r.vcpu, "vCPU-s", jp.vcpu_second_usd),
-        item("Cloud Run jobs memory", sessions * billed * r.memory_gib, "GiB-s", jp.gib_second_usd),
-        item("Cloud Storage class A (writes, lists, worker polls)", class_a / 1000.0, "1,000 ops", sp.class_a_per_1000_ops_usd),
-        item("Cloud Storage class B (reads, harness polls)", class_b / 1000.0, "1,000 ops", sp.class_b_per_1000_ops_usd),
-        item("Cloud Storage Standard storage", u.stored_gib, "GiB-month", sp.standard_storage_gib_month_usd),
+        item(
+            "Cloud Run jobs CPU",
+            sessions * billed * r.vcpu,
+            "vCPU-s",
+            jp.vcpu_second_usd,
+        ),
+        item(
+            "Cloud Run jobs memory",
+            sessions * billed * r.memory_gib,
+            "GiB-s",
+            jp.gib_second_usd,
+        ),
+        item(
+            "Cloud Storage class A (writes, lists, worker polls)",
+            class_a / 1000.0,
+            "1,000 ops",
+            sp.class_a_per_1000_ops_usd,
+        ),
+        item(
+            "Cloud Storage class B (reads, harness polls)",
+            class_b / 1000.0,
+            "1,000 ops",
+            sp.class_b_per_1000_ops_usd,
+        ),
+        item(
+            "Cloud Storage Standard storage",
+            u.stored_gib,
+            "GiB-month",
+            sp.standard_storage_gib_month_usd,
+        ),
     ];
     let total: f64 = items.iter().map(|i| i.monthly_usd).sum();
     let status = if total > thresholds.cost_alert_gt_usd_per_month {
@@ -296,7 +329,10 @@ impl CostBreakdown {
                 ]
             })
             .collect();
-        let mut out = crate::report::render_table(&["Item", "Quantity / month", "Unit price", "USD / month"], &rows);
+        let mut out = crate::report::render_table(
+            &["Item", "Quantity / month", "Unit price", "USD / month"],
+            &rows,
+        );
         let u = &self.profile.usage;
         let _ = writeln!(
             out,
@@ -318,7 +354,11 @@ impl CostBreakdown {
             u.commands_per_session,
             self.measured.exec_mean_seconds,
             self.measured.cold_start_seconds,
-            if self.measured.from_emulator { "measured on the emulator" } else { "measured" },
+            if self.measured.from_emulator {
+                "measured on the emulator"
+            } else {
+                "measured"
+            },
             u.think_time_seconds,
             u.worker_idle_timeout_seconds,
             self.profile.resources.vcpu,
@@ -364,7 +404,10 @@ mod tests {
         u.harness_poll_interval_seconds = 0.0;
         u.worker_poll_interval_seconds = 0.0;
         u.stored_gib = 0.0;
-        profile.resources = JobResources { vcpu: 1.0, memory_gib: 2.0 };
+        profile.resources = JobResources {
+            vcpu: 1.0,
+            memory_gib: 2.0,
+        };
         let b = project(&prices, &profile, measured(), &Monitoring::builtin());
         // billed = 5 + 10*1 + 0 + 85 = 100 s/session; 300 sessions -> 30,000 s.
         assert!((b.billed_seconds_per_session - 100.0).abs() < 1e-9);
@@ -372,7 +415,11 @@ mod tests {
         let mem = 60_000.0 * 0.000002;
         let a = 9.0 * 0.005; // 9,000 ops
         let bb = 6.0 * 0.0004; // 6,000 ops
-        assert!((b.total_usd_per_month - (cpu + mem + a + bb)).abs() < 1e-9, "{}", b.total_usd_per_month);
+        assert!(
+            (b.total_usd_per_month - (cpu + mem + a + bb)).abs() < 1e-9,
+            "{}",
+            b.total_usd_per_month
+        );
         assert_eq!(b.status, BudgetStatus::WithinBudget);
         assert!(b.render().contains("within budget"));
     }

@@ -83,7 +83,8 @@ pub struct PhaseFile {
 impl PhaseFile {
     /// The shipped phases.
     pub fn builtin() -> PhaseFile {
-        parse_toml(super::DEFAULT_PHASES_TOML, "<builtin phases.toml>").expect("shipped suites/phases.toml is valid")
+        parse_toml(super::DEFAULT_PHASES_TOML, "<builtin phases.toml>")
+            .expect("shipped suites/phases.toml is valid")
     }
 
     /// Loads phases from a file.
@@ -213,7 +214,11 @@ impl GateResult {
             .map(|g| {
                 vec![
                     g.id.clone(),
-                    if g.passed { "pass".into() } else { "FAIL".into() },
+                    if g.passed {
+                        "pass".into()
+                    } else {
+                        "FAIL".into()
+                    },
                     g.description.clone(),
                     g.reason.clone(),
                 ]
@@ -225,7 +230,11 @@ impl GateResult {
             "\nPhase {} ({}): {}.",
             self.phase,
             self.name,
-            if self.passed { "all gates pass" } else { "FAILED" }
+            if self.passed {
+                "all gates pass"
+            } else {
+                "FAILED"
+            }
         );
         out
     }
@@ -233,13 +242,22 @@ impl GateResult {
 
 /// Evaluates every gate of `phase`; `Invalid` when the phase is not defined.
 pub fn gate(phase: u32, inputs: &GateInputs) -> Result<GateResult, SuiteError> {
-    let p = inputs.phases.phase(phase).ok_or_else(|| SuiteError::Invalid {
-        path: "phases".into(),
-        detail: format!(
-            "phase {phase} is not defined (defined: {})",
-            inputs.phases.phases.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ")
-        ),
-    })?;
+    let p = inputs
+        .phases
+        .phase(phase)
+        .ok_or_else(|| SuiteError::Invalid {
+            path: "phases".into(),
+            detail: format!(
+                "phase {phase} is not defined (defined: {})",
+                inputs
+                    .phases
+                    .phases
+                    .iter()
+                    .map(|p| p.number.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
     let gates: Vec<GateOutcome> = p
         .gates
         .iter()
@@ -273,8 +291,20 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
     match check {
         GateCheck::BenchReport { backend } => match backend_of(backend) {
             Err(e) => (false, e),
-            Ok(b) if b.partial => (false, format!("the `{backend}` measurements are partial: {}", b.setup_errors.join("; "))),
-            Ok(b) => (true, format!("{} operations recorded; {}", b.rates.operations, b.origin_statement)),
+            Ok(b) if b.partial => (
+                false,
+                format!(
+                    "the `{backend}` measurements are partial: {}",
+                    b.setup_errors.join("; ")
+                ),
+            ),
+            Ok(b) => (
+                true,
+                format!(
+                    "{} operations recorded; {}",
+                    b.rates.operations, b.origin_statement
+                ),
+            ),
         },
         GateCheck::Acceptance { backend, level } => match backend_of(backend) {
             Err(e) => (false, e),
@@ -306,9 +336,15 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                     format!("; without threshold: {}", unthresholded.join(", "))
                 };
                 if failing.is_empty() {
-                    (true, format!("{} rows at {level:?} level{extra}", verdicts.len()))
+                    (
+                        true,
+                        format!("{} rows at {level:?} level{extra}", verdicts.len()),
+                    )
                 } else {
-                    (false, format!("below {level:?}: {}{extra}", failing.join(", ")))
+                    (
+                        false,
+                        format!("below {level:?}: {}{extra}", failing.join(", ")),
+                    )
                 }
             }
         },
@@ -322,14 +358,28 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
             Some(ms) => {
                 let mut bad = Vec::new();
                 for ep in &i.health_table.endpoints {
-                    let m = ms.iter().find(|m| m.path == ep.path).and_then(|m| m.latency_ms);
+                    let m = ms
+                        .iter()
+                        .find(|m| m.path == ep.path)
+                        .and_then(|m| m.latency_ms);
                     let v = ep.verdict(m);
                     if !v.satisfies(Level::Acceptable) {
-                        bad.push(format!("{} {} ({})", ep.path, v, m.map_or("no answer".into(), |m| format!("{m:.0} ms"))));
+                        bad.push(format!(
+                            "{} {} ({})",
+                            ep.path,
+                            v,
+                            m.map_or("no answer".into(), |m| format!("{m:.0} ms"))
+                        ));
                     }
                 }
                 if bad.is_empty() {
-                    (true, format!("{} endpoints within max acceptable latency", i.health_table.endpoints.len()))
+                    (
+                        true,
+                        format!(
+                            "{} endpoints within max acceptable latency",
+                            i.health_table.endpoints.len()
+                        ),
+                    )
                 } else {
                     (false, bad.join(", "))
                 }
@@ -338,14 +388,29 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
         GateCheck::ConformanceParity => match &i.conformance {
             None => (false, "no conformance result given".into()),
             Some(c) if c.scenarios == 0 => (false, "the conformance run had no scenarios".into()),
-            Some(c) if c.divergences.is_empty() => (true, format!("{} scenarios, no divergence", c.scenarios)),
-            Some(c) => (false, format!("{} divergence(s): {}", c.divergences.len(), c.divergences.join("; "))),
+            Some(c) if c.divergences.is_empty() => {
+                (true, format!("{} scenarios, no divergence", c.scenarios))
+            }
+            Some(c) => (
+                false,
+                format!(
+                    "{} divergence(s): {}",
+                    c.divergences.len(),
+                    c.divergences.join("; ")
+                ),
+            ),
         },
         GateCheck::StateConsistency { backend } => match backend_of(backend) {
             Err(e) => (false, e),
             Ok(b) if b.state.checks == 0 => (false, "no state checks were run".into()),
             Ok(b) if b.state.losses == 0 => (true, format!("{} checks, no loss", b.state.checks)),
-            Ok(b) => (false, format!("{} state loss(es) in {} checks", b.state.losses, b.state.checks)),
+            Ok(b) => (
+                false,
+                format!(
+                    "{} state loss(es) in {} checks",
+                    b.state.losses, b.state.checks
+                ),
+            ),
         },
         GateCheck::Monitoring => match &i.metrics {
             None => (false, "no event-log metrics given".into()),
@@ -357,7 +422,13 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                     .flat_map(|b| {
                         b.checks
                             .iter()
-                            .filter(|c| !matches!(c.status, crate::metrics::CheckStatus::Ok | crate::metrics::CheckStatus::NoData))
+                            .filter(|c| {
+                                !matches!(
+                                    c.status,
+                                    crate::metrics::CheckStatus::Ok
+                                        | crate::metrics::CheckStatus::NoData
+                                )
+                            })
                             .map(move |c| format!("{} {}: {:?}", b.backend, c.name, c.status))
                     })
                     .collect();
@@ -372,13 +443,19 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
             None => (false, "no cost projection given".into()),
             Some(c) => (
                 c.status == BudgetStatus::WithinBudget,
-                format!("${:.2}/month against ${:.0} budget", c.total_usd_per_month, c.budget_usd_per_month),
+                format!(
+                    "${:.2}/month against ${:.0} budget",
+                    c.total_usd_per_month, c.budget_usd_per_month
+                ),
             ),
         },
         GateCheck::RealGcp { backend } => match backend_of(backend) {
             Err(e) => (false, e),
             Ok(b) if b.origin.is_real_gcp() => (true, b.origin_statement.clone()),
-            Ok(b) => (false, format!("figures are not from Google Cloud: {}", b.origin_statement)),
+            Ok(b) => (
+                false,
+                format!("figures are not from Google Cloud: {}", b.origin_statement),
+            ),
         },
     }
 }
@@ -402,11 +479,23 @@ mod tests {
     #[test]
     fn health_and_preflight_gates() {
         let i = GateInputs {
-            preflight: Some(PreflightSummary { failures: vec![], checks: 4 }),
+            preflight: Some(PreflightSummary {
+                failures: vec![],
+                checks: 4,
+            }),
             health: Some(vec![
-                HealthMeasurement { path: "/health".into(), latency_ms: Some(40.0) },
-                HealthMeasurement { path: "/ready".into(), latency_ms: Some(700.0) },
-                HealthMeasurement { path: "/live".into(), latency_ms: Some(10.0) },
+                HealthMeasurement {
+                    path: "/health".into(),
+                    latency_ms: Some(40.0),
+                },
+                HealthMeasurement {
+                    path: "/ready".into(),
+                    latency_ms: Some(700.0),
+                },
+                HealthMeasurement {
+                    path: "/live".into(),
+                    latency_ms: Some(10.0),
+                },
             ]),
             ..Default::default()
         };

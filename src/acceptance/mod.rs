@@ -482,24 +482,25 @@ impl Tables {
         for t in file.tables {
             let mut rows = Vec::new();
             for r in t.rows {
-                let conv = |spec: &Option<BoundSpec>, which: &str| -> Result<Option<Bound>, SuiteError> {
-                    let Some(spec) = spec else { return Ok(None) };
-                    let b = Bound::from_spec(spec).map_err(|e| {
-                        invalid(format!("table {} row {} {which}: {e}", t.id, r.metric))
-                    })?;
-                    let want = if r.metric.is_rate() {
-                        Unit::Percent
-                    } else {
-                        Unit::Seconds
+                let conv =
+                    |spec: &Option<BoundSpec>, which: &str| -> Result<Option<Bound>, SuiteError> {
+                        let Some(spec) = spec else { return Ok(None) };
+                        let b = Bound::from_spec(spec).map_err(|e| {
+                            invalid(format!("table {} row {} {which}: {e}", t.id, r.metric))
+                        })?;
+                        let want = if r.metric.is_rate() {
+                            Unit::Percent
+                        } else {
+                            Unit::Seconds
+                        };
+                        if b.unit != want {
+                            return Err(invalid(format!(
+                                "table {} row {} {which}: unit {:?} does not fit the metric",
+                                t.id, r.metric, b.unit
+                            )));
+                        }
+                        Ok(Some(b))
                     };
-                    if b.unit != want {
-                        return Err(invalid(format!(
-                            "table {} row {} {which}: unit {:?} does not fit the metric",
-                            t.id, r.metric, b.unit
-                        )));
-                    }
-                    Ok(Some(b))
-                };
                 let target = conv(&r.target, "target")?;
                 let acceptable = conv(&r.acceptable, "acceptable")?;
                 if acceptable.is_some() && target.is_none() {
@@ -819,7 +820,8 @@ target = { lt_seconds = 1.0, le_seconds = 2.0 }
             Tables::parse(two_fields, "t"),
             Err(SuiteError::Invalid { .. })
         ));
-        let wrong_unit = two_fields.replace("lt_seconds = 1.0, le_seconds = 2.0", "gt_percent = 9.0");
+        let wrong_unit =
+            two_fields.replace("lt_seconds = 1.0, le_seconds = 2.0", "gt_percent = 9.0");
         assert!(Tables::parse(&wrong_unit, "t").is_err());
         let unknown = two_fields.replace("lt_seconds = 1.0, le_seconds = 2.0", "lt_minutes = 1.0");
         assert!(matches!(

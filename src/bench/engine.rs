@@ -17,8 +17,7 @@ use super::{
     Measurement, OptionsRecord, RawBaseline, SCHEMA_VERSION, SMALL_TRANSFER_BYTES, Sample,
 };
 use crate::protocol::{
-    ProcessSelector, ReadOptions, Sandbox, SandboxBackend, SandboxError, StatefulExec,
-    WriteOptions,
+    ProcessSelector, ReadOptions, Sandbox, SandboxBackend, SandboxError, StatefulExec, WriteOptions,
 };
 use crate::report::environment::Environment;
 
@@ -185,26 +184,35 @@ impl Ctx<'_> {
             "create + ensure_ready"
         };
         let res = self
-            .timed(measurement, "create", command, None, record, deadline, true, async {
-                let sb = backend.create().await?;
-                if let Ok(mut g) = slot.lock() {
-                    *g = Some(sb.clone());
-                }
-                sb.ensure_ready().await?;
-                if first_exec {
-                    let r = sb
-                        .exec_stateful(StatefulExec::new("bench-cold", "true", deadline))
-                        .await?;
-                    if r.exit_code != 0 {
-                        return Err(wrong(
-                            format!("`true` exited {}", r.exit_code),
-                            Some(r.exit_code),
-                        ));
+            .timed(
+                measurement,
+                "create",
+                command,
+                None,
+                record,
+                deadline,
+                true,
+                async {
+                    let sb = backend.create().await?;
+                    if let Ok(mut g) = slot.lock() {
+                        *g = Some(sb.clone());
                     }
-                    return Ok(((), Some(0)));
-                }
-                Ok(((), None))
-            })
+                    sb.ensure_ready().await?;
+                    if first_exec {
+                        let r = sb
+                            .exec_stateful(StatefulExec::new("bench-cold", "true", deadline))
+                            .await?;
+                        if r.exit_code != 0 {
+                            return Err(wrong(
+                                format!("`true` exited {}", r.exit_code),
+                                Some(r.exit_code),
+                            ));
+                        }
+                        return Ok(((), Some(0)));
+                    }
+                    Ok(((), None))
+                },
+            )
             .await;
         let sb = slot.lock().ok().and_then(|mut g| g.take());
         if let (Some(sb), true) = (&sb, record) {
@@ -237,7 +245,11 @@ impl Ctx<'_> {
 }
 
 fn expect(cond: bool, detail: impl FnOnce() -> String, exit: Option<i32>) -> Result<(), OpErr> {
-    if cond { Ok(()) } else { Err(wrong(detail(), exit)) }
+    if cond {
+        Ok(())
+    } else {
+        Err(wrong(detail(), exit))
+    }
 }
 
 fn progress_bar(opts: &BenchOptions, total: u64) -> ProgressBar {
@@ -420,18 +432,33 @@ async fn main_phases(
     // Warm stateful exec.
     for i in 0..(w + n) {
         let r = ctx
-            .timed(Measurement::WarmExec, "exec_stateful", "echo ok", sid, i >= w, to, true, async {
-                let r = sb
-                    .exec_stateful(StatefulExec::new("bench-warm", "echo ok", to))
-                    .await?;
-                let code = Some(r.exit_code);
-                expect(
-                    r.exit_code == 0 && r.stdout == b"ok\n",
-                    || format!("exit {} stdout {:?}", r.exit_code, String::from_utf8_lossy(&r.stdout)),
-                    code,
-                )?;
-                Ok(((), code))
-            })
+            .timed(
+                Measurement::WarmExec,
+                "exec_stateful",
+                "echo ok",
+                sid,
+                i >= w,
+                to,
+                true,
+                async {
+                    let r = sb
+                        .exec_stateful(StatefulExec::new("bench-warm", "echo ok", to))
+                        .await?;
+                    let code = Some(r.exit_code);
+                    expect(
+                        r.exit_code == 0 && r.stdout == b"ok\n",
+                        || {
+                            format!(
+                                "exit {} stdout {:?}",
+                                r.exit_code,
+                                String::from_utf8_lossy(&r.stdout)
+                            )
+                        },
+                        code,
+                    )?;
+                    Ok(((), code))
+                },
+            )
             .await;
         if r.is_none() {
             return;
@@ -443,10 +470,19 @@ async fn main_phases(
         let desc = raw.description();
         for i in 0..(w + n) {
             let r = ctx
-                .timed(Measurement::RawBaseline, "raw_baseline", &desc, sid, i >= w, to, true, async {
-                    raw.run_once(sb.as_ref()).await?;
-                    Ok(((), None))
-                })
+                .timed(
+                    Measurement::RawBaseline,
+                    "raw_baseline",
+                    &desc,
+                    sid,
+                    i >= w,
+                    to,
+                    true,
+                    async {
+                        raw.run_once(sb.as_ref()).await?;
+                        Ok(((), None))
+                    },
+                )
                 .await;
             if r.is_none() {
                 return;
@@ -457,11 +493,20 @@ async fn main_phases(
     // Scratch directory: file_write creates parents, so no path ever enters a shell string.
     let keep = format!("{}/.keep", opts.workdir);
     let r = ctx
-        .timed(Measurement::Setup, "file_write", "create the scratch directory", sid, true, to, true, async {
-            sb.file_write("bench-files", &keep, b"", WriteOptions::default())
-                .await?;
-            Ok(((), None))
-        })
+        .timed(
+            Measurement::Setup,
+            "file_write",
+            "create the scratch directory",
+            sid,
+            true,
+            to,
+            true,
+            async {
+                sb.file_write("bench-files", &keep, b"", WriteOptions::default())
+                    .await?;
+                Ok(((), None))
+            },
+        )
         .await;
     match r {
         None => return,
@@ -473,14 +518,38 @@ async fn main_phases(
     }
 
     let small = format!("{}/transfer-10mib.bin", opts.workdir);
-    if !transfers(ctx, sb, Measurement::Upload10Mb, Measurement::Download10Mb, SMALL_TRANSFER_BYTES, w, n, to, &small).await {
+    if !transfers(
+        ctx,
+        sb,
+        Measurement::Upload10Mb,
+        Measurement::Download10Mb,
+        SMALL_TRANSFER_BYTES,
+        w,
+        n,
+        to,
+        &small,
+    )
+    .await
+    {
         return;
     }
     if opts.include_large {
         let large = format!("{}/transfer-500mib.bin", opts.workdir);
         let lt = opts.large_op_timeout;
         let iters = opts.large_transfer_iterations;
-        if !transfers(ctx, sb, Measurement::Upload500Mb, Measurement::Download500Mb, LARGE_TRANSFER_BYTES, 0, iters, lt, &large).await {
+        if !transfers(
+            ctx,
+            sb,
+            Measurement::Upload500Mb,
+            Measurement::Download500Mb,
+            LARGE_TRANSFER_BYTES,
+            0,
+            iters,
+            lt,
+            &large,
+        )
+        .await
+        {
             return;
         }
     }
@@ -489,23 +558,42 @@ async fn main_phases(
     for i in 0..(w + n) {
         let record = i >= w;
         let r = ctx
-            .timed(Measurement::BackgroundStart, "exec_stateful", "sleep 300 (background)", sid, record, to, true, async {
-                let mut req = StatefulExec::new("bench-bg", "sleep 300", to);
-                req.background = true;
-                let r = sb.exec_stateful(req).await?;
-                match r.background_pid {
-                    Some(pid) => Ok((pid, Some(r.exit_code))),
-                    None => Err(wrong("no background pid returned", Some(r.exit_code))),
-                }
-            })
+            .timed(
+                Measurement::BackgroundStart,
+                "exec_stateful",
+                "sleep 300 (background)",
+                sid,
+                record,
+                to,
+                true,
+                async {
+                    let mut req = StatefulExec::new("bench-bg", "sleep 300", to);
+                    req.background = true;
+                    let r = sb.exec_stateful(req).await?;
+                    match r.background_pid {
+                        Some(pid) => Ok((pid, Some(r.exit_code))),
+                        None => Err(wrong("no background pid returned", Some(r.exit_code))),
+                    }
+                },
+            )
             .await;
         match r {
             None => return,
             Some(Ok(pid)) => {
-                ctx.timed(Measurement::Setup, "kill_background_process", "kill the background process", sid, record, CLEANUP_TIMEOUT, false, async {
-                    sb.kill_background_process(ProcessSelector::Pid(pid)).await?;
-                    Ok(((), None))
-                })
+                ctx.timed(
+                    Measurement::Setup,
+                    "kill_background_process",
+                    "kill the background process",
+                    sid,
+                    record,
+                    CLEANUP_TIMEOUT,
+                    false,
+                    async {
+                        sb.kill_background_process(ProcessSelector::Pid(pid))
+                            .await?;
+                        Ok(((), None))
+                    },
+                )
                 .await;
             }
             Some(Err(_)) => {}
@@ -538,11 +626,24 @@ async fn transfers(
         let record = i >= warmup;
         let (body, hasher) = data::hashed_upload_body(i as u64 + 1, len);
         let r = ctx
-            .timed(up, "file_upload", &desc_up, sid, record, deadline, true, async {
-                let n = sb.file_upload("bench-files", path, body).await?;
-                expect(n == len, || format!("upload reported {n} bytes, sent {len}"), None)?;
-                Ok(((), None))
-            })
+            .timed(
+                up,
+                "file_upload",
+                &desc_up,
+                sid,
+                record,
+                deadline,
+                true,
+                async {
+                    let n = sb.file_upload("bench-files", path, body).await?;
+                    expect(
+                        n == len,
+                        || format!("upload reported {n} bytes, sent {len}"),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
             .await;
         match r {
             None => return false,
@@ -555,22 +656,48 @@ async fn transfers(
             Err(_) => continue,
         };
         let r = ctx
-            .timed(down, "file_download", &desc_down, sid, record, deadline, true, async {
-                let stream = sb.file_download("bench-files", path).await?;
-                let (n, sha) = data::drain_and_hash(stream).await?;
-                expect(n == len, || format!("downloaded {n} bytes, expected {len}"), None)?;
-                expect(sha == expected, || "sha256 of the download differs from the upload".into(), None)?;
-                Ok(((), None))
-            })
+            .timed(
+                down,
+                "file_download",
+                &desc_down,
+                sid,
+                record,
+                deadline,
+                true,
+                async {
+                    let stream = sb.file_download("bench-files", path).await?;
+                    let (n, sha) = data::drain_and_hash(stream).await?;
+                    expect(
+                        n == len,
+                        || format!("downloaded {n} bytes, expected {len}"),
+                        None,
+                    )?;
+                    expect(
+                        sha == expected,
+                        || "sha256 of the download differs from the upload".into(),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
             .await;
         if r.is_none() {
             return false;
         }
     }
-    ctx.timed(Measurement::Setup, "file_delete", "delete the transfer file", sid, true, CLEANUP_TIMEOUT, false, async {
-        sb.file_delete("bench-files", path).await?;
-        Ok(((), None))
-    })
+    ctx.timed(
+        Measurement::Setup,
+        "file_delete",
+        "delete the transfer file",
+        sid,
+        true,
+        CLEANUP_TIMEOUT,
+        false,
+        async {
+            sb.file_delete("bench-files", path).await?;
+            Ok(((), None))
+        },
+    )
     .await;
     !ctx.cancelled()
 }
@@ -587,47 +714,134 @@ async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool
     for i in 0..(w + n) {
         let rec = i >= w;
         let results = [
-            ctx.timed(m, "exec_stateful", "echo mixed", sid, rec, to, true, async {
-                let r = sb.exec_stateful(StatefulExec::new(s, "echo mixed", to)).await?;
-                let c = Some(r.exit_code);
-                expect(r.exit_code == 0 && r.stdout == b"mixed\n", || format!("exit {} stdout {:?}", r.exit_code, String::from_utf8_lossy(&r.stdout)), c)?;
-                Ok(((), c))
-            })
+            ctx.timed(
+                m,
+                "exec_stateful",
+                "echo mixed",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let r = sb
+                        .exec_stateful(StatefulExec::new(s, "echo mixed", to))
+                        .await?;
+                    let c = Some(r.exit_code);
+                    expect(
+                        r.exit_code == 0 && r.stdout == b"mixed\n",
+                        || {
+                            format!(
+                                "exit {} stdout {:?}",
+                                r.exit_code,
+                                String::from_utf8_lossy(&r.stdout)
+                            )
+                        },
+                        c,
+                    )?;
+                    Ok(((), c))
+                },
+            )
             .await,
-            ctx.timed(m, "file_write", "file_write mixed.txt", sid, rec, to, true, async {
-                sb.file_write(s, &file, content, WriteOptions::default()).await?;
-                Ok(((), None))
-            })
+            ctx.timed(
+                m,
+                "file_write",
+                "file_write mixed.txt",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    sb.file_write(s, &file, content, WriteOptions::default())
+                        .await?;
+                    Ok(((), None))
+                },
+            )
             .await,
-            ctx.timed(m, "file_read", "file_read mixed.txt", sid, rec, to, true, async {
-                let r = sb.file_read(s, &file, ReadOptions::default()).await?;
-                expect(r.content == content && !r.truncated, || format!("read {:?}", String::from_utf8_lossy(&r.content)), None)?;
-                Ok(((), None))
-            })
+            ctx.timed(
+                m,
+                "file_read",
+                "file_read mixed.txt",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let r = sb.file_read(s, &file, ReadOptions::default()).await?;
+                    expect(
+                        r.content == content && !r.truncated,
+                        || format!("read {:?}", String::from_utf8_lossy(&r.content)),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
             .await,
-            ctx.timed(m, "file_exists", "file_exists mixed.txt", sid, rec, to, true, async {
-                let e = sb.file_exists(s, &file).await?;
-                expect(e, || "file_exists returned false for a written file".into(), None)?;
-                Ok(((), None))
-            })
+            ctx.timed(
+                m,
+                "file_exists",
+                "file_exists mixed.txt",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let e = sb.file_exists(s, &file).await?;
+                    expect(
+                        e,
+                        || "file_exists returned false for a written file".into(),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
             .await,
-            ctx.timed(m, "file_list", "file_list scratch directory", sid, rec, to, true, async {
-                let l = sb.file_list(s, &opts.workdir).await?;
-                expect(l.iter().any(|e| e.name == "mixed.txt"), || "mixed.txt missing from file_list".into(), None)?;
-                Ok(((), None))
-            })
+            ctx.timed(
+                m,
+                "file_list",
+                "file_list scratch directory",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let l = sb.file_list(s, &opts.workdir).await?;
+                    expect(
+                        l.iter().any(|e| e.name == "mixed.txt"),
+                        || "mixed.txt missing from file_list".into(),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
             .await,
-            ctx.timed(m, "file_search", "file_search line-b", sid, rec, to, true, async {
-                let r = sb.file_search(s, &file, "line-b").await?;
-                expect(r.len() == 1 && r[0].line == 1, || format!("{} matches", r.len()), None)?;
-                Ok(((), None))
-            })
+            ctx.timed(
+                m,
+                "file_search",
+                "file_search line-b",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let r = sb.file_search(s, &file, "line-b").await?;
+                    expect(
+                        r.len() == 1 && r[0].line == 1,
+                        || format!("{} matches", r.len()),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
             .await,
             ctx.timed(m, "exec_stateful", "exit 3", sid, rec, to, true, async {
                 // A failing command is a successful operation when its status comes back right.
                 let r = sb.exec_stateful(StatefulExec::new(s, "exit 3", to)).await?;
                 let c = Some(r.exit_code);
-                expect(r.exit_code == 3, || format!("exit {} instead of 3", r.exit_code), c)?;
+                expect(
+                    r.exit_code == 3,
+                    || format!("exit {} instead of 3", r.exit_code),
+                    c,
+                )?;
                 Ok(((), c))
             })
             .await,
@@ -640,24 +854,43 @@ async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool
     true
 }
 
-async fn state_consistency(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, n: usize, setup_errors: &mut Vec<String>) {
+async fn state_consistency(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    n: usize,
+    setup_errors: &mut Vec<String>,
+) {
     let to = ctx.opts.op_timeout;
     let id = sb.id().to_string();
     let sid = Some(id.as_str());
     let s = "bench-state";
     let first = format!("mkdir -p {STATE_DIR}/d0 && cd {STATE_DIR}/d0 && export BENCH_STATE=0");
     let r = ctx
-        .timed(Measurement::Setup, "exec_stateful", &first, sid, true, to, true, async {
-            let r = sb.exec_stateful(StatefulExec::new(s, first.clone(), to)).await?;
-            let c = Some(r.exit_code);
-            expect(r.exit_code == 0, || format!("exit {}", r.exit_code), c)?;
-            Ok(((), c))
-        })
+        .timed(
+            Measurement::Setup,
+            "exec_stateful",
+            &first,
+            sid,
+            true,
+            to,
+            true,
+            async {
+                let r = sb
+                    .exec_stateful(StatefulExec::new(s, first.clone(), to))
+                    .await?;
+                let c = Some(r.exit_code);
+                expect(r.exit_code == 0, || format!("exit {}", r.exit_code), c)?;
+                Ok(((), c))
+            },
+        )
         .await;
     match r {
         None => return,
         Some(Err(e)) => {
-            setup_errors.push(format!("cannot start the state-consistency session: {}", e.detail));
+            setup_errors.push(format!(
+                "cannot start the state-consistency session: {}",
+                e.detail
+            ));
             return;
         }
         Some(Ok(())) => {}
@@ -670,21 +903,34 @@ async fn state_consistency(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, n: usize, setup
         );
         let want = expected.clone();
         let r = ctx
-            .timed(Measurement::StateConsistency, "exec_stateful", &cmd, sid, true, to, true, async {
-                let r = sb.exec_stateful(StatefulExec::new(s, cmd.clone(), to)).await?;
-                let c = Some(r.exit_code);
-                expect(
-                    r.stdout == want.as_bytes() && r.cwd == dir && r.exit_code == 0,
-                    || format!(
-                        "state lost: expected {want:?}, got {:?} (exit {}, cwd {})",
-                        String::from_utf8_lossy(&r.stdout),
-                        r.exit_code,
-                        r.cwd
-                    ),
-                    c,
-                )?;
-                Ok(((), c))
-            })
+            .timed(
+                Measurement::StateConsistency,
+                "exec_stateful",
+                &cmd,
+                sid,
+                true,
+                to,
+                true,
+                async {
+                    let r = sb
+                        .exec_stateful(StatefulExec::new(s, cmd.clone(), to))
+                        .await?;
+                    let c = Some(r.exit_code);
+                    expect(
+                        r.stdout == want.as_bytes() && r.cwd == dir && r.exit_code == 0,
+                        || {
+                            format!(
+                                "state lost: expected {want:?}, got {:?} (exit {}, cwd {})",
+                                String::from_utf8_lossy(&r.stdout),
+                                r.exit_code,
+                                r.cwd
+                            )
+                        },
+                        c,
+                    )?;
+                    Ok(((), c))
+                },
+            )
             .await;
         let kind = match &r {
             None => return,
@@ -730,21 +976,52 @@ async fn concurrent(
             let id = sb.id().to_string();
             for _ in 0..count {
                 let r = ctx
-                    .timed(Measurement::Concurrent, "exec_stateful", "echo ok", Some(&id), record, to, true, async {
-                        let r = sb.exec_stateful(StatefulExec::new("bench-conc", "echo ok", to)).await?;
-                        let code = Some(r.exit_code);
-                        expect(r.exit_code == 0 && r.stdout == b"ok\n", || format!("exit {} stdout {:?}", r.exit_code, String::from_utf8_lossy(&r.stdout)), code)?;
-                        Ok(((), code))
-                    })
+                    .timed(
+                        Measurement::Concurrent,
+                        "exec_stateful",
+                        "echo ok",
+                        Some(&id),
+                        record,
+                        to,
+                        true,
+                        async {
+                            let r = sb
+                                .exec_stateful(StatefulExec::new("bench-conc", "echo ok", to))
+                                .await?;
+                            let code = Some(r.exit_code);
+                            expect(
+                                r.exit_code == 0 && r.stdout == b"ok\n",
+                                || {
+                                    format!(
+                                        "exit {} stdout {:?}",
+                                        r.exit_code,
+                                        String::from_utf8_lossy(&r.stdout)
+                                    )
+                                },
+                                code,
+                            )?;
+                            Ok(((), code))
+                        },
+                    )
                     .await;
                 if r.is_none() {
                     return;
                 }
             }
         };
-        join_all(ready.iter().map(|sb| session_loop(sb.clone(), opts.warmup, false))).await;
+        join_all(
+            ready
+                .iter()
+                .map(|sb| session_loop(sb.clone(), opts.warmup, false)),
+        )
+        .await;
         let t0 = Instant::now();
-        join_all(ready.iter().map(|sb| session_loop(sb.clone(), opts.iterations, true))).await;
+        join_all(
+            ready
+                .iter()
+                .map(|sb| session_loop(sb.clone(), opts.iterations, true)),
+        )
+        .await;
         result = Some((c, t0.elapsed().as_secs_f64()));
     }
     join_all(

@@ -75,7 +75,11 @@ impl SandboxBackend for MemoryBackend {
     }
 
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>> {
-        Err(SandboxError::unsupported(id, "get", "the memory backend cannot re-attach"))
+        Err(SandboxError::unsupported(
+            id,
+            "get",
+            "the memory backend cannot re-attach",
+        ))
     }
 }
 
@@ -104,7 +108,7 @@ impl MemorySandbox {
         let n = self.ops.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some((every, kind)) = self.cfg.fail_every
             && every > 0
-            && n % every == 0
+            && n.is_multiple_of(every)
         {
             return Err(SandboxError::new(kind, &self.id, op, "injected failure"));
         }
@@ -124,7 +128,8 @@ impl MemorySandbox {
             .get(session)
             .map(|s| s.0.clone())
             .unwrap_or_else(|| "/workspace".into());
-        crate::paths::resolve(&cwd, path).map_err(|e| SandboxError::invalid(&self.id, "path", e.to_string()))
+        crate::paths::resolve(&cwd, path)
+            .map_err(|e| SandboxError::invalid(&self.id, "path", e.to_string()))
     }
 
     /// Runs the tiny command language; returns (exit, stdout).
@@ -138,7 +143,7 @@ impl MemorySandbox {
         let n = self.state_cmds.fetch_add(1, Ordering::Relaxed) + 1;
         if let Some(every) = self.cfg.lose_state_every
             && every > 0
-            && n % every == 0
+            && n.is_multiple_of(every)
         {
             cwd = "/".into();
             env.clear();
@@ -234,41 +239,64 @@ impl Sandbox for MemorySandbox {
         })
     }
     async fn view_shell(&self, _: &str) -> Result<ShellView> {
-        Err(SandboxError::unsupported(&self.id, "view_shell", "memory double"))
+        Err(SandboxError::unsupported(
+            &self.id,
+            "view_shell",
+            "memory double",
+        ))
     }
     async fn wait_for_process(&self, _: &str, _: Duration) -> Result<i32> {
-        Err(SandboxError::unsupported(&self.id, "wait_for_process", "memory double"))
+        Err(SandboxError::unsupported(
+            &self.id,
+            "wait_for_process",
+            "memory double",
+        ))
     }
     async fn write_to_process(&self, _: &str, _: &[u8], _: bool) -> Result<()> {
-        Err(SandboxError::unsupported(&self.id, "write_to_process", "memory double"))
+        Err(SandboxError::unsupported(
+            &self.id,
+            "write_to_process",
+            "memory double",
+        ))
     }
     async fn kill_process(&self, _: &str) -> Result<()> {
-        Err(SandboxError::unsupported(&self.id, "kill_process", "memory double"))
+        Err(SandboxError::unsupported(
+            &self.id,
+            "kill_process",
+            "memory double",
+        ))
     }
     async fn list_background_processes(&self, s: Option<&str>) -> Result<Vec<BackgroundProcess>> {
         let g = self.lock()?;
-        Ok(g.bg.values().filter(|p| s.is_none_or(|s| p.session == s)).cloned().collect())
+        Ok(g.bg
+            .values()
+            .filter(|p| s.is_none_or(|s| p.session == s))
+            .cloned()
+            .collect())
     }
     async fn kill_background_process(&self, sel: ProcessSelector) -> Result<Vec<u32>> {
         self.tick("kill_background_process").await?;
         let mut g = self.lock()?;
-        let pids: Vec<u32> = g
-            .bg
-            .values()
-            .filter(|p| match &sel {
-                ProcessSelector::Pid(pid) => p.pid == *pid,
-                ProcessSelector::Session(s) => &p.session == s,
-                ProcessSelector::Pattern(t) => p.command.contains(t.as_str()),
-            })
-            .map(|p| p.pid)
-            .collect();
+        let pids: Vec<u32> =
+            g.bg.values()
+                .filter(|p| match &sel {
+                    ProcessSelector::Pid(pid) => p.pid == *pid,
+                    ProcessSelector::Session(s) => &p.session == s,
+                    ProcessSelector::Pattern(t) => p.command.contains(t.as_str()),
+                })
+                .map(|p| p.pid)
+                .collect();
         for p in &pids {
             g.bg.remove(p);
         }
         Ok(pids)
     }
     async fn get_background_logs(&self, pid: u32) -> Result<Vec<u8>> {
-        Err(SandboxError::not_found(&self.id, "get_background_logs", pid.to_string()))
+        Err(SandboxError::not_found(
+            &self.id,
+            "get_background_logs",
+            pid.to_string(),
+        ))
     }
     async fn file_read(&self, s: &str, path: &str, _opts: ReadOptions) -> Result<FileContent> {
         self.tick("file_read").await?;
@@ -325,13 +353,20 @@ impl Sandbox for MemorySandbox {
             .collect())
     }
     async fn file_find(&self, _: &str, _: &str, _: &str) -> Result<Vec<String>> {
-        Err(SandboxError::unsupported(&self.id, "file_find", "memory double"))
+        Err(SandboxError::unsupported(
+            &self.id,
+            "file_find",
+            "memory double",
+        ))
     }
     async fn file_search(&self, s: &str, path: &str, pattern: &str) -> Result<Vec<SearchMatch>> {
         self.tick("file_search").await?;
         let re = regex::bytes::Regex::new(pattern)
             .map_err(|e| SandboxError::invalid(&self.id, "file_search", e.to_string()))?;
-        let c = self.file_read(s, path, ReadOptions::default()).await?.content;
+        let c = self
+            .file_read(s, path, ReadOptions::default())
+            .await?
+            .content;
         Ok(c.split(|b| *b == b'\n')
             .enumerate()
             .filter(|(_, l)| re.is_match(l))
@@ -342,7 +377,11 @@ impl Sandbox for MemorySandbox {
             .collect())
     }
     async fn file_replace(&self, _: &str, _: &str, _: &[u8], _: &[u8]) -> Result<u64> {
-        Err(SandboxError::unsupported(&self.id, "file_replace", "memory double"))
+        Err(SandboxError::unsupported(
+            &self.id,
+            "file_replace",
+            "memory double",
+        ))
     }
     async fn file_upload(&self, s: &str, path: &str, mut body: UploadBody) -> Result<u64> {
         self.tick("file_upload").await?;

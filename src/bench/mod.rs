@@ -536,7 +536,11 @@ pub struct BackendContext {
 
 impl BackendReport {
     /// Computes every figure and verdict from raw samples.
-    pub fn from_samples(ctx: BackendContext, samples: Vec<Sample>, tables: &Tables) -> BackendReport {
+    pub fn from_samples(
+        ctx: BackendContext,
+        samples: Vec<Sample>,
+        tables: &Tables,
+    ) -> BackendReport {
         let mut measurements: BTreeMap<Measurement, MeasurementSummary> = BTreeMap::new();
         let mut rates = Rates::default();
         for s in &samples {
@@ -571,9 +575,13 @@ impl BackendReport {
             .get(&Measurement::Mixed)
             .and_then(|m| percent(m.succeeded, m.attempted));
         if rates.operations > 0 {
-            for class in [ErrorClass::Timeout, ErrorClass::Network, ErrorClass::Permission]
-                .into_iter()
-                .chain(rates.errors_by_class.keys().copied().collect::<Vec<_>>())
+            for class in [
+                ErrorClass::Timeout,
+                ErrorClass::Network,
+                ErrorClass::Permission,
+            ]
+            .into_iter()
+            .chain(rates.errors_by_class.keys().copied().collect::<Vec<_>>())
             {
                 let n = rates.errors_by_class.get(&class).copied().unwrap_or(0);
                 rates

@@ -139,13 +139,20 @@ impl MetricsReport {
                 ]);
             }
         }
-        let mut out = crate::report::render_table(&["Backend", "Check", "Threshold", "Measured", "Status"], &rows);
+        let mut out = crate::report::render_table(
+            &["Backend", "Check", "Threshold", "Measured", "Status"],
+            &rows,
+        );
         if self.cancelled {
             out.push_str("\nThe log records a cancelled run; figures cover what was measured.\n");
         }
         for b in &self.backends {
             if let Some(c) = &b.projected_cost {
-                out.push_str(&format!("\nProjected cost ({}):\n\n{}", b.backend, c.render()));
+                out.push_str(&format!(
+                    "\nProjected cost ({}):\n\n{}",
+                    b.backend,
+                    c.render()
+                ));
             }
         }
         out
@@ -209,8 +216,14 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
     };
     let exec = ok_durations(&|e| e.op.as_deref() == Some("exec_stateful"));
     let exec_latency = Summary::from_micros(exec);
-    let state_checks = evs.iter().filter(|e| e.event == EventKind::StateChecked).count() as u64;
-    let state_losses = evs.iter().filter(|e| e.event == EventKind::StateLoss).count() as u64;
+    let state_checks = evs
+        .iter()
+        .filter(|e| e.event == EventKind::StateChecked)
+        .count() as u64;
+    let state_losses = evs
+        .iter()
+        .filter(|e| e.event == EventKind::StateLoss)
+        .count() as u64;
     let success_percent = pct(succeeded, operations);
     let error_percent = pct(failed, operations);
     let error_percent_by_class = errors_by_class
@@ -223,8 +236,10 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
         let mean = Summary::from_micros(warm)
             .or_else(|| exec_latency.clone())
             .map(|s| s.mean_seconds);
-        let cold = Summary::from_micros(ok_durations(&|e| e.measurement.as_deref() == Some("cold_start")))
-            .map_or(0.0, |s| s.p50_seconds);
+        let cold = Summary::from_micros(ok_durations(&|e| {
+            e.measurement.as_deref() == Some("cold_start")
+        }))
+        .map_or(0.0, |s| s.p50_seconds);
         mean.map(|exec_mean_seconds| {
             cost::project(
                 &opts.prices,
@@ -242,50 +257,77 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
     };
 
     let mut checks = Vec::new();
-    let three = |v: Option<f64>, target_ok: &dyn Fn(f64) -> bool, alert: &dyn Fn(f64) -> bool| match v {
-        None => CheckStatus::NoData,
-        Some(v) if alert(v) => CheckStatus::Alert,
-        Some(v) if target_ok(v) => CheckStatus::Ok,
-        Some(_) => CheckStatus::MissesTarget,
-    };
+    let three =
+        |v: Option<f64>, target_ok: &dyn Fn(f64) -> bool, alert: &dyn Fn(f64) -> bool| match v {
+            None => CheckStatus::NoData,
+            Some(v) if alert(v) => CheckStatus::Alert,
+            Some(v) if target_ok(v) => CheckStatus::Ok,
+            Some(_) => CheckStatus::MissesTarget,
+        };
     let p50 = exec_latency.as_ref().map(|s| s.p50_seconds);
     let p99 = exec_latency.as_ref().map(|s| s.p99_seconds);
     checks.push(MonitoringCheck {
         name: "execution latency p50 (s)".into(),
         threshold: format!("< {} s", m.exec_latency_p50_target_lt_seconds),
         measured: p50,
-        status: three(p50, &|v| v < m.exec_latency_p50_target_lt_seconds, &|_| false),
+        status: three(p50, &|v| v < m.exec_latency_p50_target_lt_seconds, &|_| {
+            false
+        }),
     });
     checks.push(MonitoringCheck {
         name: "execution latency p99 (s)".into(),
-        threshold: format!("< {} s, alert > {} s", m.exec_latency_p99_target_lt_seconds, m.exec_latency_p99_alert_gt_seconds),
+        threshold: format!(
+            "< {} s, alert > {} s",
+            m.exec_latency_p99_target_lt_seconds, m.exec_latency_p99_alert_gt_seconds
+        ),
         measured: p99,
-        status: three(p99, &|v| v < m.exec_latency_p99_target_lt_seconds, &|v| v > m.exec_latency_p99_alert_gt_seconds),
+        status: three(p99, &|v| v < m.exec_latency_p99_target_lt_seconds, &|v| {
+            v > m.exec_latency_p99_alert_gt_seconds
+        }),
     });
     checks.push(MonitoringCheck {
         name: "error rate (%)".into(),
-        threshold: format!("< {} %, alert > {} %", m.error_rate_target_lt_percent, m.error_rate_alert_gt_percent),
+        threshold: format!(
+            "< {} %, alert > {} %",
+            m.error_rate_target_lt_percent, m.error_rate_alert_gt_percent
+        ),
         measured: error_percent,
-        status: three(error_percent, &|v| v < m.error_rate_target_lt_percent, &|v| v > m.error_rate_alert_gt_percent),
+        status: three(
+            error_percent,
+            &|v| v < m.error_rate_target_lt_percent,
+            &|v| v > m.error_rate_alert_gt_percent,
+        ),
     });
     let consistency = pct(state_checks, state_checks + state_losses);
     checks.push(MonitoringCheck {
         name: "state consistency (%)".into(),
-        threshold: format!("{} %, alert on more than {} loss(es)", m.state_consistency_target_percent, m.state_loss_alert_gt_count),
+        threshold: format!(
+            "{} %, alert on more than {} loss(es)",
+            m.state_consistency_target_percent, m.state_loss_alert_gt_count
+        ),
         measured: consistency,
         status: if state_losses > m.state_loss_alert_gt_count {
             CheckStatus::Alert
         } else {
-            three(consistency, &|v| v >= m.state_consistency_target_percent, &|_| false)
+            three(
+                consistency,
+                &|v| v >= m.state_consistency_target_percent,
+                &|_| false,
+            )
         },
     });
     if let Some(c) = &projected_cost {
         let t = c.total_usd_per_month;
         checks.push(MonitoringCheck {
             name: "projected cost (USD/month)".into(),
-            threshold: format!("<= ${}, alert > ${}", m.cost_budget_usd_per_month, m.cost_alert_gt_usd_per_month),
+            threshold: format!(
+                "<= ${}, alert > ${}",
+                m.cost_budget_usd_per_month, m.cost_alert_gt_usd_per_month
+            ),
             measured: Some(t),
-            status: three(Some(t), &|v| v <= m.cost_budget_usd_per_month, &|v| v > m.cost_alert_gt_usd_per_month),
+            status: three(Some(t), &|v| v <= m.cost_budget_usd_per_month, &|v| {
+                v > m.cost_alert_gt_usd_per_month
+            }),
         });
     }
     BackendMetrics {
@@ -319,8 +361,15 @@ mod tests {
 
     #[test]
     fn rates_latency_and_alerts() {
-        let mut evs: Vec<Event> = (0..98).map(|i| completed("cloudrun", "exec_stateful", 1.0 + i as f64 / 100.0, None)).collect();
-        evs.push(completed("cloudrun", "exec_stateful", 20.0, Some("timeout")));
+        let mut evs: Vec<Event> = (0..98)
+            .map(|i| completed("cloudrun", "exec_stateful", 1.0 + i as f64 / 100.0, None))
+            .collect();
+        evs.push(completed(
+            "cloudrun",
+            "exec_stateful",
+            20.0,
+            Some("timeout"),
+        ));
         evs.push(completed("cloudrun", "file_read", 0.1, Some("network")));
         evs.push(Event::new(EventKind::StateLoss, "cloudrun"));
         let r = from_event_list(&evs, &MetricsOptions::default());
@@ -331,9 +380,17 @@ mod tests {
         assert_eq!(b.errors_by_class["timeout"], 1);
         assert!(b.exec_latency.as_ref().unwrap().p50_seconds < 3.0);
         assert!(b.alerting());
-        let err = b.checks.iter().find(|c| c.name.starts_with("error rate")).unwrap();
+        let err = b
+            .checks
+            .iter()
+            .find(|c| c.name.starts_with("error rate"))
+            .unwrap();
         assert_eq!(err.status, CheckStatus::Alert);
-        let st = b.checks.iter().find(|c| c.name.starts_with("state")).unwrap();
+        let st = b
+            .checks
+            .iter()
+            .find(|c| c.name.starts_with("state"))
+            .unwrap();
         assert_eq!(st.status, CheckStatus::Alert);
         assert!(b.projected_cost.is_some());
         assert!(r.render().contains("execution latency p99"));

@@ -147,13 +147,33 @@ fn figures(b: &BackendReport) -> Vec<(String, Direction, Option<f64>)> {
         }
         if let Some(s) = b.measurements.get(&m) {
             let l = s.latency.as_ref();
-            out.push((format!("{} p50", m.as_str()), Direction::LowerSeconds, l.map(|l| l.p50_seconds)));
-            out.push((format!("{} p99", m.as_str()), Direction::LowerSeconds, l.map(|l| l.p99_seconds)));
+            out.push((
+                format!("{} p50", m.as_str()),
+                Direction::LowerSeconds,
+                l.map(|l| l.p50_seconds),
+            ));
+            out.push((
+                format!("{} p99", m.as_str()),
+                Direction::LowerSeconds,
+                l.map(|l| l.p99_seconds),
+            ));
         }
     }
-    out.push(("success rate (mixed)".into(), Direction::HigherPercent, b.rates.mixed_success_percent));
-    out.push(("success rate (all operations)".into(), Direction::HigherPercent, b.rates.overall_success_percent));
-    out.push(("state consistency".into(), Direction::HigherPercent, b.state.consistency_percent));
+    out.push((
+        "success rate (mixed)".into(),
+        Direction::HigherPercent,
+        b.rates.mixed_success_percent,
+    ));
+    out.push((
+        "success rate (all operations)".into(),
+        Direction::HigherPercent,
+        b.rates.overall_success_percent,
+    ));
+    out.push((
+        "state consistency".into(),
+        Direction::HigherPercent,
+        b.state.consistency_percent,
+    ));
     if let Some(c) = &b.concurrency {
         out.push((
             format!("concurrent throughput (C={})", c.sessions),
@@ -171,7 +191,11 @@ fn judge(old: f64, new: f64, d: Direction, o: &CompareOptions) -> CompareStatus 
             if delta.abs() < o.min_delta_seconds {
                 return CompareStatus::Unchanged;
             }
-            let rel = if old > 0.0 { delta / old * 100.0 } else { f64::INFINITY };
+            let rel = if old > 0.0 {
+                delta / old * 100.0
+            } else {
+                f64::INFINITY
+            };
             if rel > o.tolerance_percent {
                 Some(true)
             } else if rel < -o.tolerance_percent {
@@ -191,7 +215,11 @@ fn judge(old: f64, new: f64, d: Direction, o: &CompareOptions) -> CompareStatus 
             }
         }
         Direction::HigherThroughput => {
-            let rel = if old > 0.0 { (new - old) / old * 100.0 } else { 0.0 };
+            let rel = if old > 0.0 {
+                (new - old) / old * 100.0
+            } else {
+                0.0
+            };
             if rel < -o.tolerance_percent {
                 Some(true)
             } else if rel > o.tolerance_percent {
@@ -218,9 +246,20 @@ pub fn compare(old: &BenchReport, new: &BenchReport, options: CompareOptions) ->
         }
     }
     for name in names {
-        let o = old.backends.iter().find(|b| b.name == name).map(figures).unwrap_or_default();
-        let n = new.backends.iter().find(|b| b.name == name).map(figures).unwrap_or_default();
-        let mut keys: Vec<(String, Direction)> = o.iter().map(|(k, d, _)| (k.clone(), *d)).collect();
+        let o = old
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .map(figures)
+            .unwrap_or_default();
+        let n = new
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .map(figures)
+            .unwrap_or_default();
+        let mut keys: Vec<(String, Direction)> =
+            o.iter().map(|(k, d, _)| (k.clone(), *d)).collect();
         for (k, d, _) in &n {
             if !keys.iter().any(|(x, _)| x == k) {
                 keys.push((k.clone(), *d));

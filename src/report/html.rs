@@ -6,7 +6,9 @@ use super::markdown::MarkdownOptions;
 use super::{fmt_figure, fmt_seconds};
 use crate::bench::{BenchReport, Measurement};
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
+];
 const W: f64 = 640.0;
 const H: f64 = 260.0;
 const ML: f64 = 60.0;
@@ -47,16 +49,39 @@ pub fn cdf_svg(title: &str, series: &[(String, Vec<f64>)]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img"><title>{}</title>"#,
         escape(title)
     );
-    let _ = write!(s, r##"<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##);
+    let _ = write!(
+        s,
+        r##"<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##
+    );
     for i in 0..=4 {
         let f = i as f64 / 4.0;
         let x = ML + f * pw;
         let y = MT + ph - f * ph;
-        let _ = write!(s, r##"<line x1="{x:.1}" y1="{MT}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/>"##, MT + ph);
-        let _ = write!(s, r##"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"##, H - MB + 15.0, escape(&fmt_seconds(f * max)));
-        let _ = write!(s, r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}%</text>"##, ML - 5.0, y + 4.0, (f * 100.0) as u32);
+        let _ = write!(
+            s,
+            r##"<line x1="{x:.1}" y1="{MT}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/>"##,
+            MT + ph
+        );
+        let _ = write!(
+            s,
+            r##"<text x="{x:.1}" y="{:.1}" font-size="11" text-anchor="middle">{}</text>"##,
+            H - MB + 15.0,
+            escape(&fmt_seconds(f * max))
+        );
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}%</text>"##,
+            ML - 5.0,
+            y + 4.0,
+            (f * 100.0) as u32
+        );
     }
-    let _ = write!(s, r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">latency</text>"##, ML + pw / 2.0, H - 5.0);
+    let _ = write!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">latency</text>"##,
+        ML + pw / 2.0,
+        H - 5.0
+    );
     for (i, (name, values)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let mut v = values.clone();
@@ -76,7 +101,10 @@ pub fn cdf_svg(title: &str, series: &[(String, Vec<f64>)]) -> String {
         }
         let x = ML + v[n - 1] / max * pw;
         let _ = write!(pts, "{x:.1},{MT:.1}");
-        let _ = write!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>"#);
+        let _ = write!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{pts}"/>"#
+        );
         let _ = write!(
             s,
             r#"<text x="{:.1}" y="{:.1}" font-size="12" fill="{color}">{} (n={n})</text>"#,
@@ -107,9 +135,25 @@ pub fn bars_svg(title: &str, unit: &str, bars: &[(String, f64)]) -> String {
         let y = MT + i as f64 * row;
         let w = (v / max * pw).max(1.0);
         let color = COLORS[i % COLORS.len()];
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"#, label_w - 5.0, y + 14.0, escape(label));
-        let _ = write!(s, r#"<rect x="{label_w}" y="{y:.1}" width="{w:.1}" height="{:.1}" fill="{color}"/>"#, row - 6.0);
-        let _ = write!(s, r#"<text x="{:.1}" y="{:.1}" font-size="12">{v:.2} {}</text>"#, label_w + w + 5.0, y + 14.0, escape(unit));
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text>"#,
+            label_w - 5.0,
+            y + 14.0,
+            escape(label)
+        );
+        let _ = write!(
+            s,
+            r#"<rect x="{label_w}" y="{y:.1}" width="{w:.1}" height="{:.1}" fill="{color}"/>"#,
+            row - 6.0
+        );
+        let _ = write!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" font-size="12">{v:.2} {}</text>"#,
+            label_w + w + 5.0,
+            y + 14.0,
+            escape(unit)
+        );
     }
     s.push_str("</svg>");
     s
@@ -131,15 +175,28 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         escape(&report.started_at.to_rfc3339()),
         escape(env.host_name.as_deref().unwrap_or("?")),
         env.cpu_count,
-        escape(env.docker_engine_version.as_deref().unwrap_or("not available")),
+        escape(
+            env.docker_engine_version
+                .as_deref()
+                .unwrap_or("not available")
+        ),
         escape(env.git_commit.as_deref().unwrap_or("unknown"))
     );
     if report.partial {
-        let _ = write!(h, "<p class=\"warn\"><b>PARTIAL REPORT</b>: {}</p>", escape(report.partial_reason.as_deref().unwrap_or("incomplete")));
+        let _ = write!(
+            h,
+            "<p class=\"warn\"><b>PARTIAL REPORT</b>: {}</p>",
+            escape(report.partial_reason.as_deref().unwrap_or("incomplete"))
+        );
     }
     h.push_str("<ul>");
     for b in &report.backends {
-        let _ = write!(h, "<li><b>{}</b>: {}</li>", escape(&b.name), escape(&b.origin_statement));
+        let _ = write!(
+            h,
+            "<li><b>{}</b>: {}</li>",
+            escape(&b.name),
+            escape(&b.origin_statement)
+        );
     }
     h.push_str("</ul>");
     if env.uses_emulator {
@@ -190,23 +247,46 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         if series.is_empty() {
             continue;
         }
-        let _ = write!(h, "<h3>{}</h3>{}", escape(m.as_str()), cdf_svg(m.as_str(), &series));
+        let _ = write!(
+            h,
+            "<h3>{}</h3>{}",
+            escape(m.as_str()),
+            cdf_svg(m.as_str(), &series)
+        );
     }
 
     let mut tput = Vec::new();
     for b in &report.backends {
-        for m in [Measurement::Upload10Mb, Measurement::Download10Mb, Measurement::Upload500Mb, Measurement::Download500Mb] {
-            if let Some(t) = b.measurements.get(&m).and_then(|s| s.throughput_p50_mib_per_second) {
+        for m in [
+            Measurement::Upload10Mb,
+            Measurement::Download10Mb,
+            Measurement::Upload500Mb,
+            Measurement::Download500Mb,
+        ] {
+            if let Some(t) = b
+                .measurements
+                .get(&m)
+                .and_then(|s| s.throughput_p50_mib_per_second)
+            {
                 tput.push((format!("{} {}", b.name, m.as_str()), t));
             }
         }
     }
     if !tput.is_empty() {
-        let _ = write!(h, "<h2>Transfer throughput (p50)</h2>{}", bars_svg("transfer throughput", "MiB/s", &tput));
+        let _ = write!(
+            h,
+            "<h2>Transfer throughput (p50)</h2>{}",
+            bars_svg("transfer throughput", "MiB/s", &tput)
+        );
     }
 
     let mut side = Vec::new();
-    for m in [Measurement::ColdStart, Measurement::WarmExec, Measurement::BackgroundStart, Measurement::Concurrent] {
+    for m in [
+        Measurement::ColdStart,
+        Measurement::WarmExec,
+        Measurement::BackgroundStart,
+        Measurement::Concurrent,
+    ] {
         for b in &report.backends {
             if let Some(l) = b.measurements.get(&m).and_then(|s| s.latency.as_ref()) {
                 side.push((format!("{} {}", m.as_str(), b.name), l.p50_seconds));
@@ -214,13 +294,26 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         }
     }
     if !side.is_empty() {
-        let _ = write!(h, "<h2>Docker against Cloud Run (p50 latency)</h2>{}", bars_svg("p50 latency by backend", "s", &side));
+        let _ = write!(
+            h,
+            "<h2>Docker against Cloud Run (p50 latency)</h2>{}",
+            bars_svg("p50 latency by backend", "s", &side)
+        );
     }
     if let Some(c) = &opts.cost {
-        let _ = write!(h, "<h2>Cost projection</h2><pre>{}</pre>", escape(&c.render()));
+        let _ = write!(
+            h,
+            "<h2>Cost projection</h2><pre>{}</pre>",
+            escape(&c.render())
+        );
     }
     if let Some(g) = &opts.gate {
-        let _ = write!(h, "<h2>Gates of phase {}</h2><pre>{}</pre>", g.phase, escape(&g.render()));
+        let _ = write!(
+            h,
+            "<h2>Gates of phase {}</h2><pre>{}</pre>",
+            g.phase,
+            escape(&g.render())
+        );
     }
     h.push_str("</body></html>\n");
     h

@@ -62,7 +62,13 @@ fn table_section(out: &mut String, t: &Table, backends: &[&BackendReport]) {
         .iter()
         .filter(|b| t.backend == "*" || b.backend == t.backend)
         .collect();
-    let mut headers: Vec<String> = vec!["Metric".into(), "Plan".into(), "Target".into(), "Acceptable".into(), "Statistic".into()];
+    let mut headers: Vec<String> = vec![
+        "Metric".into(),
+        "Plan".into(),
+        "Target".into(),
+        "Acceptable".into(),
+        "Statistic".into(),
+    ];
     if applicable.is_empty() {
         headers.push("Measured".into());
         headers.push("Verdict".into());
@@ -74,7 +80,15 @@ fn table_section(out: &mut String, t: &Table, backends: &[&BackendReport]) {
     let mut rows = Vec::new();
     for r in &t.rows {
         let mut row = vec![
-            format!("{}{}", r.metric.label(), if r.source == RowSource::Derived { " *" } else { "" }),
+            format!(
+                "{}{}",
+                r.metric.label(),
+                if r.source == RowSource::Derived {
+                    " *"
+                } else {
+                    ""
+                }
+            ),
             r.plan.clone(),
             bound_text(r.target),
             bound_text(r.acceptable),
@@ -109,7 +123,9 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         env.host_name.as_deref().unwrap_or("?"),
         env.cpu_count,
         env.os,
-        env.docker_engine_version.as_deref().unwrap_or("not available"),
+        env.docker_engine_version
+            .as_deref()
+            .unwrap_or("not available"),
         env.harness_version,
         env.git_commit.as_deref().unwrap_or("unknown"),
     );
@@ -122,7 +138,11 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     }
     out.push_str("Where the figures come from:\n\n");
     for b in &report.backends {
-        let _ = writeln!(out, "- **{}** (`{}` backend): {}", b.name, b.backend, b.origin_statement);
+        let _ = writeln!(
+            out,
+            "- **{}** (`{}` backend): {}",
+            b.name, b.backend, b.origin_statement
+        );
     }
     if env.uses_emulator {
         out.push_str("\n> Cloud Run figures in this report come from the local emulator. They show the harness and the protocol over emulated APIs with the stated latency profile; they are not Google Cloud measurements.\n");
@@ -134,7 +154,11 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         o.iterations,
         o.warmup,
         o.cold_start_iterations,
-        if o.include_large { format!("on ({} round trips)", o.large_transfer_iterations) } else { "off".into() },
+        if o.include_large {
+            format!("on ({} round trips)", o.large_transfer_iterations)
+        } else {
+            "off".into()
+        },
         o.concurrency
     );
     out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row.\n\n");
@@ -173,7 +197,15 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         ]);
     }
     out.push_str(&render_table(
-        &["Metric", "Docker plan", "Docker measured", "Docker verdict", "Cloud Run target / acceptable", "Cloud Run measured", "Cloud Run verdict"],
+        &[
+            "Metric",
+            "Docker plan",
+            "Docker measured",
+            "Docker verdict",
+            "Cloud Run target / acceptable",
+            "Cloud Run measured",
+            "Cloud Run verdict",
+        ],
         &rows,
     ));
     out.push('\n');
@@ -192,7 +224,13 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     if !derived.is_empty() {
         out.push_str("Rows marked * have no figure in the plan; the harness set them:\n\n");
         for (t, r) in derived {
-            let _ = writeln!(out, "- {} / {}: {}", t.title, r.metric.label(), r.why.as_deref().unwrap_or("(no reason given)"));
+            let _ = writeln!(
+                out,
+                "- {} / {}: {}",
+                t.title,
+                r.metric.label(),
+                r.why.as_deref().unwrap_or("(no reason given)")
+            );
         }
         out.push('\n');
     }
@@ -201,7 +239,9 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     let mut rows = Vec::new();
     for b in &backends {
         for m in Measurement::ALL {
-            let Some(s) = b.measurements.get(&m) else { continue };
+            let Some(s) = b.measurements.get(&m) else {
+                continue;
+            };
             let l = s.latency.as_ref();
             let f = |v: Option<f64>| v.map_or("-".into(), fmt_seconds);
             rows.push(vec![
@@ -213,11 +253,25 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
                 f(l.map(|l| l.p95_seconds)),
                 f(l.map(|l| l.p99_seconds)),
                 f(l.map(|l| l.max_seconds)),
-                s.throughput_p50_mib_per_second.map_or("-".into(), |t| format!("{t:.1} MiB/s")),
+                s.throughput_p50_mib_per_second
+                    .map_or("-".into(), |t| format!("{t:.1} MiB/s")),
             ]);
         }
     }
-    out.push_str(&render_table(&["Backend", "Measurement", "ok/attempted", "p50", "p90", "p95", "p99", "max", "throughput (p50)"], &rows));
+    out.push_str(&render_table(
+        &[
+            "Backend",
+            "Measurement",
+            "ok/attempted",
+            "p50",
+            "p90",
+            "p95",
+            "p99",
+            "max",
+            "throughput (p50)",
+        ],
+        &rows,
+    ));
     out.push('\n');
 
     out.push_str("## Errors, state and concurrency\n\n");
@@ -240,17 +294,47 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             errors,
             format!("{} losses in {} checks", b.state.losses, b.state.checks),
             b.concurrency.as_ref().map_or("-".into(), |c| {
-                format!("C={}: {:.2} commands/s, p50 {}", c.sessions, c.throughput_commands_per_second, c.latency.as_ref().map_or("-".into(), |l| fmt_seconds(l.p50_seconds)))
+                format!(
+                    "C={}: {:.2} commands/s, p50 {}",
+                    c.sessions,
+                    c.throughput_commands_per_second,
+                    c.latency
+                        .as_ref()
+                        .map_or("-".into(), |l| fmt_seconds(l.p50_seconds))
+                )
             }),
-            b.exec_latency.as_ref().map_or("-".into(), |l| format!("p50 {} / p99 {}", fmt_seconds(l.p50_seconds), fmt_seconds(l.p99_seconds))),
+            b.exec_latency.as_ref().map_or("-".into(), |l| {
+                format!(
+                    "p50 {} / p99 {}",
+                    fmt_seconds(l.p50_seconds),
+                    fmt_seconds(l.p99_seconds)
+                )
+            }),
         ]);
     }
-    out.push_str(&render_table(&["Backend", "ok/operations", "overall success", "errors by class", "state", "concurrency", "all exec latency"], &rows));
+    out.push_str(&render_table(
+        &[
+            "Backend",
+            "ok/operations",
+            "overall success",
+            "errors by class",
+            "state",
+            "concurrency",
+            "all exec latency",
+        ],
+        &rows,
+    ));
     out.push('\n');
     let wrong = ErrorClass::WrongResult.as_str();
-    let _ = writeln!(out, "Error class `{wrong}` means the operation returned but its result was wrong (output, sha256, or state).\n");
+    let _ = writeln!(
+        out,
+        "Error class `{wrong}` means the operation returned but its result was wrong (output, sha256, or state).\n"
+    );
 
-    let raws: Vec<_> = backends.iter().filter_map(|b| b.raw_baseline.as_ref().map(|r| (b, r))).collect();
+    let raws: Vec<_> = backends
+        .iter()
+        .filter_map(|b| b.raw_baseline.as_ref().map(|r| (b, r)))
+        .collect();
     if !raws.is_empty() {
         out.push_str("## Harness overhead\n\n");
         let rows: Vec<Vec<String>> = raws
@@ -259,13 +343,25 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
                 vec![
                     b.name.clone(),
                     r.description.clone(),
-                    r.latency.as_ref().map_or("-".into(), |l| fmt_seconds(l.p50_seconds)),
-                    r.harness_warm_exec_p50_seconds.map_or("-".into(), fmt_seconds),
+                    r.latency
+                        .as_ref()
+                        .map_or("-".into(), |l| fmt_seconds(l.p50_seconds)),
+                    r.harness_warm_exec_p50_seconds
+                        .map_or("-".into(), fmt_seconds),
                     r.overhead_p50_seconds.map_or("-".into(), fmt_seconds),
                 ]
             })
             .collect();
-        out.push_str(&render_table(&["Backend", "Raw baseline", "raw p50", "harness warm exec p50", "overhead p50"], &rows));
+        out.push_str(&render_table(
+            &[
+                "Backend",
+                "Raw baseline",
+                "raw p50",
+                "harness warm exec p50",
+                "overhead p50",
+            ],
+            &rows,
+        ));
         out.push('\n');
     }
 
@@ -281,7 +377,11 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     }
     let setup: Vec<String> = backends
         .iter()
-        .flat_map(|b| b.setup_errors.iter().map(move |e| format!("- {}: {e}", b.name)))
+        .flat_map(|b| {
+            b.setup_errors
+                .iter()
+                .map(move |e| format!("- {}: {e}", b.name))
+        })
         .collect();
     if !setup.is_empty() {
         out.push_str("## Set-up problems\n\n");
