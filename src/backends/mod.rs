@@ -1,0 +1,3 @@
+//! Sandbox backends: each provides a `Transport` and a `SandboxBackend`.
+
+pub mod docker;
