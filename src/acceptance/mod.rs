@@ -838,3 +838,78 @@ target = { lt_seconds = 1.0, le_seconds = 2.0 }
         assert_eq!(h.verdict(Some(250.0)), Verdict::Fails);
     }
 }
+
+/// Every suite file, loaded from a directory (each file falls back to the shipped copy when the
+/// directory does not hold it).
+#[derive(Debug, Clone)]
+pub struct Suites {
+    /// acceptance.toml
+    pub tables: Tables,
+    /// monitoring.toml
+    pub monitoring: Monitoring,
+    /// health.toml
+    pub health: HealthTable,
+    /// phases.toml
+    pub phases: PhaseFile,
+    /// prices.toml
+    pub prices: crate::cost::Prices,
+    /// cost.toml
+    pub cost_profile: crate::cost::CostProfile,
+}
+
+impl Suites {
+    /// The shipped suites.
+    pub fn builtin() -> Suites {
+        Suites {
+            tables: Tables::builtin(),
+            monitoring: Monitoring::builtin(),
+            health: HealthTable::builtin(),
+            phases: PhaseFile::builtin(),
+            prices: crate::cost::Prices::builtin(),
+            cost_profile: crate::cost::CostProfile::builtin(),
+        }
+    }
+
+    /// Loads the suites in `dir` (e.g. `suites/`); `None` gives the shipped ones.
+    pub fn load(dir: Option<&Path>) -> Result<Suites, SuiteError> {
+        let mut s = Suites::builtin();
+        let Some(dir) = dir else { return Ok(s) };
+        let file = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
+        if let Some(p) = file("acceptance.toml") {
+            s.tables = Tables::load(&p)?;
+        }
+        if let Some(p) = file("monitoring.toml") {
+            s.monitoring = Monitoring::load(&p)?;
+        }
+        if let Some(p) = file("health.toml") {
+            s.health = HealthTable::load(&p)?;
+        }
+        if let Some(p) = file("phases.toml") {
+            s.phases = PhaseFile::load(&p)?;
+        }
+        if let Some(p) = file("prices.toml") {
+            s.prices = crate::cost::Prices::load(&p)?;
+        }
+        if let Some(p) = file("cost.toml") {
+            s.cost_profile = crate::cost::CostProfile::load(&p)?;
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod suite_tests {
+    use super::*;
+
+    #[test]
+    fn suites_dir_overrides_the_shipped_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let prices = crate::cost::DEFAULT_PRICES_TOML.replace("0.000018", "0.5");
+        std::fs::write(dir.path().join("prices.toml"), prices).unwrap();
+        let s = Suites::load(Some(dir.path())).unwrap();
+        assert_eq!(s.prices.cloud_run_jobs.vcpu_second_usd, 0.5);
+        assert_eq!(s.tables, Tables::builtin());
+        std::fs::write(dir.path().join("monitoring.toml"), "nonsense = 1").unwrap();
+        assert!(Suites::load(Some(dir.path())).is_err());
+    }
+}

@@ -4,6 +4,7 @@
 pub mod data;
 pub mod events;
 pub mod memory;
+pub mod raw_docker;
 pub mod stats;
 
 mod engine;
@@ -25,6 +26,20 @@ use crate::report::environment::Environment;
 pub use engine::run;
 pub use events::{Event, EventKind, EventWriter};
 pub use stats::Summary;
+
+/// Cancels `token` on the first Ctrl-C (SIGINT), so a run stops cleanly and returns a partial
+/// report; a second Ctrl-C is left to the default handler's successor (the process keeps running
+/// until `run` returns).
+pub fn cancel_on_ctrl_c(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!(
+                "interrupted: finishing the current operation and writing a partial report"
+            );
+            token.cancel();
+        }
+    })
+}
 
 /// Version of the bench report JSON layout.
 pub const SCHEMA_VERSION: u32 = 1;
