@@ -1,12 +1,16 @@
 //! sandbox-harness: conformance and benchmark harness for AI-agent code-execution sandboxes.
 
+pub mod acceptance;
 pub mod backends;
+pub mod bench;
 pub mod conformance;
+pub mod cost;
 pub mod emulator;
 pub mod gcp;
 pub mod generic;
 pub mod health;
 pub mod images;
+pub mod metrics;
 pub mod paths;
 pub mod protocol;
 pub mod report;

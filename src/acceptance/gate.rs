@@ -1,0 +1,512 @@
+//! Phase gates (suites/phases.toml): each gate names what it checks; a phase passes when all do.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{HealthTable, Level, Monitoring, SuiteError, Tables, Verdict, load_toml, parse_toml};
+use crate::bench::BenchReport;
+use crate::cost::{BudgetStatus, CostBreakdown};
+use crate::metrics::MetricsReport;
+
+/// What a gate checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "check", rename_all = "snake_case")]
+pub enum GateCheck {
+    /// A complete bench report exists for the backend.
+    BenchReport {
+        /// Backend name.
+        backend: String,
+    },
+    /// Every row of the backend's tables satisfies `level`.
+    Acceptance {
+        /// Backend name.
+        backend: String,
+        /// Target or acceptable.
+        level: Level,
+    },
+    /// The preflight checks passed.
+    Preflight,
+    /// Health endpoints within max acceptable latency.
+    Health,
+    /// The conformance suite found no divergence.
+    ConformanceParity,
+    /// No state loss in the bench.
+    StateConsistency {
+        /// Backend name.
+        backend: String,
+    },
+    /// Event-log metrics meet the monitoring targets without alert.
+    Monitoring,
+    /// Projected monthly cost within budget.
+    CostBudget,
+    /// Figures come from real Google Cloud.
+    RealGcp {
+        /// Backend name.
+        backend: String,
+    },
+}
+
+/// One gate of a phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateSpec {
+    /// Stable id.
+    pub id: String,
+    /// What it means.
+    pub description: String,
+    /// What it checks.
+    #[serde(flatten)]
+    pub check: GateCheck,
+}
+
+/// One phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// Phase number.
+    pub number: u32,
+    /// Name.
+    pub name: String,
+    /// Gates.
+    #[serde(rename = "gate")]
+    pub gates: Vec<GateSpec>,
+}
+
+/// suites/phases.toml.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseFile {
+    /// Phases.
+    #[serde(rename = "phase")]
+    pub phases: Vec<Phase>,
+}
+
+impl PhaseFile {
+    /// The shipped phases.
+    pub fn builtin() -> PhaseFile {
+        parse_toml(super::DEFAULT_PHASES_TOML, "<builtin phases.toml>")
+            .expect("shipped suites/phases.toml is valid")
+    }
+
+    /// Loads phases from a file.
+    pub fn load(path: &Path) -> Result<PhaseFile, SuiteError> {
+        load_toml(path)
+    }
+
+    /// Parses phases from TOML text.
+    pub fn parse(text: &str, origin: &str) -> Result<PhaseFile, SuiteError> {
+        parse_toml(text, origin)
+    }
+
+    /// The phase with this number.
+    pub fn phase(&self, n: u32) -> Option<&Phase> {
+        self.phases.iter().find(|p| p.number == n)
+    }
+}
+
+/// Outcome of the preflight checks (filled in by the preflight tool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreflightSummary {
+    /// Names of failed checks with why.
+    pub failures: Vec<String>,
+    /// Checks run.
+    pub checks: u64,
+}
+
+/// One measured health endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthMeasurement {
+    /// "/health", ...
+    pub path: String,
+    /// Measured latency (e.g. p50), ms; `None` when the endpoint did not answer.
+    pub latency_ms: Option<f64>,
+}
+
+/// Outcome of the conformance suite (filled in by the conformance runner).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConformanceSummary {
+    /// Scenarios run.
+    pub scenarios: u64,
+    /// Scenarios where the backends behaved differently, with what differed.
+    pub divergences: Vec<String>,
+}
+
+/// Everything gates may look at; missing inputs fail the gates that need them.
+#[derive(Debug, Clone)]
+pub struct GateInputs {
+    /// The phases.
+    pub phases: PhaseFile,
+    /// The acceptance tables (verdicts are recomputed with these).
+    pub tables: Tables,
+    /// Health thresholds.
+    pub health_table: HealthTable,
+    /// Monitoring thresholds.
+    pub monitoring: Monitoring,
+    /// A bench report.
+    pub bench: Option<BenchReport>,
+    /// Preflight outcome.
+    pub preflight: Option<PreflightSummary>,
+    /// Health measurements.
+    pub health: Option<Vec<HealthMeasurement>>,
+    /// Conformance outcome.
+    pub conformance: Option<ConformanceSummary>,
+    /// Event-log metrics.
+    pub metrics: Option<MetricsReport>,
+    /// Cost projection.
+    pub cost: Option<CostBreakdown>,
+}
+
+impl Default for GateInputs {
+    fn default() -> Self {
+        GateInputs {
+            phases: PhaseFile::builtin(),
+            tables: Tables::builtin(),
+            health_table: HealthTable::builtin(),
+            monitoring: Monitoring::builtin(),
+            bench: None,
+            preflight: None,
+            health: None,
+            conformance: None,
+            metrics: None,
+            cost: None,
+        }
+    }
+}
+
+/// One gate evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateOutcome {
+    /// Gate id.
+    pub id: String,
+    /// What it means.
+    pub description: String,
+    /// What it checked.
+    pub check: GateCheck,
+    /// Pass or fail.
+    pub passed: bool,
+    /// Why.
+    pub reason: String,
+}
+
+/// A phase evaluated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    /// Phase number.
+    pub phase: u32,
+    /// Phase name.
+    pub name: String,
+    /// Each gate.
+    pub gates: Vec<GateOutcome>,
+    /// True when every gate passed.
+    pub passed: bool,
+}
+
+impl GateResult {
+    /// The process exit code: 0 when every gate passed, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.passed { 0 } else { 1 }
+    }
+
+    /// The gates as a table.
+    pub fn render(&self) -> String {
+        let rows: Vec<Vec<String>> = self
+            .gates
+            .iter()
+            .map(|g| {
+                vec![
+                    g.id.clone(),
+                    if g.passed {
+                        "pass".into()
+                    } else {
+                        "FAIL".into()
+                    },
+                    g.description.clone(),
+                    g.reason.clone(),
+                ]
+            })
+            .collect();
+        let mut out = crate::report::render_table(&["Gate", "Result", "Checks", "Reason"], &rows);
+        let _ = writeln!(
+            out,
+            "\nPhase {} ({}): {}.",
+            self.phase,
+            self.name,
+            if self.passed {
+                "all gates pass"
+            } else {
+                "FAILED"
+            }
+        );
+        out
+    }
+}
+
+/// Evaluates every gate of `phase`; `Invalid` when the phase is not defined.
+pub fn gate(phase: u32, inputs: &GateInputs) -> Result<GateResult, SuiteError> {
+    let p = inputs
+        .phases
+        .phase(phase)
+        .ok_or_else(|| SuiteError::Invalid {
+            path: "phases".into(),
+            detail: format!(
+                "phase {phase} is not defined (defined: {})",
+                inputs
+                    .phases
+                    .phases
+                    .iter()
+                    .map(|p| p.number.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })?;
+    let gates: Vec<GateOutcome> = p
+        .gates
+        .iter()
+        .map(|g| {
+            let (passed, reason) = evaluate(&g.check, inputs);
+            GateOutcome {
+                id: g.id.clone(),
+                description: g.description.clone(),
+                check: g.check.clone(),
+                passed,
+                reason,
+            }
+        })
+        .collect();
+    Ok(GateResult {
+        phase: p.number,
+        name: p.name.clone(),
+        passed: gates.iter().all(|g| g.passed),
+        gates,
+    })
+}
+
+fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
+    let backend_of = |name: &str| -> Result<&crate::bench::BackendReport, String> {
+        let b = i.bench.as_ref().ok_or("no bench report given")?;
+        b.backends
+            .iter()
+            .find(|x| x.backend == name || x.name == name)
+            .ok_or_else(|| format!("the bench report has no `{name}` backend"))
+    };
+    match check {
+        GateCheck::BenchReport { backend } => match backend_of(backend) {
+            Err(e) => (false, e),
+            Ok(b) if b.partial => (
+                false,
+                format!(
+                    "the `{backend}` measurements are partial: {}",
+                    b.setup_errors.join("; ")
+                ),
+            ),
+            Ok(b) => (
+                true,
+                format!(
+                    "{} operations recorded; {}",
+                    b.rates.operations, b.origin_statement
+                ),
+            ),
+        },
+        GateCheck::Acceptance { backend, level } => match backend_of(backend) {
+            Err(e) => (false, e),
+            Ok(b) => {
+                let verdicts = b.judge(&i.tables);
+                if verdicts.is_empty() {
+                    return (false, format!("no acceptance table applies to `{backend}`"));
+                }
+                let failing: Vec<String> = verdicts
+                    .iter()
+                    .filter(|v| v.verdict != Verdict::NoThreshold && !v.verdict.satisfies(*level))
+                    .map(|v| {
+                        format!(
+                            "{} {} ({})",
+                            v.row.metric.label(),
+                            v.verdict,
+                            crate::report::fmt_figure(v.measured, v.row.metric.is_rate())
+                        )
+                    })
+                    .collect();
+                let unthresholded: Vec<&str> = verdicts
+                    .iter()
+                    .filter(|v| v.verdict == Verdict::NoThreshold)
+                    .map(|v| v.row.metric.label())
+                    .collect();
+                let extra = if unthresholded.is_empty() {
+                    String::new()
+                } else {
+                    format!("; without threshold: {}", unthresholded.join(", "))
+                };
+                if failing.is_empty() {
+                    (
+                        true,
+                        format!("{} rows at {level:?} level{extra}", verdicts.len()),
+                    )
+                } else {
+                    (
+                        false,
+                        format!("below {level:?}: {}{extra}", failing.join(", ")),
+                    )
+                }
+            }
+        },
+        GateCheck::Preflight => match &i.preflight {
+            None => (false, "no preflight result given".into()),
+            Some(p) if p.failures.is_empty() => (true, format!("{} checks passed", p.checks)),
+            Some(p) => (false, format!("failed: {}", p.failures.join("; "))),
+        },
+        GateCheck::Health => match &i.health {
+            None => (false, "no health measurements given".into()),
+            Some(ms) => {
+                let mut bad = Vec::new();
+                for ep in &i.health_table.endpoints {
+                    let m = ms
+                        .iter()
+                        .find(|m| m.path == ep.path)
+                        .and_then(|m| m.latency_ms);
+                    let v = ep.verdict(m);
+                    if !v.satisfies(Level::Acceptable) {
+                        bad.push(format!(
+                            "{} {} ({})",
+                            ep.path,
+                            v,
+                            m.map_or("no answer".into(), |m| format!("{m:.0} ms"))
+                        ));
+                    }
+                }
+                if bad.is_empty() {
+                    (
+                        true,
+                        format!(
+                            "{} endpoints within max acceptable latency",
+                            i.health_table.endpoints.len()
+                        ),
+                    )
+                } else {
+                    (false, bad.join(", "))
+                }
+            }
+        },
+        GateCheck::ConformanceParity => match &i.conformance {
+            None => (false, "no conformance result given".into()),
+            Some(c) if c.scenarios == 0 => (false, "the conformance run had no scenarios".into()),
+            Some(c) if c.divergences.is_empty() => {
+                (true, format!("{} scenarios, no divergence", c.scenarios))
+            }
+            Some(c) => (
+                false,
+                format!(
+                    "{} divergence(s): {}",
+                    c.divergences.len(),
+                    c.divergences.join("; ")
+                ),
+            ),
+        },
+        GateCheck::StateConsistency { backend } => match backend_of(backend) {
+            Err(e) => (false, e),
+            Ok(b) if b.state.checks == 0 => (false, "no state checks were run".into()),
+            Ok(b) if b.state.losses == 0 => (true, format!("{} checks, no loss", b.state.checks)),
+            Ok(b) => (
+                false,
+                format!(
+                    "{} state loss(es) in {} checks",
+                    b.state.losses, b.state.checks
+                ),
+            ),
+        },
+        GateCheck::Monitoring => match &i.metrics {
+            None => (false, "no event-log metrics given".into()),
+            Some(m) if m.backends.is_empty() => (false, "the event log holds no executions".into()),
+            Some(m) => {
+                let bad: Vec<String> = m
+                    .backends
+                    .iter()
+                    .flat_map(|b| {
+                        b.checks
+                            .iter()
+                            .filter(|c| {
+                                !matches!(
+                                    c.status,
+                                    crate::metrics::CheckStatus::Ok
+                                        | crate::metrics::CheckStatus::NoData
+                                )
+                            })
+                            .map(move |c| format!("{} {}: {:?}", b.backend, c.name, c.status))
+                    })
+                    .collect();
+                if bad.is_empty() {
+                    (true, "every monitoring check meets its target".into())
+                } else {
+                    (false, bad.join("; "))
+                }
+            }
+        },
+        GateCheck::CostBudget => match &i.cost {
+            None => (false, "no cost projection given".into()),
+            Some(c) => (
+                c.status == BudgetStatus::WithinBudget,
+                format!(
+                    "${:.2}/month against ${:.0} budget",
+                    c.total_usd_per_month, c.budget_usd_per_month
+                ),
+            ),
+        },
+        GateCheck::RealGcp { backend } => match backend_of(backend) {
+            Err(e) => (false, e),
+            Ok(b) if b.origin.is_real_gcp() => (true, b.origin_statement.clone()),
+            Ok(b) => (
+                false,
+                format!("figures are not from Google Cloud: {}", b.origin_statement),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_phases_parse_and_missing_inputs_fail() {
+        let i = GateInputs::default();
+        for n in 0..=3 {
+            let r = gate(n, &i).unwrap();
+            assert!(!r.passed, "phase {n} passed with no inputs");
+            assert!(r.gates.iter().all(|g| !g.reason.is_empty()));
+            assert_eq!(r.exit_code(), 1);
+        }
+        assert!(gate(9, &i).is_err());
+    }
+
+    #[test]
+    fn health_and_preflight_gates() {
+        let i = GateInputs {
+            preflight: Some(PreflightSummary {
+                failures: vec![],
+                checks: 4,
+            }),
+            health: Some(vec![
+                HealthMeasurement {
+                    path: "/health".into(),
+                    latency_ms: Some(40.0),
+                },
+                HealthMeasurement {
+                    path: "/ready".into(),
+                    latency_ms: Some(700.0),
+                },
+                HealthMeasurement {
+                    path: "/live".into(),
+                    latency_ms: Some(10.0),
+                },
+            ]),
+            ..Default::default()
+        };
+        let r = gate(0, &i).unwrap();
+        let by = |id: &str| r.gates.iter().find(|g| g.id == id).unwrap();
+        assert!(by("preflight").passed);
+        assert!(by("health").passed, "{}", by("health").reason);
+        assert!(!by("docker_baseline_report").passed);
+        let mut i = i;
+        i.health.as_mut().unwrap()[2].latency_ms = Some(150.0);
+        let r = gate(0, &i).unwrap();
+        assert!(!r.gates.iter().find(|g| g.id == "health").unwrap().passed);
+    }
+}

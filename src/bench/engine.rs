@@ -1,0 +1,1035 @@
+//! The measurement loop of `bench::run`.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures::future::join_all;
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::Digest;
+
+use super::data;
+use super::events::{Event, EventKind};
+use super::{
+    BackendContext, BackendReport, BenchOptions, BenchReport, ErrorClass, LARGE_TRANSFER_BYTES,
+    Measurement, OptionsRecord, RawBaseline, SCHEMA_VERSION, SMALL_TRANSFER_BYTES, Sample,
+};
+use crate::protocol::{
+    ProcessSelector, ReadOptions, Sandbox, SandboxBackend, SandboxError, StatefulExec, WriteOptions,
+};
+use crate::report::environment::Environment;
+
+/// Directory (a constant, never data) the state-consistency commands move between.
+const STATE_DIR: &str = "/workspace/.sandbox-harness-bench/state";
+/// Deadline of teardown operations (they run even after cancellation).
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Operations per mixed-workload round.
+const MIXED_OPS: usize = 7;
+
+/// A failed operation: its class, why, and the exit status when a command ran.
+struct OpErr {
+    class: ErrorClass,
+    detail: String,
+    exit_code: Option<i32>,
+}
+
+impl From<SandboxError> for OpErr {
+    fn from(e: SandboxError) -> Self {
+        OpErr {
+            class: e.kind().into(),
+            detail: e.to_string(),
+            exit_code: None,
+        }
+    }
+}
+
+fn wrong(detail: impl Into<String>, exit_code: Option<i32>) -> OpErr {
+    OpErr {
+        class: ErrorClass::WrongResult,
+        detail: detail.into(),
+        exit_code,
+    }
+}
+
+type OpResult<T> = Result<(T, Option<i32>), OpErr>;
+
+struct Ctx<'a> {
+    label: String,
+    backend: String,
+    opts: &'a BenchOptions,
+    samples: Mutex<Vec<Sample>>,
+    pb: &'a ProgressBar,
+}
+
+impl Ctx<'_> {
+    fn cancelled(&self) -> bool {
+        self.opts.cancel.is_cancelled()
+    }
+
+    fn emit(&self, ev: Event) {
+        if let Some(w) = &self.opts.events {
+            w.emit(&ev);
+        }
+    }
+
+    fn lifecycle(&self, kind: EventKind, sandbox: &str) {
+        let mut ev = Event::new(kind, &self.backend);
+        ev.session_id = Some(sandbox.to_string());
+        self.emit(ev);
+    }
+
+    /// Times one operation. Returns `None` when the run was cancelled before or during it
+    /// (then nothing is recorded). Unrecorded operations (warm-ups) leave no sample and no event.
+    #[allow(clippy::too_many_arguments)]
+    async fn timed<T, F>(
+        &self,
+        measurement: Measurement,
+        op: &str,
+        command: &str,
+        session: Option<&str>,
+        record: bool,
+        deadline: Duration,
+        cancellable: bool,
+        fut: F,
+    ) -> Option<Result<T, OpErr>>
+    where
+        F: Future<Output = OpResult<T>>,
+    {
+        if cancellable && self.cancelled() {
+            return None;
+        }
+        let execution_id = uuid::Uuid::new_v4().to_string();
+        let started_at = Utc::now();
+        let event = |kind| {
+            let mut ev = Event::new(kind, &self.backend);
+            ev.execution_id = Some(execution_id.clone());
+            ev.session_id = session.map(str::to_string);
+            ev.command = Some(command.to_string());
+            ev.op = Some(op.to_string());
+            ev.measurement = Some(measurement.as_str().to_string());
+            ev
+        };
+        if record {
+            let mut ev = event(EventKind::JobExecutionStarted);
+            ev.timestamp = started_at;
+            self.emit(ev);
+        }
+        let t0 = Instant::now();
+        let res = if cancellable {
+            tokio::select! {
+                biased;
+                _ = self.opts.cancel.cancelled() => return None,
+                r = tokio::time::timeout(deadline, fut) => r,
+            }
+        } else {
+            tokio::time::timeout(deadline, fut).await
+        };
+        let elapsed = t0.elapsed();
+        let res = res.unwrap_or_else(|_| {
+            Err(OpErr {
+                class: ErrorClass::Timeout,
+                detail: format!("harness deadline of {deadline:?} exceeded"),
+                exit_code: None,
+            })
+        });
+        if record {
+            let duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+            let (ok, class, exit_code, detail) = match &res {
+                Ok((_, code)) => (true, None, *code, None),
+                Err(e) => (false, Some(e.class), e.exit_code, Some(e.detail.clone())),
+            };
+            if let Some(d) = &detail {
+                tracing::debug!(backend = %self.label, op, error = %d, "bench operation failed");
+            }
+            let mut ev = event(EventKind::JobExecutionCompleted);
+            ev.duration_seconds = Some(duration_us as f64 / 1e6);
+            ev.exit_code = exit_code;
+            ev.error_class = class.map(|c| c.as_str().to_string());
+            self.emit(ev);
+            if let Ok(mut s) = self.samples.lock() {
+                s.push(Sample {
+                    measurement,
+                    op: op.to_string(),
+                    started_at,
+                    duration_us,
+                    ok,
+                    error_class: class,
+                    exit_code,
+                    detail,
+                });
+            }
+            if measurement != Measurement::Setup {
+                self.pb.inc(1);
+            }
+        }
+        Some(res.map(|(v, _)| v))
+    }
+
+    /// Creates a sandbox (and, for cold starts, waits for it and runs a first command). The
+    /// created sandbox is returned even when a later step failed, so it can be destroyed.
+    async fn create(
+        &self,
+        backend: &Arc<dyn SandboxBackend>,
+        measurement: Measurement,
+        record: bool,
+    ) -> (Option<Arc<dyn Sandbox>>, bool) {
+        let slot: Mutex<Option<Arc<dyn Sandbox>>> = Mutex::new(None);
+        let deadline = self.opts.op_timeout;
+        let first_exec = measurement == Measurement::ColdStart;
+        let command = if first_exec {
+            "create + ensure_ready + exec_stateful `true`"
+        } else {
+            "create + ensure_ready"
+        };
+        let res = self
+            .timed(
+                measurement,
+                "create",
+                command,
+                None,
+                record,
+                deadline,
+                true,
+                async {
+                    let sb = backend.create().await?;
+                    if let Ok(mut g) = slot.lock() {
+                        *g = Some(sb.clone());
+                    }
+                    sb.ensure_ready().await?;
+                    if first_exec {
+                        let r = sb
+                            .exec_stateful(StatefulExec::new("bench-cold", "true", deadline))
+                            .await?;
+                        if r.exit_code != 0 {
+                            return Err(wrong(
+                                format!("`true` exited {}", r.exit_code),
+                                Some(r.exit_code),
+                            ));
+                        }
+                        return Ok(((), Some(0)));
+                    }
+                    Ok(((), None))
+                },
+            )
+            .await;
+        let sb = slot.lock().ok().and_then(|mut g| g.take());
+        if let (Some(sb), true) = (&sb, record) {
+            self.lifecycle(EventKind::SandboxCreated, sb.id());
+        }
+        (sb, matches!(res, Some(Ok(()))))
+    }
+
+    async fn destroy(&self, sb: &Arc<dyn Sandbox>, record: bool) {
+        let id = sb.id().to_string();
+        let r = self
+            .timed(
+                Measurement::Setup,
+                "destroy",
+                "destroy",
+                Some(&id),
+                record,
+                CLEANUP_TIMEOUT,
+                false,
+                async { Ok((sb.destroy().await?, None)) },
+            )
+            .await;
+        if let Some(Err(e)) = r {
+            tracing::warn!(backend = %self.label, sandbox = %id, error = %e.detail, "destroy failed");
+        }
+        if record {
+            self.lifecycle(EventKind::SandboxDestroyed, &id);
+        }
+    }
+}
+
+fn expect(cond: bool, detail: impl FnOnce() -> String, exit: Option<i32>) -> Result<(), OpErr> {
+    if cond {
+        Ok(())
+    } else {
+        Err(wrong(detail(), exit))
+    }
+}
+
+fn progress_bar(opts: &BenchOptions, total: u64) -> ProgressBar {
+    if !opts.progress || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ops  ETA {eta}  {msg}",
+    ) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+fn planned_ops(opts: &BenchOptions, raw: bool) -> u64 {
+    let n = opts.iterations as u64;
+    let mut t = opts.cold_start_iterations as u64 + n * (1 + 2 + 1 + MIXED_OPS as u64 + 1);
+    if raw {
+        t += n;
+    }
+    if opts.include_large {
+        t += 2 * opts.large_transfer_iterations as u64;
+    }
+    t + opts.concurrency as u64 * n
+}
+
+/// Runs the benchmark against each backend in turn and returns every figure, verdict and raw
+/// sample. Cancelling `opts.cancel` stops at the next operation boundary (an operation in flight
+/// is abandoned and not recorded), tears down what was created, and returns a partial report.
+pub async fn run(
+    backends: Vec<(String, Arc<dyn SandboxBackend>)>,
+    opts: BenchOptions,
+) -> BenchReport {
+    let started_at = Utc::now();
+    let origins: Vec<(String, super::BackendOrigin)> = backends
+        .iter()
+        .map(|(label, b)| (label.clone(), origin_of(&opts, label, b.name())))
+        .collect();
+    let environment = Environment::collect(&origins).await;
+    let total: u64 = backends
+        .iter()
+        .map(|(l, _)| planned_ops(&opts, opts.raw_baselines.contains_key(l)))
+        .sum();
+    let pb = progress_bar(&opts, total);
+    if let Some(w) = &opts.events {
+        w.emit(&Event::new(EventKind::BenchStarted, "*"));
+    }
+    let mut reports = Vec::new();
+    for (label, backend) in &backends {
+        pb.set_message(label.clone());
+        reports.push(run_backend(label, backend, &opts, &pb).await);
+    }
+    pb.finish_and_clear();
+    let cancelled = opts.cancel.is_cancelled();
+    if let Some(w) = &opts.events {
+        let mut ev = Event::new(EventKind::BenchFinished, "*");
+        if cancelled {
+            ev.error_class = Some("cancelled".into());
+        }
+        w.emit(&ev);
+    }
+    let incomplete: Vec<&str> = reports
+        .iter()
+        .filter(|r| r.partial)
+        .map(|r| r.name.as_str())
+        .collect();
+    let partial_reason = if cancelled {
+        Some("cancelled before the run completed".to_string())
+    } else if !incomplete.is_empty() {
+        Some(format!(
+            "measurements incomplete for: {}",
+            incomplete.join(", ")
+        ))
+    } else {
+        None
+    };
+    BenchReport {
+        schema_version: SCHEMA_VERSION,
+        started_at,
+        finished_at: Utc::now(),
+        partial: partial_reason.is_some(),
+        partial_reason,
+        environment,
+        options: OptionsRecord::from(&opts),
+        backends: reports,
+    }
+}
+
+fn origin_of(opts: &BenchOptions, label: &str, backend: &str) -> super::BackendOrigin {
+    match opts.origins.get(label) {
+        Some(o) => o.clone(),
+        None if backend == "docker" => super::BackendOrigin::LocalDocker,
+        None => super::BackendOrigin::Undeclared,
+    }
+}
+
+async fn run_backend(
+    label: &str,
+    backend: &Arc<dyn SandboxBackend>,
+    opts: &BenchOptions,
+    pb: &ProgressBar,
+) -> BackendReport {
+    let ctx = Ctx {
+        label: label.to_string(),
+        backend: backend.name().to_string(),
+        opts,
+        samples: Mutex::new(Vec::new()),
+        pb,
+    };
+    let raw = opts.raw_baselines.get(label).cloned();
+    let mut setup_errors = Vec::new();
+    let mut concurrency = None;
+
+    cold_start(&ctx, backend).await;
+    if !ctx.cancelled() {
+        let (sb, ok) = ctx.create(backend, Measurement::Setup, true).await;
+        if let Some(sb) = &sb
+            && ok
+        {
+            main_phases(&ctx, sb, raw.as_deref(), &mut setup_errors).await;
+        } else {
+            setup_errors.push(
+                "could not create the sandbox for the warm measurements (see the setup samples)"
+                    .into(),
+            );
+        }
+        if let Some(sb) = sb {
+            ctx.destroy(&sb, true).await;
+        }
+    }
+    if opts.concurrency > 0 && !ctx.cancelled() {
+        concurrency = concurrent(&ctx, backend, &mut setup_errors).await;
+    }
+    let partial = ctx.cancelled() || !setup_errors.is_empty();
+    let samples = ctx.samples.into_inner().unwrap_or_default();
+    let report_ctx = BackendContext {
+        name: label.to_string(),
+        backend: backend.name().to_string(),
+        origin: origin_of(opts, label, backend.name()),
+        partial,
+        concurrency,
+        raw_baseline: raw.map(|r| r.description()),
+        setup_errors,
+    };
+    let mut report = BackendReport::from_samples(report_ctx, samples, &opts.tables);
+    if !opts.keep_samples {
+        report.samples.clear();
+    }
+    report
+}
+
+async fn cold_start(ctx: &Ctx<'_>, backend: &Arc<dyn SandboxBackend>) {
+    let opts = ctx.opts;
+    for i in 0..(opts.warmup + opts.cold_start_iterations) {
+        if ctx.cancelled() {
+            return;
+        }
+        let record = i >= opts.warmup;
+        let (sb, _) = ctx.create(backend, Measurement::ColdStart, record).await;
+        if let Some(sb) = sb {
+            ctx.destroy(&sb, record).await;
+        }
+    }
+}
+
+async fn main_phases(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    raw: Option<&dyn RawBaseline>,
+    setup_errors: &mut Vec<String>,
+) {
+    let opts = ctx.opts;
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    let to = opts.op_timeout;
+    let n = opts.iterations;
+    let w = opts.warmup;
+
+    // Warm stateful exec.
+    for i in 0..(w + n) {
+        let r = ctx
+            .timed(
+                Measurement::WarmExec,
+                "exec_stateful",
+                "echo ok",
+                sid,
+                i >= w,
+                to,
+                true,
+                async {
+                    let r = sb
+                        .exec_stateful(StatefulExec::new("bench-warm", "echo ok", to))
+                        .await?;
+                    let code = Some(r.exit_code);
+                    expect(
+                        r.exit_code == 0 && r.stdout == b"ok\n",
+                        || {
+                            format!(
+                                "exit {} stdout {:?}",
+                                r.exit_code,
+                                String::from_utf8_lossy(&r.stdout)
+                            )
+                        },
+                        code,
+                    )?;
+                    Ok(((), code))
+                },
+            )
+            .await;
+        if r.is_none() {
+            return;
+        }
+    }
+
+    // The raw baseline next to it.
+    if let Some(raw) = raw {
+        let desc = raw.description();
+        for i in 0..(w + n) {
+            let r = ctx
+                .timed(
+                    Measurement::RawBaseline,
+                    "raw_baseline",
+                    &desc,
+                    sid,
+                    i >= w,
+                    to,
+                    true,
+                    async {
+                        raw.run_once(sb.as_ref()).await?;
+                        Ok(((), None))
+                    },
+                )
+                .await;
+            if r.is_none() {
+                return;
+            }
+        }
+    }
+
+    // Scratch directory: file_write creates parents, so no path ever enters a shell string.
+    let keep = format!("{}/.keep", opts.workdir);
+    let r = ctx
+        .timed(
+            Measurement::Setup,
+            "file_write",
+            "create the scratch directory",
+            sid,
+            true,
+            to,
+            true,
+            async {
+                sb.file_write("bench-files", &keep, b"", WriteOptions::default())
+                    .await?;
+                Ok(((), None))
+            },
+        )
+        .await;
+    match r {
+        None => return,
+        Some(Err(e)) => {
+            setup_errors.push(format!("cannot create the scratch directory: {}", e.detail));
+            return;
+        }
+        Some(Ok(())) => {}
+    }
+
+    let small = format!("{}/transfer-10mib.bin", opts.workdir);
+    if !transfers(
+        ctx,
+        sb,
+        Measurement::Upload10Mb,
+        Measurement::Download10Mb,
+        SMALL_TRANSFER_BYTES,
+        w,
+        n,
+        to,
+        &small,
+    )
+    .await
+    {
+        return;
+    }
+    if opts.include_large {
+        let large = format!("{}/transfer-500mib.bin", opts.workdir);
+        let lt = opts.large_op_timeout;
+        let iters = opts.large_transfer_iterations;
+        if !transfers(
+            ctx,
+            sb,
+            Measurement::Upload500Mb,
+            Measurement::Download500Mb,
+            LARGE_TRANSFER_BYTES,
+            0,
+            iters,
+            lt,
+            &large,
+        )
+        .await
+        {
+            return;
+        }
+    }
+
+    // Background process start.
+    for i in 0..(w + n) {
+        let record = i >= w;
+        let r = ctx
+            .timed(
+                Measurement::BackgroundStart,
+                "exec_stateful",
+                "sleep 300 (background)",
+                sid,
+                record,
+                to,
+                true,
+                async {
+                    let mut req = StatefulExec::new("bench-bg", "sleep 300", to);
+                    req.background = true;
+                    let r = sb.exec_stateful(req).await?;
+                    match r.background_pid {
+                        Some(pid) => Ok((pid, Some(r.exit_code))),
+                        None => Err(wrong("no background pid returned", Some(r.exit_code))),
+                    }
+                },
+            )
+            .await;
+        match r {
+            None => return,
+            Some(Ok(pid)) => {
+                ctx.timed(
+                    Measurement::Setup,
+                    "kill_background_process",
+                    "kill the background process",
+                    sid,
+                    record,
+                    CLEANUP_TIMEOUT,
+                    false,
+                    async {
+                        sb.kill_background_process(ProcessSelector::Pid(pid))
+                            .await?;
+                        Ok(((), None))
+                    },
+                )
+                .await;
+            }
+            Some(Err(_)) => {}
+        }
+    }
+
+    if !mixed(ctx, sb, w, n).await {
+        return;
+    }
+    state_consistency(ctx, sb, n, setup_errors).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn transfers(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    up: Measurement,
+    down: Measurement,
+    len: u64,
+    warmup: usize,
+    iters: usize,
+    deadline: Duration,
+    path: &str,
+) -> bool {
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    let desc_up = format!("file_upload {len} bytes");
+    let desc_down = format!("file_download {len} bytes");
+    for i in 0..(warmup + iters) {
+        let record = i >= warmup;
+        let (body, hasher) = data::hashed_upload_body(i as u64 + 1, len);
+        let r = ctx
+            .timed(
+                up,
+                "file_upload",
+                &desc_up,
+                sid,
+                record,
+                deadline,
+                true,
+                async {
+                    let n = sb.file_upload("bench-files", path, body).await?;
+                    expect(
+                        n == len,
+                        || format!("upload reported {n} bytes, sent {len}"),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await;
+        match r {
+            None => return false,
+            // The download of a failed upload is not attempted (and not counted).
+            Some(Err(_)) => continue,
+            Some(Ok(())) => {}
+        }
+        let expected: [u8; 32] = match hasher.lock() {
+            Ok(h) => h.clone().finalize().into(),
+            Err(_) => continue,
+        };
+        let r = ctx
+            .timed(
+                down,
+                "file_download",
+                &desc_down,
+                sid,
+                record,
+                deadline,
+                true,
+                async {
+                    let stream = sb.file_download("bench-files", path).await?;
+                    let (n, sha) = data::drain_and_hash(stream).await?;
+                    expect(
+                        n == len,
+                        || format!("downloaded {n} bytes, expected {len}"),
+                        None,
+                    )?;
+                    expect(
+                        sha == expected,
+                        || "sha256 of the download differs from the upload".into(),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await;
+        if r.is_none() {
+            return false;
+        }
+    }
+    ctx.timed(
+        Measurement::Setup,
+        "file_delete",
+        "delete the transfer file",
+        sid,
+        true,
+        CLEANUP_TIMEOUT,
+        false,
+        async {
+            sb.file_delete("bench-files", path).await?;
+            Ok(((), None))
+        },
+    )
+    .await;
+    !ctx.cancelled()
+}
+
+async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool {
+    let opts = ctx.opts;
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    let to = opts.op_timeout;
+    let s = "bench-mixed";
+    let file = format!("{}/mixed.txt", opts.workdir);
+    let content: &[u8] = b"line-a\nline-b\n";
+    let m = Measurement::Mixed;
+    for i in 0..(w + n) {
+        let rec = i >= w;
+        let results = [
+            ctx.timed(
+                m,
+                "exec_stateful",
+                "echo mixed",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let r = sb
+                        .exec_stateful(StatefulExec::new(s, "echo mixed", to))
+                        .await?;
+                    let c = Some(r.exit_code);
+                    expect(
+                        r.exit_code == 0 && r.stdout == b"mixed\n",
+                        || {
+                            format!(
+                                "exit {} stdout {:?}",
+                                r.exit_code,
+                                String::from_utf8_lossy(&r.stdout)
+                            )
+                        },
+                        c,
+                    )?;
+                    Ok(((), c))
+                },
+            )
+            .await,
+            ctx.timed(
+                m,
+                "file_write",
+                "file_write mixed.txt",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    sb.file_write(s, &file, content, WriteOptions::default())
+                        .await?;
+                    Ok(((), None))
+                },
+            )
+            .await,
+            ctx.timed(
+                m,
+                "file_read",
+                "file_read mixed.txt",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let r = sb.file_read(s, &file, ReadOptions::default()).await?;
+                    expect(
+                        r.content == content && !r.truncated,
+                        || format!("read {:?}", String::from_utf8_lossy(&r.content)),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await,
+            ctx.timed(
+                m,
+                "file_exists",
+                "file_exists mixed.txt",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let e = sb.file_exists(s, &file).await?;
+                    expect(
+                        e,
+                        || "file_exists returned false for a written file".into(),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await,
+            ctx.timed(
+                m,
+                "file_list",
+                "file_list scratch directory",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let l = sb.file_list(s, &opts.workdir).await?;
+                    expect(
+                        l.iter().any(|e| e.name == "mixed.txt"),
+                        || "mixed.txt missing from file_list".into(),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await,
+            ctx.timed(
+                m,
+                "file_search",
+                "file_search line-b",
+                sid,
+                rec,
+                to,
+                true,
+                async {
+                    let r = sb.file_search(s, &file, "line-b").await?;
+                    expect(
+                        r.len() == 1 && r[0].line == 1,
+                        || format!("{} matches", r.len()),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await,
+            ctx.timed(m, "exec_stateful", "exit 3", sid, rec, to, true, async {
+                // A failing command is a successful operation when its status comes back right.
+                let r = sb.exec_stateful(StatefulExec::new(s, "exit 3", to)).await?;
+                let c = Some(r.exit_code);
+                expect(
+                    r.exit_code == 3,
+                    || format!("exit {} instead of 3", r.exit_code),
+                    c,
+                )?;
+                Ok(((), c))
+            })
+            .await,
+        ];
+        debug_assert_eq!(results.len(), MIXED_OPS);
+        if results.iter().any(Option::is_none) {
+            return false;
+        }
+    }
+    true
+}
+
+async fn state_consistency(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    n: usize,
+    setup_errors: &mut Vec<String>,
+) {
+    let to = ctx.opts.op_timeout;
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    let s = "bench-state";
+    let first = format!("mkdir -p {STATE_DIR}/d0 && cd {STATE_DIR}/d0 && export BENCH_STATE=0");
+    let r = ctx
+        .timed(
+            Measurement::Setup,
+            "exec_stateful",
+            &first,
+            sid,
+            true,
+            to,
+            true,
+            async {
+                let r = sb
+                    .exec_stateful(StatefulExec::new(s, first.clone(), to))
+                    .await?;
+                let c = Some(r.exit_code);
+                expect(r.exit_code == 0, || format!("exit {}", r.exit_code), c)?;
+                Ok(((), c))
+            },
+        )
+        .await;
+    match r {
+        None => return,
+        Some(Err(e)) => {
+            setup_errors.push(format!(
+                "cannot start the state-consistency session: {}",
+                e.detail
+            ));
+            return;
+        }
+        Some(Ok(())) => {}
+    }
+    let mut expected = format!("{STATE_DIR}/d0|0\n");
+    for i in 1..=n {
+        let dir = format!("{STATE_DIR}/d{i}");
+        let cmd = format!(
+            "printf '%s|%s\\n' \"$PWD\" \"${{BENCH_STATE-unset}}\"; mkdir -p {dir} && cd {dir} && export BENCH_STATE={i}"
+        );
+        let want = expected.clone();
+        let r = ctx
+            .timed(
+                Measurement::StateConsistency,
+                "exec_stateful",
+                &cmd,
+                sid,
+                true,
+                to,
+                true,
+                async {
+                    let r = sb
+                        .exec_stateful(StatefulExec::new(s, cmd.clone(), to))
+                        .await?;
+                    let c = Some(r.exit_code);
+                    expect(
+                        r.stdout == want.as_bytes() && r.cwd == dir && r.exit_code == 0,
+                        || {
+                            format!(
+                                "state lost: expected {want:?}, got {:?} (exit {}, cwd {})",
+                                String::from_utf8_lossy(&r.stdout),
+                                r.exit_code,
+                                r.cwd
+                            )
+                        },
+                        c,
+                    )?;
+                    Ok(((), c))
+                },
+            )
+            .await;
+        let kind = match &r {
+            None => return,
+            Some(Ok(())) => Some(EventKind::StateChecked),
+            Some(Err(e)) if e.class == ErrorClass::WrongResult => Some(EventKind::StateLoss),
+            Some(Err(_)) => None,
+        };
+        if let Some(kind) = kind {
+            let mut ev = Event::new(kind, &ctx.backend);
+            ev.session_id = Some(id.clone());
+            ev.command = Some(cmd.clone());
+            if let Some(Err(e)) = &r {
+                ev.error_class = Some(e.class.as_str().into());
+            }
+            ctx.emit(ev);
+        }
+        expected = format!("{dir}|{i}\n");
+    }
+}
+
+async fn concurrent(
+    ctx: &Ctx<'_>,
+    backend: &Arc<dyn SandboxBackend>,
+    setup_errors: &mut Vec<String>,
+) -> Option<(usize, f64)> {
+    let opts = ctx.opts;
+    let c = opts.concurrency;
+    let created = join_all((0..c).map(|_| ctx.create(backend, Measurement::Setup, true))).await;
+    let ready: Vec<Arc<dyn Sandbox>> = created
+        .iter()
+        .filter(|(_, ok)| *ok)
+        .filter_map(|(sb, _)| sb.clone())
+        .collect();
+    let mut result = None;
+    if ready.len() < c {
+        setup_errors.push(format!(
+            "concurrency: only {} of {c} sandboxes could be created",
+            ready.len()
+        ));
+    } else if !ctx.cancelled() {
+        let to = opts.op_timeout;
+        let session_loop = |sb: Arc<dyn Sandbox>, count: usize, record: bool| async move {
+            let id = sb.id().to_string();
+            for _ in 0..count {
+                let r = ctx
+                    .timed(
+                        Measurement::Concurrent,
+                        "exec_stateful",
+                        "echo ok",
+                        Some(&id),
+                        record,
+                        to,
+                        true,
+                        async {
+                            let r = sb
+                                .exec_stateful(StatefulExec::new("bench-conc", "echo ok", to))
+                                .await?;
+                            let code = Some(r.exit_code);
+                            expect(
+                                r.exit_code == 0 && r.stdout == b"ok\n",
+                                || {
+                                    format!(
+                                        "exit {} stdout {:?}",
+                                        r.exit_code,
+                                        String::from_utf8_lossy(&r.stdout)
+                                    )
+                                },
+                                code,
+                            )?;
+                            Ok(((), code))
+                        },
+                    )
+                    .await;
+                if r.is_none() {
+                    return;
+                }
+            }
+        };
+        join_all(
+            ready
+                .iter()
+                .map(|sb| session_loop(sb.clone(), opts.warmup, false)),
+        )
+        .await;
+        let t0 = Instant::now();
+        join_all(
+            ready
+                .iter()
+                .map(|sb| session_loop(sb.clone(), opts.iterations, true)),
+        )
+        .await;
+        result = Some((c, t0.elapsed().as_secs_f64()));
+    }
+    join_all(
+        created
+            .iter()
+            .filter_map(|(sb, _)| sb.as_ref())
+            .map(|sb| ctx.destroy(sb, true)),
+    )
+    .await;
+    result
+}

@@ -1,0 +1,751 @@
+//! The benchmark engine: measures each backend against the acceptance tables and keeps every raw
+//! sample. `run` never retries an operation; every failure is counted with its class.
+
+pub mod data;
+pub mod events;
+pub mod memory;
+pub mod raw_docker;
+pub mod stats;
+
+mod engine;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::acceptance::{self, MetricId, RowVerdict, Statistic, Tables, Verdict};
+use crate::emulator::faults::FaultConfig;
+use crate::protocol::{ErrorKind, Sandbox, SandboxError};
+use crate::report::environment::Environment;
+
+pub use engine::run;
+pub use events::{Event, EventKind, EventWriter};
+pub use stats::Summary;
+
+/// Cancels `token` on the first Ctrl-C (SIGINT), so a run stops cleanly and returns a partial
+/// report; a second Ctrl-C is left to the default handler's successor (the process keeps running
+/// until `run` returns).
+pub fn cancel_on_ctrl_c(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::warn!(
+                "interrupted: finishing the current operation and writing a partial report"
+            );
+            token.cancel();
+        }
+    })
+}
+
+/// Version of the bench report JSON layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// 10 MB as the benchmark transfers it (10 MiB).
+pub const SMALL_TRANSFER_BYTES: u64 = 10 * 1024 * 1024;
+/// 500 MB as the benchmark transfers it (500 MiB).
+pub const LARGE_TRANSFER_BYTES: u64 = 500 * 1024 * 1024;
+
+/// What one sample measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Measurement {
+    /// create + ready + first command.
+    ColdStart,
+    /// A stateful command in a live sandbox.
+    WarmExec,
+    /// The backend-specific raw baseline (e.g. a bare Docker exec of `true`).
+    RawBaseline,
+    /// 10 MiB upload.
+    #[serde(rename = "upload_10mb")]
+    Upload10Mb,
+    /// 10 MiB download.
+    #[serde(rename = "download_10mb")]
+    Download10Mb,
+    /// 500 MiB upload.
+    #[serde(rename = "upload_500mb")]
+    Upload500Mb,
+    /// 500 MiB download.
+    #[serde(rename = "download_500mb")]
+    Download500Mb,
+    /// Start of a background process.
+    BackgroundStart,
+    /// The mixed workload the success rate is computed over.
+    Mixed,
+    /// Commands whose cwd and env are checked.
+    StateConsistency,
+    /// Commands while C sessions run at once.
+    Concurrent,
+    /// Set-up and teardown operations (counted in the overall rates, not in latency rows).
+    Setup,
+}
+
+impl Measurement {
+    /// Every measurement, in report order.
+    pub const ALL: [Measurement; 12] = [
+        Measurement::ColdStart,
+        Measurement::WarmExec,
+        Measurement::RawBaseline,
+        Measurement::Upload10Mb,
+        Measurement::Download10Mb,
+        Measurement::Upload500Mb,
+        Measurement::Download500Mb,
+        Measurement::BackgroundStart,
+        Measurement::Mixed,
+        Measurement::StateConsistency,
+        Measurement::Concurrent,
+        Measurement::Setup,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measurement::ColdStart => "cold_start",
+            Measurement::WarmExec => "warm_exec",
+            Measurement::RawBaseline => "raw_baseline",
+            Measurement::Upload10Mb => "upload_10mb",
+            Measurement::Download10Mb => "download_10mb",
+            Measurement::Upload500Mb => "upload_500mb",
+            Measurement::Download500Mb => "download_500mb",
+            Measurement::BackgroundStart => "background_start",
+            Measurement::Mixed => "mixed",
+            Measurement::StateConsistency => "state_consistency",
+            Measurement::Concurrent => "concurrent",
+            Measurement::Setup => "setup",
+        }
+    }
+
+    /// Bytes moved per operation, for transfers.
+    pub fn transfer_bytes(self) -> Option<u64> {
+        match self {
+            Measurement::Upload10Mb | Measurement::Download10Mb => Some(SMALL_TRANSFER_BYTES),
+            Measurement::Upload500Mb | Measurement::Download500Mb => Some(LARGE_TRANSFER_BYTES),
+            _ => None,
+        }
+    }
+}
+
+/// Why a sample failed: an `ErrorKind`, or a result that came back wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Deadline exceeded (the backend's or the harness's).
+    Timeout,
+    /// Transport failure.
+    Network,
+    /// Permission denied.
+    Permission,
+    /// Something did not exist.
+    NotFound,
+    /// Malformed request.
+    InvalidInput,
+    /// Capability missing.
+    Unsupported,
+    /// Other backend failure.
+    Backend,
+    /// The operation returned, but its result was wrong (bad output, hash mismatch, state lost).
+    WrongResult,
+}
+
+impl ErrorClass {
+    /// The snake_case name (as in events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Network => "network",
+            ErrorClass::Permission => "permission",
+            ErrorClass::NotFound => "not_found",
+            ErrorClass::InvalidInput => "invalid_input",
+            ErrorClass::Unsupported => "unsupported",
+            ErrorClass::Backend => "backend",
+            ErrorClass::WrongResult => "wrong_result",
+        }
+    }
+
+    /// Parses the snake_case name.
+    pub fn parse(s: &str) -> Option<ErrorClass> {
+        Some(match s {
+            "timeout" => ErrorClass::Timeout,
+            "network" => ErrorClass::Network,
+            "permission" => ErrorClass::Permission,
+            "not_found" => ErrorClass::NotFound,
+            "invalid_input" => ErrorClass::InvalidInput,
+            "unsupported" => ErrorClass::Unsupported,
+            "backend" => ErrorClass::Backend,
+            "wrong_result" => ErrorClass::WrongResult,
+            _ => return None,
+        })
+    }
+}
+
+impl From<ErrorKind> for ErrorClass {
+    fn from(k: ErrorKind) -> Self {
+        match k {
+            ErrorKind::Timeout => ErrorClass::Timeout,
+            ErrorKind::Network => ErrorClass::Network,
+            ErrorKind::Permission => ErrorClass::Permission,
+            ErrorKind::NotFound => ErrorClass::NotFound,
+            ErrorKind::InvalidInput => ErrorClass::InvalidInput,
+            ErrorKind::Unsupported => ErrorClass::Unsupported,
+            ErrorKind::Backend => ErrorClass::Backend,
+        }
+    }
+}
+
+/// One raw sample: one operation the harness performed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// What it measured.
+    pub measurement: Measurement,
+    /// The protocol operation.
+    pub op: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Wall time, microseconds.
+    pub duration_us: u64,
+    /// True when it succeeded and its result was right.
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<ErrorClass>,
+    /// Exit status of a command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// Error detail (failures only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Where a backend's figures come from; Cloud Run figures from the emulator are always labelled so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendOrigin {
+    /// A Docker engine on this host.
+    LocalDocker,
+    /// The local Cloud Run / Cloud Storage emulator, with its injected latency profile.
+    CloudRunEmulator {
+        /// The injected latencies and faults (none when quiet).
+        latency_profile: Option<FaultConfig>,
+    },
+    /// Real Google Cloud.
+    CloudRunGcp {
+        /// Project id.
+        project: Option<String>,
+        /// Region.
+        region: Option<String>,
+    },
+    /// Anything else, described.
+    Other {
+        /// What it is.
+        description: String,
+    },
+    /// The caller did not say; never presented as Google Cloud figures.
+    #[default]
+    Undeclared,
+}
+
+impl BackendOrigin {
+    /// One plain sentence on where the figures come from.
+    pub fn statement(&self) -> String {
+        match self {
+            BackendOrigin::LocalDocker => "Docker engine on this host".into(),
+            BackendOrigin::CloudRunEmulator { latency_profile } => {
+                let profile = match latency_profile {
+                    Some(p) if !p.is_quiet() => format!(
+                        "injected latency: API calls {}-{} ms, execution start {}-{} ms",
+                        p.call_latency.min_ms,
+                        p.call_latency.max_ms,
+                        p.execution_start_latency.min_ms,
+                        p.execution_start_latency.max_ms
+                    ),
+                    _ => "no injected latency".into(),
+                };
+                format!(
+                    "LOCAL EMULATOR of Cloud Run and Cloud Storage ({profile}); these are NOT Google Cloud figures"
+                )
+            }
+            BackendOrigin::CloudRunGcp { project, region } => format!(
+                "real Google Cloud (project {}, region {})",
+                project.as_deref().unwrap_or("?"),
+                region.as_deref().unwrap_or("?")
+            ),
+            BackendOrigin::Other { description } => description.clone(),
+            BackendOrigin::Undeclared => {
+                "origin not declared by the caller; not to be read as Google Cloud figures".into()
+            }
+        }
+    }
+
+    /// True only for real Google Cloud.
+    pub fn is_real_gcp(&self) -> bool {
+        matches!(self, BackendOrigin::CloudRunGcp { .. })
+    }
+}
+
+/// A backend-specific reference measurement (e.g. a bare `docker exec true`), reported next to
+/// the harness's warm-exec figure so the harness's own overhead is visible.
+#[async_trait]
+pub trait RawBaseline: Send + Sync {
+    /// What is measured, for the report.
+    fn description(&self) -> String;
+
+    /// Runs the reference operation once against the live sandbox.
+    async fn run_once(&self, sandbox: &dyn Sandbox) -> Result<(), SandboxError>;
+}
+
+/// Options of a bench run.
+#[derive(Clone)]
+pub struct BenchOptions {
+    /// Recorded iterations per measurement.
+    pub iterations: usize,
+    /// Discarded warm-up runs before each measurement (no samples, no events).
+    pub warmup: usize,
+    /// Recorded cold starts (each creates and destroys a sandbox).
+    pub cold_start_iterations: usize,
+    /// Recorded 500 MiB round trips.
+    pub large_transfer_iterations: usize,
+    /// Sessions (sandboxes) run at once in the concurrency measurement; 0 skips it.
+    pub concurrency: usize,
+    /// Include the 500 MiB transfers.
+    pub include_large: bool,
+    /// Show a progress bar (only drawn when stderr is a terminal).
+    pub progress: bool,
+    /// Cancel to stop early; what was measured is still returned, marked partial.
+    pub cancel: CancellationToken,
+    /// The acceptance tables verdicts are computed against.
+    pub tables: Tables,
+    /// Harness deadline for one operation.
+    pub op_timeout: Duration,
+    /// Harness deadline for one 500 MiB transfer.
+    pub large_op_timeout: Duration,
+    /// Where execution events go (besides tracing).
+    pub events: Option<Arc<EventWriter>>,
+    /// Where each backend's figures come from, by backend label.
+    pub origins: BTreeMap<String, BackendOrigin>,
+    /// Raw baselines, by backend label.
+    pub raw_baselines: BTreeMap<String, Arc<dyn RawBaseline>>,
+    /// Scratch directory inside each sandbox.
+    pub workdir: String,
+    /// Keep raw samples in the report.
+    pub keep_samples: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions {
+            iterations: 20,
+            warmup: 2,
+            cold_start_iterations: 5,
+            large_transfer_iterations: 1,
+            concurrency: 4,
+            include_large: true,
+            progress: true,
+            cancel: CancellationToken::new(),
+            tables: Tables::builtin(),
+            op_timeout: Duration::from_secs(120),
+            large_op_timeout: Duration::from_secs(1800),
+            events: None,
+            origins: BTreeMap::new(),
+            raw_baselines: BTreeMap::new(),
+            workdir: "/workspace/.sandbox-harness-bench".into(),
+            keep_samples: true,
+        }
+    }
+}
+
+/// The options as recorded in a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptionsRecord {
+    /// Iterations.
+    pub iterations: usize,
+    /// Warm-up runs.
+    pub warmup: usize,
+    /// Cold starts.
+    pub cold_start_iterations: usize,
+    /// 500 MiB round trips.
+    pub large_transfer_iterations: usize,
+    /// Concurrency.
+    pub concurrency: usize,
+    /// 500 MiB transfers included.
+    pub include_large: bool,
+    /// Per-operation deadline, s.
+    pub op_timeout_seconds: f64,
+}
+
+impl From<&BenchOptions> for OptionsRecord {
+    fn from(o: &BenchOptions) -> Self {
+        OptionsRecord {
+            iterations: o.iterations,
+            warmup: o.warmup,
+            cold_start_iterations: o.cold_start_iterations,
+            large_transfer_iterations: o.large_transfer_iterations,
+            concurrency: o.concurrency,
+            include_large: o.include_large,
+            op_timeout_seconds: o.op_timeout.as_secs_f64(),
+        }
+    }
+}
+
+/// Per-measurement figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MeasurementSummary {
+    /// Operations attempted.
+    pub attempted: u64,
+    /// Operations that succeeded with the right result.
+    pub succeeded: u64,
+    /// Failures by class.
+    pub errors: BTreeMap<ErrorClass, u64>,
+    /// Latency of successful operations.
+    pub latency: Option<Summary>,
+    /// Median throughput of transfers, MiB/s.
+    pub throughput_p50_mib_per_second: Option<f64>,
+}
+
+/// Success and error rates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Rates {
+    /// Every operation the harness performed (all measurements, set-up included).
+    pub operations: u64,
+    /// Of which succeeded.
+    pub succeeded: u64,
+    /// succeeded / operations, percent.
+    pub overall_success_percent: Option<f64>,
+    /// Success over the mixed workload, percent (the table's success rate).
+    pub mixed_success_percent: Option<f64>,
+    /// Failures by class, over every operation.
+    pub errors_by_class: BTreeMap<ErrorClass, u64>,
+    /// Failures by class, percent of every operation.
+    pub error_percent_by_class: BTreeMap<ErrorClass, f64>,
+}
+
+/// State consistency over the checked commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StateSummary {
+    /// Commands whose cwd and env were checked.
+    pub checks: u64,
+    /// Checks that found cwd or env lost.
+    pub losses: u64,
+    /// (checks - losses) / checks, percent.
+    pub consistency_percent: Option<f64>,
+}
+
+/// C sessions at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrencySummary {
+    /// Sessions run at once.
+    pub sessions: usize,
+    /// Commands attempted.
+    pub commands: u64,
+    /// Commands that succeeded.
+    pub succeeded: u64,
+    /// Wall time of the concurrent phase, s.
+    pub wall_seconds: f64,
+    /// Successful commands per second over the phase.
+    pub throughput_commands_per_second: f64,
+    /// Per-command latency under concurrency.
+    pub latency: Option<Summary>,
+}
+
+/// The raw baseline next to the harness's figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RawBaselineSummary {
+    /// What the baseline measures.
+    pub description: String,
+    /// Its latency.
+    pub latency: Option<Summary>,
+    /// The harness's warm-exec p50, s.
+    pub harness_warm_exec_p50_seconds: Option<f64>,
+    /// Harness p50 minus baseline p50, s.
+    pub overhead_p50_seconds: Option<f64>,
+}
+
+/// Everything measured for one backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendReport {
+    /// The label given to `run`.
+    pub name: String,
+    /// `SandboxBackend::name()` (selects the acceptance table).
+    pub backend: String,
+    /// Where the figures come from.
+    pub origin: BackendOrigin,
+    /// `origin` in one sentence.
+    pub origin_statement: String,
+    /// True when the run stopped before this backend's measurements were complete.
+    pub partial: bool,
+    /// Per-measurement figures.
+    pub measurements: BTreeMap<Measurement, MeasurementSummary>,
+    /// Latency of every successful `exec_stateful` (any measurement); the monitoring figure.
+    pub exec_latency: Option<Summary>,
+    /// Rates.
+    pub rates: Rates,
+    /// State consistency.
+    pub state: StateSummary,
+    /// Concurrency.
+    pub concurrency: Option<ConcurrencySummary>,
+    /// Raw baseline.
+    pub raw_baseline: Option<RawBaselineSummary>,
+    /// Each table row judged.
+    pub verdicts: Vec<RowVerdict>,
+    /// Set-up problems that stopped measurements.
+    pub setup_errors: Vec<String>,
+    /// Every raw sample (empty when the caller chose not to keep them).
+    pub samples: Vec<Sample>,
+}
+
+/// A bench run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Layout version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+    /// True when cancelled (or a backend could not be completed).
+    pub partial: bool,
+    /// Why it is partial.
+    pub partial_reason: Option<String>,
+    /// Host, engine, origin, commit.
+    pub environment: Environment,
+    /// The options used.
+    pub options: OptionsRecord,
+    /// One entry per backend, in the order given.
+    pub backends: Vec<BackendReport>,
+}
+
+impl BenchReport {
+    /// The backend report with this label or backend name.
+    pub fn backend(&self, name: &str) -> Option<&BackendReport> {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .or_else(|| self.backends.iter().find(|b| b.backend == name))
+    }
+}
+
+fn percent(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 * 100.0 / whole as f64)
+}
+
+/// Inputs of [`BackendReport::from_samples`] besides the samples.
+#[derive(Debug, Clone, Default)]
+pub struct BackendContext {
+    /// Label.
+    pub name: String,
+    /// Backend name.
+    pub backend: String,
+    /// Origin.
+    pub origin: BackendOrigin,
+    /// Partial?
+    pub partial: bool,
+    /// (sessions, wall seconds) of the concurrency phase, when it ran.
+    pub concurrency: Option<(usize, f64)>,
+    /// Raw baseline description, when one ran.
+    pub raw_baseline: Option<String>,
+    /// Set-up problems.
+    pub setup_errors: Vec<String>,
+}
+
+impl BackendReport {
+    /// Computes every figure and verdict from raw samples.
+    pub fn from_samples(
+        ctx: BackendContext,
+        samples: Vec<Sample>,
+        tables: &Tables,
+    ) -> BackendReport {
+        let mut measurements: BTreeMap<Measurement, MeasurementSummary> = BTreeMap::new();
+        let mut rates = Rates::default();
+        for s in &samples {
+            let m = measurements.entry(s.measurement).or_default();
+            m.attempted += 1;
+            rates.operations += 1;
+            if s.ok {
+                m.succeeded += 1;
+                rates.succeeded += 1;
+            } else {
+                let class = s.error_class.unwrap_or(ErrorClass::Backend);
+                *m.errors.entry(class).or_default() += 1;
+                *rates.errors_by_class.entry(class).or_default() += 1;
+            }
+        }
+        for (meas, m) in measurements.iter_mut() {
+            m.latency = Summary::from_micros(
+                samples
+                    .iter()
+                    .filter(|s| s.measurement == *meas && s.ok)
+                    .map(|s| s.duration_us),
+            );
+            if let (Some(bytes), Some(l)) = (meas.transfer_bytes(), &m.latency)
+                && l.p50_seconds > 0.0
+            {
+                m.throughput_p50_mib_per_second =
+                    Some(bytes as f64 / (1024.0 * 1024.0) / l.p50_seconds);
+            }
+        }
+        rates.overall_success_percent = percent(rates.succeeded, rates.operations);
+        rates.mixed_success_percent = measurements
+            .get(&Measurement::Mixed)
+            .and_then(|m| percent(m.succeeded, m.attempted));
+        if rates.operations > 0 {
+            for class in [
+                ErrorClass::Timeout,
+                ErrorClass::Network,
+                ErrorClass::Permission,
+            ]
+            .into_iter()
+            .chain(rates.errors_by_class.keys().copied().collect::<Vec<_>>())
+            {
+                let n = rates.errors_by_class.get(&class).copied().unwrap_or(0);
+                rates
+                    .error_percent_by_class
+                    .insert(class, n as f64 * 100.0 / rates.operations as f64);
+            }
+        }
+        let exec_latency = Summary::from_micros(
+            samples
+                .iter()
+                .filter(|s| s.ok && s.op == "exec_stateful")
+                .map(|s| s.duration_us),
+        );
+        let state_samples = samples
+            .iter()
+            .filter(|s| s.measurement == Measurement::StateConsistency);
+        let (mut checks, mut losses) = (0u64, 0u64);
+        for s in state_samples {
+            if s.ok {
+                checks += 1;
+            } else if s.error_class == Some(ErrorClass::WrongResult) {
+                checks += 1;
+                losses += 1;
+            }
+        }
+        let state = StateSummary {
+            checks,
+            losses,
+            consistency_percent: percent(checks - losses, checks),
+        };
+        let concurrency = ctx.concurrency.map(|(sessions, wall)| {
+            let m = measurements
+                .get(&Measurement::Concurrent)
+                .cloned()
+                .unwrap_or_default();
+            ConcurrencySummary {
+                sessions,
+                commands: m.attempted,
+                succeeded: m.succeeded,
+                wall_seconds: wall,
+                throughput_commands_per_second: if wall > 0.0 {
+                    m.succeeded as f64 / wall
+                } else {
+                    0.0
+                },
+                latency: m.latency,
+            }
+        });
+        let harness_p50 = measurements
+            .get(&Measurement::WarmExec)
+            .and_then(|m| m.latency.as_ref())
+            .map(|l| l.p50_seconds);
+        let raw_baseline = ctx.raw_baseline.map(|description| {
+            let latency = measurements
+                .get(&Measurement::RawBaseline)
+                .and_then(|m| m.latency.clone());
+            let overhead = match (harness_p50, &latency) {
+                (Some(h), Some(l)) => Some(h - l.p50_seconds),
+                _ => None,
+            };
+            RawBaselineSummary {
+                description,
+                latency,
+                harness_warm_exec_p50_seconds: harness_p50,
+                overhead_p50_seconds: overhead,
+            }
+        });
+        let mut report = BackendReport {
+            origin_statement: ctx.origin.statement(),
+            name: ctx.name,
+            backend: ctx.backend,
+            origin: ctx.origin,
+            partial: ctx.partial,
+            measurements,
+            exec_latency,
+            rates,
+            state,
+            concurrency,
+            raw_baseline,
+            verdicts: Vec::new(),
+            setup_errors: ctx.setup_errors,
+            samples,
+        };
+        report.verdicts = report.judge(tables);
+        report
+    }
+
+    /// The measured figure for a table metric (seconds, or percent for rates), with the number
+    /// of attempts behind it.
+    pub fn measured(&self, metric: MetricId, stat: Statistic) -> (Option<f64>, u64) {
+        let latency = |m: Measurement| {
+            let s = self.measurements.get(&m);
+            (
+                s.and_then(|s| s.latency.as_ref()).and_then(|l| l.get(stat)),
+                s.map_or(0, |s| s.attempted),
+            )
+        };
+        let class_rate = |c: ErrorClass| {
+            (
+                self.rates.error_percent_by_class.get(&c).copied(),
+                self.rates.operations,
+            )
+        };
+        match metric {
+            MetricId::ColdStart => latency(Measurement::ColdStart),
+            MetricId::WarmExec => latency(Measurement::WarmExec),
+            MetricId::Upload10Mb => latency(Measurement::Upload10Mb),
+            MetricId::Download10Mb => latency(Measurement::Download10Mb),
+            MetricId::Upload500Mb => latency(Measurement::Upload500Mb),
+            MetricId::Download500Mb => latency(Measurement::Download500Mb),
+            MetricId::BackgroundStart => latency(Measurement::BackgroundStart),
+            MetricId::ConcurrentExec => latency(Measurement::Concurrent),
+            MetricId::SuccessRate => (
+                self.rates.mixed_success_percent,
+                self.measurements
+                    .get(&Measurement::Mixed)
+                    .map_or(0, |m| m.attempted),
+            ),
+            MetricId::TimeoutErrorRate => class_rate(ErrorClass::Timeout),
+            MetricId::NetworkErrorRate => class_rate(ErrorClass::Network),
+            MetricId::PermissionErrorRate => class_rate(ErrorClass::Permission),
+            MetricId::StateConsistency => (self.state.consistency_percent, self.state.checks),
+        }
+    }
+
+    /// Judges every row of the tables that apply to this backend.
+    pub fn judge(&self, tables: &Tables) -> Vec<RowVerdict> {
+        let mut out = Vec::new();
+        for t in tables.for_backend(&self.backend) {
+            for row in &t.rows {
+                let (measured, attempts) = self.measured(row.metric, row.statistic);
+                let mut v = acceptance::verdict(row, measured);
+                let mut note = None;
+                if v == Verdict::NotMeasured && attempts > 0 {
+                    // Attempted but nothing succeeded: that is a failure, not an absence.
+                    v = Verdict::Fails;
+                    note = Some(format!("{attempts} attempts, none succeeded"));
+                } else if row.target.is_some() && measured.is_none() && attempts == 0 {
+                    note = Some("not run".into());
+                }
+                out.push(RowVerdict {
+                    table: t.id.clone(),
+                    row: row.clone(),
+                    measured,
+                    verdict: v,
+                    note,
+                });
+            }
+        }
+        out
+    }
+}

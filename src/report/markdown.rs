@@ -1,0 +1,392 @@
+//! The Markdown "Phase N completion report": the plan's tables with measured columns and
+//! verdicts, both backends side by side.
+
+use std::fmt::Write;
+
+use super::{fmt_figure, fmt_seconds, render_table};
+use crate::acceptance::{GateResult, MetricId, RowSource, RowVerdict, Table, Tables};
+use crate::bench::{BackendReport, BenchReport, ErrorClass, Measurement};
+use crate::cost::CostBreakdown;
+
+/// What the Markdown (and HTML) report shows besides the bench data.
+#[derive(Debug, Clone)]
+pub struct MarkdownOptions {
+    /// The phase in the title.
+    pub phase: u32,
+    /// The tables (for rows no backend measured).
+    pub tables: Tables,
+    /// The gate result of the phase, when evaluated.
+    pub gate: Option<GateResult>,
+    /// The cost projection, when computed.
+    pub cost: Option<CostBreakdown>,
+}
+
+impl Default for MarkdownOptions {
+    fn default() -> Self {
+        MarkdownOptions {
+            phase: 0,
+            tables: Tables::builtin(),
+            gate: None,
+            cost: None,
+        }
+    }
+}
+
+fn verdict_for<'a>(b: &'a BackendReport, table: &str, metric: MetricId) -> Option<&'a RowVerdict> {
+    b.verdicts
+        .iter()
+        .find(|v| v.table == table && v.row.metric == metric)
+}
+
+fn bound_text(b: Option<crate::acceptance::Bound>) -> String {
+    b.map_or("-".into(), |b| b.to_string())
+}
+
+fn measured_cell(v: Option<&RowVerdict>) -> (String, String) {
+    match v {
+        None => ("not run".into(), "not measured".into()),
+        Some(v) => {
+            let mut verdict = v.verdict.to_string();
+            if let Some(n) = &v.note {
+                let _ = write!(verdict, " ({n})");
+            }
+            (fmt_figure(v.measured, v.row.metric.is_rate()), verdict)
+        }
+    }
+}
+
+fn table_section(out: &mut String, t: &Table, backends: &[&BackendReport]) {
+    let _ = writeln!(out, "### {}\n", t.title);
+    let _ = writeln!(out, "Source: {}.\n", t.citation);
+    let applicable: Vec<&&BackendReport> = backends
+        .iter()
+        .filter(|b| t.backend == "*" || b.backend == t.backend)
+        .collect();
+    let mut headers: Vec<String> = vec![
+        "Metric".into(),
+        "Plan".into(),
+        "Target".into(),
+        "Acceptable".into(),
+        "Statistic".into(),
+    ];
+    if applicable.is_empty() {
+        headers.push("Measured".into());
+        headers.push("Verdict".into());
+    }
+    for b in &applicable {
+        headers.push(format!("Measured ({})", b.name));
+        headers.push(format!("Verdict ({})", b.name));
+    }
+    let mut rows = Vec::new();
+    for r in &t.rows {
+        let mut row = vec![
+            format!(
+                "{}{}",
+                r.metric.label(),
+                if r.source == RowSource::Derived {
+                    " *"
+                } else {
+                    ""
+                }
+            ),
+            r.plan.clone(),
+            bound_text(r.target),
+            bound_text(r.acceptable),
+            r.statistic.as_str().to_string(),
+        ];
+        if applicable.is_empty() {
+            row.push("not run".into());
+            row.push("not measured".into());
+        }
+        for b in &applicable {
+            let (m, v) = measured_cell(verdict_for(b, &t.id, r.metric));
+            row.push(m);
+            row.push(v);
+        }
+        rows.push(row);
+    }
+    let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+    out.push_str(&render_table(&h, &rows));
+    out.push('\n');
+}
+
+/// Renders the Markdown report.
+pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
+    let mut out = String::new();
+    let env = &report.environment;
+    let _ = writeln!(out, "# Phase {} completion report\n", opts.phase);
+    let _ = writeln!(
+        out,
+        "Measured {} to {} on host `{}` ({} CPUs, {}); Docker engine {}; harness {} at commit `{}`.\n",
+        report.started_at.to_rfc3339(),
+        report.finished_at.to_rfc3339(),
+        env.host_name.as_deref().unwrap_or("?"),
+        env.cpu_count,
+        env.os,
+        env.docker_engine_version
+            .as_deref()
+            .unwrap_or("not available"),
+        env.harness_version,
+        env.git_commit.as_deref().unwrap_or("unknown"),
+    );
+    if report.partial {
+        let _ = writeln!(
+            out,
+            "> **PARTIAL REPORT**: {}. Figures cover only what was measured.\n",
+            report.partial_reason.as_deref().unwrap_or("incomplete")
+        );
+    }
+    out.push_str("Where the figures come from:\n\n");
+    for b in &report.backends {
+        let _ = writeln!(
+            out,
+            "- **{}** (`{}` backend): {}",
+            b.name, b.backend, b.origin_statement
+        );
+    }
+    if env.uses_emulator {
+        out.push_str("\n> Cloud Run figures in this report come from the local emulator. They show the harness and the protocol over emulated APIs with the stated latency profile; they are not Google Cloud measurements.\n");
+    }
+    let o = &report.options;
+    let _ = writeln!(
+        out,
+        "\nRun: {} iterations after {} warm-up runs (discarded), {} cold starts, 500 MB transfers {}, concurrency {}.\n",
+        o.iterations,
+        o.warmup,
+        o.cold_start_iterations,
+        if o.include_large {
+            format!("on ({} round trips)", o.large_transfer_iterations)
+        } else {
+            "off".into()
+        },
+        o.concurrency
+    );
+    out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row.\n\n");
+
+    let backends: Vec<&BackendReport> = report.backends.iter().collect();
+
+    // Side by side.
+    out.push_str("## Side by side\n\n");
+    let docker_t = opts.tables.tables.iter().find(|t| t.backend == "docker");
+    let cloud_t = opts.tables.tables.iter().find(|t| t.backend == "cloudrun");
+    let mut rows = Vec::new();
+    let find = |name: &str| backends.iter().find(|b| b.backend == name).copied();
+    for metric in MetricId::ALL {
+        let drow = docker_t.and_then(|t| t.rows.iter().find(|r| r.metric == metric));
+        let crow = cloud_t.and_then(|t| t.rows.iter().find(|r| r.metric == metric));
+        if drow.is_none() && crow.is_none() {
+            continue;
+        }
+        let cell = |t: Option<&Table>, b: Option<&BackendReport>| {
+            let v = match (t, b) {
+                (Some(t), Some(b)) => verdict_for(b, &t.id, metric),
+                _ => None,
+            };
+            measured_cell(v)
+        };
+        let (dm, dv) = cell(docker_t, find("docker"));
+        let (cm, cv) = cell(cloud_t, find("cloudrun"));
+        rows.push(vec![
+            metric.label().to_string(),
+            drow.map_or("-".into(), |r| r.plan.clone()),
+            dm,
+            dv,
+            crow.map_or("-".into(), |r| r.plan.clone()),
+            cm,
+            cv,
+        ]);
+    }
+    out.push_str(&render_table(
+        &[
+            "Metric",
+            "Docker plan",
+            "Docker measured",
+            "Docker verdict",
+            "Cloud Run target / acceptable",
+            "Cloud Run measured",
+            "Cloud Run verdict",
+        ],
+        &rows,
+    ));
+    out.push('\n');
+
+    out.push_str("## Acceptance tables\n\n");
+    for t in &opts.tables.tables {
+        table_section(&mut out, t, &backends);
+    }
+    let derived: Vec<_> = opts
+        .tables
+        .tables
+        .iter()
+        .flat_map(|t| t.rows.iter().map(move |r| (t, r)))
+        .filter(|(_, r)| r.source == RowSource::Derived)
+        .collect();
+    if !derived.is_empty() {
+        out.push_str("Rows marked * have no figure in the plan; the harness set them:\n\n");
+        for (t, r) in derived {
+            let _ = writeln!(
+                out,
+                "- {} / {}: {}",
+                t.title,
+                r.metric.label(),
+                r.why.as_deref().unwrap_or("(no reason given)")
+            );
+        }
+        out.push('\n');
+    }
+
+    out.push_str("## Distributions\n\n");
+    let mut rows = Vec::new();
+    for b in &backends {
+        for m in Measurement::ALL {
+            let Some(s) = b.measurements.get(&m) else {
+                continue;
+            };
+            let l = s.latency.as_ref();
+            let f = |v: Option<f64>| v.map_or("-".into(), fmt_seconds);
+            rows.push(vec![
+                b.name.clone(),
+                m.as_str().to_string(),
+                format!("{}/{}", s.succeeded, s.attempted),
+                f(l.map(|l| l.p50_seconds)),
+                f(l.map(|l| l.p90_seconds)),
+                f(l.map(|l| l.p95_seconds)),
+                f(l.map(|l| l.p99_seconds)),
+                f(l.map(|l| l.max_seconds)),
+                s.throughput_p50_mib_per_second
+                    .map_or("-".into(), |t| format!("{t:.1} MiB/s")),
+            ]);
+        }
+    }
+    out.push_str(&render_table(
+        &[
+            "Backend",
+            "Measurement",
+            "ok/attempted",
+            "p50",
+            "p90",
+            "p95",
+            "p99",
+            "max",
+            "throughput (p50)",
+        ],
+        &rows,
+    ));
+    out.push('\n');
+
+    out.push_str("## Errors, state and concurrency\n\n");
+    let mut rows = Vec::new();
+    for b in &backends {
+        let errors = if b.rates.errors_by_class.is_empty() {
+            "none".to_string()
+        } else {
+            b.rates
+                .errors_by_class
+                .iter()
+                .map(|(c, n)| format!("{}: {n}", c.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        rows.push(vec![
+            b.name.clone(),
+            format!("{}/{}", b.rates.succeeded, b.rates.operations),
+            fmt_figure(b.rates.overall_success_percent, true),
+            errors,
+            format!("{} losses in {} checks", b.state.losses, b.state.checks),
+            b.concurrency.as_ref().map_or("-".into(), |c| {
+                format!(
+                    "C={}: {:.2} commands/s, p50 {}",
+                    c.sessions,
+                    c.throughput_commands_per_second,
+                    c.latency
+                        .as_ref()
+                        .map_or("-".into(), |l| fmt_seconds(l.p50_seconds))
+                )
+            }),
+            b.exec_latency.as_ref().map_or("-".into(), |l| {
+                format!(
+                    "p50 {} / p99 {}",
+                    fmt_seconds(l.p50_seconds),
+                    fmt_seconds(l.p99_seconds)
+                )
+            }),
+        ]);
+    }
+    out.push_str(&render_table(
+        &[
+            "Backend",
+            "ok/operations",
+            "overall success",
+            "errors by class",
+            "state",
+            "concurrency",
+            "all exec latency",
+        ],
+        &rows,
+    ));
+    out.push('\n');
+    let wrong = ErrorClass::WrongResult.as_str();
+    let _ = writeln!(
+        out,
+        "Error class `{wrong}` means the operation returned but its result was wrong (output, sha256, or state).\n"
+    );
+
+    let raws: Vec<_> = backends
+        .iter()
+        .filter_map(|b| b.raw_baseline.as_ref().map(|r| (b, r)))
+        .collect();
+    if !raws.is_empty() {
+        out.push_str("## Harness overhead\n\n");
+        let rows: Vec<Vec<String>> = raws
+            .iter()
+            .map(|(b, r)| {
+                vec![
+                    b.name.clone(),
+                    r.description.clone(),
+                    r.latency
+                        .as_ref()
+                        .map_or("-".into(), |l| fmt_seconds(l.p50_seconds)),
+                    r.harness_warm_exec_p50_seconds
+                        .map_or("-".into(), fmt_seconds),
+                    r.overhead_p50_seconds.map_or("-".into(), fmt_seconds),
+                ]
+            })
+            .collect();
+        out.push_str(&render_table(
+            &[
+                "Backend",
+                "Raw baseline",
+                "raw p50",
+                "harness warm exec p50",
+                "overhead p50",
+            ],
+            &rows,
+        ));
+        out.push('\n');
+    }
+
+    if let Some(c) = &opts.cost {
+        out.push_str("## Cost projection (Cloud Run)\n\n");
+        out.push_str(&c.render());
+        out.push('\n');
+    }
+    if let Some(g) = &opts.gate {
+        let _ = writeln!(out, "## Gates of phase {}\n", g.phase);
+        out.push_str(&g.render());
+        out.push('\n');
+    }
+    let setup: Vec<String> = backends
+        .iter()
+        .flat_map(|b| {
+            b.setup_errors
+                .iter()
+                .map(move |e| format!("- {}: {e}", b.name))
+        })
+        .collect();
+    if !setup.is_empty() {
+        out.push_str("## Set-up problems\n\n");
+        out.push_str(&setup.join("\n"));
+        out.push('\n');
+    }
+    out
+}

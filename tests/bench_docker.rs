@@ -1,0 +1,154 @@
+//! A short bench against the real Docker engine: the three reports are written, the Markdown
+//! holds both acceptance tables, every figure has a verdict, and no container is left behind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bollard::query_parameters::ListContainersOptions;
+use sandbox_harness::backends::docker::{DockerBackend, DockerConfig};
+use sandbox_harness::bench::raw_docker::DockerRawExec;
+use sandbox_harness::bench::{self, BenchOptions, EventWriter, Measurement, RawBaseline};
+use sandbox_harness::metrics::{self, MetricsOptions};
+use sandbox_harness::protocol::SandboxBackend;
+use sandbox_harness::report::{self, MarkdownOptions};
+
+/// Containers carrying the harness label, by id.
+async fn harness_containers(docker: &bollard::Docker) -> Vec<String> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec!["sandbox-harness=1".to_string()],
+    )]);
+    docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// Removes, on drop, every harness container that did not exist when the guard was made (so a
+/// failing test leaves nothing behind either).
+struct LeakGuard {
+    docker: bollard::Docker,
+    before: Vec<String>,
+}
+
+impl Drop for LeakGuard {
+    fn drop(&mut self) {
+        let docker = self.docker.clone();
+        let before = std::mem::take(&mut self.before);
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                for id in harness_containers(&docker).await {
+                    if !before.contains(&id) {
+                        let opts = bollard::query_parameters::RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        };
+                        let _ = docker.remove_container(&id, Some(opts)).await;
+                    }
+                }
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn short_docker_bench_writes_three_reports() {
+    let backend = Arc::new(
+        DockerBackend::connect(DockerConfig::default())
+            .await
+            .expect("docker engine"),
+    );
+    let docker = backend.docker().clone();
+    // Build the image before the run so cold starts do not include it.
+    backend.image().await.expect("sandbox image");
+    let before = harness_containers(&docker).await;
+    let _guard = LeakGuard {
+        docker: docker.clone(),
+        before: before.clone(),
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let events = Arc::new(EventWriter::create(&dir.path().join("events.jsonl")).unwrap());
+    let mut raw: BTreeMap<String, Arc<dyn RawBaseline>> = BTreeMap::new();
+    raw.insert(
+        "docker".into(),
+        Arc::new(DockerRawExec::new(docker.clone())),
+    );
+    let opts = BenchOptions {
+        iterations: 3,
+        warmup: 1,
+        cold_start_iterations: 2,
+        concurrency: 2,
+        include_large: false,
+        progress: false,
+        events: Some(events.clone()),
+        raw_baselines: raw,
+        ..Default::default()
+    };
+    let backends: Vec<(String, Arc<dyn SandboxBackend>)> = vec![("docker".into(), backend.clone())];
+    let r = bench::run(backends, opts).await;
+    events.finish().unwrap();
+
+    let after = harness_containers(&docker).await;
+    let leaked: Vec<&String> = after.iter().filter(|c| !before.contains(c)).collect();
+    assert!(leaked.is_empty(), "containers left behind: {leaked:?}");
+
+    let b = r.backend("docker").unwrap();
+    let failures: Vec<_> = b
+        .samples
+        .iter()
+        .filter(|s| !s.ok)
+        .map(|s| (&s.op, &s.detail))
+        .collect();
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(!r.partial, "{:?} {:?}", r.partial_reason, b.setup_errors);
+    assert_eq!(b.state.checks, 3);
+    assert_eq!(b.state.losses, 0);
+    for m in [
+        Measurement::ColdStart,
+        Measurement::WarmExec,
+        Measurement::Upload10Mb,
+        Measurement::Download10Mb,
+        Measurement::BackgroundStart,
+    ] {
+        assert!(b.measurements[&m].latency.is_some(), "{m:?}");
+    }
+    let raw = b.raw_baseline.as_ref().unwrap();
+    assert!(raw.latency.is_some() && raw.overhead_p50_seconds.is_some());
+    assert!(r.environment.docker_engine_version.is_some());
+
+    let m =
+        metrics::from_events(&dir.path().join("events.jsonl"), &MetricsOptions::default()).unwrap();
+    let md = m.backend("docker").unwrap();
+    assert_eq!(md.operations, b.rates.operations);
+    assert_eq!(
+        md.exec_latency.as_ref().unwrap().p50_seconds,
+        b.exec_latency.as_ref().unwrap().p50_seconds
+    );
+
+    let w =
+        report::write_all(&r, &dir.path().join("reports"), &MarkdownOptions::default()).unwrap();
+    for p in [&w.json, &w.latest_json, &w.markdown, &w.html] {
+        assert!(p.is_file(), "{} missing", p.display());
+    }
+    let text = std::fs::read_to_string(&w.markdown).unwrap();
+    assert!(text.contains("### DockerSandbox baseline"), "{text}");
+    assert!(text.contains("### CloudRunJobsSandbox target / acceptable"));
+    assert!(text.contains("| Warm execution | 0.1-0.5 s |"));
+    assert!(text.contains("## Harness overhead"));
+    println!("{text}");
+}

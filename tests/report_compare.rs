@@ -1,0 +1,232 @@
+//! Report comparison and rendering on synthetic samples.
+
+use chrono::Utc;
+use sandbox_harness::acceptance::{Tables, Verdict};
+use sandbox_harness::bench::{
+    BackendContext, BackendOrigin, BackendReport, BenchReport, ErrorClass, Measurement,
+    OptionsRecord, SCHEMA_VERSION, Sample,
+};
+use sandbox_harness::report::{self, CompareOptions, CompareStatus, MarkdownOptions};
+
+fn samples(m: Measurement, op: &str, seconds: &[f64], failures: usize) -> Vec<Sample> {
+    let mut out: Vec<Sample> = seconds
+        .iter()
+        .map(|s| Sample {
+            measurement: m,
+            op: op.into(),
+            started_at: Utc::now(),
+            duration_us: (s * 1e6) as u64,
+            ok: true,
+            error_class: None,
+            exit_code: Some(0),
+            detail: None,
+        })
+        .collect();
+    for _ in 0..failures {
+        out.push(Sample {
+            measurement: m,
+            op: op.into(),
+            started_at: Utc::now(),
+            duration_us: 1000,
+            ok: false,
+            error_class: Some(ErrorClass::Timeout),
+            exit_code: None,
+            detail: Some("deadline".into()),
+        });
+    }
+    out
+}
+
+fn backend(
+    name: &str,
+    kind: &str,
+    warm: f64,
+    origin: BackendOrigin,
+    mixed_failures: usize,
+) -> BackendReport {
+    let mut s = samples(Measurement::WarmExec, "exec_stateful", &[warm; 20], 0);
+    s.extend(samples(Measurement::ColdStart, "create", &[5.0, 6.0], 0));
+    s.extend(samples(
+        Measurement::Mixed,
+        "file_read",
+        &[0.1; 200],
+        mixed_failures,
+    ));
+    BackendReport::from_samples(
+        BackendContext {
+            name: name.into(),
+            backend: kind.into(),
+            origin,
+            ..Default::default()
+        },
+        s,
+        &Tables::builtin(),
+    )
+}
+
+fn report(backends: Vec<BackendReport>) -> BenchReport {
+    BenchReport {
+        schema_version: SCHEMA_VERSION,
+        started_at: Utc::now(),
+        finished_at: Utc::now(),
+        partial: false,
+        partial_reason: None,
+        environment: Default::default(),
+        options: OptionsRecord {
+            iterations: 20,
+            warmup: 0,
+            cold_start_iterations: 2,
+            large_transfer_iterations: 0,
+            concurrency: 0,
+            include_large: false,
+            op_timeout_seconds: 60.0,
+        },
+        backends,
+    }
+}
+
+#[test]
+fn verdicts_follow_the_tables() {
+    let cr = backend(
+        "cloudrun",
+        "cloudrun",
+        2.5,
+        BackendOrigin::CloudRunEmulator {
+            latency_profile: None,
+        },
+        2,
+    );
+    let v = |m: &str| {
+        cr.verdicts
+            .iter()
+            .find(|v| v.row.metric.as_str() == m)
+            .unwrap()
+            .verdict
+    };
+    assert_eq!(v("warm_exec"), Verdict::Acceptable);
+    assert_eq!(v("cold_start"), Verdict::MeetsTarget);
+    // 200 of 202 succeed: 99.01 %, not > 99.5 %, but > 99 %.
+    assert_eq!(v("success_rate"), Verdict::Acceptable);
+    assert_eq!(v("upload_10mb"), Verdict::NotMeasured);
+    // Two timeouts in 224 operations are above the 0.1 % error-rate target.
+    assert_eq!(v("timeout_error_rate"), Verdict::Fails);
+    let d = backend("docker", "docker", 0.03, BackendOrigin::LocalDocker, 0);
+    let dv = |m: &str| {
+        d.verdicts
+            .iter()
+            .find(|v| v.row.metric.as_str() == m)
+            .unwrap()
+            .verdict
+    };
+    assert_eq!(
+        dv("warm_exec"),
+        Verdict::MeetsTarget,
+        "faster than the range still meets it"
+    );
+    assert_eq!(dv("cold_start"), Verdict::NoThreshold);
+}
+
+#[test]
+fn comparison_flags_regressions_beyond_tolerance() {
+    let old = report(vec![backend(
+        "docker",
+        "docker",
+        0.20,
+        BackendOrigin::LocalDocker,
+        0,
+    )]);
+    let slower = report(vec![backend(
+        "docker",
+        "docker",
+        0.30,
+        BackendOrigin::LocalDocker,
+        0,
+    )]);
+    let c = report::compare(&old, &slower, CompareOptions::default());
+    let warm = c.rows.iter().find(|r| r.figure == "warm_exec p50").unwrap();
+    assert_eq!(warm.status, CompareStatus::Regression);
+    assert!(c.has_regressions());
+    assert!(c.render().contains("REGRESSION"));
+    let lax = report::compare(
+        &old,
+        &slower,
+        CompareOptions {
+            tolerance_percent: 60.0,
+            ..Default::default()
+        },
+    );
+    assert!(!lax.has_regressions(), "{}", lax.render());
+    let same = report::compare(&old, &old, CompareOptions::default());
+    assert!(
+        same.rows
+            .iter()
+            .all(|r| r.status == CompareStatus::Unchanged)
+    );
+    let faster = report::compare(&slower, &old, CompareOptions::default());
+    assert!(!faster.has_regressions());
+    assert!(
+        faster
+            .rows
+            .iter()
+            .any(|r| r.status == CompareStatus::Improvement)
+    );
+    let more_failures = report(vec![backend(
+        "docker",
+        "docker",
+        0.20,
+        BackendOrigin::LocalDocker,
+        5,
+    )]);
+    let c = report::compare(&old, &more_failures, CompareOptions::default());
+    let sr = c
+        .rows
+        .iter()
+        .find(|r| r.figure == "success rate (mixed)")
+        .unwrap();
+    assert_eq!(sr.status, CompareStatus::Regression);
+}
+
+#[test]
+fn markdown_labels_emulator_figures_and_shows_both_tables_side_by_side() {
+    let r = report(vec![
+        backend("docker", "docker", 0.05, BackendOrigin::LocalDocker, 0),
+        backend(
+            "cloudrun",
+            "cloudrun",
+            1.2,
+            BackendOrigin::CloudRunEmulator {
+                latency_profile: None,
+            },
+            0,
+        ),
+    ]);
+    let mut r = r;
+    r.environment.uses_emulator = true;
+    let md = report::markdown::render(
+        &r,
+        &MarkdownOptions {
+            phase: 1,
+            ..Default::default()
+        },
+    );
+    assert!(md.starts_with("# Phase 1 completion report"));
+    assert!(md.contains("NOT Google Cloud figures"));
+    assert!(md.contains("| Metric | Docker plan | Docker measured | Docker verdict |"));
+    assert!(md.contains("| Warm execution | 0.1-0.5 s | 0.050 s | meets target | 0.5-2 s / < 3 s | 1.200 s | meets target |"), "{md}");
+    assert!(md.contains("500 MB upload *"));
+    let html = report::html::render(&r, &MarkdownOptions::default());
+    assert!(html.contains("emulator"));
+}
+
+#[test]
+fn load_rejects_other_schema_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("r.json");
+    let mut v = serde_json::to_value(report(vec![])).unwrap();
+    v["schema_version"] = 99.into();
+    std::fs::write(&p, v.to_string()).unwrap();
+    assert!(matches!(
+        report::load(&p),
+        Err(report::ReportError::Schema { found: 99, .. })
+    ));
+}
