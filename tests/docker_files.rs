@@ -351,7 +351,7 @@ async fn upload_download_errors_and_atomicity() {
         .file_upload(
             "s",
             "/workspace/new dir/ü'x",
-            UploadBody::from_bytes(&BIN[..]),
+            UploadBody::from_bytes(BIN),
         )
         .await
         .unwrap();
