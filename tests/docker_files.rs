@@ -348,11 +348,7 @@ async fn search_and_replace() {
 async fn upload_download_errors_and_atomicity() {
     let sb = sandbox().await;
     let n = sb
-        .file_upload(
-            "s",
-            "/workspace/new dir/ü'x",
-            UploadBody::from_bytes(BIN),
-        )
+        .file_upload("s", "/workspace/new dir/ü'x", UploadBody::from_bytes(BIN))
         .await
         .unwrap();
     assert_eq!(n, BIN.len() as u64);
