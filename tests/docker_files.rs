@@ -42,10 +42,7 @@ async fn write_read_round_trips_bytes_and_awkward_paths() {
     sb.file_write("s", "a/b/c.txt", b"deep", WriteOptions::default())
         .await
         .unwrap();
-    assert_eq!(
-        out(&sh(&sb, "s", "cat /tmp/rel/a/b/c.txt").await),
-        "deep"
-    );
+    assert_eq!(out(&sh(&sb, "s", "cat /tmp/rel/a/b/c.txt").await), "deep");
     // an empty file
     sb.file_write("s", "empty", b"", WriteOptions::default())
         .await
@@ -84,13 +81,13 @@ async fn write_options_append_newlines_and_mode() {
     sb.file_write("s", p, b"#!/bin/sh\necho x\n", WriteOptions::default())
         .await
         .unwrap();
-    assert_eq!(out(&sh(&sb, "s", "stat -c %a /workspace/f.txt").await), "755\n");
+    assert_eq!(
+        out(&sh(&sb, "s", "stat -c %a /workspace/f.txt").await),
+        "755\n"
+    );
     assert_eq!(out(&sh(&sb, "s", "/workspace/f.txt").await), "x\n");
     // no temp files left behind
-    assert_eq!(
-        out(&sh(&sb, "s", "ls -A /workspace").await),
-        "f.txt\n"
-    );
+    assert_eq!(out(&sh(&sb, "s", "ls -A /workspace").await), "f.txt\n");
     let e = sb
         .file_write("s", "/workspace", b"x", WriteOptions::default())
         .await
@@ -129,7 +126,10 @@ async fn read_line_ranges_and_truncation() {
         end_line: e,
         max_length: m,
     };
-    let c = sb.file_read("s", p, r(Some(2), Some(4), None)).await.unwrap();
+    let c = sb
+        .file_read("s", p, r(Some(2), Some(4), None))
+        .await
+        .unwrap();
     assert_eq!(c.content, b"line 2\nline 3\n");
     assert!(!c.truncated);
     let c = sb.file_read("s", p, r(Some(98), None, None)).await.unwrap();
@@ -137,9 +137,15 @@ async fn read_line_ranges_and_truncation() {
     let c = sb.file_read("s", p, r(None, None, Some(10))).await.unwrap();
     assert_eq!(c.content, b"line 0\nlin");
     assert!(c.truncated);
-    let c = sb.file_read("s", p, r(Some(5), Some(5), None)).await.unwrap();
+    let c = sb
+        .file_read("s", p, r(Some(5), Some(5), None))
+        .await
+        .unwrap();
     assert!(c.content.is_empty());
-    let c = sb.file_read("s", p, r(Some(500), None, None)).await.unwrap();
+    let c = sb
+        .file_read("s", p, r(Some(500), None, None))
+        .await
+        .unwrap();
     assert!(c.content.is_empty());
     assert_eq!(
         sb.file_read("s", "/workspace/missing", ReadOptions::default())
@@ -175,9 +181,14 @@ async fn exists_delete_list_find() {
     sb.file_write("s", "/workspace/.hidden", b"", WriteOptions::default())
         .await
         .unwrap();
-    sb.file_write("s", "/workspace/sub/deep/x.rs", b"fn", WriteOptions::default())
-        .await
-        .unwrap();
+    sb.file_write(
+        "s",
+        "/workspace/sub/deep/x.rs",
+        b"fn",
+        WriteOptions::default(),
+    )
+    .await
+    .unwrap();
     sb.file_write("s", "/workspace/top.rs", b"fn", WriteOptions::default())
         .await
         .unwrap();
@@ -204,7 +215,10 @@ async fn exists_delete_list_find() {
         FileKind::Symlink
     );
     assert_eq!(
-        sb.file_list("s", "/workspace/top.rs").await.unwrap_err().kind(),
+        sb.file_list("s", "/workspace/top.rs")
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidInput
     );
     assert_eq!(
@@ -219,7 +233,10 @@ async fn exists_delete_list_find() {
     let found = sb.file_find("s", ".", "*space*").await.unwrap();
     assert_eq!(found, vec!["/workspace/with space.txt"]);
     assert_eq!(
-        sb.file_find("s", "/workspace", "a[").await.unwrap_err().kind(),
+        sb.file_find("s", "/workspace", "a[")
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidInput
     );
     assert_eq!(
@@ -236,7 +253,10 @@ async fn exists_delete_list_find() {
     sb.file_delete("s", "/workspace/ln").await.unwrap();
     assert!(sb.file_exists("s", "/workspace/top.rs").await.unwrap());
     assert_eq!(
-        sb.file_delete("s", "/workspace/sub").await.unwrap_err().kind(),
+        sb.file_delete("s", "/workspace/sub")
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
     assert_eq!(
@@ -261,7 +281,10 @@ async fn search_and_replace() {
     assert_eq!(m[2].line, 4);
     assert_eq!(m[2].text, b"\xfe no newline alpha");
     assert_eq!(
-        sb.file_search("s", p, "(unclosed").await.unwrap_err().kind(),
+        sb.file_search("s", p, "(unclosed")
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidInput
     );
     assert_eq!(
@@ -282,21 +305,31 @@ async fn search_and_replace() {
         ErrorKind::InvalidInput
     );
     assert_eq!(
-        sb.file_replace("s", "/nope", b"a", b"b").await.unwrap_err().kind(),
+        sb.file_replace("s", "/nope", b"a", b"b")
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
     assert_eq!(
-        sb.file_replace("s", "/workspace", b"a", b"b").await.unwrap_err().kind(),
+        sb.file_replace("s", "/workspace", b"a", b"b")
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidInput
     );
     // a file larger than one chunk, matches across chunk boundaries
-    let big: Vec<u8> = (0..1_000_000u32).flat_map(|i| format!("{i} xy\n").into_bytes()).collect();
+    let big: Vec<u8> = (0..1_000_000u32)
+        .flat_map(|i| format!("{i} xy\n").into_bytes())
+        .collect();
     let expected_count = big.windows(2).filter(|w| w == b"xy").count() as u64;
     sb.file_upload("s", "/workspace/big", UploadBody::from_bytes(big.clone()))
         .await
         .unwrap();
     assert_eq!(
-        sb.file_replace("s", "/workspace/big", b"xy", b"Z").await.unwrap(),
+        sb.file_replace("s", "/workspace/big", b"xy", b"Z")
+            .await
+            .unwrap(),
         expected_count
     );
     let mut s = sb.file_download("s", "/workspace/big").await.unwrap();
@@ -315,22 +348,30 @@ async fn search_and_replace() {
 async fn upload_download_errors_and_atomicity() {
     let sb = sandbox().await;
     let n = sb
-        .file_upload("s", "/workspace/new dir/ü'x", UploadBody::from_bytes(&BIN[..]))
+        .file_upload("s", "/workspace/new dir/ü'x", UploadBody::from_bytes(BIN))
         .await
         .unwrap();
     assert_eq!(n, BIN.len() as u64);
-    let d = collect_stream(sb.file_download("s", "/workspace/new dir/ü'x").await.unwrap())
-        .await
-        .unwrap();
+    let d = collect_stream(
+        sb.file_download("s", "/workspace/new dir/ü'x")
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(d, BIN);
     // unknown length: spooled
-    let chunks: Vec<Result<bytes::Bytes, _>> =
-        (0..50).map(|i| Ok(bytes::Bytes::from(vec![i as u8; 100_000]))).collect();
+    let chunks: Vec<Result<bytes::Bytes, _>> = (0..50)
+        .map(|i| Ok(bytes::Bytes::from(vec![i as u8; 100_000])))
+        .collect();
     let body = UploadBody {
         stream: Box::pin(futures::stream::iter(chunks)),
         len: None,
     };
-    assert_eq!(sb.file_upload("s", "rel/spooled", body).await.unwrap(), 5_000_000);
+    assert_eq!(
+        sb.file_upload("s", "rel/spooled", body).await.unwrap(),
+        5_000_000
+    );
     assert_eq!(
         out(&sh(&sb, "s", "wc -c < /workspace/rel/spooled").await).trim(),
         "5000000"
@@ -338,17 +379,28 @@ async fn upload_download_errors_and_atomicity() {
     // a failing stream leaves nothing behind
     let chunks: Vec<Result<bytes::Bytes, _>> = vec![
         Ok(bytes::Bytes::from_static(b"partial")),
-        Err(sandbox_harness::protocol::SandboxError::new(ErrorKind::Network, "-", "t", "boom")),
+        Err(sandbox_harness::protocol::SandboxError::new(
+            ErrorKind::Network,
+            "-",
+            "t",
+            "boom",
+        )),
     ];
     let body = UploadBody {
         stream: Box::pin(futures::stream::iter(chunks)),
         len: Some(1000),
     };
-    assert!(sb.file_upload("s", "/workspace/failed", body).await.is_err());
+    assert!(
+        sb.file_upload("s", "/workspace/failed", body)
+            .await
+            .is_err()
+    );
     assert!(!sb.file_exists("s", "/workspace/failed").await.unwrap());
     // a stream shorter than declared fails too
     let body = UploadBody {
-        stream: Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"abc"))])),
+        stream: Box::pin(futures::stream::iter(vec![Ok(bytes::Bytes::from_static(
+            b"abc",
+        ))])),
         len: Some(10),
     };
     assert!(sb.file_upload("s", "/workspace/short", body).await.is_err());
@@ -365,11 +417,17 @@ async fn upload_download_errors_and_atomicity() {
         ErrorKind::InvalidInput
     );
     assert_eq!(
-        sb.file_download("s", "/workspace/nope").await.err().map(|e| e.kind()),
+        sb.file_download("s", "/workspace/nope")
+            .await
+            .err()
+            .map(|e| e.kind()),
         Some(ErrorKind::NotFound)
     );
     assert_eq!(
-        sb.file_download("s", "/workspace/rel").await.err().map(|e| e.kind()),
+        sb.file_download("s", "/workspace/rel")
+            .await
+            .err()
+            .map(|e| e.kind()),
         Some(ErrorKind::InvalidInput)
     );
 }

@@ -21,8 +21,18 @@ async fn cwd_and_env_persist_across_commands() {
     assert_eq!(r.cwd, "/workspace/d 1/x");
     assert_eq!(out(&sh(&sb, "main", "pwd").await), "/workspace/d 1/x\n");
 
-    sh(&sb, "main", "export A='x y'; export Q=\"it's \\\"q\\\" \\$HOME\"").await;
-    sh(&sb, "main", "export NL='line1\nline2'; export D='$notexpanded'").await;
+    sh(
+        &sb,
+        "main",
+        "export A='x y'; export Q=\"it's \\\"q\\\" \\$HOME\"",
+    )
+    .await;
+    sh(
+        &sb,
+        "main",
+        "export NL='line1\nline2'; export D='$notexpanded'",
+    )
+    .await;
     assert_eq!(out(&sh(&sb, "main", "echo \"$A\"").await), "x y\n");
     assert_eq!(
         out(&sh(&sb, "main", "printf '%s' \"$Q\"").await),
@@ -43,7 +53,12 @@ async fn cwd_and_env_persist_across_commands() {
     );
 
     // A command that fails half-way keeps what happened before the failure.
-    let r = sh(&sb, "main", "cd /tmp && export H=half && false && export NEVER=1").await;
+    let r = sh(
+        &sb,
+        "main",
+        "cd /tmp && export H=half && false && export NEVER=1",
+    )
+    .await;
     assert_eq!(r.exit_code, 1);
     assert_eq!(r.cwd, "/tmp");
     assert_eq!(
@@ -81,7 +96,11 @@ async fn exit_codes_and_stream_separation() {
     assert_eq!(out(&sh(&sb, "s", "echo after").await), "after\n");
 
     let e = sb
-        .exec_stateful(StatefulExec::new("bad/name", "true", Duration::from_secs(5)))
+        .exec_stateful(StatefulExec::new(
+            "bad/name",
+            "true",
+            Duration::from_secs(5),
+        ))
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
@@ -100,7 +119,12 @@ async fn timeout_kills_and_session_survives() {
         .await
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
-    let r = sh(&sb, "t", "pwd; echo $KEEP; ls /tmp/started; ps | grep -c 'sleep 30' || true").await;
+    let r = sh(
+        &sb,
+        "t",
+        "pwd; echo $KEEP; ls /tmp/started; ps | grep -c 'sleep 30' || true",
+    )
+    .await;
     let text = out(&r);
     assert!(text.starts_with("/tmp\nyes\n/tmp/started\n"), "{text}");
     // Only the grep itself may match: the sleep was killed.
@@ -198,7 +222,10 @@ async fn interactive_exec_stdin_wait_and_kill() {
         other => panic!("{other:?}"),
     }
     assert_eq!(
-        sb.exec("i", "/nonexistent", "true").await.unwrap_err().kind(),
+        sb.exec("i", "/nonexistent", "true")
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
 
@@ -219,9 +246,14 @@ async fn interactive_exec_stdin_wait_and_kill() {
         sb.exec("i", "", "true").await.unwrap_err().kind(),
         ErrorKind::InvalidInput
     );
-    sb.write_to_process("i", b"hello world", true).await.unwrap();
+    sb.write_to_process("i", b"hello world", true)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(sb.view_shell("i").await.unwrap().output, b"got:hello world\n");
+    assert_eq!(
+        sb.view_shell("i").await.unwrap().output,
+        b"got:hello world\n"
+    );
     assert_eq!(
         sb.wait_for_process("i", Duration::from_millis(300))
             .await
@@ -231,12 +263,20 @@ async fn interactive_exec_stdin_wait_and_kill() {
     );
     sb.write_to_process("i", b"x", false).await.unwrap();
     sb.write_to_process("i", b"y\n", false).await.unwrap();
-    assert_eq!(sb.wait_for_process("i", Duration::from_secs(5)).await.unwrap(), 0);
+    assert_eq!(
+        sb.wait_for_process("i", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        0
+    );
     let v = sb.view_shell("i").await.unwrap();
     assert_eq!(v.output, b"got:hello world\ntwo:xy\n");
     assert_eq!((v.running, v.exit_code), (false, Some(0)));
     assert_eq!(
-        sb.write_to_process("i", b"late", true).await.unwrap_err().kind(),
+        sb.write_to_process("i", b"late", true)
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::InvalidInput
     );
 
@@ -245,14 +285,22 @@ async fn interactive_exec_stdin_wait_and_kill() {
         ExecOutcome::Running { .. }
     ));
     sb.kill_process("i").await.unwrap();
-    assert_eq!(sb.wait_for_process("i", Duration::from_secs(5)).await.unwrap(), 137);
+    assert_eq!(
+        sb.wait_for_process("i", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        137
+    );
     assert!(!sb.view_shell("i").await.unwrap().running);
     assert_eq!(
         sb.view_shell("never").await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
     assert_eq!(
-        sb.write_to_process("never", b"x", true).await.unwrap_err().kind(),
+        sb.write_to_process("never", b"x", true)
+            .await
+            .unwrap_err()
+            .kind(),
         ErrorKind::NotFound
     );
 }
@@ -260,7 +308,12 @@ async fn interactive_exec_stdin_wait_and_kill() {
 #[tokio::test]
 async fn reattach_keeps_sessions_and_destroy_is_idempotent() {
     let g = sandbox().await;
-    sh(&g, "keep", "mkdir -p /tmp/re && cd /tmp/re && export R='a b$c'").await;
+    sh(
+        &g,
+        "keep",
+        "mkdir -p /tmp/re && cd /tmp/re && export R='a b$c'",
+    )
+    .await;
     let pid = sh(&g, "keep", "sleep 200 &").await.background_pid.unwrap();
     let again = g.backend.get(g.id()).await.unwrap();
     let r = again
@@ -297,7 +350,11 @@ async fn reattach_keeps_sessions_and_destroy_is_idempotent() {
         Some(ErrorKind::NotFound)
     );
     assert_eq!(
-        g.backend.get("no-such-sandbox").await.err().map(|e| e.kind()),
+        g.backend
+            .get("no-such-sandbox")
+            .await
+            .err()
+            .map(|e| e.kind()),
         Some(ErrorKind::NotFound)
     );
 }

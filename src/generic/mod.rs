@@ -29,9 +29,9 @@ use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 
 use crate::paths;
 use crate::protocol::{
-    BackgroundProcess, BrowserInfo, ByteStream, Capabilities, ErrorKind, ExecOutcome,
-    FileContent, FileEntry, FileKind, ProcessSelector, ReadOptions, Result, Sandbox,
-    SandboxError, SearchMatch, ShellResult, ShellView, StatefulExec, UploadBody, WriteOptions,
+    BackgroundProcess, BrowserInfo, ByteStream, Capabilities, ErrorKind, ExecOutcome, FileContent,
+    FileEntry, FileKind, ProcessSelector, ReadOptions, Result, Sandbox, SandboxError, SearchMatch,
+    ShellResult, ShellView, StatefulExec, UploadBody, WriteOptions,
 };
 use crate::shell::{self, ShellState};
 use crate::transport::{MAX_OUTPUT, RawExec, RawOutput, Transport, truncation_marker};
@@ -244,13 +244,19 @@ impl<T: Transport> GenericSandbox<T> {
         let (kind, detail) = match out.exit_code {
             EC_NOT_FOUND => (ErrorKind::NotFound, format!("{what} does not exist")),
             EC_IS_DIR => (ErrorKind::InvalidInput, format!("{what} is a directory")),
-            EC_NOT_DIR => (ErrorKind::InvalidInput, format!("{what} is not a directory")),
+            EC_NOT_DIR => (
+                ErrorKind::InvalidInput,
+                format!("{what} is not a directory"),
+            ),
             EC_PERMISSION => (ErrorKind::Permission, format!("{what}: permission denied")),
             EC_BUSY => (
                 ErrorKind::InvalidInput,
                 format!("{what}: a command is still running"),
             ),
-            EC_NOT_RUNNING => (ErrorKind::InvalidInput, format!("{what}: nothing is running")),
+            EC_NOT_RUNNING => (
+                ErrorKind::InvalidInput,
+                format!("{what}: nothing is running"),
+            ),
             code => {
                 let kind = if stderr.contains("Permission denied")
                     || stderr.contains("Read-only file system")
@@ -306,7 +312,13 @@ impl<T: Transport> GenericSandbox<T> {
             .get_or_try_init(|| async {
                 let dir = self.sessions_dir();
                 let out = self
-                    .run("load_sessions", LOAD_SESSIONS, &[&dir], None, SHORT_DEADLINE)
+                    .run(
+                        "load_sessions",
+                        LOAD_SESSIONS,
+                        &[&dir],
+                        None,
+                        SHORT_DEADLINE,
+                    )
                     .await?;
                 let mut rest = out.stdout.as_slice();
                 let mut loaded = Vec::new();
@@ -663,13 +675,11 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
                     background_pid: None,
                 })
             }
-            Err(shell::UnwrapError::MissingDump) if started.elapsed() >= timeout => {
-                Err(self.err(
-                    ErrorKind::Timeout,
-                    OP,
-                    format!("the command was killed after its timeout of {timeout:?}"),
-                ))
-            }
+            Err(shell::UnwrapError::MissingDump) if started.elapsed() >= timeout => Err(self.err(
+                ErrorKind::Timeout,
+                OP,
+                format!("the command was killed after its timeout of {timeout:?}"),
+            )),
             Err(e) => Err(self.err(
                 ErrorKind::Backend,
                 OP,
@@ -695,7 +705,13 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
                 None,
             )
             .await?;
-        let bad = || self.err(ErrorKind::Backend, OP, "unexpected reply from the view script");
+        let bad = || {
+            self.err(
+                ErrorKind::Backend,
+                OP,
+                "unexpected reply from the view script",
+            )
+        };
         let s = &out.stdout;
         let nl1 = s.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
         let status = String::from_utf8_lossy(&s[..nl1]).into_owned();
@@ -816,13 +832,15 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
         let mut v: Vec<BackgroundProcess> = parse_list(&out.stdout)
             .into_iter()
             .filter(|r| session.is_none_or(|s| s == r.3))
-            .map(|(pid, running, started, session, command)| BackgroundProcess {
-                pid,
-                session,
-                command,
-                running,
-                started_at: epoch(started),
-            })
+            .map(
+                |(pid, running, started, session, command)| BackgroundProcess {
+                    pid,
+                    session,
+                    command,
+                    running,
+                    started_at: epoch(started),
+                },
+            )
             .collect();
         v.sort_by_key(|p| (p.started_at, p.pid));
         Ok(v)
@@ -949,7 +967,9 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
     async fn file_exists(&self, session: &str, path: &str) -> Result<bool> {
         const OP: &str = "file_exists";
         let p = self.resolve(OP, session, path).await?;
-        let out = self.run(OP, FILE_EXISTS, &[&p], None, SHORT_DEADLINE).await?;
+        let out = self
+            .run(OP, FILE_EXISTS, &[&p], None, SHORT_DEADLINE)
+            .await?;
         match out.exit_code {
             0 => Ok(true),
             1 => Ok(false),
@@ -1024,7 +1044,11 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
                 format!("{d} holds too many paths to search within {MAX_OUTPUT} bytes"),
             ));
         }
-        let prefix = if d == "/" { "/".to_string() } else { format!("{d}/") };
+        let prefix = if d == "/" {
+            "/".to_string()
+        } else {
+            format!("{d}/")
+        };
         let mut found: Vec<String> = out
             .stdout
             .split(|&b| b == 0)

@@ -263,7 +263,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             got,
-            vec![(0, b"ab".to_vec()), (1, b"cde".to_vec()), (2, b"f".to_vec())]
+            vec![
+                (0, b"ab".to_vec()),
+                (1, b"cde".to_vec()),
+                (2, b"f".to_vec())
+            ]
         );
         assert!(LineSplitter::new(2).feed(b"abc", |_, _| Ok(())).is_err());
     }

@@ -18,9 +18,7 @@ use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 pub use transport::{DockerTransport, collect_stream, map_bollard};
 
 use crate::generic::{GenericConfig, GenericSandbox, Lifecycle};
-use crate::protocol::{
-    Capabilities, ErrorKind, Result, Sandbox, SandboxBackend, SandboxError,
-};
+use crate::protocol::{Capabilities, ErrorKind, Result, Sandbox, SandboxBackend, SandboxError};
 use crate::transport::{RawExec, Transport};
 
 /// Label every harness container carries.
@@ -222,7 +220,11 @@ impl DockerBackend {
             ));
         }
         if info.state.as_ref().and_then(|s| s.running) != Some(true) {
-            return Err(SandboxError::not_found(id, "get", "the sandbox is not running"));
+            return Err(SandboxError::not_found(
+                id,
+                "get",
+                "the sandbox is not running",
+            ));
         }
         Ok(self.sandbox(id, false))
     }
@@ -260,7 +262,10 @@ impl Lifecycle for DockerLifecycle {
         let start = Instant::now();
         loop {
             match t
-                .run("ensure_ready", RawExec::new(["true"], Duration::from_secs(10)))
+                .run(
+                    "ensure_ready",
+                    RawExec::new(["true"], Duration::from_secs(10)),
+                )
                 .await
             {
                 Ok(o) if o.exit_code == 0 => return Ok(()),

@@ -7,7 +7,8 @@ pub const BLOCK: usize = 512;
 /// A ustar header for a regular file `name` (at most 100 bytes) of `size` bytes.
 pub fn file_header(name: &str, size: u64, mode: u32, mtime: u64) -> Result<[u8; BLOCK], String> {
     let mut h = tar::Header::new_ustar();
-    h.set_path(name).map_err(|e| format!("tar name {name:?}: {e}"))?;
+    h.set_path(name)
+        .map_err(|e| format!("tar name {name:?}: {e}"))?;
     h.set_size(size);
     h.set_mode(mode);
     h.set_uid(0);
@@ -239,7 +240,8 @@ mod tests {
             assert_eq!(extract(&gnu, chunk).unwrap(), content);
         }
         let mut b = tar::Builder::new(Vec::new());
-        b.append_pax_extensions([("path", long.as_bytes())]).unwrap();
+        b.append_pax_extensions([("path", long.as_bytes())])
+            .unwrap();
         let mut h = tar::Header::new_ustar();
         h.set_size(content.len() as u64);
         h.set_path("x").unwrap();

@@ -94,7 +94,11 @@ printf '%s' "$__r"
 
 impl DockerTransport {
     /// A transport for `container` (name or id) of sandbox `sandbox_id`.
-    pub fn new(docker: Docker, container: impl Into<String>, sandbox_id: impl Into<String>) -> Self {
+    pub fn new(
+        docker: Docker,
+        container: impl Into<String>,
+        sandbox_id: impl Into<String>,
+    ) -> Self {
         DockerTransport {
             docker,
             container: container.into(),
@@ -283,32 +287,34 @@ impl Transport for DockerTransport {
         let to_io = |e: SandboxError| std::io::Error::other(e.to_string());
         // Spool to a host temp file when the length is unknown (bounded memory).
         let _spool_guard;
-        let (len, content): (u64, futures::stream::BoxStream<'static, std::io::Result<Bytes>>) =
-            match body.len {
-                Some(len) => (len, body.stream.map(move |r| r.map_err(to_io)).boxed()),
-                None => {
-                    let io_err = |e: std::io::Error| {
-                        self.err(ErrorKind::Backend, op, format!("spooling the upload: {e}"))
-                    };
-                    let spool = tempfile::NamedTempFile::new().map_err(io_err)?;
-                    let mut f = tokio::fs::File::from_std(spool.reopen().map_err(io_err)?);
-                    let mut stream = body.stream;
-                    let mut len = 0u64;
-                    while let Some(chunk) = stream.next().await {
-                        let chunk = chunk.map_err(|e| e.with_op(op))?;
-                        f.write_all(&chunk).await.map_err(io_err)?;
-                        len += chunk.len() as u64;
-                    }
-                    f.flush().await.map_err(io_err)?;
-                    drop(f);
-                    let reader = tokio::fs::File::open(spool.path()).await.map_err(io_err)?;
-                    _spool_guard = spool;
-                    (
-                        len,
-                        tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).boxed(),
-                    )
+        let (len, content): (
+            u64,
+            futures::stream::BoxStream<'static, std::io::Result<Bytes>>,
+        ) = match body.len {
+            Some(len) => (len, body.stream.map(move |r| r.map_err(to_io)).boxed()),
+            None => {
+                let io_err = |e: std::io::Error| {
+                    self.err(ErrorKind::Backend, op, format!("spooling the upload: {e}"))
+                };
+                let spool = tempfile::NamedTempFile::new().map_err(io_err)?;
+                let mut f = tokio::fs::File::from_std(spool.reopen().map_err(io_err)?);
+                let mut stream = body.stream;
+                let mut len = 0u64;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| e.with_op(op))?;
+                    f.write_all(&chunk).await.map_err(io_err)?;
+                    len += chunk.len() as u64;
                 }
-            };
+                f.flush().await.map_err(io_err)?;
+                drop(f);
+                let reader = tokio::fs::File::open(spool.path()).await.map_err(io_err)?;
+                _spool_guard = spool;
+                (
+                    len,
+                    tokio_util::io::ReaderStream::with_capacity(reader, 256 * 1024).boxed(),
+                )
+            }
+        };
         let tar = tar_stream(tmp_name, len, content);
         let put = self
             .docker
@@ -327,7 +333,10 @@ impl Transport for DockerTransport {
             let _ = self
                 .run(
                     op,
-                    RawExec::new(["rm", "-f", "--", tmp_path.as_str()], Duration::from_secs(30)),
+                    RawExec::new(
+                        ["rm", "-f", "--", tmp_path.as_str()],
+                        Duration::from_secs(30),
+                    ),
                 )
                 .await;
             return Err(e);
