@@ -1,3 +1,4 @@
 //! Sandbox backends: each provides a `Transport` and a `SandboxBackend`.
 
+pub mod cloudrun;
 pub mod docker;

@@ -106,7 +106,8 @@ impl Registry {
 }
 
 /// A registry with every backend this build knows: `docker` (the local engine, default
-/// configuration). The Cloud Run backend registers here once it exists.
+/// configuration) and `cloudrun` (configured from the environment; the embedded emulator when
+/// no GCP project is set).
 pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     r.register("docker", || async {
@@ -120,6 +121,26 @@ pub fn default_registry() -> Registry {
                 ) =>
             {
                 Err(FactoryError::Unreachable(e.to_string()))
+            }
+            Err(e) => Err(FactoryError::Failed(e.to_string())),
+        }
+    });
+    r.register("cloudrun", || async {
+        use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
+        let cfg =
+            CloudRunConfig::from_env().map_err(|e| FactoryError::NotConfigured(e.to_string()))?;
+        match CloudRunBackend::connect(cfg).await {
+            Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout
+                ) =>
+            {
+                Err(FactoryError::Unreachable(e.to_string()))
+            }
+            Err(e) if e.kind() == crate::protocol::ErrorKind::InvalidInput => {
+                Err(FactoryError::NotConfigured(e.to_string()))
             }
             Err(e) => Err(FactoryError::Failed(e.to_string())),
         }

@@ -13,7 +13,7 @@ use super::server::{Emulator, EmulatorConfig, EmulatorContext, EmulatorError};
 pub enum LocalCloudError {
     /// The Docker engine is not reachable.
     #[error("the Docker engine is not reachable: {0}")]
-    Docker(#[from] bollard::errors::Error),
+    Docker(crate::protocol::SandboxError),
     /// The Cloud Run half refused its configuration.
     #[error(transparent)]
     Run(#[from] run::RunEmulatorError),
@@ -37,7 +37,9 @@ impl LocalCloud {
 
     /// Starts with `cfg` (port, state dir, auth, faults, denied permissions...).
     pub async fn start_with(cfg: EmulatorConfig) -> Result<Self, LocalCloudError> {
-        let docker = Docker::connect_with_defaults()?;
+        let docker = crate::backends::docker::connect()
+            .await
+            .map_err(LocalCloudError::Docker)?;
         let ctx_cell: Arc<OnceLock<EmulatorContext>> = Arc::new(OnceLock::new());
         let cell = ctx_cell.clone();
         let bucket_dir: BucketDirFn = Arc::new(move |b| cell.get().and_then(|c| c.bucket_dir(b)));

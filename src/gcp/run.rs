@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::gcp::retry::{RetryPolicy, retryable_status};
-use crate::protocol::ErrorKind;
+use crate::protocol::{ErrorKind, SandboxError};
 
 /// Default base URL of the Cloud Run Admin API.
 pub const DEFAULT_RUN_BASE_URL: &str = "https://run.googleapis.com";
@@ -708,6 +708,9 @@ impl RunError {
                 404 => ErrorKind::NotFound,
                 408 | 504 => ErrorKind::Timeout,
                 501 => ErrorKind::Unsupported,
+                // What is still failing after the retries is the service's availability, as the
+                // Storage client counts it.
+                429 | 500 | 502 | 503 => ErrorKind::Network,
                 _ => ErrorKind::Backend,
             },
             RunError::Transport { timeout: true, .. } => ErrorKind::Timeout,
@@ -715,6 +718,11 @@ impl RunError {
             RunError::Auth(_) => ErrorKind::Permission,
             RunError::Decode { .. } | RunError::Config(_) => ErrorKind::Backend,
         }
+    }
+
+    /// This failure as a protocol error of sandbox `sandbox` in operation `op`.
+    pub fn into_sandbox_error(self, sandbox: &str, op: &str) -> SandboxError {
+        SandboxError::new(self.kind(), sandbox, op, self.to_string())
     }
 }
 

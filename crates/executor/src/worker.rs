@@ -121,8 +121,12 @@ pub fn valid_request_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// Writes `data` to `path` whole: a temp file beside it, then a rename.
+/// Writes `data` to `path` whole: a temp file beside it, then a rename. The parent is created
+/// when missing: on a bucket volume a directory exists only while it holds objects.
 pub fn write_whole(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -308,7 +312,13 @@ fn scan_inbox(
     in_flight: &Arc<AtomicUsize>,
     last_activity: &Arc<Mutex<Instant>>,
 ) -> std::io::Result<usize> {
-    let mut names: Vec<String> = std::fs::read_dir(cfg.state_dir.join(INBOX))?
+    // On a bucket volume the inbox disappears while empty: that is an empty inbox.
+    let entries = match std::fs::read_dir(cfg.state_dir.join(INBOX)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
@@ -321,7 +331,10 @@ fn scan_inbox(
         let to = cfg.state_dir.join(CLAIMED).join(format!("{id}.json"));
         // Claim first: a request is run at most once, even across workers.
         if std::fs::rename(&from, &to).is_err() {
-            continue;
+            let _ = std::fs::create_dir_all(cfg.state_dir.join(CLAIMED));
+            if std::fs::rename(&from, &to).is_err() {
+                continue;
+            }
         }
         seen.insert(id.clone());
         picked += 1;
@@ -359,7 +372,9 @@ fn scan_inbox(
                     duration_ms: 0,
                 },
             };
-            let _ = write_whole(&outbox, &serde_json::to_vec(&resp).unwrap_or_default());
+            if let Err(e) = write_whole(&outbox, &serde_json::to_vec(&resp).unwrap_or_default()) {
+                eprintln!("sandbox-executor: cannot write the answer to {id}: {e}");
+            }
             let _ = std::fs::remove_file(&to);
             served.fetch_add(1, Ordering::SeqCst);
             if let Ok(mut t) = last_activity.lock() {
@@ -416,6 +431,42 @@ mod tests {
         let resp = execute(&req("c", &["/nonexistent/prog"]));
         assert!(resp.error.is_some());
         assert!(execute(&req("d", &[])).error.is_some());
+    }
+
+    #[test]
+    fn worker_survives_its_directories_vanishing() {
+        let dir = std::env::temp_dir().join(format!("sbx-worker-vanish-{}", now_ms()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = WorkerConfig {
+            state_dir: dir.clone(),
+            idle_timeout: Duration::from_millis(1500),
+            poll: Duration::from_millis(5),
+            max_lifetime: Duration::from_secs(30),
+            execution: "exec-2".into(),
+        };
+        let worker = std::thread::spawn(move || run_worker(&cfg).unwrap());
+        let ask = |id: &str| {
+            let r = req(id, &["sh", "-c", "echo ok"]);
+            write_whole(
+                &dir.join(INBOX).join(format!("{id}.json")),
+                &serde_json::to_vec(&r).unwrap(),
+            )
+            .unwrap();
+            let out = dir.join(OUTBOX).join(format!("{id}.json"));
+            let t = Instant::now();
+            while !out.exists() {
+                assert!(t.elapsed() < Duration::from_secs(10), "no answer to {id}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        ask("0001-a");
+        // A bucket volume drops directories that no longer hold objects.
+        for d in [INBOX, OUTBOX, CLAIMED] {
+            let _ = std::fs::remove_dir_all(dir.join(d));
+        }
+        ask("0002-b");
+        assert_eq!(worker.join().unwrap(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -370,13 +370,31 @@ async fn media_response(
             ApiError::not_found(format!("The specified bucket does not exist: {bucket}"))
         })?
         .join(&m.name);
+    // A container may replace the file (write + rename) between reading the metadata and
+    // opening it: serve only a file whose identity matches the metadata (and its hashes).
+    let mut m = m;
+    let mut attempts = 0;
+    let mut file = loop {
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| ApiError::not_found(format!("No such object: {bucket}/{}", m.name)))?;
+        let st = file.metadata().await?;
+        if super::store::mtime_ns(&st) == m.file_mtime_ns && st.len() == m.size {
+            break file;
+        }
+        attempts += 1;
+        if attempts >= 5 {
+            return Err(ApiError::unavailable(format!(
+                "{bucket}/{} keeps changing while being read",
+                m.name
+            )));
+        }
+        m = ctx.storage.get_object(bucket, &m.name, true).await?;
+    };
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         m.size,
     )?;
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| ApiError::not_found(format!("No such object: {bucket}/{}", m.name)))?;
     let (status, start, len) = match range {
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         None => (StatusCode::OK, 0, m.size),

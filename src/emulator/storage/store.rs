@@ -360,7 +360,8 @@ pub struct StorageState {
     pub(crate) uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<super::api::UploadSession>>>>,
 }
 
-fn mtime_ns(m: &std::fs::Metadata) -> i64 {
+/// A file's mtime in nanoseconds (the generation of container-written objects).
+pub(crate) fn mtime_ns(m: &std::fs::Metadata) -> i64 {
     m.mtime()
         .saturating_mul(1_000_000_000)
         .saturating_add(m.mtime_nsec())

@@ -1,0 +1,240 @@
+//! Configuration of the Cloud Run Jobs backend: from a TOML file, then the environment, then
+//! flags (each later source overrides the earlier).
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default state bucket, as in the migration plan.
+pub const DEFAULT_BUCKET: &str = "manus-sandbox-state";
+
+/// Settings of the Cloud Run Jobs backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudRunConfig {
+    /// GCP project; `None` means: use the embedded emulator.
+    pub project: Option<String>,
+    /// Cloud Run region.
+    pub region: String,
+    /// State bucket.
+    pub bucket: String,
+    /// Executor image; `None` builds the local one (emulator) or fails with a hint (real GCP).
+    pub executor_image: Option<String>,
+    /// vCPU limit of a job's task.
+    pub cpu: String,
+    /// Memory limit of a job's task.
+    pub memory: String,
+    /// Task timeout in seconds.
+    pub task_timeout_secs: u64,
+    /// Service account the job runs as.
+    pub service_account: Option<String>,
+    /// A worker with no command for this long stops itself (cost), seconds.
+    pub worker_idle_secs: u64,
+    /// How often the worker scans its inbox and the client polls for results, ms.
+    pub poll_ms: u64,
+    /// Cloud Run Admin API base URL; `None` = https://run.googleapis.com.
+    pub run_endpoint: Option<String>,
+    /// Cloud Storage base URL; `None` = STORAGE_EMULATOR_HOST or https://storage.googleapis.com.
+    pub storage_endpoint: Option<String>,
+    /// A static bearer token (emulators, tests); `None` = Google credentials or anonymous.
+    pub token: Option<String>,
+}
+
+impl Default for CloudRunConfig {
+    fn default() -> Self {
+        CloudRunConfig {
+            project: None,
+            region: "us-central1".into(),
+            bucket: DEFAULT_BUCKET.into(),
+            executor_image: None,
+            cpu: "1".into(),
+            memory: "512Mi".into(),
+            task_timeout_secs: 3600,
+            service_account: None,
+            worker_idle_secs: 120,
+            poll_ms: 10,
+            run_endpoint: None,
+            storage_endpoint: None,
+            token: None,
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read Cloud Run config {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid Cloud Run config {path}: {message}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid Cloud Run setting {field}: {message}")]
+    Invalid {
+        /// Field.
+        field: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl CloudRunConfig {
+    /// Loads a TOML file (fields as in this struct).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The configuration from `$CLOUDRUN_CONFIG` (a TOML file, when set) and the environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut cfg = match std::env::var_os("CLOUDRUN_CONFIG") {
+            Some(p) if !p.is_empty() => Self::from_file(Path::new(&p))?,
+            _ => Self::default(),
+        };
+        cfg.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+
+    /// Applies environment overrides through `get` (std::env::var in production).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
+        if let Some(v) = nonempty("CLOUDRUN_PROJECT").or_else(|| nonempty("GOOGLE_CLOUD_PROJECT")) {
+            self.project = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUDRUN_REGION") {
+            self.region = v;
+        }
+        if let Some(v) = nonempty("SANDBOX_BUCKET") {
+            self.bucket = v;
+        }
+        if let Some(v) = nonempty("SANDBOX_EXECUTOR_IMAGE") {
+            self.executor_image = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUDRUN_SERVICE_ACCOUNT") {
+            self.service_account = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUD_RUN_EMULATOR_HOST") {
+            self.run_endpoint = Some(with_scheme(&v));
+        }
+        if let Some(v) = nonempty("STORAGE_EMULATOR_HOST") {
+            self.storage_endpoint = Some(with_scheme(&v));
+        }
+        if let Some(v) = nonempty("CLOUDRUN_TOKEN") {
+            self.token = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUDRUN_WORKER_IDLE_SECS") {
+            self.worker_idle_secs = v.parse().map_err(|_| ConfigError::Invalid {
+                field: "CLOUDRUN_WORKER_IDLE_SECS",
+                message: format!("{v:?} is not a number of seconds"),
+            })?;
+        }
+        self.validate()
+    }
+
+    /// Checks ranges and names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+        if !bucket_ok {
+            return Err(ConfigError::Invalid {
+                field: "bucket",
+                message: format!("{:?} is not a valid bucket name", self.bucket),
+            });
+        }
+        if self.poll_ms == 0 || self.poll_ms > 10_000 {
+            return Err(ConfigError::Invalid {
+                field: "poll_ms",
+                message: "must be between 1 and 10000".into(),
+            });
+        }
+        if self.worker_idle_secs == 0 || self.worker_idle_secs >= self.task_timeout_secs {
+            return Err(ConfigError::Invalid {
+                field: "worker_idle_secs",
+                message: "must be above 0 and below the task timeout".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// True when no real GCP is configured: the embedded emulator is used.
+    pub fn uses_embedded_emulator(&self) -> bool {
+        self.project.is_none() && self.run_endpoint.is_none() && self.storage_endpoint.is_none()
+    }
+
+    /// The poll interval.
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms)
+    }
+}
+
+/// `host:port` as Google's libraries read STORAGE_EMULATOR_HOST: a bare host gets `http://`.
+pub fn with_scheme(host: &str) -> String {
+    if host.starts_with("http://") || host.starts_with("https://") {
+        host.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{}", host.trim_end_matches('/'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn env_overrides_and_validation() {
+        let env: HashMap<&str, &str> = [
+            ("GOOGLE_CLOUD_PROJECT", "p1"),
+            ("STORAGE_EMULATOR_HOST", "127.0.0.1:9023"),
+            ("SANDBOX_BUCKET", "my-bucket"),
+        ]
+        .into();
+        let mut c = CloudRunConfig::default();
+        c.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(c.project.as_deref(), Some("p1"));
+        assert_eq!(c.storage_endpoint.as_deref(), Some("http://127.0.0.1:9023"));
+        assert_eq!(c.bucket, "my-bucket");
+        assert!(!c.uses_embedded_emulator());
+        assert!(CloudRunConfig::default().uses_embedded_emulator());
+        let mut bad = CloudRunConfig::default();
+        assert!(
+            bad.apply_env(|k| (k == "SANDBOX_BUCKET").then(|| "Bad Name".into()))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn file_rejects_unknown_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "project = \"x\"\nregion = \"europe-west1\"\n").unwrap();
+        let c = CloudRunConfig::from_file(&p).unwrap();
+        assert_eq!(c.region, "europe-west1");
+        std::fs::write(&p, "projekt = \"x\"\n").unwrap();
+        assert!(matches!(
+            CloudRunConfig::from_file(&p),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

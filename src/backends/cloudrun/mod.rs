@@ -1,0 +1,441 @@
+//! The Cloud Run Jobs backend: one job per sandbox, a session worker execution that stays up
+//! between commands, and all state (workspace, shell sessions, background logs) in a Cloud
+//! Storage bucket under `sessions/<sandbox id>/`.
+//!
+//! The protocol logic is the shared `GenericSandbox` over [`transport::CloudRunTransport`]; this
+//! module creates, finds and removes jobs. With no GCP settings it runs against the embedded
+//! local emulator (`crate::emulator::LocalCloud`), so everything works offline.
+
+pub mod config;
+pub mod transport;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::emulator::LocalCloud;
+use crate::gcp::auth::TokenSource;
+use crate::gcp::run::{
+    Container, ExecutionTemplate, GcsVolumeSource, Job, ResourceRequirements, RunClient,
+    TaskTemplate, Volume, VolumeMount,
+};
+use crate::gcp::storage::{BucketSpec, ListOptions, StorageClient, WriteOptions};
+use crate::generic::{GenericConfig, GenericSandbox, Lifecycle};
+use crate::protocol::{Capabilities, Result, Sandbox, SandboxBackend, SandboxError};
+
+pub use config::CloudRunConfig;
+pub use transport::{CloudRunTransport, STATE_MOUNT, WORKSPACE_MOUNT, sandbox_prefix};
+
+/// The sandbox type this backend hands out.
+pub type CloudRunSandbox = GenericSandbox<CloudRunTransport>;
+
+/// Label every harness job carries.
+pub const LABEL: &str = "sandbox-harness";
+/// Label holding the sandbox id.
+pub const LABEL_SANDBOX: &str = "sandbox-harness-sandbox";
+/// Prefix of job ids (`sandbox-<id>`).
+pub const JOB_PREFIX: &str = "sandbox-";
+
+/// What Cloud Run Jobs sandboxes support: no browser, no VNC (the migration plan says so);
+/// stdin reaches running commands through the worker.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    browser: false,
+    vnc: false,
+    stdin: true,
+    background: true,
+    reattach: true,
+};
+
+/// Checks a sandbox id: 1-40 lowercase hex digits or dashes (job ids must be DNS labels).
+pub fn validate_id(id: &str) -> std::result::Result<(), String> {
+    if id.is_empty()
+        || id.len() > 40
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase() || c == '-')
+    {
+        return Err(format!("{id:?} is not a Cloud Run sandbox id"));
+    }
+    Ok(())
+}
+
+/// The Cloud Run Jobs backend.
+pub struct CloudRunBackend {
+    cfg: CloudRunConfig,
+    storage: StorageClient,
+    run: RunClient,
+    image: String,
+    parent: String,
+    /// Keeps the embedded emulator alive as long as the backend.
+    local: Option<Arc<LocalCloud>>,
+}
+
+fn cfg_err(op: &str, detail: impl Into<String>) -> SandboxError {
+    SandboxError::invalid("-", op, detail)
+}
+
+impl CloudRunBackend {
+    /// Connects with `cfg`; with no project and no endpoints, starts the embedded emulator.
+    pub async fn connect(cfg: CloudRunConfig) -> Result<Self> {
+        cfg.validate()
+            .map_err(|e| cfg_err("connect", e.to_string()))?;
+        if cfg.uses_embedded_emulator() {
+            let local = Arc::new(
+                LocalCloud::start()
+                    .await
+                    .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
+            );
+            return Self::with_local(cfg, local).await;
+        }
+        let project = cfg.project.clone().ok_or_else(|| {
+            cfg_err(
+                "connect",
+                "no GCP project: set --project, CLOUDRUN_PROJECT or GOOGLE_CLOUD_PROJECT",
+            )
+        })?;
+        let tokens = match (&cfg.token, cfg.storage_endpoint.is_some()) {
+            (Some(t), _) => TokenSource::Static(t.clone()),
+            (None, true) => TokenSource::Anonymous,
+            (None, false) => TokenSource::google().await.map_err(|e| {
+                SandboxError::new(
+                    crate::protocol::ErrorKind::Permission,
+                    "-",
+                    "connect",
+                    e.to_string(),
+                )
+            })?,
+        };
+        let storage_url = cfg
+            .storage_endpoint
+            .clone()
+            .unwrap_or_else(|| "https://storage.googleapis.com".into());
+        let run_url = cfg
+            .run_endpoint
+            .clone()
+            .unwrap_or_else(|| "https://run.googleapis.com".into());
+        let storage = StorageClient::new(&storage_url, tokens.clone())
+            .map_err(|e| e.into_sandbox_error("-", "connect"))?;
+        let run = RunClient::new(&run_url)
+            .map_err(|e| e.into_sandbox_error("-", "connect"))?
+            .with_token_provider(token_provider(tokens));
+        let image = cfg.executor_image.clone().ok_or_else(|| {
+            cfg_err(
+                "connect",
+                "no executor image: build it with `sandbox-harness images`, push it to your registry and set SANDBOX_EXECUTOR_IMAGE",
+            )
+        })?;
+        let parent = format!("projects/{project}/locations/{}", cfg.region);
+        Ok(CloudRunBackend {
+            cfg,
+            storage,
+            run,
+            image,
+            parent,
+            local: None,
+        })
+    }
+
+    /// Uses an already running local emulator (tests share one across backends).
+    pub async fn with_local(cfg: CloudRunConfig, local: Arc<LocalCloud>) -> Result<Self> {
+        let storage = StorageClient::new(&local.base_url(), TokenSource::Anonymous)
+            .map_err(|e| e.into_sandbox_error("-", "connect"))?;
+        let run =
+            RunClient::new(&local.base_url()).map_err(|e| e.into_sandbox_error("-", "connect"))?;
+        let image = match &cfg.executor_image {
+            Some(i) => i.clone(),
+            None => crate::images::ensure_executor_image(local.docker())
+                .await
+                .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
+        };
+        let project = cfg
+            .project
+            .clone()
+            .unwrap_or_else(|| "local-project".into());
+        match storage.get_bucket(&cfg.bucket).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                storage
+                    .insert_bucket(
+                        &project,
+                        &BucketSpec {
+                            name: cfg.bucket.clone(),
+                            ..BucketSpec::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.into_sandbox_error("-", "connect"))?;
+            }
+            Err(e) => return Err(e.into_sandbox_error("-", "connect")),
+        }
+        let parent = format!("projects/{project}/locations/{}", cfg.region);
+        Ok(CloudRunBackend {
+            cfg,
+            storage,
+            run,
+            image,
+            parent,
+            local: Some(local),
+        })
+    }
+
+    /// True when this backend runs on the local emulator (reports must say so).
+    pub fn is_emulated(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CloudRunConfig {
+        &self.cfg
+    }
+
+    /// The Storage client (preflight and gc use it).
+    pub fn storage(&self) -> &StorageClient {
+        &self.storage
+    }
+
+    /// The Cloud Run client (preflight and gc use it).
+    pub fn run_client(&self) -> &RunClient {
+        &self.run
+    }
+
+    /// `projects/<p>/locations/<region>`.
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+
+    fn job_name(&self, id: &str) -> String {
+        format!("{}/jobs/{JOB_PREFIX}{id}", self.parent)
+    }
+
+    /// The job resource of a new sandbox.
+    pub fn job_spec(&self, id: &str) -> Job {
+        let prefix = sandbox_prefix(id);
+        let idle_ms = self.cfg.worker_idle_secs * 1000;
+        let lifetime_ms = self.cfg.task_timeout_secs.saturating_sub(60).max(60) * 1000;
+        let mut limits = BTreeMap::new();
+        limits.insert("cpu".to_string(), self.cfg.cpu.clone());
+        limits.insert("memory".to_string(), self.cfg.memory.clone());
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL.to_string(), "1".to_string());
+        labels.insert(LABEL_SANDBOX.to_string(), id.to_string());
+        let gcs = |dir: String| GcsVolumeSource {
+            bucket: self.cfg.bucket.clone(),
+            read_only: false,
+            mount_options: vec![format!("only-dir={dir}")],
+        };
+        Job {
+            labels,
+            template: ExecutionTemplate {
+                task_count: Some(1),
+                parallelism: Some(1),
+                template: TaskTemplate {
+                    containers: vec![Container {
+                        name: Some("executor".into()),
+                        image: self.image.clone(),
+                        command: vec![crate::images::EXECUTOR_PATH.into()],
+                        args: vec![
+                            "worker".into(),
+                            "--state-dir".into(),
+                            STATE_MOUNT.into(),
+                            "--idle-timeout-ms".into(),
+                            idle_ms.to_string(),
+                            "--poll-ms".into(),
+                            self.cfg.poll_ms.to_string(),
+                            "--max-lifetime-ms".into(),
+                            lifetime_ms.to_string(),
+                        ],
+                        resources: Some(ResourceRequirements { limits }),
+                        volume_mounts: vec![
+                            VolumeMount {
+                                name: "state".into(),
+                                mount_path: STATE_MOUNT.into(),
+                            },
+                            VolumeMount {
+                                name: "workspace".into(),
+                                mount_path: WORKSPACE_MOUNT.into(),
+                            },
+                        ],
+                        working_dir: Some(WORKSPACE_MOUNT.into()),
+                        ..Container::default()
+                    }],
+                    volumes: vec![
+                        Volume {
+                            name: "state".into(),
+                            gcs: Some(gcs(prefix.trim_end_matches('/').to_string())),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "workspace".into(),
+                            gcs: Some(gcs(format!("{prefix}workspace"))),
+                            ..Volume::default()
+                        },
+                    ],
+                    max_retries: Some(0),
+                    timeout: Some(format!("{}s", self.cfg.task_timeout_secs)),
+                    service_account: self.cfg.service_account.clone(),
+                    ..TaskTemplate::default()
+                },
+                ..ExecutionTemplate::default()
+            },
+            ..Job::default()
+        }
+    }
+
+    fn sandbox(&self, id: &str, fresh: bool) -> Arc<CloudRunSandbox> {
+        let transport = CloudRunTransport::new(
+            id,
+            self.storage.clone(),
+            self.run.clone(),
+            self.cfg.bucket.clone(),
+            self.job_name(id),
+            self.cfg.poll(),
+        );
+        let lifecycle = Arc::new(CloudRunLifecycle {
+            id: id.to_string(),
+            job: self.job_name(id),
+            bucket: self.cfg.bucket.clone(),
+            storage: self.storage.clone(),
+            run: self.run.clone(),
+            _local: self.local.clone(),
+        });
+        let generic = GenericConfig {
+            bookkeeping_dir: format!("{STATE_MOUNT}/harness"),
+            capabilities: CAPABILITIES,
+            backend_name: "cloudrun",
+            ..GenericConfig::default()
+        };
+        Arc::new(GenericSandbox::new(transport, lifecycle, generic, fresh))
+    }
+
+    /// Creates a sandbox and returns the concrete type.
+    pub async fn create_cloudrun(&self) -> Result<Arc<CloudRunSandbox>> {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
+        let op = self
+            .run
+            .create_job(
+                &self.parent,
+                &format!("{JOB_PREFIX}{id}"),
+                &self.job_spec(&id),
+            )
+            .await
+            .map_err(|e| e.into_sandbox_error(&id, "create"))?;
+        if !op.done {
+            let done = self
+                .run
+                .wait_operation(&op.name, Duration::from_secs(60))
+                .await
+                .map_err(|e| e.into_sandbox_error(&id, "create"))?;
+            if !done.done {
+                return Err(SandboxError::timeout(
+                    &id,
+                    "create",
+                    "job creation did not finish in 60 s",
+                ));
+            }
+        }
+        tracing::info!(target: "sandbox_harness::events", event = "sandbox_created", backend = "cloudrun", sandbox_id = %id);
+        Ok(self.sandbox(&id, true))
+    }
+}
+
+fn token_provider(tokens: TokenSource) -> crate::gcp::run::TokenProvider {
+    Arc::new(move || {
+        let tokens = tokens.clone();
+        Box::pin(async move {
+            tokens
+                .token()
+                .await
+                .map(|t| t.unwrap_or_default())
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+#[async_trait]
+impl SandboxBackend for CloudRunBackend {
+    fn name(&self) -> &'static str {
+        "cloudrun"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        CAPABILITIES
+    }
+
+    async fn create(&self) -> Result<Arc<dyn Sandbox>> {
+        Ok(self.create_cloudrun().await?)
+    }
+
+    async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>> {
+        validate_id(id).map_err(|e| SandboxError::invalid(id, "get", e))?;
+        self.run
+            .get_job(&self.job_name(id))
+            .await
+            .map_err(|e| e.into_sandbox_error(id, "get"))?;
+        Ok(self.sandbox(id, false))
+    }
+}
+
+struct CloudRunLifecycle {
+    id: String,
+    job: String,
+    bucket: String,
+    storage: StorageClient,
+    run: RunClient,
+    _local: Option<Arc<LocalCloud>>,
+}
+
+#[async_trait]
+impl Lifecycle for CloudRunLifecycle {
+    async fn ensure_ready(&self) -> Result<()> {
+        self.run
+            .get_job(&self.job)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_sandbox_error(&self.id, "ensure_ready"))
+    }
+
+    async fn destroy(&self) -> Result<()> {
+        let op = "destroy";
+        // Stop workers first so nothing writes while the objects go.
+        match self.run.list_executions(&self.job, None, None).await {
+            Ok(list) => {
+                for e in list.executions.into_iter().filter(|e| !e.is_done()) {
+                    let _ = self.run.cancel_execution(&e.name).await;
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into_sandbox_error(&self.id, op)),
+        }
+        match self.run.delete_job(&self.job).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into_sandbox_error(&self.id, op)),
+        }
+        let (objects, _) = self
+            .storage
+            .list_all(
+                &self.bucket,
+                &ListOptions {
+                    prefix: Some(sandbox_prefix(&self.id)),
+                    ..ListOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| e.into_sandbox_error(&self.id, op))?;
+        for o in objects {
+            match self
+                .storage
+                .delete_object(&self.bucket, &o.name, &WriteOptions::default())
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into_sandbox_error(&self.id, op)),
+            }
+        }
+        tracing::info!(target: "sandbox_harness::events", event = "sandbox_destroyed", backend = "cloudrun", sandbox_id = %self.id);
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! The Cloud Run Jobs backend end to end on the embedded emulator: jobs, worker executions,
+//! bucket state, workspace transfers, re-attach and cleanup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandbox_harness::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
+use sandbox_harness::emulator::LocalCloud;
+use sandbox_harness::protocol::{
+    ErrorKind, ReadOptions, Sandbox, SandboxBackend, StatefulExec, UploadBody, WriteOptions,
+};
+
+struct Guard(Option<Arc<dyn Sandbox>>, Arc<LocalCloud>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let sb = self.0.take();
+        let local = self.1.clone();
+        // Destroy on a fresh runtime so cleanup happens even when the test panicked.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new()
+                .unwrap()
+                .block_on(async move {
+                    if let Some(sb) = sb {
+                        let _ = sb.destroy().await;
+                    }
+                    local.shutdown().await;
+                })
+        })
+        .join();
+    }
+}
+
+async fn setup() -> (Arc<CloudRunBackend>, Guard) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let local = Arc::new(LocalCloud::start().await.expect("emulator starts"));
+    let cfg = CloudRunConfig {
+        worker_idle_secs: 30,
+        ..CloudRunConfig::default()
+    };
+    let backend = Arc::new(
+        CloudRunBackend::with_local(cfg, local.clone())
+            .await
+            .expect("backend connects"),
+    );
+    (backend, Guard(None, local))
+}
+
+fn run(session: &str, cmd: &str) -> StatefulExec {
+    StatefulExec::new(session, cmd, Duration::from_secs(30))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_state_files_and_cleanup() {
+    let (backend, mut guard) = setup().await;
+    assert!(backend.is_emulated());
+    let sb = backend.create().await.expect("create");
+    guard.0 = Some(sb.clone());
+    let id = sb.id().to_string();
+
+    let r = sb
+        .exec_stateful(run("s", "echo hello; echo err >&2; exit 3"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.exit_code, &r.stdout[..], &r.stderr[..]),
+        (3, &b"hello\n"[..], &b"err\n"[..])
+    );
+
+    let r = sb
+        .exec_stateful(run("s", "mkdir -p d && cd d && export A='x y'"))
+        .await
+        .unwrap();
+    assert_eq!(r.cwd, "/workspace/d");
+    let r = sb
+        .exec_stateful(run("s", r#"echo "$A"; pwd"#))
+        .await
+        .unwrap();
+    assert_eq!(r.stdout, b"x y\n/workspace/d\n");
+
+    // A file written by a command is an object; an object written through the API is a file.
+    sb.exec_stateful(run("s", "printf 'a\\0b' > f.bin"))
+        .await
+        .unwrap();
+    let c = sb
+        .file_read("s", "/workspace/d/f.bin", ReadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(c.content, b"a\0b");
+    sb.file_write("s", "g.txt", b"one\ntwo\n", WriteOptions::default())
+        .await
+        .unwrap();
+    let r = sb.exec_stateful(run("s", "cat g.txt")).await.unwrap();
+    assert_eq!(r.stdout, b"one\ntwo\n");
+
+    // Workspace transfers go straight to the bucket, and outside it through the worker.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let n = sb
+        .file_upload(
+            "s",
+            "/workspace/big.bin",
+            UploadBody::from_bytes(data.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, data.len() as u64);
+    let r = sb
+        .exec_stateful(run("s", "wc -c < /workspace/big.bin"))
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        data.len().to_string()
+    );
+    let down = sandbox_harness::backends::docker::collect_stream(
+        sb.file_download("s", "/tmp/../workspace/big.bin")
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(down, data);
+    sb.file_upload("s", "/tmp/x.txt", UploadBody::from_bytes(&b"outside"[..]))
+        .await
+        .unwrap();
+    let down = sandbox_harness::backends::docker::collect_stream(
+        sb.file_download("s", "/tmp/x.txt").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(down, b"outside");
+    let err = match sb.file_download("s", "/workspace/nope").await {
+        Err(e) => e,
+        Ok(_) => panic!("download of a missing file succeeded"),
+    };
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    // Re-attach by id keeps the session.
+    let again = backend.get(&id).await.expect("re-attach");
+    let r = again.exec_stateful(run("s", "pwd; echo $A")).await.unwrap();
+    assert_eq!(r.stdout, b"/workspace/d\nx y\n");
+
+    // Browser members are unsupported on Cloud Run Jobs.
+    assert!(!sb.supports_browser());
+    assert_eq!(sb.cdp_url(), "");
+    assert_eq!(
+        sb.get_browser().await.unwrap_err().kind(),
+        ErrorKind::Unsupported
+    );
+
+    // Destroy removes the job and every object of the sandbox; twice is fine.
+    sb.destroy().await.unwrap();
+    sb.destroy().await.unwrap();
+    assert_eq!(
+        backend.get(&id).await.err().map(|e| e.kind()),
+        Some(ErrorKind::NotFound)
+    );
+    let (objects, _) = backend
+        .storage()
+        .list_all(
+            &backend.config().bucket,
+            &sandbox_harness::gcp::storage::ListOptions {
+                prefix: Some(format!("sessions/{id}/")),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        objects.is_empty(),
+        "objects left: {:?}",
+        objects.iter().map(|o| &o.name).collect::<Vec<_>>()
+    );
+}
