@@ -29,6 +29,9 @@ use crate::output::CappedBuf;
 /// How often the worker rewrites its heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
+/// A heartbeat older than this means its worker is gone.
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
+
 /// Inbox directory name.
 pub const INBOX: &str = "inbox";
 /// Claimed-requests directory name.
@@ -124,16 +127,25 @@ pub fn valid_request_id(id: &str) -> bool {
 /// Writes `data` to `path` whole: a temp file beside it, then a rename. The parent is created
 /// when missing: on a bucket volume a directory exists only while it holds objects.
 pub fn write_whole(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    {
+    let attempt = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)
+    };
+    // The storage side may drop an emptied directory between our mkdir and our write: retry.
+    let mut tries = 0;
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+            other => return other,
+        }
     }
-    std::fs::rename(&tmp, path)
 }
 
 /// Runs one request to completion (or to its deadline).
@@ -249,10 +261,29 @@ pub fn execute(req: &Request) -> Response {
     }
 }
 
+/// The heartbeat of a worker that is running and beat within [`STALE_AFTER`].
+pub fn live_worker(state_dir: &Path) -> Option<Heartbeat> {
+    let hb: Heartbeat =
+        serde_json::from_slice(&std::fs::read(state_dir.join(HEARTBEAT)).ok()?).ok()?;
+    let age = Duration::from_millis(now_ms().saturating_sub(hb.beat_ms));
+    (hb.status == "running" && age < STALE_AFTER).then_some(hb)
+}
+
 /// Runs the worker loop until idle or out of lifetime; returns the number of requests served.
 pub fn run_worker(cfg: &WorkerConfig) -> std::io::Result<u64> {
     for d in [INBOX, CLAIMED, OUTBOX] {
         std::fs::create_dir_all(cfg.state_dir.join(d))?;
+    }
+    // One worker per sandbox: processes started by one worker are invisible to another, so a
+    // second execution leaves while the first is alive.
+    if let Some(other) = live_worker(&cfg.state_dir)
+        && other.execution != cfg.execution
+    {
+        eprintln!(
+            "sandbox-executor: worker of {} is alive; this one ({}) leaves",
+            other.execution, cfg.execution
+        );
+        return Ok(0);
     }
     let started = Instant::now();
     let started_ms = now_ms();
@@ -431,6 +462,38 @@ mod tests {
         let resp = execute(&req("c", &["/nonexistent/prog"]));
         assert!(resp.error.is_some());
         assert!(execute(&req("d", &[])).error.is_some());
+    }
+
+    #[test]
+    fn second_worker_leaves_while_the_first_is_alive() {
+        let dir = std::env::temp_dir().join(format!("sbx-worker-two-{}", now_ms()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hb = Heartbeat {
+            execution: "exec-first".into(),
+            status: "running".into(),
+            beat_ms: now_ms(),
+            started_ms: now_ms(),
+            served: 0,
+        };
+        write_whole(&dir.join(HEARTBEAT), &serde_json::to_vec(&hb).unwrap()).unwrap();
+        let cfg = WorkerConfig {
+            state_dir: dir.clone(),
+            idle_timeout: Duration::from_secs(30),
+            poll: Duration::from_millis(5),
+            max_lifetime: Duration::from_secs(30),
+            execution: "exec-second".into(),
+        };
+        let t = Instant::now();
+        assert_eq!(run_worker(&cfg).unwrap(), 0);
+        assert!(t.elapsed() < Duration::from_secs(5), "the second worker did not leave");
+        // A stale or stopped heartbeat is no obstacle.
+        let stale = Heartbeat {
+            status: "stopped".into(),
+            ..hb
+        };
+        write_whole(&dir.join(HEARTBEAT), &serde_json::to_vec(&stale).unwrap()).unwrap();
+        assert!(live_worker(&dir).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -28,8 +28,6 @@ pub const STATE_MOUNT: &str = "/sandbox-state";
 /// Where the workspace volume (`sessions/<id>/workspace/`) is mounted in the worker.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 
-/// A heartbeat older than this means the worker is gone.
-const HEARTBEAT_STALE: Duration = Duration::from_secs(5);
 /// How often a waiting request re-checks that a worker is there to serve it.
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// How long to wait for a started execution's worker to take a request before giving up.
@@ -117,7 +115,7 @@ impl CloudRunTransport {
 
     fn alive(hb: &Heartbeat) -> bool {
         let age = sandbox_executor::worker::now_ms().saturating_sub(hb.beat_ms);
-        hb.status == "running" && Duration::from_millis(age) < HEARTBEAT_STALE
+        hb.status == "running" && Duration::from_millis(age) < sandbox_executor::worker::STALE_AFTER
     }
 
     /// Makes sure a worker is running or starting; starts an execution when none is.

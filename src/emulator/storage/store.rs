@@ -653,9 +653,17 @@ impl StorageState {
             return Ok(m);
         }
         let p = path.clone();
-        let (md5, crc, size) = tokio::task::spawn_blocking(move || hash_file(&p))
+        let (md5, crc, size) = match tokio::task::spawn_blocking(move || hash_file(&p))
             .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+            .map_err(|e| ApiError::internal(e.to_string()))?
+        {
+            Ok(h) => h,
+            // A container moved or removed the file after it was listed: it is gone.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Self::no_object(bucket, name));
+            }
+            Err(e) => return Err(e.into()),
+        };
         m.md5 = md5;
         m.crc32c = crc;
         // Cache, unless the file changed meanwhile or an API write raced us.
