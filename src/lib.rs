@@ -12,6 +12,7 @@ pub mod health;
 pub mod images;
 pub mod metrics;
 pub mod paths;
+pub mod pipeline;
 pub mod protocol;
 pub mod report;
 pub mod transport;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sandbox_harness::{conformance, health};
+use sandbox_harness::{acceptance, bench, conformance, health, metrics, pipeline, report};
 
 fn registry() -> conformance::Registry {
     conformance::default_registry()
@@ -31,8 +31,100 @@ struct Cli {
     command: Command,
 }
 
+/// Options shared by the runs that measure (`run`, `bench`, `gate`).
+#[derive(Debug, clap::Args)]
+struct MeasureArgs {
+    /// Backends: docker, cloudrun, all, or a comma-separated list.
+    #[arg(long, default_value = "all")]
+    backend: String,
+    /// Recorded iterations per measurement.
+    #[arg(long, default_value_t = 20)]
+    iterations: usize,
+    /// Sessions at once in the concurrency measurement (0 skips it).
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Recorded cold starts.
+    #[arg(long, default_value_t = 5)]
+    cold_starts: usize,
+    /// Leave out the 500 MB transfers.
+    #[arg(long)]
+    no_large: bool,
+    /// Write execution events to this JSON-lines file.
+    #[arg(long, value_name = "PATH.jsonl")]
+    events: Option<std::path::PathBuf>,
+    /// Acceptance tables, phases and prices from this folder (default: the built-in suites/).
+    #[arg(long, value_name = "DIR")]
+    suites: Option<std::path::PathBuf>,
+    /// Where reports go.
+    #[arg(long, default_value = "reports")]
+    out: std::path::PathBuf,
+}
+
+impl MeasureArgs {
+    fn bench_settings(&self) -> pipeline::BenchSettings {
+        pipeline::BenchSettings {
+            options: bench::BenchOptions {
+                iterations: self.iterations.max(1),
+                cold_start_iterations: self.cold_starts,
+                concurrency: self.concurrency,
+                include_large: !self.no_large,
+                ..bench::BenchOptions::default()
+            },
+            events: self.events.clone(),
+            ctrl_c: true,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The main job: conformance and bench on every backend, reports, phase-1 verdicts.
+    Run {
+        #[command(flatten)]
+        measure: MeasureArgs,
+        /// Leave out the conformance suite.
+        #[arg(long)]
+        no_conformance: bool,
+        /// Phase whose gates are evaluated and reported.
+        #[arg(long, default_value_t = 1)]
+        phase: u32,
+    },
+    /// Benchmark the backends against the acceptance tables and write JSON, Markdown and HTML.
+    Bench {
+        #[command(flatten)]
+        measure: MeasureArgs,
+    },
+    /// Run what a migration phase needs and exit non-zero naming each failed gate.
+    Gate {
+        /// The phase (see suites/phases.toml).
+        #[arg(long)]
+        phase: u32,
+        /// Judge an existing bench report instead of measuring.
+        #[arg(long, value_name = "REPORT.json")]
+        report: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        measure: MeasureArgs,
+    },
+    /// Compare two bench reports and show regressions.
+    Report {
+        /// The older and the newer report.
+        #[arg(long, num_args = 2, value_names = ["OLD.json", "NEW.json"], required = true)]
+        compare: Vec<std::path::PathBuf>,
+        /// A latency may grow by this many percent before it is a regression.
+        #[arg(long, default_value_t = 20.0)]
+        tolerance_percent: f64,
+    },
+    /// Monitoring figures from an event log, against the monitoring thresholds.
+    Metrics {
+        /// The events file written by `bench --events`.
+        events: std::path::PathBuf,
+        /// The events come from the emulator (labels the cost projection).
+        #[arg(long)]
+        emulator: bool,
+        /// Thresholds and prices from this folder.
+        #[arg(long, value_name = "DIR")]
+        suites: Option<std::path::PathBuf>,
+    },
     /// Run the conformance suite and print the parity matrix (reports into --out).
     Conform {
         /// Backends: docker, cloudrun, all, or a comma-separated list.
@@ -93,6 +185,69 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
     match cli.command {
+        Command::Run {
+            measure,
+            no_conformance,
+            phase,
+        } => fail_on(main_job(measure, no_conformance, phase).await),
+        Command::Bench { measure } => fail_on(bench_only(measure).await),
+        Command::Gate {
+            phase,
+            report: existing,
+            measure,
+        } => fail_on(gate(phase, existing, measure).await),
+        Command::Report {
+            compare,
+            tolerance_percent,
+        } => {
+            let load = |p: &std::path::Path| report::load(p);
+            let (old, new) = match (load(&compare[0]), load(&compare[1])) {
+                (Ok(o), Ok(n)) => (o, n),
+                (Err(e), _) | (_, Err(e)) => return usage_error(&e.to_string()),
+            };
+            let cmp = report::compare(
+                &old,
+                &new,
+                report::CompareOptions {
+                    tolerance_percent,
+                    ..report::CompareOptions::default()
+                },
+            );
+            println!("{}", cmp.render());
+            if cmp.has_regressions() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Metrics {
+            events,
+            emulator,
+            suites,
+        } => {
+            let suites = match acceptance::Suites::load(suites.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e.to_string()),
+            };
+            let opts = metrics::MetricsOptions {
+                monitoring: suites.monitoring,
+                prices: suites.prices,
+                cost_profile: suites.cost_profile,
+                from_emulator: emulator,
+                ..metrics::MetricsOptions::default()
+            };
+            match metrics::from_events(&events, &opts) {
+                Ok(m) => {
+                    println!("{}", m.render());
+                    if m.backends.iter().any(|b| b.alerting()) {
+                        ExitCode::FAILURE
+                    } else {
+                        ExitCode::SUCCESS
+                    }
+                }
+                Err(e) => usage_error(&e.to_string()),
+            }
+        }
         Command::Conform {
             backend,
             strict,
@@ -226,5 +381,125 @@ async fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+    }
+}
+
+fn fail_on(r: Result<ExitCode, pipeline::PipelineError>) -> ExitCode {
+    r.unwrap_or_else(|e| {
+        eprintln!("sandbox-harness: {e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn measure(
+    backends: &[pipeline::OpenBackend],
+    suites: &acceptance::Suites,
+    m: &MeasureArgs,
+) -> Result<bench::BenchReport, pipeline::PipelineError> {
+    pipeline::bench(backends, suites, m.bench_settings()).await
+}
+
+async fn main_job(
+    m: MeasureArgs,
+    no_conformance: bool,
+    phase: u32,
+) -> Result<ExitCode, pipeline::PipelineError> {
+    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let backends = pipeline::open_backends(&m.backend).await?;
+    let conf = if no_conformance {
+        None
+    } else {
+        let settings = pipeline::ConformSettings {
+            options: conformance::RunOptions {
+                skip_heavy: m.no_large,
+                ..conformance::RunOptions::default()
+            },
+            out_dir: m.out.clone(),
+        };
+        let r = pipeline::conform(&backends, &settings).await?;
+        println!("{}", conformance::render_terminal(&r));
+        Some(r)
+    };
+    let report = measure(&backends, &suites, &m).await?;
+    let gate = pipeline::evaluate_gate(phase, &suites, Some(&report), conf.as_ref())?;
+    let written =
+        pipeline::write_bench_reports(&report, &suites, phase, Some(gate.clone()), &m.out)?;
+    print_bench(&report, &suites, phase, &gate, &written);
+    let conf_failed = conf.as_ref().is_some_and(|c| c.exit_code(false) != 0);
+    Ok(if conf_failed || report.partial {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError> {
+    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let backends = pipeline::open_backends(&m.backend).await?;
+    let report = measure(&backends, &suites, &m).await?;
+    let gate = pipeline::evaluate_gate(1, &suites, Some(&report), None)?;
+    let written = pipeline::write_bench_reports(&report, &suites, 1, None, &m.out)?;
+    print_bench(&report, &suites, 1, &gate, &written);
+    Ok(if report.partial {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn gate(
+    phase: u32,
+    existing: Option<std::path::PathBuf>,
+    m: MeasureArgs,
+) -> Result<ExitCode, pipeline::PipelineError> {
+    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let (bench_report, conf) = match existing {
+        Some(path) => (report::load(&path)?, None),
+        None => {
+            let backends = pipeline::open_backends(&m.backend).await?;
+            let conf = if phase >= 1 {
+                let settings = pipeline::ConformSettings {
+                    options: conformance::RunOptions {
+                        strict: true,
+                        skip_heavy: m.no_large,
+                        ..conformance::RunOptions::default()
+                    },
+                    out_dir: m.out.clone(),
+                };
+                Some(pipeline::conform(&backends, &settings).await?)
+            } else {
+                None
+            };
+            (measure(&backends, &suites, &m).await?, conf)
+        }
+    };
+    let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), conf.as_ref())?;
+    let written =
+        pipeline::write_bench_reports(&bench_report, &suites, phase, Some(result.clone()), &m.out)?;
+    print_bench(&bench_report, &suites, phase, &result, &written);
+    Ok(ExitCode::from(result.exit_code().clamp(0, 255) as u8))
+}
+
+fn print_bench(
+    report: &bench::BenchReport,
+    suites: &acceptance::Suites,
+    phase: u32,
+    gate: &acceptance::GateResult,
+    written: &report::WrittenReports,
+) {
+    let md = report::MarkdownOptions {
+        phase,
+        tables: suites.tables.clone(),
+        gate: Some(gate.clone()),
+        cost: pipeline::cost_of(report, suites),
+    };
+    println!("{}", report::markdown::render(report, &md));
+    for p in [
+        &written.json,
+        &written.latest_json,
+        &written.markdown,
+        &written.html,
+    ] {
+        eprintln!("wrote {}", p.display());
     }
 }

@@ -1,0 +1,307 @@
+//! The runs the command line offers, put together from the parts: opening backends, the
+//! conformance suite, the benchmark, the gates of a phase, and the reports they write.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::acceptance::{self, GateInputs, GateResult, Suites};
+use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
+use crate::backends::docker::{DockerBackend, DockerConfig};
+use crate::bench::{self, BackendOrigin, BenchOptions, BenchReport, EventWriter};
+use crate::conformance::{self, Registry, RunOptions, RunReport};
+use crate::cost::{self, CostBreakdown};
+use crate::protocol::SandboxBackend;
+use crate::report::{self, MarkdownOptions};
+
+/// Why a run could not be carried out at all (failed measurements are results, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The backend list names an unknown backend.
+    #[error("unknown backend {0:?}: use docker, cloudrun, all, or a comma-separated list")]
+    UnknownBackend(String),
+    /// A backend could not be opened.
+    #[error("cannot open the {backend} backend: {detail}")]
+    Backend {
+        /// Which.
+        backend: String,
+        /// Why.
+        detail: String,
+    },
+    /// Suites (tables, phases, prices) could not be loaded.
+    #[error(transparent)]
+    Suites(#[from] acceptance::SuiteError),
+    /// Scenario files could not be loaded.
+    #[error("conformance cases: {0}")]
+    Cases(String),
+    /// Reports could not be written.
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+    /// The events file could not be created.
+    #[error(transparent)]
+    Events(#[from] bench::events::EventsError),
+    /// Other I/O.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An opened backend with what the reports need to know about it.
+pub struct OpenBackend {
+    /// "docker" or "cloudrun".
+    pub name: String,
+    /// The backend.
+    pub backend: Arc<dyn SandboxBackend>,
+    /// Where its figures come from.
+    pub origin: BackendOrigin,
+    /// The raw engine baseline, when there is one (Docker).
+    pub raw: Option<Arc<dyn bench::RawBaseline>>,
+}
+
+/// Parses `docker`, `cloudrun`, `all` or a comma-separated list.
+pub fn backend_names(spec: &str) -> Result<Vec<String>, PipelineError> {
+    let mut out: Vec<String> = Vec::new();
+    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let names: &[&str] = match name {
+            "all" => &["docker", "cloudrun"],
+            "docker" => &["docker"],
+            "cloudrun" => &["cloudrun"],
+            other => return Err(PipelineError::UnknownBackend(other.to_string())),
+        };
+        for n in names {
+            if !out.iter().any(|o| o == n) {
+                out.push(n.to_string());
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(PipelineError::UnknownBackend(spec.to_string()));
+    }
+    Ok(out)
+}
+
+/// Opens the named backends (Cloud Run from the environment; the embedded emulator by default).
+pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError> {
+    let mut out = Vec::new();
+    for name in backend_names(spec)? {
+        let fail = |e: &dyn std::fmt::Display| PipelineError::Backend {
+            backend: name.clone(),
+            detail: e.to_string(),
+        };
+        match name.as_str() {
+            "docker" => {
+                let b = DockerBackend::connect(DockerConfig::default())
+                    .await
+                    .map_err(|e| fail(&e))?;
+                let raw: Arc<dyn bench::RawBaseline> =
+                    Arc::new(bench::raw_docker::DockerRawExec::new(b.docker().clone()));
+                out.push(OpenBackend {
+                    name,
+                    backend: Arc::new(b),
+                    origin: BackendOrigin::LocalDocker,
+                    raw: Some(raw),
+                });
+            }
+            _ => {
+                let cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
+                let b = CloudRunBackend::connect(cfg.clone())
+                    .await
+                    .map_err(|e| fail(&e))?;
+                let origin = if b.is_emulated() {
+                    BackendOrigin::CloudRunEmulator {
+                        latency_profile: None,
+                    }
+                } else {
+                    BackendOrigin::CloudRunGcp {
+                        project: cfg.project.clone(),
+                        region: Some(cfg.region.clone()),
+                    }
+                };
+                out.push(OpenBackend {
+                    name,
+                    backend: Arc::new(b),
+                    origin,
+                    raw: None,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Settings of a conformance run.
+#[derive(Debug, Clone, Default)]
+pub struct ConformSettings {
+    /// Suite options (strict, filter, scenario dirs...).
+    pub options: RunOptions,
+    /// Where the JSON and Markdown go.
+    pub out_dir: PathBuf,
+}
+
+/// Runs the conformance suite on opened backends, printing progress to stderr and writing the
+/// reports.
+pub async fn conform(
+    backends: &[OpenBackend],
+    settings: &ConformSettings,
+) -> Result<RunReport, PipelineError> {
+    let mut registry = Registry::new();
+    for b in backends {
+        registry.register_instance(b.backend.clone());
+    }
+    let entries = registry.select("all").map_err(PipelineError::Cases)?;
+    let mut reporters: Vec<Box<dyn conformance::Reporter>> = vec![Box::new(
+        conformance::ConsoleReporter::new(std::io::stderr()),
+    )];
+    let report = conformance::run_with_reporters(&entries, &settings.options, &mut reporters)
+        .await
+        .map_err(|e| PipelineError::Cases(e.to_string()))?;
+    for p in conformance::write_reports(&report, &settings.out_dir)? {
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(report)
+}
+
+/// The gate's view of a conformance run.
+pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceSummary {
+    let verdict = conformance::parity(report);
+    let mut divergences: Vec<String> = verdict
+        .blocking
+        .iter()
+        .map(|(case, backend, outcome)| format!("{case} on {backend}: {}", outcome.as_str()))
+        .collect();
+    divergences.extend(
+        verdict
+            .divergent
+            .iter()
+            .map(|c| format!("{c}: outcomes differ between backends")),
+    );
+    for (backend, why) in &report.skipped_backends {
+        divergences.push(format!("{backend} skipped: {why}"));
+    }
+    let cases: std::collections::BTreeSet<&str> =
+        report.records.iter().map(|r| r.id.as_str()).collect();
+    acceptance::gate::ConformanceSummary {
+        scenarios: cases.len() as u64,
+        divergences,
+    }
+}
+
+/// Settings of a bench run.
+pub struct BenchSettings {
+    /// Bench options (iterations, concurrency, large transfers...); origins, raw baselines,
+    /// tables and events are filled in from the backends and suites.
+    pub options: BenchOptions,
+    /// Write events to this JSON-lines file.
+    pub events: Option<PathBuf>,
+    /// Stop cleanly on Ctrl-C.
+    pub ctrl_c: bool,
+}
+
+/// Runs the benchmark on opened backends.
+pub async fn bench(
+    backends: &[OpenBackend],
+    suites: &Suites,
+    settings: BenchSettings,
+) -> Result<BenchReport, PipelineError> {
+    let mut opts = settings.options;
+    opts.tables = suites.tables.clone();
+    let writer = match &settings.events {
+        Some(p) => Some(Arc::new(EventWriter::create(p)?)),
+        None => None,
+    };
+    opts.events = writer.clone();
+    for b in backends {
+        opts.origins.insert(b.name.clone(), b.origin.clone());
+        if let Some(raw) = &b.raw {
+            opts.raw_baselines.insert(b.name.clone(), raw.clone());
+        }
+    }
+    let ctrl_c = settings
+        .ctrl_c
+        .then(|| bench::cancel_on_ctrl_c(opts.cancel.clone()));
+    let list = backends
+        .iter()
+        .map(|b| (b.name.clone(), b.backend.clone()))
+        .collect();
+    let report = bench::run(list, opts).await;
+    if let Some(h) = ctrl_c {
+        h.abort();
+    }
+    if let Some(w) = writer {
+        let lines = w.finish()?;
+        if let Some(p) = w.path() {
+            eprintln!("wrote {} ({lines} events)", p.display());
+        }
+    }
+    Ok(report)
+}
+
+/// The projected Cloud Run cost from a bench report, when it measured Cloud Run.
+pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
+    let measured = cost::MeasuredDurations::from_report(report, "cloudrun")?;
+    Some(cost::project(
+        &suites.prices,
+        &suites.cost_profile,
+        measured,
+        &suites.monitoring,
+    ))
+}
+
+/// Evaluates the gates of `phase` with what was measured.
+pub fn evaluate_gate(
+    phase: u32,
+    suites: &Suites,
+    bench: Option<&BenchReport>,
+    conformance: Option<&RunReport>,
+) -> Result<GateResult, PipelineError> {
+    let inputs = GateInputs {
+        phases: suites.phases.clone(),
+        tables: suites.tables.clone(),
+        health_table: suites.health.clone(),
+        monitoring: suites.monitoring.clone(),
+        bench: bench.cloned(),
+        conformance: conformance.map(conformance_summary),
+        cost: bench.and_then(|b| cost_of(b, suites)),
+        ..GateInputs::default()
+    };
+    Ok(acceptance::gate(phase, &inputs)?)
+}
+
+/// Writes the bench reports (JSON, latest.json, Markdown with the gate and cost, HTML).
+pub fn write_bench_reports(
+    report: &BenchReport,
+    suites: &Suites,
+    phase: u32,
+    gate: Option<GateResult>,
+    out_dir: &Path,
+) -> Result<report::WrittenReports, PipelineError> {
+    let md = MarkdownOptions {
+        phase,
+        tables: suites.tables.clone(),
+        gate,
+        cost: cost_of(report, suites),
+    };
+    Ok(report::write_all(report, out_dir, &md)?)
+}
+
+/// Default per-case time limit of pipeline conformance runs.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_lists() {
+        assert_eq!(backend_names("all").unwrap(), ["docker", "cloudrun"]);
+        assert_eq!(
+            backend_names("cloudrun, docker").unwrap(),
+            ["cloudrun", "docker"]
+        );
+        assert_eq!(backend_names("docker,all").unwrap(), ["docker", "cloudrun"]);
+        assert!(matches!(
+            backend_names("k8s"),
+            Err(PipelineError::UnknownBackend(n)) if n == "k8s"
+        ));
+        assert!(backend_names(" , ").is_err());
+    }
+}
