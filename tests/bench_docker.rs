@@ -12,11 +12,14 @@ use sandbox_harness::metrics::{self, MetricsOptions};
 use sandbox_harness::protocol::SandboxBackend;
 use sandbox_harness::report::{self, MarkdownOptions};
 
-/// Containers carrying the harness label, by id.
-async fn harness_containers(docker: &bollard::Docker) -> Vec<String> {
+/// The label this test run puts on its containers (other tests run in parallel on the engine).
+const RUN_LABEL: &str = "sandbox-harness.test-run";
+
+/// Containers of this test run, by id.
+async fn harness_containers(docker: &bollard::Docker, run: &str) -> Vec<String> {
     let filters = std::collections::HashMap::from([(
         "label".to_string(),
-        vec!["sandbox-harness=1".to_string()],
+        vec![format!("{RUN_LABEL}={run}")],
     )]);
     docker
         .list_containers(Some(ListContainersOptions {
@@ -31,17 +34,17 @@ async fn harness_containers(docker: &bollard::Docker) -> Vec<String> {
         .collect()
 }
 
-/// Removes, on drop, every harness container that did not exist when the guard was made (so a
-/// failing test leaves nothing behind either).
+/// Removes, on drop, every container of this test run (so a failing test leaves nothing
+/// behind either).
 struct LeakGuard {
     docker: bollard::Docker,
-    before: Vec<String>,
+    run: String,
 }
 
 impl Drop for LeakGuard {
     fn drop(&mut self) {
         let docker = self.docker.clone();
-        let before = std::mem::take(&mut self.before);
+        let run = std::mem::take(&mut self.run);
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -50,14 +53,12 @@ impl Drop for LeakGuard {
                 return;
             };
             rt.block_on(async move {
-                for id in harness_containers(&docker).await {
-                    if !before.contains(&id) {
-                        let opts = bollard::query_parameters::RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        };
-                        let _ = docker.remove_container(&id, Some(opts)).await;
-                    }
+                for id in harness_containers(&docker, &run).await {
+                    let opts = bollard::query_parameters::RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    };
+                    let _ = docker.remove_container(&id, Some(opts)).await;
                 }
             });
         })
@@ -67,18 +68,18 @@ impl Drop for LeakGuard {
 
 #[tokio::test]
 async fn short_docker_bench_writes_three_reports() {
-    let backend = Arc::new(
-        DockerBackend::connect(DockerConfig::default())
-            .await
-            .expect("docker engine"),
-    );
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let config = DockerConfig {
+        extra_labels: BTreeMap::from([(RUN_LABEL.to_string(), run.clone())]),
+        ..DockerConfig::default()
+    };
+    let backend = Arc::new(DockerBackend::connect(config).await.expect("docker engine"));
     let docker = backend.docker().clone();
     // Build the image before the run so cold starts do not include it.
     backend.image().await.expect("sandbox image");
-    let before = harness_containers(&docker).await;
     let _guard = LeakGuard {
         docker: docker.clone(),
-        before: before.clone(),
+        run: run.clone(),
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -103,8 +104,7 @@ async fn short_docker_bench_writes_three_reports() {
     let r = bench::run(backends, opts).await;
     events.finish().unwrap();
 
-    let after = harness_containers(&docker).await;
-    let leaked: Vec<&String> = after.iter().filter(|c| !before.contains(c)).collect();
+    let leaked = harness_containers(&docker, &run).await;
     assert!(leaked.is_empty(), "containers left behind: {leaked:?}");
 
     let b = r.backend("docker").unwrap();
@@ -148,7 +148,14 @@ async fn short_docker_bench_writes_three_reports() {
     let text = std::fs::read_to_string(&w.markdown).unwrap();
     assert!(text.contains("### DockerSandbox baseline"), "{text}");
     assert!(text.contains("### CloudRunJobsSandbox target / acceptable"));
-    assert!(text.contains("| Warm execution | 0.1-0.5 s |"));
+    // Tables are padded for reading: look at cells, not spacing.
+    assert!(
+        text.lines().any(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            cells.len() > 2 && cells[0] == "Warm execution" && cells[1] == "0.1-0.5 s"
+        }),
+        "{text}"
+    );
     assert!(text.contains("## Harness overhead"));
     println!("{text}");
 }

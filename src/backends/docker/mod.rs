@@ -6,7 +6,7 @@
 pub mod tar;
 pub mod transport;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,8 @@ pub struct DockerConfig {
     pub pids_limit: i64,
     /// Network mode (`None`: the engine default bridge; `"none"`, `"host"`...).
     pub network_mode: Option<String>,
+    /// Labels added to every container besides the harness's own (e.g. a test run's id).
+    pub extra_labels: BTreeMap<String, String>,
     /// Protocol-level settings (exec wait, default timeout, bookkeeping dir, capabilities).
     pub generic: GenericConfig,
 }
@@ -56,6 +58,7 @@ impl Default for DockerConfig {
             memory_bytes: 512 * 1024 * 1024,
             pids_limit: 512,
             network_mode: None,
+            extra_labels: BTreeMap::new(),
             generic: GenericConfig {
                 backend_name: "docker",
                 ..GenericConfig::default()
@@ -154,10 +157,14 @@ impl DockerBackend {
         let image = self.image().await?;
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let name = container_name(&id);
-        let labels = HashMap::from([
-            (LABEL.to_string(), "1".to_string()),
-            (LABEL_SANDBOX.to_string(), id.clone()),
-        ]);
+        let mut labels: HashMap<String, String> = self
+            .config
+            .extra_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.insert(LABEL.to_string(), "1".to_string());
+        labels.insert(LABEL_SANDBOX.to_string(), id.clone());
         let body = ContainerCreateBody {
             image: Some(image),
             labels: Some(labels),
