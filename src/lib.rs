@@ -9,6 +9,7 @@ pub mod emulator;
 pub mod gcp;
 pub mod generic;
 pub mod health;
+pub mod preflight;
 pub mod images;
 pub mod metrics;
 pub mod paths;
