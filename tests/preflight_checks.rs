@@ -201,7 +201,10 @@ async fn wrong_location_and_storage_class_fail_with_both_values() {
     );
     assert_status(&r, ids::BUCKET_STORAGE_CLASS, Status::Fail);
     let why = &item(&r, ids::BUCKET_STORAGE_CLASS).reason;
-    assert!(why.contains("NEARLINE") && why.contains("STANDARD"), "{why}");
+    assert!(
+        why.contains("NEARLINE") && why.contains("STANDARD"),
+        "{why}"
+    );
     assert_status(&r, ids::BUCKET_LIFECYCLE, Status::Pass);
     assert!(!r.passed);
 }
@@ -219,7 +222,11 @@ async fn missing_lifecycle_rule_fails_and_fix_sets_it_keeping_other_rules() {
     let r = preflight::run(&cfg, &clients, &no_job()).await;
     assert_status(&r, ids::BUCKET_LIFECYCLE, Status::Fail);
     let c = item(&r, ids::BUCKET_LIFECYCLE);
-    assert!(c.reason.contains("no lifecycle rule deletes sessions/"), "{}", c.reason);
+    assert!(
+        c.reason.contains("no lifecycle rule deletes sessions/"),
+        "{}",
+        c.reason
+    );
     assert!(c.fixed.is_none());
     assert!(!r.passed);
 

@@ -164,7 +164,10 @@ pub async fn provision_bucket(base_url: &str, cfg: &CloudRunConfig) -> Result<()
         lifecycle: None,
     };
     storage
-        .insert_bucket(cfg.project.as_deref().unwrap_or(super::LOCAL_PROJECT), &spec)
+        .insert_bucket(
+            cfg.project.as_deref().unwrap_or(super::LOCAL_PROJECT),
+            &spec,
+        )
         .await
         .map(|_| ())
         .map_err(|e| PreflightError::Emulator(format!("creating the bucket failed: {e}")))
@@ -305,8 +308,16 @@ impl EmulatorArgs {
                 AuthMode::Off
             },
             faults,
-            denied_permissions: self.deny_permission.iter().cloned().collect::<BTreeSet<_>>(),
-            disabled_services: self.disable_service.iter().cloned().collect::<BTreeSet<_>>(),
+            denied_permissions: self
+                .deny_permission
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
+            disabled_services: self
+                .disable_service
+                .iter()
+                .cloned()
+                .collect::<BTreeSet<_>>(),
             ..EmulatorConfig::default()
         })
     }

@@ -132,9 +132,7 @@ pub(super) async fn round_trip(
         (Ok(ran), Ok(())) => Ok(format!(
             "job {id} created, ran with image {image} ({ran}) and deleted"
         )),
-        (Ok(ran), Err(d)) => Err(format!(
-            "job {id} ran ({ran}) but {d}; delete it by hand"
-        )),
+        (Ok(ran), Err(d)) => Err(format!("job {id} ran ({ran}) but {d}; delete it by hand")),
         (Err(r), Ok(())) => Err(format!("job {id} with image {image}: {r} (job deleted)")),
         (Err(r), Err(d)) => Err(format!(
             "job {id} with image {image}: {r}; also {d}; delete it by hand"

@@ -320,7 +320,8 @@ impl PreflightClients {
             (None, true) => LOCAL_PROJECT.to_string(),
             (None, false) => {
                 return Err(PreflightError::Config(
-                    "no GCP project: set --project, CLOUDRUN_PROJECT or GOOGLE_CLOUD_PROJECT".into(),
+                    "no GCP project: set --project, CLOUDRUN_PROJECT or GOOGLE_CLOUD_PROJECT"
+                        .into(),
                 ));
             }
         };
@@ -335,10 +336,7 @@ impl PreflightClients {
             .run_endpoint
             .clone()
             .unwrap_or_else(|| DEFAULT_RUN_BASE_URL.into());
-        let loopback_run = cfg
-            .run_endpoint
-            .clone()
-            .filter(|u| is_loopback_url(u));
+        let loopback_run = cfg.run_endpoint.clone().filter(|u| is_loopback_url(u));
         let storage_url = cfg
             .storage_endpoint
             .clone()
@@ -623,7 +621,10 @@ pub async fn run(
         }
     });
 
-    let item = Item::start(ids::IAM_PROJECT, "caller's Cloud Run permissions on the project");
+    let item = Item::start(
+        ids::IAM_PROJECT,
+        "caller's Cloud Run permissions on the project",
+    );
     checks.push(
         match clients
             .resource_manager
@@ -633,7 +634,10 @@ pub async fn run(
             Ok(granted) => permissions_result(item, &PROJECT_PERMISSIONS, &granted, "project"),
             Err(e) => item.done(
                 Status::Fail,
-                format!("testIamPermissions on project {} failed: {e}", clients.project),
+                format!(
+                    "testIamPermissions on project {} failed: {e}",
+                    clients.project
+                ),
             ),
         },
     );
