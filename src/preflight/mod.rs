@@ -433,7 +433,7 @@ impl Item {
             status,
             reason: reason.into(),
             fixed: None,
-            elapsed_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms: (self.started.elapsed().as_secs_f64() * 1e6).round() / 1000.0,
         }
     }
 }
