@@ -13,6 +13,7 @@ pub mod images;
 pub mod metrics;
 pub mod paths;
 pub mod pipeline;
+pub mod preflight;
 pub mod protocol;
 pub mod report;
 pub mod transport;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sandbox_harness::{acceptance, bench, conformance, health, metrics, pipeline, report};
+use sandbox_harness::{
+    acceptance, bench, conformance, health, metrics, pipeline, preflight, report,
+};
 
 fn registry() -> conformance::Registry {
     conformance::default_registry()
@@ -170,6 +172,10 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// The Phase 0 preflight checklist (bucket, lifecycle, IAM, Run API, a test job); exit 1 on failure.
+    Preflight(preflight::cli::PreflightArgs),
+    /// Run the local Cloud Run + Cloud Storage emulator on 127.0.0.1 until Ctrl-C.
+    Emulator(preflight::cli::EmulatorArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -248,6 +254,8 @@ async fn main() -> ExitCode {
                 Err(e) => usage_error(&e.to_string()),
             }
         }
+        Command::Preflight(args) => preflight::cli::run_preflight(&args).await,
+        Command::Emulator(args) => preflight::cli::run_emulator(&args).await,
         Command::Conform {
             backend,
             strict,

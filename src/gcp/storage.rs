@@ -251,11 +251,13 @@ impl LifecycleRule {
             action: LifecycleAction {
                 kind: "Delete".into(),
                 storage_class: None,
+                other: BTreeMap::new(),
             },
             condition: LifecycleCondition {
                 age: Some(age_days),
                 matches_prefix: prefixes.iter().map(|p| p.to_string()).collect(),
                 matches_suffix: Vec::new(),
+                other: BTreeMap::new(),
             },
         }
     }
@@ -271,6 +273,9 @@ pub struct LifecycleAction {
     /// Target class for SetStorageClass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// Fields this client does not model, kept so a read-modify-write loses nothing.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// A lifecycle condition (the subset the harness uses).
@@ -286,6 +291,10 @@ pub struct LifecycleCondition {
     /// Name suffixes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches_suffix: Vec<String>,
+    /// Conditions this client does not model (createdBefore, isLive...), kept so a
+    /// read-modify-write loses nothing.
+    #[serde(flatten, default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// A bucket resource.

@@ -39,6 +39,16 @@ pub struct CloudRunConfig {
     pub storage_endpoint: Option<String>,
     /// A static bearer token (emulators, tests); `None` = Google credentials or anonymous.
     pub token: Option<String>,
+    /// Where the state bucket must be (e.g. "US-CENTRAL1"); `None` = not checked by preflight.
+    pub bucket_location: Option<String>,
+    /// The bucket's storage class (e.g. "STANDARD"); `None` = not checked by preflight.
+    pub bucket_storage_class: Option<String>,
+    /// Cloud Resource Manager base URL; `None` = the run endpoint when it is a loopback
+    /// emulator, else https://cloudresourcemanager.googleapis.com.
+    pub resource_manager_endpoint: Option<String>,
+    /// Service Usage base URL; `None` = the run endpoint when it is a loopback emulator, else
+    /// https://serviceusage.googleapis.com.
+    pub service_usage_endpoint: Option<String>,
 }
 
 impl Default for CloudRunConfig {
@@ -57,6 +67,10 @@ impl Default for CloudRunConfig {
             run_endpoint: None,
             storage_endpoint: None,
             token: None,
+            bucket_location: None,
+            bucket_storage_class: None,
+            resource_manager_endpoint: None,
+            service_usage_endpoint: None,
         }
     }
 }
@@ -136,6 +150,12 @@ impl CloudRunConfig {
         }
         if let Some(v) = nonempty("STORAGE_EMULATOR_HOST") {
             self.storage_endpoint = Some(with_scheme(&v));
+        }
+        if let Some(v) = nonempty("SANDBOX_BUCKET_LOCATION") {
+            self.bucket_location = Some(v);
+        }
+        if let Some(v) = nonempty("SANDBOX_BUCKET_STORAGE_CLASS") {
+            self.bucket_storage_class = Some(v);
         }
         if let Some(v) = nonempty("CLOUDRUN_TOKEN") {
             self.token = Some(v);
