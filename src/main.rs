@@ -104,6 +104,13 @@ enum Command {
         /// Judge an existing bench report instead of measuring.
         #[arg(long, value_name = "REPORT.json")]
         report: Option<std::path::PathBuf>,
+        /// With --report: the conformance report (reports/conformance.json) to judge parity by.
+        #[arg(long, value_name = "CONFORMANCE.json", requires = "report")]
+        conformance: Option<std::path::PathBuf>,
+        /// The service whose /health, /ready and /live phase 0 probes (default: the embedded
+        /// emulator, when Cloud Run runs on it).
+        #[arg(long, value_name = "URL")]
+        health_url: Option<String>,
         #[command(flatten)]
         measure: MeasureArgs,
     },
@@ -200,8 +207,10 @@ async fn main() -> ExitCode {
         Command::Gate {
             phase,
             report: existing,
+            conformance: saved_conformance,
+            health_url,
             measure,
-        } => fail_on(gate(phase, existing, measure).await),
+        } => fail_on(gate(phase, existing, saved_conformance, health_url, measure).await),
         Command::Report {
             compare,
             tolerance_percent,
@@ -429,7 +438,11 @@ async fn main_job(
         Some(r)
     };
     let report = measure(&backends, &suites, &m).await?;
-    let gate = pipeline::evaluate_gate(phase, &suites, Some(&report), conf.as_ref())?;
+    let evidence = pipeline::GateEvidence {
+        conformance: conf.as_ref().map(pipeline::conformance_summary),
+        ..pipeline::GateEvidence::default()
+    };
+    let gate = pipeline::evaluate_gate(phase, &suites, Some(&report), &evidence)?;
     let written =
         pipeline::write_bench_reports(&report, &suites, phase, Some(gate.clone()), &m.out)?;
     print_bench(&report, &suites, phase, &gate, &written);
@@ -445,7 +458,12 @@ async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError>
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
     let backends = pipeline::open_backends(&m.backend).await?;
     let report = measure(&backends, &suites, &m).await?;
-    let gate = pipeline::evaluate_gate(1, &suites, Some(&report), None)?;
+    let gate = pipeline::evaluate_gate(
+        1,
+        &suites,
+        Some(&report),
+        &pipeline::GateEvidence::default(),
+    )?;
     let written = pipeline::write_bench_reports(&report, &suites, 1, None, &m.out)?;
     print_bench(&report, &suites, 1, &gate, &written);
     Ok(if report.partial {
@@ -458,14 +476,34 @@ async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError>
 async fn gate(
     phase: u32,
     existing: Option<std::path::PathBuf>,
+    saved_conformance: Option<std::path::PathBuf>,
+    health_url: Option<String>,
     m: MeasureArgs,
 ) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let (bench_report, conf) = match existing {
-        Some(path) => (report::load(&path)?, None),
+    let mut evidence = pipeline::GateEvidence::default();
+    if let Some(p) = &saved_conformance {
+        evidence.conformance = Some(pipeline::conformance_summary(&pipeline::load_conformance(
+            p,
+        )?));
+    }
+    let bench_report = match existing {
+        Some(path) => report::load(&path)?,
         None => {
             let backends = pipeline::open_backends(&m.backend).await?;
-            let conf = if phase >= 1 {
+            if phase == 0 {
+                evidence.preflight = pipeline::preflight(&backends).await;
+                let url = health_url.clone().or_else(|| {
+                    backends
+                        .iter()
+                        .find_map(|b| b.local.as_ref().map(|l| l.base_url()))
+                });
+                if let Some(url) = url {
+                    eprintln!("health: probing {url} (/health, /ready, /live)");
+                    evidence.health = Some(pipeline::health(&url, 20).await);
+                }
+            }
+            if phase >= 1 {
                 let settings = pipeline::ConformSettings {
                     options: conformance::RunOptions {
                         strict: true,
@@ -474,14 +512,13 @@ async fn gate(
                     },
                     out_dir: m.out.clone(),
                 };
-                Some(pipeline::conform(&backends, &settings).await?)
-            } else {
-                None
-            };
-            (measure(&backends, &suites, &m).await?, conf)
+                let conf = pipeline::conform(&backends, &settings).await?;
+                evidence.conformance = Some(pipeline::conformance_summary(&conf));
+            }
+            measure(&backends, &suites, &m).await?
         }
     };
-    let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), conf.as_ref())?;
+    let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), &evidence)?;
     let written =
         pipeline::write_bench_reports(&bench_report, &suites, phase, Some(result.clone()), &m.out)?;
     print_bench(&bench_report, &suites, phase, &result, &written);

@@ -55,6 +55,8 @@ pub struct OpenBackend {
     pub origin: BackendOrigin,
     /// The raw engine baseline, when there is one (Docker).
     pub raw: Option<Arc<dyn bench::RawBaseline>>,
+    /// The embedded emulator a Cloud Run backend runs on.
+    pub local: Option<Arc<crate::emulator::LocalCloud>>,
 }
 
 /// Parses `docker`, `cloudrun`, `all` or a comma-separated list.
@@ -99,6 +101,7 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
                     backend: Arc::new(b),
                     origin: BackendOrigin::LocalDocker,
                     raw: Some(raw),
+                    local: None,
                 });
             }
             _ => {
@@ -118,6 +121,7 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
                 };
                 out.push(OpenBackend {
                     name,
+                    local: b.local_cloud().cloned(),
                     backend: Arc::new(b),
                     origin,
                     raw: None,
@@ -158,6 +162,43 @@ pub async fn conform(
         eprintln!("wrote {}", p.display());
     }
     Ok(report)
+}
+
+/// Reads back a conformance run from the JSON report `conform` wrote.
+pub fn load_conformance(path: &Path) -> Result<RunReport, PipelineError> {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        records: Vec<conformance::CaseRecord>,
+        #[serde(default)]
+        stats: std::collections::BTreeMap<String, conformance::Statistics>,
+        #[serde(default)]
+        skipped_backends: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        excluded_heavy: Vec<String>,
+        #[serde(default)]
+        cleanup_errors: Vec<String>,
+        #[serde(default)]
+        duration_ms: u64,
+    }
+    let text = std::fs::read_to_string(path)?;
+    let saved: Saved = serde_json::from_str(&text).map_err(|e| {
+        PipelineError::Cases(format!("{}: not a conformance report: {e}", path.display()))
+    })?;
+    let mut backends: Vec<String> = Vec::new();
+    for r in &saved.records {
+        if !backends.contains(&r.backend) {
+            backends.push(r.backend.clone());
+        }
+    }
+    Ok(RunReport {
+        backends,
+        skipped_backends: saved.skipped_backends,
+        records: saved.records,
+        stats: saved.stats,
+        excluded_heavy: saved.excluded_heavy,
+        cleanup_errors: saved.cleanup_errors,
+        duration_ms: saved.duration_ms,
+    })
 }
 
 /// The gate's view of a conformance run.
@@ -246,12 +287,23 @@ pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
     ))
 }
 
+/// What a gate evaluation looks at besides the bench report.
+#[derive(Debug, Clone, Default)]
+pub struct GateEvidence {
+    /// The conformance run.
+    pub conformance: Option<acceptance::gate::ConformanceSummary>,
+    /// The preflight checklist.
+    pub preflight: Option<acceptance::gate::PreflightSummary>,
+    /// Health endpoint latencies.
+    pub health: Option<Vec<acceptance::gate::HealthMeasurement>>,
+}
+
 /// Evaluates the gates of `phase` with what was measured.
 pub fn evaluate_gate(
     phase: u32,
     suites: &Suites,
     bench: Option<&BenchReport>,
-    conformance: Option<&RunReport>,
+    evidence: &GateEvidence,
 ) -> Result<GateResult, PipelineError> {
     let inputs = GateInputs {
         phases: suites.phases.clone(),
@@ -259,11 +311,62 @@ pub fn evaluate_gate(
         health_table: suites.health.clone(),
         monitoring: suites.monitoring.clone(),
         bench: bench.cloned(),
-        conformance: conformance.map(conformance_summary),
+        conformance: evidence.conformance.clone(),
+        preflight: evidence.preflight.clone(),
+        health: evidence.health.clone(),
         cost: bench.and_then(|b| cost_of(b, suites)),
         ..GateInputs::default()
     };
     Ok(acceptance::gate(phase, &inputs)?)
+}
+
+/// Runs the preflight checklist for the Cloud Run backend among `backends` (on its embedded
+/// emulator, or on the configured endpoints), printing it; `None` without a Cloud Run backend.
+pub async fn preflight(backends: &[OpenBackend]) -> Option<acceptance::gate::PreflightSummary> {
+    let cloudrun = backends.iter().find(|b| b.name == "cloudrun")?;
+    let cfg = CloudRunConfig::from_env().ok()?;
+    let clients = match &cloudrun.local {
+        Some(local) => crate::preflight::PreflightClients::for_local(&cfg, local).await,
+        None => crate::preflight::PreflightClients::for_config(&cfg).await,
+    };
+    let summary = match clients {
+        Ok(c) => {
+            let report =
+                crate::preflight::run(&cfg, &c, &crate::preflight::PreflightOptions::default())
+                    .await;
+            println!("{}", report.render());
+            report.summary()
+        }
+        Err(e) => acceptance::gate::PreflightSummary {
+            failures: vec![format!("preflight could not run: {e}")],
+            checks: 0,
+        },
+    };
+    Some(summary)
+}
+
+/// Probes `/health`, `/ready` and `/live` under `base_url` and returns each endpoint's p50
+/// (`None` when it never answered properly).
+pub async fn health(base_url: &str, iterations: usize) -> Vec<acceptance::gate::HealthMeasurement> {
+    let client = reqwest::Client::new();
+    let samples =
+        crate::health::probe(&client, base_url, "", iterations, Duration::from_secs(2)).await;
+    crate::health::Endpoint::ALL
+        .iter()
+        .map(|e| {
+            let mut ok: Vec<f64> = samples
+                .iter()
+                .filter(|s| s.endpoint == *e)
+                .filter(|s| matches!(s.outcome, crate::health::ProbeOutcome::Ok { .. }))
+                .map(|s| s.latency_ms)
+                .collect();
+            ok.sort_by(f64::total_cmp);
+            acceptance::gate::HealthMeasurement {
+                path: e.path().to_string(),
+                latency_ms: ok.get(ok.len() / 2).copied(),
+            }
+        })
+        .collect()
 }
 
 /// Writes the bench reports (JSON, latest.json, Markdown with the gate and cost, HTML).

@@ -156,11 +156,19 @@ impl CloudRunBackend {
         match storage.get_bucket(&cfg.bucket).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {
+                // Set up as the migration plan's Phase 0 sets up the real bucket: session state
+                // expires after 7 days.
                 storage
                     .insert_bucket(
                         &project,
                         &BucketSpec {
                             name: cfg.bucket.clone(),
+                            lifecycle: Some(crate::gcp::storage::Lifecycle {
+                                rule: vec![crate::gcp::storage::LifecycleRule::delete_after_days(
+                                    7,
+                                    &["sessions/"],
+                                )],
+                            }),
                             ..BucketSpec::default()
                         },
                     )
@@ -183,6 +191,11 @@ impl CloudRunBackend {
     /// True when this backend runs on the local emulator (reports must say so).
     pub fn is_emulated(&self) -> bool {
         self.local.is_some()
+    }
+
+    /// The embedded emulator this backend runs on, if any.
+    pub fn local_cloud(&self) -> Option<&Arc<LocalCloud>> {
+        self.local.as_ref()
     }
 
     /// The configuration in force.
