@@ -485,7 +485,10 @@ mod tests {
         };
         let t = Instant::now();
         assert_eq!(run_worker(&cfg).unwrap(), 0);
-        assert!(t.elapsed() < Duration::from_secs(5), "the second worker did not leave");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the second worker did not leave"
+        );
         // A stale or stopped heartbeat is no obstacle.
         let stale = Heartbeat {
             status: "stopped".into(),
