@@ -181,7 +181,16 @@ impl DockerTransport {
             }
             Ok::<_, SandboxError>((out, err))
         };
-        let (_input, read) = tokio::join!(writer, reader);
+        tokio::pin!(writer, reader);
+        // When the output ends first the process is gone: a writer still blocked on stdin the
+        // process never read (e.g. `cat` failing on a full disk) is abandoned, not waited for.
+        let read = tokio::select! {
+            r = &mut reader => r,
+            input = &mut writer => {
+                let _keep = input;
+                reader.await
+            }
+        };
         let (out, err) = read?;
         let mut exit_code = None;
         for attempt in 0..100 {
