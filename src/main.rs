@@ -78,6 +78,12 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Remove containers, Cloud Run jobs and session objects a crashed run left behind.
+    Gc {
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn init_logging(filter: &str) {
@@ -221,6 +227,25 @@ async fn main() -> ExitCode {
                 failed |= ok < mine.len();
             }
             if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Gc { dry_run } => {
+            let opts = sandbox_harness::gc::GcOptions {
+                dry_run,
+                ..Default::default()
+            };
+            let (items, errors) = sandbox_harness::gc::run(&opts).await;
+            print!("{}", sandbox_harness::gc::render(&items, dry_run));
+            for e in &errors {
+                eprintln!("sandbox-harness: gc: {e}");
+            }
+            let failed = items
+                .iter()
+                .any(|i| matches!(i.action, sandbox_harness::gc::GcAction::Failed(_)));
+            if failed || !errors.is_empty() {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
