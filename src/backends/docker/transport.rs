@@ -84,12 +84,12 @@ mv -f -- "$1" "$2"
 "#;
 
 /// Resolves a download source: prints the real path of a regular file; 200 missing, 201
-/// directory, 202 other. $1 path.
+/// directory, 202 other. $1 path. (The `x` keeps a trailing newline of the name from `$(...)`.)
 const DOWNLOAD_CHECK: &str = r#"[ -e "$1" ] || exit 200
 [ -d "$1" ] && exit 201
 [ -f "$1" ] || exit 202
-__r=$(readlink -f -- "$1") || exit 200
-printf '%s' "$__r"
+__r=$(readlink -fn -- "$1" && printf x) || exit 200
+printf '%s' "${__r%x}"
 "#;
 
 impl DockerTransport {
