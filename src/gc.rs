@@ -217,7 +217,7 @@ pub async fn gc_cloudrun(
     let mut live: BTreeSet<String> = BTreeSet::new();
     for job in jobs {
         let short = job.name.rsplit('/').next().unwrap_or_default().to_string();
-        let harness = job.labels.get(cloudrun::LABEL).is_some();
+        let harness = job.labels.contains_key(cloudrun::LABEL);
         let values = job
             .labels
             .iter()
