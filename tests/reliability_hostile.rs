@@ -159,7 +159,7 @@ async fn literal_and_limits(sb: Arc<dyn Sandbox>) -> usize {
     let r = sb
         .exec_stateful(StatefulExec::new(
             "m",
-            &format!("yes 0123456789abcdef | head -c {HUGE}"),
+            format!("yes 0123456789abcdef | head -c {HUGE}"),
             Duration::from_secs(120),
         ))
         .await
