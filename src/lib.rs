@@ -6,6 +6,7 @@ pub mod bench;
 pub mod conformance;
 pub mod cost;
 pub mod emulator;
+pub mod gc;
 pub mod gcp;
 pub mod generic;
 pub mod health;

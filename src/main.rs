@@ -183,6 +183,12 @@ enum Command {
     Preflight(preflight::cli::PreflightArgs),
     /// Run the local Cloud Run + Cloud Storage emulator on 127.0.0.1 until Ctrl-C.
     Emulator(preflight::cli::EmulatorArgs),
+    /// Remove containers, Cloud Run jobs and session objects a crashed run left behind.
+    Gc {
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn init_logging(filter: &str) {
@@ -393,6 +399,25 @@ async fn main() -> ExitCode {
                 failed |= ok < mine.len();
             }
             if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Gc { dry_run } => {
+            let opts = sandbox_harness::gc::GcOptions {
+                dry_run,
+                ..Default::default()
+            };
+            let (items, errors) = sandbox_harness::gc::run(&opts).await;
+            print!("{}", sandbox_harness::gc::render(&items, dry_run));
+            for e in &errors {
+                eprintln!("sandbox-harness: gc: {e}");
+            }
+            let failed = items
+                .iter()
+                .any(|i| matches!(i.action, sandbox_harness::gc::GcAction::Failed(_)));
+            if failed || !errors.is_empty() {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

@@ -109,7 +109,11 @@ fn gate_phase_1_passes_when_healthy_and_fails_on_an_unreachable_threshold() {
 
     let impossible = dir.path().join("impossible");
     std::fs::create_dir_all(&impossible).unwrap();
-    std::fs::write(impossible.join("acceptance.toml"), table("0.000001", "0.000001")).unwrap();
+    std::fs::write(
+        impossible.join("acceptance.toml"),
+        table("0.000001", "0.000001"),
+    )
+    .unwrap();
     let g = gate(dir.path(), &impossible);
     let text = String::from_utf8_lossy(&g.stdout);
     assert_eq!(g.status.code(), Some(1), "{text}");

@@ -223,7 +223,13 @@ if [ -L "$__t" ]; then __t=$(readlink -f -- "$__t") || exit 200; fi
 [ -d "$__t" ] && exit 201
 __p=${__t%/*}; [ -n "$__p" ] || __p=/
 mkdir -p -- "$__p" || exit 206
-if [ "$2" = 1 ]; then cat >> "$__t" || exit 206; exit 0; fi
+if [ "$2" = 1 ]; then
+  # A failed append (disk full, quota) is rolled back to the old size: no half-appended data.
+  __s=; [ -e "$__t" ] && { __s=$(stat -c %s -- "$__t") || exit 206; }
+  cat >> "$__t" && exit 0
+  if [ -n "$__s" ]; then truncate -s "$__s" -- "$__t"; else rm -f -- "$__t"; fi
+  exit 206
+fi
 __m=644
 if [ -e "$__t" ]; then __m=$(stat -c %a -- "$__t") || exit 206; fi
 __tmp=$(mktemp "$__p/.sandbox-harness-w.XXXXXX") || exit 206

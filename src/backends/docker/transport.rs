@@ -84,12 +84,12 @@ mv -f -- "$1" "$2"
 "#;
 
 /// Resolves a download source: prints the real path of a regular file; 200 missing, 201
-/// directory, 202 other. $1 path.
+/// directory, 202 other. $1 path. (The `x` keeps a trailing newline of the name from `$(...)`.)
 const DOWNLOAD_CHECK: &str = r#"[ -e "$1" ] || exit 200
 [ -d "$1" ] && exit 201
 [ -f "$1" ] || exit 202
-__r=$(readlink -f -- "$1") || exit 200
-printf '%s' "$__r"
+__r=$(readlink -fn -- "$1" && printf x) || exit 200
+printf '%s' "${__r%x}"
 "#;
 
 impl DockerTransport {
@@ -181,7 +181,16 @@ impl DockerTransport {
             }
             Ok::<_, SandboxError>((out, err))
         };
-        let (_input, read) = tokio::join!(writer, reader);
+        tokio::pin!(writer, reader);
+        // When the output ends first the process is gone: a writer still blocked on stdin the
+        // process never read (e.g. `cat` failing on a full disk) is abandoned, not waited for.
+        let read = tokio::select! {
+            r = &mut reader => r,
+            input = &mut writer => {
+                let _keep = input;
+                reader.await
+            }
+        };
         let (out, err) = read?;
         let mut exit_code = None;
         for attempt in 0..100 {
