@@ -9,8 +9,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use sandbox_harness::conformance::{SandboxGuard, default_registry};
 use sandbox_harness::protocol::{ReadOptions, Sandbox, StatefulExec, WriteOptions};
 
-/// The backends these tests run on (every registered one that is reachable).
-const BACKENDS: &[&str] = &["docker"];
+/// The backends these tests run on: Docker, and Cloud Run on the embedded emulator.
+const BACKENDS: &[&str] = &["docker", "cloudrun"];
 
 /// One sandbox per available backend, destroyed at the end even when a property fails.
 struct Fleet {

@@ -10,6 +10,7 @@ use sandbox_harness::conformance::{
 
 #[rstest]
 #[case("docker")]
+#[case("cloudrun")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suite_passes_on(#[case] backend: &str) {
     let entries = default_registry().select(backend).expect("registered");

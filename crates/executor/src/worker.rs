@@ -236,9 +236,20 @@ pub fn execute(req: &Request) -> Response {
             }
         }
     };
-    // A process that left children holding the pipes open: kill the group so readers end.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
+    // Children may still hold the pipes (as under `docker exec`, output ends when every writer
+    // has closed it). Detached children (setsid) are left alone: killing the group right away
+    // would race a child that has not yet left it. Past the deadline, the group is killed.
+    let until = started + Duration::from_millis(req.deadline_ms);
+    while !(out.is_finished() && err.is_finished()) {
+        if req.deadline_ms != 0 && Instant::now() >= until {
+            timed_out = true;
+            // SAFETY: kill(2) with a negative pid signals the process group we created.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
     let (stdout, t1) = out.join().unwrap_or_default();
     let (stderr, t2) = err.join().unwrap_or_default();
@@ -455,6 +466,34 @@ mod tests {
         assert!(resp.timed_out);
         assert_eq!(resp.exit_code, 128 + libc::SIGKILL);
         assert!(t.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn detached_children_outlive_their_request() {
+        for _ in 0..20 {
+            let resp = execute(&req(
+                "e",
+                &[
+                    "sh",
+                    "-c",
+                    "setsid sleep 30 </dev/null >/dev/null 2>&1 & echo $!",
+                ],
+            ));
+            let pid: i32 = String::from_utf8(B64.decode(resp.stdout_b64).unwrap())
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            // SAFETY: signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0;
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            assert!(
+                alive,
+                "the detached child {pid} was killed with its request"
+            );
+        }
     }
 
     #[test]
