@@ -169,6 +169,151 @@ pub async fn probe(
     samples
 }
 
+/// One endpoint's figures against the plan's health table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    /// "/health", "/ready" or "/live".
+    pub path: String,
+    /// Probes that got a well-formed answer.
+    pub ok: usize,
+    /// Probes sent.
+    pub attempts: usize,
+    /// Latency of the well-formed answers.
+    pub latency: Option<crate::bench::stats::Summary>,
+    /// The plan's target / typical / max acceptable, ms.
+    pub target_lt_ms: Option<f64>,
+    /// Typical, ms.
+    pub typical_ms: Option<f64>,
+    /// Max acceptable, ms.
+    pub max_acceptable_ms: Option<f64>,
+    /// Verdict on the p50 (fails when any probe got no well-formed answer).
+    pub verdict: crate::acceptance::Verdict,
+    /// The first problem seen, if any.
+    pub first_problem: Option<String>,
+}
+
+/// A health probe run: where, the endpoints' figures and verdicts, and the raw samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// Base URL plus prefix.
+    pub url: String,
+    /// When it ran.
+    pub measured_at: chrono::DateTime<chrono::Utc>,
+    /// Per endpoint.
+    pub endpoints: Vec<EndpointReport>,
+    /// Every probe.
+    pub samples: Vec<ProbeSample>,
+}
+
+impl HealthReport {
+    /// Judges `samples` against `table`.
+    pub fn new(
+        url: &str,
+        samples: Vec<ProbeSample>,
+        table: &crate::acceptance::HealthTable,
+    ) -> Self {
+        use crate::acceptance::Verdict;
+        let endpoints = Endpoint::ALL
+            .iter()
+            .map(|e| {
+                let mine: Vec<&ProbeSample> = samples.iter().filter(|s| s.endpoint == *e).collect();
+                let good: Vec<u64> = mine
+                    .iter()
+                    .filter(|s| matches!(s.outcome, ProbeOutcome::Ok { .. }))
+                    .map(|s| (s.latency_ms * 1000.0).round() as u64)
+                    .collect();
+                let latency = crate::bench::stats::Summary::from_micros(good.iter().copied());
+                let row = table.endpoints.iter().find(|r| r.path == e.path());
+                let first_problem = mine
+                    .iter()
+                    .find(|s| !matches!(s.outcome, ProbeOutcome::Ok { .. }))
+                    .map(|s| format!("{:?}", s.outcome));
+                let verdict = match row {
+                    _ if good.len() < mine.len() => Verdict::Fails,
+                    Some(r) => r.verdict(latency.as_ref().map(|l| l.p50_seconds * 1000.0)),
+                    None => Verdict::NoThreshold,
+                };
+                EndpointReport {
+                    path: e.path().to_string(),
+                    ok: good.len(),
+                    attempts: mine.len(),
+                    latency,
+                    target_lt_ms: row.map(|r| r.target_lt_ms),
+                    typical_ms: row.map(|r| r.typical_ms),
+                    max_acceptable_ms: row.map(|r| r.max_acceptable_ms),
+                    verdict,
+                    first_problem,
+                }
+            })
+            .collect();
+        HealthReport {
+            url: url.to_string(),
+            measured_at: chrono::Utc::now(),
+            endpoints,
+            samples,
+        }
+    }
+
+    /// True when every endpoint answered well and within its max acceptable latency.
+    pub fn passed(&self) -> bool {
+        self.endpoints
+            .iter()
+            .all(|e| e.verdict != crate::acceptance::Verdict::Fails)
+    }
+
+    /// The endpoint table in `style`.
+    pub fn render(&self, style: crate::report::table::TableStyle) -> String {
+        let ms = |v: Option<f64>| {
+            v.map(|v| format!("{v:.1} ms"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let rows: Vec<Vec<String>> = self
+            .endpoints
+            .iter()
+            .map(|e| {
+                let l = e.latency.as_ref();
+                vec![
+                    e.path.clone(),
+                    format!("{}/{}", e.ok, e.attempts),
+                    ms(l.map(|l| l.p50_seconds * 1000.0)),
+                    ms(l.map(|l| l.p99_seconds * 1000.0)),
+                    format!(
+                        "< {} / ~{} / {}",
+                        ms(e.target_lt_ms),
+                        ms(e.typical_ms),
+                        ms(e.max_acceptable_ms)
+                    ),
+                    e.verdict.as_str().to_string(),
+                    e.first_problem.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        crate::report::table::render(
+            &[
+                "Endpoint",
+                "ok",
+                "p50",
+                "p99",
+                "target / typical / max",
+                "verdict",
+                "first problem",
+            ],
+            &rows,
+            style,
+        )
+    }
+
+    /// The Markdown report.
+    pub fn to_markdown(&self) -> String {
+        format!(
+            "# Health endpoints\n\nProbed `{}` at {}.\n\n{}\n",
+            self.url,
+            self.measured_at.to_rfc3339(),
+            self.render(crate::report::table::TableStyle::Markdown)
+        )
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut src = e.source();

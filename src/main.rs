@@ -178,6 +178,12 @@ enum Command {
         /// Per-probe timeout in milliseconds.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Where health.json and health.md go.
+        #[arg(long, default_value = "reports")]
+        out: std::path::PathBuf,
+        /// The health table from this folder (default: the built-in suites/).
+        #[arg(long, value_name = "DIR")]
+        suites: Option<std::path::PathBuf>,
     },
     /// The Phase 0 preflight checklist (bucket, lifecycle, IAM, Run API, a test job); exit 1 on failure.
     Preflight(preflight::cli::PreflightArgs),
@@ -365,7 +371,13 @@ async fn main() -> ExitCode {
             prefix,
             iterations,
             timeout_ms,
+            out,
+            suites,
         } => {
+            let suites = match acceptance::Suites::load(suites.as_deref()) {
+                Ok(s) => s,
+                Err(e) => return usage_error(&e.to_string()),
+            };
             let client = reqwest::Client::new();
             let samples = health::probe(
                 &client,
@@ -375,33 +387,33 @@ async fn main() -> ExitCode {
                 Duration::from_millis(timeout_ms),
             )
             .await;
-            let mut failed = false;
-            for endpoint in health::Endpoint::ALL {
-                let mine: Vec<_> = samples.iter().filter(|s| s.endpoint == endpoint).collect();
-                let ok = mine
-                    .iter()
-                    .filter(|s| matches!(s.outcome, health::ProbeOutcome::Ok { .. }))
-                    .count();
-                let mut lat: Vec<f64> = mine.iter().map(|s| s.latency_ms).collect();
-                lat.sort_by(f64::total_cmp);
-                let p50 = lat.get(lat.len() / 2).copied().unwrap_or(f64::NAN);
-                let worst = mine
-                    .iter()
-                    .find(|s| !matches!(s.outcome, health::ProbeOutcome::Ok { .. }));
-                println!(
-                    "{:<8} ok {ok}/{} p50 {p50:.1} ms{}",
-                    endpoint.path(),
-                    mine.len(),
-                    worst
-                        .map(|s| format!("  first problem: {:?}", s.outcome))
-                        .unwrap_or_default()
-                );
-                failed |= ok < mine.len();
+            let full = format!(
+                "{}{}",
+                url.trim_end_matches('/'),
+                prefix.trim_end_matches('/')
+            );
+            let report = health::HealthReport::new(&full, samples, &suites.health);
+            println!("{}", report.render(report::table::TableStyle::Terminal));
+            let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+            for (name, bytes) in [
+                ("health.json", json),
+                ("health.md", report.to_markdown().into_bytes()),
+            ] {
+                let path = out.join(name);
+                let written =
+                    std::fs::create_dir_all(&out).and_then(|_| std::fs::write(&path, bytes));
+                match written {
+                    Ok(()) => eprintln!("wrote {}", path.display()),
+                    Err(e) => {
+                        eprintln!("sandbox-harness: cannot write {}: {e}", path.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
-            if failed {
-                ExitCode::FAILURE
-            } else {
+            if report.passed() {
                 ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Command::Gc { dry_run } => {
@@ -525,7 +537,7 @@ async fn gate(
                 });
                 if let Some(url) = url {
                     eprintln!("health: probing {url} (/health, /ready, /live)");
-                    evidence.health = Some(pipeline::health(&url, 20).await);
+                    evidence.health = Some(pipeline::health(&url, 20, &suites).await);
                 }
             }
             if phase >= 1 {

@@ -346,25 +346,30 @@ pub async fn preflight(backends: &[OpenBackend]) -> Option<acceptance::gate::Pre
 }
 
 /// Probes `/health`, `/ready` and `/live` under `base_url` and returns each endpoint's p50
-/// (`None` when it never answered properly).
-pub async fn health(base_url: &str, iterations: usize) -> Vec<acceptance::gate::HealthMeasurement> {
+/// (`None` when a probe got no well-formed answer).
+pub async fn health(
+    base_url: &str,
+    iterations: usize,
+    suites: &Suites,
+) -> Vec<acceptance::gate::HealthMeasurement> {
     let client = reqwest::Client::new();
     let samples =
         crate::health::probe(&client, base_url, "", iterations, Duration::from_secs(2)).await;
-    crate::health::Endpoint::ALL
+    let report = crate::health::HealthReport::new(base_url, samples, &suites.health);
+    println!(
+        "{}",
+        report.render(crate::report::table::TableStyle::Terminal)
+    );
+    report
+        .endpoints
         .iter()
-        .map(|e| {
-            let mut ok: Vec<f64> = samples
-                .iter()
-                .filter(|s| s.endpoint == *e)
-                .filter(|s| matches!(s.outcome, crate::health::ProbeOutcome::Ok { .. }))
-                .map(|s| s.latency_ms)
-                .collect();
-            ok.sort_by(f64::total_cmp);
-            acceptance::gate::HealthMeasurement {
-                path: e.path().to_string(),
-                latency_ms: ok.get(ok.len() / 2).copied(),
-            }
+        .map(|e| acceptance::gate::HealthMeasurement {
+            path: e.path.clone(),
+            latency_ms: e
+                .latency
+                .as_ref()
+                .filter(|_| e.ok == e.attempts)
+                .map(|l| l.p50_seconds * 1000.0),
         })
         .collect()
 }
