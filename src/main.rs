@@ -475,6 +475,7 @@ async fn main_job(
         Some(r)
     };
     let report = measure(&backends, &suites, &m).await?;
+    pipeline::close(&backends).await;
     let evidence = pipeline::GateEvidence {
         conformance: conf.as_ref().map(pipeline::conformance_summary),
         ..pipeline::GateEvidence::default()
@@ -495,6 +496,7 @@ async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError>
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
     let backends = pipeline::open_backends(&m.backend).await?;
     let report = measure(&backends, &suites, &m).await?;
+    pipeline::close(&backends).await;
     let gate = pipeline::evaluate_gate(
         1,
         &suites,
@@ -552,7 +554,9 @@ async fn gate(
                 let conf = pipeline::conform(&backends, &settings).await?;
                 evidence.conformance = Some(pipeline::conformance_summary(&conf));
             }
-            measure(&backends, &suites, &m).await?
+            let measured = measure(&backends, &suites, &m).await?;
+            pipeline::close(&backends).await;
+            measured
         }
     };
     let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), &evidence)?;

@@ -132,6 +132,15 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
     Ok(out)
 }
 
+/// Stops what the backends started for this run (the embedded emulator's executions).
+pub async fn close(backends: &[OpenBackend]) {
+    for b in backends {
+        if let Some(local) = &b.local {
+            local.shutdown().await;
+        }
+    }
+}
+
 /// Settings of a conformance run.
 #[derive(Debug, Clone, Default)]
 pub struct ConformSettings {

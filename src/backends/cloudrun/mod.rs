@@ -412,14 +412,31 @@ impl Lifecycle for CloudRunLifecycle {
     async fn destroy(&self) -> Result<()> {
         let op = "destroy";
         // Stop workers first so nothing writes while the objects go.
-        match self.run.list_executions(&self.job, None, None).await {
-            Ok(list) => {
-                for e in list.executions.into_iter().filter(|e| !e.is_done()) {
-                    let _ = self.run.cancel_execution(&e.name).await;
+        let running: Vec<String> = match self.run.list_executions(&self.job, None, None).await {
+            Ok(list) => list
+                .executions
+                .into_iter()
+                .filter(|e| !e.is_done())
+                .map(|e| e.name)
+                .collect(),
+            Err(e) if e.is_not_found() => Vec::new(),
+            Err(e) => return Err(e.into_sandbox_error(&self.id, op)),
+        };
+        for name in &running {
+            let _ = self.run.cancel_execution(name).await;
+        }
+        // Wait for the cancelled executions to end (their containers are gone then), so a
+        // destroyed sandbox leaves nothing running behind, even if the caller exits next.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        for name in &running {
+            loop {
+                match self.run.get_execution(name).await {
+                    Ok(e) if !e.is_done() && std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(50)).await
+                    }
+                    _ => break,
                 }
             }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into_sandbox_error(&self.id, op)),
         }
         match self.run.delete_job(&self.job).await {
             Ok(_) => {}
