@@ -252,6 +252,30 @@ fn expect(cond: bool, detail: impl FnOnce() -> String, exit: Option<i32>) -> Res
     }
 }
 
+/// Runs `echo ok` in `session` and checks the exit code and the output.
+async fn echo_ok(
+    sb: &dyn Sandbox,
+    session: &str,
+    to: Duration,
+) -> Result<((), Option<i32>), OpErr> {
+    let r = sb
+        .exec_stateful(StatefulExec::new(session, "echo ok", to))
+        .await?;
+    let code = Some(r.exit_code);
+    expect(
+        r.exit_code == 0 && r.stdout == b"ok\n",
+        || {
+            format!(
+                "exit {} stdout {:?}",
+                r.exit_code,
+                String::from_utf8_lossy(&r.stdout)
+            )
+        },
+        code,
+    )?;
+    Ok(((), code))
+}
+
 fn progress_bar(opts: &BenchOptions, total: u64) -> ProgressBar {
     if !opts.progress || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -440,24 +464,7 @@ async fn main_phases(
                 i >= w,
                 to,
                 true,
-                async {
-                    let r = sb
-                        .exec_stateful(StatefulExec::new("bench-warm", "echo ok", to))
-                        .await?;
-                    let code = Some(r.exit_code);
-                    expect(
-                        r.exit_code == 0 && r.stdout == b"ok\n",
-                        || {
-                            format!(
-                                "exit {} stdout {:?}",
-                                r.exit_code,
-                                String::from_utf8_lossy(&r.stdout)
-                            )
-                        },
-                        code,
-                    )?;
-                    Ok(((), code))
-                },
+                echo_ok(sb.as_ref(), "bench-warm", to),
             )
             .await;
         if r.is_none() {
@@ -984,24 +991,7 @@ async fn concurrent(
                         record,
                         to,
                         true,
-                        async {
-                            let r = sb
-                                .exec_stateful(StatefulExec::new("bench-conc", "echo ok", to))
-                                .await?;
-                            let code = Some(r.exit_code);
-                            expect(
-                                r.exit_code == 0 && r.stdout == b"ok\n",
-                                || {
-                                    format!(
-                                        "exit {} stdout {:?}",
-                                        r.exit_code,
-                                        String::from_utf8_lossy(&r.stdout)
-                                    )
-                                },
-                                code,
-                            )?;
-                            Ok(((), code))
-                        },
+                        echo_ok(sb.as_ref(), "bench-conc", to),
                     )
                     .await;
                 if r.is_none() {
