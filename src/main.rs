@@ -400,12 +400,10 @@ async fn main() -> ExitCode {
                 ("health.md", report.to_markdown().into_bytes()),
             ] {
                 let path = out.join(name);
-                let written =
-                    std::fs::create_dir_all(&out).and_then(|_| std::fs::write(&path, bytes));
-                match written {
+                match report::write_atomic(&path, &bytes) {
                     Ok(()) => eprintln!("wrote {}", path.display()),
                     Err(e) => {
-                        eprintln!("sandbox-harness: cannot write {}: {e}", path.display());
+                        eprintln!("sandbox-harness: {e}");
                         return ExitCode::FAILURE;
                     }
                 }

@@ -236,15 +236,12 @@ pub fn render_terminal(report: &RunReport) -> String {
 /// Writes `conformance.json` and `conformance.md` into `dir` (created if needed); each file is
 /// written to a temporary name first and renamed, so no half-written report is left.
 pub fn write_reports(report: &RunReport, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
     let json = serde_json::to_vec_pretty(&to_json(report)).map_err(std::io::Error::other)?;
     let md = to_markdown(report).into_bytes();
     let mut out = Vec::new();
     for (name, bytes) in [("conformance.json", json), ("conformance.md", md)] {
         let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, &path)?;
+        crate::report::write_atomic(&path, &bytes).map_err(std::io::Error::other)?;
         out.push(path);
     }
     Ok(out)

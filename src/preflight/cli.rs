@@ -179,16 +179,9 @@ pub fn write_json(report: &PreflightReport, path: &Path) -> Result<(), Preflight
         path: path.display().to_string(),
         detail,
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| err(e.to_string()))?;
-    serde_json::to_writer_pretty(&mut tmp, report).map_err(|e| err(e.to_string()))?;
-    tmp.write_all(b"\n").map_err(|e| err(e.to_string()))?;
-    tmp.persist(path).map_err(|e| err(e.to_string()))?;
-    Ok(())
+    let mut json = serde_json::to_vec_pretty(report).map_err(|e| err(e.to_string()))?;
+    json.push(b'\n');
+    crate::report::write_atomic(path, &json).map_err(|e| err(e.to_string()))
 }
 
 /// `sandbox-harness preflight`: prints the checklist, writes the JSON, returns the exit code

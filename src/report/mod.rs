@@ -64,7 +64,7 @@ pub(crate) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file in the same directory, then a rename).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let io = |source| ReportError::Io {
         path: path.to_path_buf(),
         source,
