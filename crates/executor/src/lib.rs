@@ -2,5 +2,6 @@
 //! unit (one implementation for every backend).
 
 pub mod output;
+pub mod serve;
 pub mod shell;
 pub mod worker;

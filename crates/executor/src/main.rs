@@ -1,12 +1,14 @@
-//! `sandbox-executor worker`: the session worker inside a Cloud Run job execution.
+//! `sandbox-executor worker`: the session worker inside a Cloud Run job execution;
+//! `sandbox-executor serve`: the agent the Docker backend talks to over an exec's stdio.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use sandbox_executor::serve::serve;
 use sandbox_executor::worker::{WorkerConfig, run_worker};
 
-const USAGE: &str = "usage: sandbox-executor worker --state-dir DIR [--idle-timeout-ms N] [--poll-ms N] [--max-lifetime-ms N]";
+const USAGE: &str = "usage: sandbox-executor worker --state-dir DIR [--idle-timeout-ms N] [--poll-ms N] [--max-lifetime-ms N]\n       sandbox-executor serve";
 
 fn parse(args: &[String]) -> Result<WorkerConfig, String> {
     let mut cfg = WorkerConfig {
@@ -47,6 +49,20 @@ fn parse(args: &[String]) -> Result<WorkerConfig, String> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        if args.len() > 1 {
+            eprintln!("sandbox-executor: serve takes no flags\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        let stdin = std::io::stdin().lock();
+        return match serve(stdin, std::io::stdout()) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sandbox-executor: serve failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match parse(&args) {
         Ok(c) => c,
         Err(e) => {
