@@ -9,6 +9,9 @@ use bytes::Bytes;
 use crate::protocol::{ByteStream, Result, UploadBody};
 
 pub use sandbox_executor::output::{CappedBuf, MAX_OUTPUT, truncation_marker};
+use sandbox_executor::worker::Response;
+
+use crate::protocol::SandboxError;
 
 /// One process to run inside the sandbox.
 #[derive(Debug, Clone)]
@@ -67,4 +70,30 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Streams the regular file at `path` (absolute).
     async fn download(&self, op: &str, path: &str) -> Result<ByteStream>;
+}
+
+/// The output an in-sandbox executor (Cloud Run worker or Docker agent) answered with.
+pub fn output_from_response(sandbox: &str, op: &str, resp: Response) -> Result<RawOutput> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    if let Some(err) = resp.error {
+        return Err(SandboxError::backend(sandbox, op, err));
+    }
+    if resp.timed_out {
+        tracing::debug!(
+            sandbox,
+            op,
+            "the executor killed the request at its deadline"
+        );
+    }
+    let decode = |s: &str| {
+        B64.decode(s)
+            .map_err(|e| SandboxError::backend(sandbox, op, format!("bad output: {e}")))
+    };
+    Ok(RawOutput {
+        exit_code: resp.exit_code,
+        stdout: decode(&resp.stdout_b64)?,
+        stderr: decode(&resp.stderr_b64)?,
+        truncated: resp.truncated,
+    })
 }

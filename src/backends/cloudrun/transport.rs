@@ -21,7 +21,7 @@ use crate::gcp::run::RunClient;
 use crate::gcp::storage::{ListOptions, StorageClient, StorageError, WriteOptions};
 use crate::paths;
 use crate::protocol::{ByteStream, ErrorKind, Result, SandboxError, UploadBody};
-use crate::transport::{RawExec, RawOutput, Transport};
+use crate::transport::{RawExec, RawOutput, Transport, output_from_response};
 
 /// Where the state volume (`sessions/<id>/`) is mounted in the worker.
 pub const STATE_MOUNT: &str = "/sandbox-state";
@@ -265,25 +265,10 @@ impl Transport for CloudRunTransport {
                             format!("bad worker response: {e}"),
                         )
                     })?;
-                    if let Some(err) = resp.error {
-                        return Err(SandboxError::backend(&self.sandbox_id, op, err));
-                    }
-                    let decode = |s: &str| {
-                        B64.decode(s).map_err(|e| {
-                            SandboxError::backend(&self.sandbox_id, op, format!("bad output: {e}"))
-                        })
-                    };
-                    if resp.timed_out {
-                        tracing::debug!(sandbox = %self.sandbox_id, op, "worker killed the request at its deadline");
-                    }
+                    let out = output_from_response(&self.sandbox_id, op, resp)?;
                     self.worker.lock().await.seen_alive = Some(Instant::now());
                     tracing::debug!(sandbox = %self.sandbox_id, op, ms = started.elapsed().as_millis() as u64, "request served");
-                    return Ok(RawOutput {
-                        exit_code: resp.exit_code,
-                        stdout: decode(&resp.stdout_b64)?,
-                        stderr: decode(&resp.stderr_b64)?,
-                        truncated: resp.truncated,
-                    });
+                    return Ok(out);
                 }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(self.serr(op, e)),
