@@ -149,12 +149,21 @@ pub fn busybox_rootfs(busybox: &Path) -> Result<Vec<RootEntry>, ImageError> {
     Ok(entries)
 }
 
-/// The spec of the default sandbox image.
+/// The spec of the default sandbox image, which both backends run: the busybox userland plus
+/// the static executor (the Docker backend's agent, the Cloud Run job's worker).
 pub fn sandbox_image_spec() -> Result<ImageSpec, ImageError> {
     let busybox = find_busybox()?;
+    let mut entries = busybox_rootfs(&busybox)?;
+    entries.push(RootEntry::Dir("usr/local".into(), 0o755));
+    entries.push(RootEntry::Dir("usr/local/bin".into(), 0o755));
+    entries.push(RootEntry::HostFile(
+        executor_binary()?,
+        EXECUTOR_PATH.trim_start_matches('/').into(),
+        0o755,
+    ));
     Ok(ImageSpec {
         repo: SANDBOX_IMAGE_REPO.into(),
-        entries: busybox_rootfs(&busybox)?,
+        entries,
         dockerfile_tail: vec![
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root"
                 .into(),
@@ -302,10 +311,7 @@ impl Write for HashWriter<'_> {
     }
 }
 
-/// The executor image name (without tag).
-pub const EXECUTOR_IMAGE_REPO: &str = "sandbox-harness/executor";
-
-/// Where the executor binary lands inside the executor image.
+/// Where the executor binary lands inside the sandbox image.
 pub const EXECUTOR_PATH: &str = "/usr/local/bin/sandbox-executor";
 
 /// The static executor binary: `$SANDBOX_EXECUTOR_BIN`, else built here with cargo (a no-op
@@ -358,42 +364,34 @@ pub fn executor_binary() -> Result<PathBuf, ImageError> {
         .join("sandbox-executor"))
 }
 
-/// The spec of the executor image: the sandbox userland plus the static executor.
-pub fn executor_image_spec() -> Result<ImageSpec, ImageError> {
-    let mut spec = sandbox_image_spec()?;
-    spec.repo = EXECUTOR_IMAGE_REPO.into();
-    spec.entries.push(RootEntry::Dir("usr/local".into(), 0o755));
-    spec.entries
-        .push(RootEntry::Dir("usr/local/bin".into(), 0o755));
-    spec.entries.push(RootEntry::HostFile(
-        executor_binary()?,
-        EXECUTOR_PATH.trim_start_matches('/').into(),
-        0o755,
-    ));
-    Ok(spec)
-}
-
-/// Builds (if needed) the executor image and returns its tag; `SANDBOX_EXECUTOR_IMAGE` overrides.
+/// The image Cloud Run jobs run (it must hold the executor): `SANDBOX_EXECUTOR_IMAGE`, else the
+/// default sandbox image.
 pub async fn ensure_executor_image(docker: &Docker) -> Result<String, ImageError> {
     if let Ok(image) = std::env::var("SANDBOX_EXECUTOR_IMAGE")
         && !image.is_empty()
     {
         return Ok(image);
     }
-    let spec = tokio::task::spawn_blocking(executor_image_spec)
-        .await
-        .map_err(|e| ImageError::Io(std::io::Error::other(e)))??;
-    spec.ensure(docker).await
+    default_image(docker).await
 }
 
-/// Builds (if needed) the default sandbox image and returns its tag; `SANDBOX_IMAGE` overrides.
+/// The image Docker sandboxes run: `SANDBOX_IMAGE`, else the default sandbox image. A foreign
+/// image without the executor still works, with one engine exec per command.
 pub async fn ensure_sandbox_image(docker: &Docker) -> Result<String, ImageError> {
     if let Ok(image) = std::env::var("SANDBOX_IMAGE")
         && !image.is_empty()
     {
         return Ok(image);
     }
-    sandbox_image_spec()?.ensure(docker).await
+    default_image(docker).await
+}
+
+async fn default_image(docker: &Docker) -> Result<String, ImageError> {
+    // Building the executor runs cargo: keep it off the async threads.
+    let spec = tokio::task::spawn_blocking(sandbox_image_spec)
+        .await
+        .map_err(|e| ImageError::Io(std::io::Error::other(e)))??;
+    spec.ensure(docker).await
 }
 
 #[cfg(test)]
