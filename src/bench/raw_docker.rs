@@ -1,14 +1,13 @@
 //! The Docker raw baseline: a bare engine exec of `true` in the sandbox's container, with none of
 //! the harness's shell wrapping, so the harness's own overhead shows next to its warm-exec figure.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::StreamExt;
 
 use super::RawBaseline;
+use crate::backends::docker::agent::exit_code;
 use crate::backends::docker::{NAME_PREFIX, map_bollard};
 use crate::protocol::{Sandbox, SandboxError};
 
@@ -64,24 +63,14 @@ impl RawBaseline for DockerRawExec {
                 item.map_err(|e| map_bollard(id, op, e))?;
             }
         }
-        for _ in 0..100 {
-            let info = self
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(|e| map_bollard(id, op, e))?;
-            if info.running != Some(true) {
-                return match info.exit_code {
-                    Some(0) => Ok(()),
-                    other => Err(SandboxError::backend(
-                        id,
-                        op,
-                        format!("`true` exited with {other:?}"),
-                    )),
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        match exit_code(&self.docker, &exec.id).await {
+            Some(0) => Ok(()),
+            Some(other) => Err(SandboxError::backend(
+                id,
+                op,
+                format!("`true` exited with {other}"),
+            )),
+            None => Err(SandboxError::timeout(id, op, "the exec did not finish")),
         }
-        Err(SandboxError::timeout(id, op, "the exec did not finish"))
     }
 }

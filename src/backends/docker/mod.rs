@@ -3,6 +3,7 @@
 //! The protocol logic is `GenericSandbox<DockerTransport>`; this module creates, finds and
 //! removes the containers.
 
+pub mod agent;
 pub mod tar;
 pub mod transport;
 
@@ -46,6 +47,9 @@ pub struct DockerConfig {
     pub network_mode: Option<String>,
     /// Labels added to every container besides the harness's own (e.g. a test run's id).
     pub extra_labels: BTreeMap<String, String>,
+    /// Send commands through the in-sandbox agent (when the image has it) rather than one
+    /// engine exec per command.
+    pub agent: bool,
     /// Protocol-level settings (exec wait, default timeout, bookkeeping dir, capabilities).
     pub generic: GenericConfig,
 }
@@ -59,6 +63,7 @@ impl Default for DockerConfig {
             pids_limit: 512,
             network_mode: None,
             extra_labels: BTreeMap::new(),
+            agent: true,
             generic: GenericConfig {
                 backend_name: "docker",
                 ..GenericConfig::default()
@@ -138,9 +143,13 @@ impl DockerBackend {
 
     fn sandbox(&self, id: &str, fresh: bool) -> Arc<DockerSandbox> {
         let name = container_name(id);
-        let transport = DockerTransport::new(self.docker.clone(), name.clone(), id);
+        let mut transport = DockerTransport::new(self.docker.clone(), name.clone(), id);
+        if !self.config.agent {
+            transport = transport.without_agent();
+        }
         let lifecycle = Arc::new(DockerLifecycle {
             docker: self.docker.clone(),
+            transport: transport.clone(),
             container: name,
             id: id.to_string(),
         });
@@ -258,6 +267,7 @@ impl SandboxBackend for DockerBackend {
 
 struct DockerLifecycle {
     docker: Docker,
+    transport: DockerTransport,
     container: String,
     id: String,
 }
@@ -265,10 +275,11 @@ struct DockerLifecycle {
 #[async_trait]
 impl Lifecycle for DockerLifecycle {
     async fn ensure_ready(&self) -> Result<()> {
-        let t = DockerTransport::new(self.docker.clone(), self.container.clone(), &self.id);
         let start = Instant::now();
         loop {
-            match t
+            // Through the sandbox's own transport, so its agent is up once this returns.
+            match self
+                .transport
                 .run(
                     "ensure_ready",
                     RawExec::new(["true"], Duration::from_secs(10)),

@@ -1,20 +1,31 @@
 //! `DockerTransport`: the transport primitives over the engine's exec and archive APIs.
+//!
+//! Commands go to the sandbox's agent (`sandbox-executor serve`, see [`super::agent`]) when the
+//! image has one, and otherwise each becomes its own engine exec. Files move through the
+//! engine's archive API either way.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use sandbox_executor::worker::Request;
 use tokio::io::AsyncWriteExt;
 
+use super::agent::{Agent, Started, exit_code};
 use super::tar::{BLOCK, FileExtractor, file_header, padding};
 use crate::paths;
 use crate::protocol::{ByteStream, ErrorKind, Result, SandboxError, UploadBody};
-use crate::transport::{MAX_OUTPUT, RawExec, RawOutput, Transport, truncation_marker};
+use crate::transport::{
+    MAX_OUTPUT, RawExec, RawOutput, Transport, output_from_response, truncation_marker,
+};
 
 /// Maps an engine error into the protocol's error classes.
 pub fn map_bollard(sandbox: &str, op: &str, e: bollard::errors::Error) -> SandboxError {
@@ -73,7 +84,21 @@ pub struct DockerTransport {
     docker: Docker,
     container: String,
     sandbox_id: String,
+    agent: Arc<tokio::sync::Mutex<AgentSlot>>,
 }
+
+/// The agent connection of a transport (shared by its clones).
+enum AgentSlot {
+    /// Not started yet (or the last one went away): the next command starts one.
+    Idle,
+    /// An open connection.
+    Live(Arc<Agent>),
+    /// Not used: turned off, or the container cannot run it.
+    Off,
+}
+
+/// How long the agent waits past the harness's deadline before it kills a command's group.
+const AGENT_GRACE: Duration = Duration::from_secs(2);
 
 /// Exit code of the upload-finishing script when the target is a directory.
 const EC_TARGET_IS_DIR: i32 = 201;
@@ -103,6 +128,71 @@ impl DockerTransport {
             docker,
             container: container.into(),
             sandbox_id: sandbox_id.into(),
+            agent: Arc::new(tokio::sync::Mutex::new(AgentSlot::Idle)),
+        }
+    }
+
+    /// The same transport with one engine exec per command (no agent).
+    pub fn without_agent(self) -> Self {
+        DockerTransport {
+            agent: Arc::new(tokio::sync::Mutex::new(AgentSlot::Off)),
+            ..self
+        }
+    }
+
+    /// The agent to send commands to, started when needed; `None` means exec per command.
+    async fn agent(&self, op: &str) -> Result<Option<Arc<Agent>>> {
+        let mut slot = self.agent.lock().await;
+        match &*slot {
+            AgentSlot::Live(a) if a.is_alive() => return Ok(Some(a.clone())),
+            AgentSlot::Off => return Ok(None),
+            _ => {}
+        }
+        match Agent::start(&self.docker, &self.container, &self.sandbox_id, op).await? {
+            Started::Ready(a) => {
+                let a = Arc::new(a);
+                *slot = AgentSlot::Live(a.clone());
+                Ok(Some(a))
+            }
+            Started::Unavailable(why) => {
+                tracing::info!(sandbox = %self.sandbox_id, %why, "no sandbox agent: one engine exec per command");
+                *slot = AgentSlot::Off;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The error for a command whose agent went away before answering.
+    async fn agent_lost(&self, op: &str) -> SandboxError {
+        match self.docker.inspect_container(&self.container, None).await {
+            Err(e) => self.map(op, e),
+            Ok(info) if info.state.as_ref().and_then(|s| s.running) != Some(true) => self.err(
+                ErrorKind::NotFound,
+                op,
+                "the sandbox stopped while the command ran",
+            ),
+            Ok(_) => self.err(
+                ErrorKind::Backend,
+                op,
+                "the sandbox agent exited before answering (killed from inside the sandbox?); \
+                 the command may have run; the next command starts a new agent",
+            ),
+        }
+    }
+
+    async fn run_by_agent(&self, op: &str, agent: &Agent, req: RawExec) -> Result<RawOutput> {
+        let request = Request {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            argv: req.argv,
+            stdin_b64: req.stdin.as_ref().map(|b| B64.encode(b)),
+            deadline_ms: (req.deadline + AGENT_GRACE).as_millis() as u64,
+        };
+        match agent
+            .call(&self.sandbox_id, op, &request, req.deadline)
+            .await?
+        {
+            Some(resp) => output_from_response(&self.sandbox_id, op, resp),
+            None => Err(self.agent_lost(op).await),
         }
     }
 
@@ -192,20 +282,7 @@ impl DockerTransport {
             }
         };
         let (out, err) = read?;
-        let mut exit_code = None;
-        for attempt in 0..100 {
-            let info = self
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(|e| self.map(op, e))?;
-            if info.running != Some(true) {
-                exit_code = info.exit_code;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(if attempt < 10 { 2 } else { 20 })).await;
-        }
-        let exit_code = exit_code.ok_or_else(|| {
+        let exit_code = exit_code(&self.docker, &exec.id).await.ok_or_else(|| {
             self.err(
                 ErrorKind::Backend,
                 op,
@@ -274,6 +351,9 @@ impl Transport for DockerTransport {
     }
 
     async fn run(&self, op: &str, req: RawExec) -> Result<RawOutput> {
+        if let Some(agent) = self.agent(op).await? {
+            return self.run_by_agent(op, &agent, req).await;
+        }
         let deadline = req.deadline;
         match tokio::time::timeout(deadline, self.run_inner(op, req)).await {
             Ok(r) => r,
