@@ -362,6 +362,12 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             ],
             &rows,
         ));
+        out.push_str(
+            "Overhead is the harness's warm exec (shell wrapper, cwd/env capture) minus the raw \
+             baseline. A negative overhead means the harness beats a bare engine exec: the Docker \
+             backend sends commands to its in-sandbox agent over one open exec stream instead of \
+             starting an engine exec per command.\n",
+        );
         out.push('\n');
     }
 
