@@ -58,9 +58,12 @@ pub struct WrittenReports {
     pub html: PathBuf,
 }
 
-/// Renders a Markdown table through the one table renderer, [`table::render`].
+/// Renders a Markdown table through the one table renderer, [`table::render`], ending in a
+/// newline (so text pushed after a `\n` is a new paragraph, not another table row).
 pub(crate) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    table::render(headers, rows, table::TableStyle::Markdown)
+    let mut t = table::render(headers, rows, table::TableStyle::Markdown);
+    t.push('\n');
+    t
 }
 
 /// Writes `bytes` to `path` atomically (a temporary file in the same directory, then a rename).
