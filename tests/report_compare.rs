@@ -267,3 +267,63 @@ fn load_rejects_other_schema_versions() {
         Err(report::ReportError::Schema { found: 99, .. })
     ));
 }
+
+#[test]
+fn transfers_are_compared_with_the_bare_path_and_tables_end_before_text() {
+    let mut s = samples(Measurement::WarmExec, "exec_stateful", &[0.01; 5], 0);
+    s.extend(samples(
+        Measurement::RawBaseline,
+        "raw_baseline",
+        &[0.05; 5],
+        0,
+    ));
+    s.extend(samples(Measurement::Upload500Mb, "file_upload", &[3.0], 0));
+    s.extend(samples(
+        Measurement::RawUpload500Mb,
+        "raw_upload",
+        &[2.0],
+        0,
+    ));
+    s.extend(samples(
+        Measurement::Download500Mb,
+        "file_download",
+        &[1.0],
+        0,
+    ));
+    s.extend(samples(
+        Measurement::RawDownload500Mb,
+        "raw_download",
+        &[2.0],
+        0,
+    ));
+    let b = BackendReport::from_samples(
+        BackendContext {
+            name: "docker".into(),
+            backend: "docker".into(),
+            origin: BackendOrigin::LocalDocker,
+            raw_baseline: Some("engine exec of `true`".into()),
+            raw_transfer: Some("engine archive PUT / GET".into()),
+            ..Default::default()
+        },
+        s,
+        &Tables::builtin(),
+    );
+    let raw = b.raw_baseline.as_ref().expect("raw baseline summary");
+    let overhead = raw.overhead_p50_seconds.expect("overhead");
+    assert!((overhead + 0.04).abs() < 0.002, "{overhead}");
+    let t = raw.transfer.as_ref().expect("transfer comparison");
+    assert!((t.upload_ratio.unwrap() - 1.5).abs() < 0.01, "{t:?}");
+    assert!((t.download_ratio.unwrap() - 0.5).abs() < 0.01, "{t:?}");
+    let md = report::markdown::render(&report(vec![b]), &MarkdownOptions::default());
+    assert!(md.contains("1.50x") && md.contains("0.50x"), "{md}");
+    // GitHub Markdown would read a text line right under a table as one more row.
+    let lines: Vec<&str> = md.lines().collect();
+    for w in lines.windows(2) {
+        assert!(
+            !(w[0].starts_with('|') && !w[1].is_empty() && !w[1].starts_with('|')),
+            "text glued to a table: {:?} / {:?}",
+            w[0],
+            w[1]
+        );
+    }
+}

@@ -297,6 +297,9 @@ fn planned_ops(opts: &BenchOptions, raw: bool) -> u64 {
     }
     if opts.include_large {
         t += 2 * opts.large_transfer_iterations as u64;
+        if raw {
+            t += 2 * opts.large_transfer_iterations as u64;
+        }
     }
     t + opts.concurrency as u64 * n
 }
@@ -416,7 +419,11 @@ async fn run_backend(
         origin: origin_of(opts, label, backend.name()),
         partial,
         concurrency,
-        raw_baseline: raw.map(|r| r.description()),
+        raw_baseline: raw.as_ref().map(|r| r.description()),
+        raw_transfer: raw
+            .as_ref()
+            .filter(|_| opts.include_large)
+            .and_then(|r| r.transfer_description()),
         setup_errors,
     };
     let mut report = BackendReport::from_samples(report_ctx, samples, &opts.tables);
@@ -559,6 +566,12 @@ async fn main_phases(
         {
             return;
         }
+        if let Some(raw) = raw
+            && raw.transfer_description().is_some()
+            && !raw_transfers(ctx, sb, raw, iters, lt, &large).await
+        {
+            return;
+        }
     }
 
     // Background process start.
@@ -696,6 +709,83 @@ async fn transfers(
         Measurement::Setup,
         "file_delete",
         "delete the transfer file",
+        sid,
+        true,
+        CLEANUP_TIMEOUT,
+        false,
+        async {
+            sb.file_delete("bench-files", path).await?;
+            Ok(((), None))
+        },
+    )
+    .await;
+    !ctx.cancelled()
+}
+
+/// The 500 MB transfers once more through the backend's bare path, for the ratio against it.
+async fn raw_transfers(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    raw: &dyn RawBaseline,
+    iters: usize,
+    deadline: Duration,
+    path: &str,
+) -> bool {
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    let len = LARGE_TRANSFER_BYTES;
+    let desc = raw.transfer_description().unwrap_or_default();
+    for i in 0..iters {
+        let body = data::upload_body(1000 + i as u64, len);
+        let r = ctx
+            .timed(
+                Measurement::RawUpload500Mb,
+                "raw_upload",
+                &desc,
+                sid,
+                true,
+                deadline,
+                true,
+                async {
+                    raw.upload_once(sb.as_ref(), path, body, len).await?;
+                    Ok(((), None))
+                },
+            )
+            .await;
+        match r {
+            None => return false,
+            Some(Err(_)) => continue,
+            Some(Ok(())) => {}
+        }
+        let r = ctx
+            .timed(
+                Measurement::RawDownload500Mb,
+                "raw_download",
+                &desc,
+                sid,
+                true,
+                deadline,
+                true,
+                async {
+                    let n = raw.download_once(sb.as_ref(), path).await?;
+                    // The bare path carries archive framing: at least the file's bytes cross.
+                    expect(
+                        n >= len,
+                        || format!("the bare download moved {n} bytes, the file has {len}"),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await;
+        if r.is_none() {
+            return false;
+        }
+    }
+    ctx.timed(
+        Measurement::Setup,
+        "file_delete",
+        "delete the bare-transfer file",
         sid,
         true,
         CLEANUP_TIMEOUT,

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::acceptance::{self, MetricId, RowVerdict, Statistic, Tables, Verdict};
 use crate::emulator::faults::FaultConfig;
-use crate::protocol::{ErrorKind, Sandbox, SandboxError};
+use crate::protocol::{ErrorKind, Sandbox, SandboxError, UploadBody};
 use crate::report::environment::Environment;
 
 pub use engine::run;
@@ -71,6 +71,12 @@ pub enum Measurement {
     /// 500 MiB download.
     #[serde(rename = "download_500mb")]
     Download500Mb,
+    /// 500 MiB upload through the backend's bare bulk path (Docker: what `docker cp` uses).
+    #[serde(rename = "raw_upload_500mb")]
+    RawUpload500Mb,
+    /// 500 MiB download through the backend's bare bulk path.
+    #[serde(rename = "raw_download_500mb")]
+    RawDownload500Mb,
     /// Start of a background process.
     BackgroundStart,
     /// The mixed workload the success rate is computed over.
@@ -85,7 +91,7 @@ pub enum Measurement {
 
 impl Measurement {
     /// Every measurement, in report order.
-    pub const ALL: [Measurement; 12] = [
+    pub const ALL: [Measurement; 14] = [
         Measurement::ColdStart,
         Measurement::WarmExec,
         Measurement::RawBaseline,
@@ -93,6 +99,8 @@ impl Measurement {
         Measurement::Download10Mb,
         Measurement::Upload500Mb,
         Measurement::Download500Mb,
+        Measurement::RawUpload500Mb,
+        Measurement::RawDownload500Mb,
         Measurement::BackgroundStart,
         Measurement::Mixed,
         Measurement::StateConsistency,
@@ -110,6 +118,8 @@ impl Measurement {
             Measurement::Download10Mb => "download_10mb",
             Measurement::Upload500Mb => "upload_500mb",
             Measurement::Download500Mb => "download_500mb",
+            Measurement::RawUpload500Mb => "raw_upload_500mb",
+            Measurement::RawDownload500Mb => "raw_download_500mb",
             Measurement::BackgroundStart => "background_start",
             Measurement::Mixed => "mixed",
             Measurement::StateConsistency => "state_consistency",
@@ -122,7 +132,10 @@ impl Measurement {
     pub fn transfer_bytes(self) -> Option<u64> {
         match self {
             Measurement::Upload10Mb | Measurement::Download10Mb => Some(SMALL_TRANSFER_BYTES),
-            Measurement::Upload500Mb | Measurement::Download500Mb => Some(LARGE_TRANSFER_BYTES),
+            Measurement::Upload500Mb
+            | Measurement::Download500Mb
+            | Measurement::RawUpload500Mb
+            | Measurement::RawDownload500Mb => Some(LARGE_TRANSFER_BYTES),
             _ => None,
         }
     }
@@ -294,6 +307,39 @@ pub trait RawBaseline: Send + Sync {
 
     /// Runs the reference operation once against the live sandbox.
     async fn run_once(&self, sandbox: &dyn Sandbox) -> Result<(), SandboxError>;
+
+    /// What the bare transfer path is, when the backend has one to compare the 500 MB
+    /// transfers with.
+    fn transfer_description(&self) -> Option<String> {
+        None
+    }
+
+    /// Writes `len` bytes of `body` to the absolute `path` through the bare transfer path.
+    async fn upload_once(
+        &self,
+        sandbox: &dyn Sandbox,
+        path: &str,
+        body: UploadBody,
+        len: u64,
+    ) -> Result<(), SandboxError> {
+        let _ = (path, body, len);
+        Err(SandboxError::unsupported(
+            sandbox.id(),
+            "raw_upload",
+            "no bare transfer path",
+        ))
+    }
+
+    /// Reads the file at the absolute `path` through the bare transfer path; returns the bytes
+    /// that crossed (archive framing included).
+    async fn download_once(&self, sandbox: &dyn Sandbox, path: &str) -> Result<u64, SandboxError> {
+        let _ = path;
+        Err(SandboxError::unsupported(
+            sandbox.id(),
+            "raw_download",
+            "no bare transfer path",
+        ))
+    }
 }
 
 /// Options of a bench run.
@@ -460,6 +506,24 @@ pub struct RawBaselineSummary {
     pub harness_warm_exec_p50_seconds: Option<f64>,
     /// Harness p50 minus baseline p50, s.
     pub overhead_p50_seconds: Option<f64>,
+    /// The 500 MB transfers against the bare transfer path, when both were measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<TransferBaseline>,
+}
+
+/// The harness's 500 MB transfers next to the backend's bare transfer path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransferBaseline {
+    /// What the bare path is.
+    pub description: String,
+    /// Bare upload p50, s.
+    pub raw_upload_p50_seconds: Option<f64>,
+    /// Bare download p50, s.
+    pub raw_download_p50_seconds: Option<f64>,
+    /// Harness upload p50 over bare upload p50.
+    pub upload_ratio: Option<f64>,
+    /// Harness download p50 over bare download p50.
+    pub download_ratio: Option<f64>,
 }
 
 /// Everything measured for one backend.
@@ -545,6 +609,8 @@ pub struct BackendContext {
     pub concurrency: Option<(usize, f64)>,
     /// Raw baseline description, when one ran.
     pub raw_baseline: Option<String>,
+    /// Bare transfer path description, when the 500 MB comparison ran.
+    pub raw_transfer: Option<String>,
     /// Set-up problems.
     pub setup_errors: Vec<String>,
 }
@@ -657,11 +723,38 @@ impl BackendReport {
                 (Some(h), Some(l)) => Some(h - l.p50_seconds),
                 _ => None,
             };
+            let p50 = |m: Measurement| {
+                measurements
+                    .get(&m)
+                    .and_then(|s| s.latency.as_ref())
+                    .map(|l| l.p50_seconds)
+            };
+            let ratio = |harness: Measurement, raw: Measurement| match (p50(harness), p50(raw)) {
+                (Some(h), Some(r)) if r > 0.0 => Some(h / r),
+                _ => None,
+            };
+            let transfer = ctx.raw_transfer.clone().and_then(|description| {
+                let (up, down) = (
+                    p50(Measurement::RawUpload500Mb),
+                    p50(Measurement::RawDownload500Mb),
+                );
+                (up.is_some() || down.is_some()).then(|| TransferBaseline {
+                    description,
+                    raw_upload_p50_seconds: up,
+                    raw_download_p50_seconds: down,
+                    upload_ratio: ratio(Measurement::Upload500Mb, Measurement::RawUpload500Mb),
+                    download_ratio: ratio(
+                        Measurement::Download500Mb,
+                        Measurement::RawDownload500Mb,
+                    ),
+                })
+            });
             RawBaselineSummary {
                 description,
                 latency,
                 harness_warm_exec_p50_seconds: harness_p50,
                 overhead_p50_seconds: overhead,
+                transfer,
             }
         });
         let mut report = BackendReport {

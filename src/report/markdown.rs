@@ -363,12 +363,56 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             &rows,
         ));
         out.push_str(
-            "Overhead is the harness's warm exec (shell wrapper, cwd/env capture) minus the raw \
+            "\nOverhead is the harness's warm exec (shell wrapper, cwd/env capture) minus the raw \
              baseline. A negative overhead means the harness beats a bare engine exec: the Docker \
              backend sends commands to its in-sandbox agent over one open exec stream instead of \
              starting an engine exec per command.\n",
         );
         out.push('\n');
+        let transfers: Vec<Vec<String>> = raws
+            .iter()
+            .filter_map(|(b, r)| r.transfer.as_ref().map(|t| (b, t)))
+            .map(|(b, t)| {
+                let p50 = |m: Measurement| {
+                    b.measurements
+                        .get(&m)
+                        .and_then(|s| s.latency.as_ref())
+                        .map_or("-".into(), |l| fmt_seconds(l.p50_seconds))
+                };
+                let ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}x"));
+                vec![
+                    b.name.clone(),
+                    t.description.clone(),
+                    t.raw_upload_p50_seconds.map_or("-".into(), fmt_seconds),
+                    p50(Measurement::Upload500Mb),
+                    ratio(t.upload_ratio),
+                    t.raw_download_p50_seconds.map_or("-".into(), fmt_seconds),
+                    p50(Measurement::Download500Mb),
+                    ratio(t.download_ratio),
+                ]
+            })
+            .collect();
+        if !transfers.is_empty() {
+            out.push_str("### 500 MB transfers against the bare engine path\n\n");
+            out.push_str(&render_table(
+                &[
+                    "Backend",
+                    "Bare path",
+                    "bare up p50",
+                    "harness up p50",
+                    "up ratio",
+                    "bare down p50",
+                    "harness down p50",
+                    "down ratio",
+                ],
+                &transfers,
+            ));
+            out.push_str(
+                "\nRatio is harness p50 over bare p50. The harness upload writes a temp file and \
+                 renames it into place, and the bench hashes every byte of the harness transfers \
+                 inside the timed section; the bare path only moves the bytes.\n\n",
+            );
+        }
     }
 
     if let Some(c) = &opts.cost {

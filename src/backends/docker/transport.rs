@@ -301,7 +301,7 @@ impl DockerTransport {
 }
 
 /// The tar stream of one file: header, content (checked against `len`), padding, end blocks.
-fn tar_stream(
+pub fn tar_stream(
     name: String,
     len: u64,
     content: impl Stream<Item = std::io::Result<Bytes>> + Send + 'static,
