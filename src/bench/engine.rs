@@ -61,6 +61,8 @@ struct Ctx<'a> {
     opts: &'a BenchOptions,
     samples: Mutex<Vec<Sample>>,
     pb: &'a ProgressBar,
+    /// Peak RSS seen while the 500 MB transfers ran, KiB.
+    large_rss_kib: Mutex<Option<u64>>,
 }
 
 impl Ctx<'_> {
@@ -386,6 +388,7 @@ async fn run_backend(
         opts,
         samples: Mutex::new(Vec::new()),
         pb,
+        large_rss_kib: Mutex::new(None),
     };
     let raw = opts.raw_baselines.get(label).cloned();
     let mut setup_errors = Vec::new();
@@ -412,6 +415,7 @@ async fn run_backend(
         concurrency = concurrent(&ctx, backend, &mut setup_errors).await;
     }
     let partial = ctx.cancelled() || !setup_errors.is_empty();
+    let large_transfer_peak_rss_kib = ctx.large_rss_kib.lock().ok().and_then(|g| *g);
     let samples = ctx.samples.into_inner().unwrap_or_default();
     let report_ctx = BackendContext {
         name: label.to_string(),
@@ -424,6 +428,7 @@ async fn run_backend(
             .as_ref()
             .filter(|_| opts.include_large)
             .and_then(|r| r.transfer_description()),
+        large_transfer_peak_rss_kib,
         setup_errors,
     };
     let mut report = BackendReport::from_samples(report_ctx, samples, &opts.tables);
@@ -551,7 +556,8 @@ async fn main_phases(
         let large = format!("{}/transfer-500mib.bin", opts.workdir);
         let lt = opts.large_op_timeout;
         let iters = opts.large_transfer_iterations;
-        if !transfers(
+        let rss = super::RssSampler::start();
+        let done = transfers(
             ctx,
             sb,
             Measurement::Upload500Mb,
@@ -562,8 +568,15 @@ async fn main_phases(
             lt,
             &large,
         )
-        .await
+        .await;
+        let peak = rss.peak_kib();
+        drop(rss);
+        if peak > 0
+            && let Ok(mut slot) = ctx.large_rss_kib.lock()
         {
+            *slot = Some(peak);
+        }
+        if !done {
             return;
         }
         if let Some(raw) = raw

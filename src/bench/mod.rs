@@ -551,6 +551,10 @@ pub struct BackendReport {
     pub concurrency: Option<ConcurrencySummary>,
     /// Raw baseline.
     pub raw_baseline: Option<RawBaselineSummary>,
+    /// Peak resident memory of the harness process while the 500 MB transfers ran, MiB (the
+    /// embedded emulator, when used, is in the same process and counted too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_transfer_peak_rss_mib: Option<f64>,
     /// Each table row judged.
     pub verdicts: Vec<RowVerdict>,
     /// Set-up problems that stopped measurements.
@@ -594,6 +598,55 @@ fn percent(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 * 100.0 / whole as f64)
 }
 
+/// This process's resident set size in KiB (`None` where /proc is not available).
+pub fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Samples [`rss_kib`] every few milliseconds until dropped, keeping the peak.
+pub struct RssSampler {
+    peak: Arc<std::sync::atomic::AtomicU64>,
+    stop: CancellationToken,
+}
+
+impl RssSampler {
+    /// Starts sampling on the current runtime.
+    pub fn start() -> RssSampler {
+        use std::sync::atomic::Ordering;
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(rss_kib().unwrap_or(0)));
+        let stop = CancellationToken::new();
+        let (p, s) = (peak.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Some(k) = rss_kib() {
+                    p.fetch_max(k, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    _ = s.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            }
+        });
+        RssSampler { peak, stop }
+    }
+
+    /// The peak so far, KiB (0 when /proc is unreadable).
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// Inputs of [`BackendReport::from_samples`] besides the samples.
 #[derive(Debug, Clone, Default)]
 pub struct BackendContext {
@@ -611,6 +664,8 @@ pub struct BackendContext {
     pub raw_baseline: Option<String>,
     /// Bare transfer path description, when the 500 MB comparison ran.
     pub raw_transfer: Option<String>,
+    /// Peak RSS during the 500 MB transfers, KiB.
+    pub large_transfer_peak_rss_kib: Option<u64>,
     /// Set-up problems.
     pub setup_errors: Vec<String>,
 }
@@ -769,6 +824,7 @@ impl BackendReport {
             state,
             concurrency,
             raw_baseline,
+            large_transfer_peak_rss_mib: ctx.large_transfer_peak_rss_kib.map(|k| k as f64 / 1024.0),
             verdicts: Vec::new(),
             setup_errors: ctx.setup_errors,
             samples,

@@ -415,6 +415,26 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         }
     }
 
+    let memory: Vec<Vec<String>> = backends
+        .iter()
+        .filter_map(|b| {
+            b.large_transfer_peak_rss_mib
+                .map(|m| vec![b.name.clone(), format!("{m:.1} MiB")])
+        })
+        .collect();
+    if !memory.is_empty() {
+        out.push_str("## Harness memory\n\n");
+        out.push_str(&render_table(
+            &["Backend", "peak RSS during the 500 MB transfers"],
+            &memory,
+        ));
+        out.push_str(
+            "\nThe whole harness process, sampled every 10 ms (with the embedded emulator when \
+             Cloud Run runs on it). Transfers are streamed; the harness's own target is under \
+             64 MiB.\n\n",
+        );
+    }
+
     if let Some(c) = &opts.cost {
         out.push_str("## Cost projection (Cloud Run)\n\n");
         out.push_str(&c.render());
