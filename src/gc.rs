@@ -63,6 +63,23 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// What the sweep may touch.
     pub scope: GcScope,
+    /// Only touch what is at least this old (a sandbox's objects: last written this long ago),
+    /// so a sweep beside a live run spares it; items of unknown age are then left alone.
+    pub older_than: Option<std::time::Duration>,
+}
+
+impl GcOptions {
+    /// True when an item created (or last written) at `at` is old enough to sweep.
+    fn old_enough(&self, at: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+        let Some(min) = self.older_than else {
+            return true;
+        };
+        let Some(at) = at else { return false };
+        chrono::Utc::now()
+            .signed_duration_since(at)
+            .to_std()
+            .is_ok_and(|age| age >= min)
+    }
 }
 
 /// What kind of leftover an item is.
@@ -153,6 +170,10 @@ pub async fn gc_docker(docker: &Docker, opts: &GcOptions) -> Result<Vec<GcItem>,
         if !opts
             .scope
             .admits(harness_values.chain(names.iter().map(String::as_str)))
+            || !opts.old_enough(
+                c.created
+                    .and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
+            )
         {
             continue;
         }
@@ -224,7 +245,12 @@ pub async fn gc_cloudrun(
             .filter(|(k, _)| k.starts_with(cloudrun::LABEL))
             .map(|(_, v)| v.as_str())
             .chain(std::iter::once(job.name.as_str()));
-        if !harness || !opts.scope.admits(values) {
+        let created = job
+            .create_time
+            .as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc));
+        if !harness || !opts.scope.admits(values) || !opts.old_enough(created) {
             live.insert(short);
             continue;
         }
@@ -297,6 +323,13 @@ pub async fn gc_cloudrun(
             )
             .await
             .map_err(|e| GcError::Storage(e.to_string()))?;
+        // A sandbox written to recently may belong to a live run: keep all of it.
+        if !objects
+            .iter()
+            .all(|o| opts.old_enough(o.updated.or(o.time_created)))
+        {
+            continue;
+        }
         for o in objects {
             let action = if opts.dry_run {
                 GcAction::WouldRemove

@@ -194,7 +194,30 @@ enum Command {
         /// List what would be removed; remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Only remove what is at least this old (e.g. 30m, 2h, 90s), sparing a run in progress.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<std::time::Duration>,
     },
+}
+
+/// An age such as `90s`, `30m`, `2h` or `1d` (a bare number is seconds).
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not an age like 90s, 30m, 2h or 1d"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 fn init_logging(filter: &str) {
@@ -414,9 +437,13 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Command::Gc { dry_run } => {
+        Command::Gc {
+            dry_run,
+            older_than,
+        } => {
             let opts = sandbox_harness::gc::GcOptions {
                 dry_run,
+                older_than,
                 ..Default::default()
             };
             let (items, errors) = sandbox_harness::gc::run(&opts).await;
@@ -585,5 +612,22 @@ fn print_bench(
         &written.html,
     ] {
         eprintln!("wrote {}", p.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_age;
+    use std::time::Duration;
+
+    #[test]
+    fn ages_parse_with_units_and_bad_ones_are_refused() {
+        assert_eq!(parse_age("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_age("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_age("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in ["", "m", "5w", "-3s", "1.5h", "99999999999999999999d"] {
+            assert!(parse_age(bad).is_err(), "{bad:?} was accepted");
+        }
     }
 }

@@ -44,11 +44,15 @@ async fn gc_removes_leftovers_and_dry_run_removes_nothing() {
         c.id().to_string(),
         orphan.clone(),
     ]));
-    let sweep = |dry_run: bool| {
+    let sweep_aged = |dry_run: bool, older_than: Option<std::time::Duration>| {
         let (docker, cloud, bucket, scope) =
             (docker.clone(), cloud.clone(), bucket.clone(), scope.clone());
         async move {
-            let opts = GcOptions { dry_run, scope };
+            let opts = GcOptions {
+                dry_run,
+                scope,
+                older_than,
+            };
             let mut items = gc::gc_cloudrun(
                 cloud.run_client(),
                 cloud.storage(),
@@ -62,6 +66,12 @@ async fn gc_removes_leftovers_and_dry_run_removes_nothing() {
             items
         }
     };
+
+    let sweep = |dry_run: bool| sweep_aged(dry_run, None);
+
+    // An age guard spares what was made just now, as it would a run in progress.
+    let young = sweep_aged(false, Some(std::time::Duration::from_secs(3600))).await;
+    assert!(young.is_empty(), "{young:?}");
 
     let dry = sweep(true).await;
     print!("{}", gc::render(&dry, true));
