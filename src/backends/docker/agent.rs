@@ -111,9 +111,14 @@ impl Agent {
                             break;
                         }
                     };
+                    // Only the new bytes are searched: an answer line can be tens of MiB.
+                    let from = buf.len();
                     buf.extend_from_slice(&message);
-                    while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+                    let mut search_from = from;
+                    while let Some(at) = buf[search_from..].iter().position(|b| *b == b'\n') {
+                        let end = search_from + at;
                         let line: Vec<u8> = buf.drain(..=end).collect();
+                        search_from = 0;
                         if let Some(tx) = hello_tx.take() {
                             match serde_json::from_slice::<Hello>(&line) {
                                 Ok(h) => {
