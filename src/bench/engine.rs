@@ -718,11 +718,22 @@ async fn transfers(
             return false;
         }
     }
+    delete_transfer_file(ctx, sb, path, "delete the transfer file").await
+}
+
+/// Removes a transfer file (a set-up operation); false when the run was cancelled.
+async fn delete_transfer_file(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    path: &str,
+    what: &str,
+) -> bool {
+    let id = sb.id().to_string();
     ctx.timed(
         Measurement::Setup,
         "file_delete",
-        "delete the transfer file",
-        sid,
+        what,
+        Some(id.as_str()),
         true,
         CLEANUP_TIMEOUT,
         false,
@@ -795,21 +806,7 @@ async fn raw_transfers(
             return false;
         }
     }
-    ctx.timed(
-        Measurement::Setup,
-        "file_delete",
-        "delete the bare-transfer file",
-        sid,
-        true,
-        CLEANUP_TIMEOUT,
-        false,
-        async {
-            sb.file_delete("bench-files", path).await?;
-            Ok(((), None))
-        },
-    )
-    .await;
-    !ctx.cancelled()
+    delete_transfer_file(ctx, sb, path, "delete the bare-transfer file").await
 }
 
 async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool {
