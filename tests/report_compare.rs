@@ -315,9 +315,13 @@ fn transfers_are_compared_with_the_bare_path_and_tables_end_before_text() {
     assert!((t.upload_ratio.unwrap() - 1.5).abs() < 0.01, "{t:?}");
     assert!((t.download_ratio.unwrap() - 0.5).abs() < 0.01, "{t:?}");
     let mut b = b;
-    b.large_transfer_peak_rss_mib = Some(12.25);
+    b.large_transfer_rss = Some(sandbox_harness::bench::RssWindow {
+        start_mib: 10.0,
+        peak_mib: 22.25,
+    });
     let md = report::markdown::render(&report(vec![b]), &MarkdownOptions::default());
     assert!(md.contains("1.50x") && md.contains("0.50x"), "{md}");
+    assert!(md.contains("22.2 MiB") || md.contains("22.3 MiB"), "{md}");
     assert!(md.contains("12.2 MiB") || md.contains("12.3 MiB"), "{md}");
     // GitHub Markdown would read a text line right under a table as one more row.
     let lines: Vec<&str> = md.lines().collect();

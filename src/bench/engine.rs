@@ -61,8 +61,8 @@ struct Ctx<'a> {
     opts: &'a BenchOptions,
     samples: Mutex<Vec<Sample>>,
     pb: &'a ProgressBar,
-    /// Peak RSS seen while the 500 MB transfers ran, KiB.
-    large_rss_kib: Mutex<Option<u64>>,
+    /// Resident memory while the 500 MB transfers ran.
+    large_rss: Mutex<Option<super::RssWindow>>,
 }
 
 impl Ctx<'_> {
@@ -388,7 +388,7 @@ async fn run_backend(
         opts,
         samples: Mutex::new(Vec::new()),
         pb,
-        large_rss_kib: Mutex::new(None),
+        large_rss: Mutex::new(None),
     };
     let raw = opts.raw_baselines.get(label).cloned();
     let mut setup_errors = Vec::new();
@@ -415,7 +415,7 @@ async fn run_backend(
         concurrency = concurrent(&ctx, backend, &mut setup_errors).await;
     }
     let partial = ctx.cancelled() || !setup_errors.is_empty();
-    let large_transfer_peak_rss_kib = ctx.large_rss_kib.lock().ok().and_then(|g| *g);
+    let large_transfer_rss = ctx.large_rss.lock().ok().and_then(|g| *g);
     let samples = ctx.samples.into_inner().unwrap_or_default();
     let report_ctx = BackendContext {
         name: label.to_string(),
@@ -428,7 +428,7 @@ async fn run_backend(
             .as_ref()
             .filter(|_| opts.include_large)
             .and_then(|r| r.transfer_description()),
-        large_transfer_peak_rss_kib,
+        large_transfer_rss,
         setup_errors,
     };
     let mut report = BackendReport::from_samples(report_ctx, samples, &opts.tables);
@@ -569,12 +569,10 @@ async fn main_phases(
             &large,
         )
         .await;
-        let peak = rss.peak_kib();
+        let window = rss.window();
         drop(rss);
-        if peak > 0
-            && let Ok(mut slot) = ctx.large_rss_kib.lock()
-        {
-            *slot = Some(peak);
+        if let Ok(mut slot) = ctx.large_rss.lock() {
+            *slot = window;
         }
         if !done {
             return;

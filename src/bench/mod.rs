@@ -551,10 +551,10 @@ pub struct BackendReport {
     pub concurrency: Option<ConcurrencySummary>,
     /// Raw baseline.
     pub raw_baseline: Option<RawBaselineSummary>,
-    /// Peak resident memory of the harness process while the 500 MB transfers ran, MiB (the
-    /// embedded emulator, when used, is in the same process and counted too).
+    /// Resident memory of the harness process while the 500 MB transfers ran (the embedded
+    /// emulator, when used, is in the same process and counted too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub large_transfer_peak_rss_mib: Option<f64>,
+    pub large_transfer_rss: Option<RssWindow>,
     /// Each table row judged.
     pub verdicts: Vec<RowVerdict>,
     /// Set-up problems that stopped measurements.
@@ -608,8 +608,25 @@ pub fn rss_kib() -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The harness process's resident memory over a stretch of the run, MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RssWindow {
+    /// When the stretch began (what earlier phases left allocated).
+    pub start_mib: f64,
+    /// The highest sample.
+    pub peak_mib: f64,
+}
+
+impl RssWindow {
+    /// What the stretch itself added at its peak.
+    pub fn growth_mib(&self) -> f64 {
+        (self.peak_mib - self.start_mib).max(0.0)
+    }
+}
+
 /// Samples [`rss_kib`] every few milliseconds until dropped, keeping the peak.
 pub struct RssSampler {
+    start: Option<u64>,
     peak: Arc<std::sync::atomic::AtomicU64>,
     stop: CancellationToken,
 }
@@ -618,7 +635,8 @@ impl RssSampler {
     /// Starts sampling on the current runtime.
     pub fn start() -> RssSampler {
         use std::sync::atomic::Ordering;
-        let peak = Arc::new(std::sync::atomic::AtomicU64::new(rss_kib().unwrap_or(0)));
+        let start = rss_kib();
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(start.unwrap_or(0)));
         let stop = CancellationToken::new();
         let (p, s) = (peak.clone(), stop.clone());
         tokio::spawn(async move {
@@ -632,12 +650,17 @@ impl RssSampler {
                 }
             }
         });
-        RssSampler { peak, stop }
+        RssSampler { start, peak, stop }
     }
 
-    /// The peak so far, KiB (0 when /proc is unreadable).
-    pub fn peak_kib(&self) -> u64 {
-        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    /// Start and peak so far (`None` when /proc is unreadable).
+    pub fn window(&self) -> Option<RssWindow> {
+        let start = self.start?;
+        let peak = self.peak.load(std::sync::atomic::Ordering::Relaxed);
+        Some(RssWindow {
+            start_mib: start as f64 / 1024.0,
+            peak_mib: peak as f64 / 1024.0,
+        })
     }
 }
 
@@ -664,8 +687,8 @@ pub struct BackendContext {
     pub raw_baseline: Option<String>,
     /// Bare transfer path description, when the 500 MB comparison ran.
     pub raw_transfer: Option<String>,
-    /// Peak RSS during the 500 MB transfers, KiB.
-    pub large_transfer_peak_rss_kib: Option<u64>,
+    /// Resident memory during the 500 MB transfers.
+    pub large_transfer_rss: Option<RssWindow>,
     /// Set-up problems.
     pub setup_errors: Vec<String>,
 }
@@ -824,7 +847,7 @@ impl BackendReport {
             state,
             concurrency,
             raw_baseline,
-            large_transfer_peak_rss_mib: ctx.large_transfer_peak_rss_kib.map(|k| k as f64 / 1024.0),
+            large_transfer_rss: ctx.large_transfer_rss,
             verdicts: Vec::new(),
             setup_errors: ctx.setup_errors,
             samples,
