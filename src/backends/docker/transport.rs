@@ -23,9 +23,7 @@ use super::agent::{Agent, Started, exit_code};
 use super::tar::{BLOCK, FileExtractor, file_header, padding};
 use crate::paths;
 use crate::protocol::{ByteStream, ErrorKind, Result, SandboxError, UploadBody};
-use crate::transport::{
-    MAX_OUTPUT, RawExec, RawOutput, Transport, output_from_response, truncation_marker,
-};
+use crate::transport::{CappedBuf, RawExec, RawOutput, Transport, output_from_response};
 
 /// Maps an engine error into the protocol's error classes.
 pub fn map_bollard(sandbox: &str, op: &str, e: bollard::errors::Error) -> SandboxError {
@@ -52,30 +50,6 @@ pub fn map_bollard(sandbox: &str, op: &str, e: bollard::errors::Error) -> Sandbo
         kind
     };
     SandboxError::new(kind, sandbox, op, detail)
-}
-
-/// Output of one stream, capped at [`MAX_OUTPUT`] while still counting (and draining) the rest.
-#[derive(Default)]
-struct Capped {
-    buf: Vec<u8>,
-    seen: u64,
-}
-
-impl Capped {
-    fn push(&mut self, b: &[u8]) {
-        self.seen += b.len() as u64;
-        let room = MAX_OUTPUT.saturating_sub(self.buf.len());
-        self.buf.extend_from_slice(&b[..room.min(b.len())]);
-    }
-
-    fn finish(mut self) -> (Vec<u8>, bool) {
-        if self.seen > MAX_OUTPUT as u64 {
-            self.buf.extend_from_slice(&truncation_marker(self.seen));
-            (self.buf, true)
-        } else {
-            (self.buf, false)
-        }
-    }
 }
 
 /// Runs commands and moves files in one container through the Docker engine API.
@@ -258,8 +232,8 @@ impl DockerTransport {
             input
         };
         let reader = async {
-            let mut out = Capped::default();
-            let mut err = Capped::default();
+            let mut out = CappedBuf::new();
+            let mut err = CappedBuf::new();
             while let Some(item) = output.next().await {
                 match item.map_err(|e| self.map(op, e))? {
                     LogOutput::StdOut { message } | LogOutput::Console { message } => {
