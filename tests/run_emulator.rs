@@ -64,7 +64,9 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
     });
     let id = format!("test-{}", uuid::Uuid::new_v4());
     let mut cfg = RunConfig::new(docker.clone(), bucket_dir, &id);
-    cfg.faults = Arc::new(faults);
+    cfg.faults = Arc::new(sandbox_harness::emulator::faults::FaultInjector::new(
+        faults,
+    ));
     if auth {
         cfg.auth = Some(Arc::new(|h: &axum::http::HeaderMap| {
             h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer secret-token")

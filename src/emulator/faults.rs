@@ -1,8 +1,13 @@
-//! Fault and latency injection for the emulator, set from config or flags.
+//! Fault and latency injection for the emulator, set from config or flags: what to inject
+//! ([`FaultConfig`]), and the one place that draws the dice, applies them and counts every
+//! injection per fault kind and API ([`FaultInjector`]), so a test can prove its faults happened.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 /// A latency distribution in milliseconds: uniform between `min_ms` and `max_ms`.
@@ -15,13 +20,38 @@ pub struct Latency {
 }
 
 impl Latency {
-    /// Draws one delay.
-    pub fn sample(&self) -> Duration {
+    /// Draws one delay with `rng`.
+    fn draw(&self, rng: &mut StdRng) -> Duration {
         if self.max_ms <= self.min_ms {
             return Duration::from_millis(self.min_ms);
         }
-        let span = self.max_ms - self.min_ms;
-        Duration::from_millis(self.min_ms + (rand::random::<u64>() % (span + 1)))
+        Duration::from_millis(rng.random_range(self.min_ms..=self.max_ms))
+    }
+
+    /// True when it adds nothing.
+    pub fn is_zero(&self) -> bool {
+        self.min_ms == 0 && self.max_ms == 0
+    }
+}
+
+/// Where an armed worker crashes on purpose (see [`FaultConfig::worker_crash`]); the value is
+/// passed to task containers as `SANDBOX_EXECUTOR_CRASH`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkerCrash {
+    /// When the first request shows up, before claiming it.
+    BeforeClaim,
+    /// After running the first request, before its answer is in place.
+    BeforeAnswer,
+}
+
+impl WorkerCrash {
+    /// The `SANDBOX_EXECUTOR_CRASH` value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WorkerCrash::BeforeClaim => "before-claim",
+            WorkerCrash::BeforeAnswer => "before-answer",
+        }
     }
 }
 
@@ -29,6 +59,9 @@ impl Latency {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct FaultConfig {
+    /// Seed of the dice (latency draws, 429/503, start failures); random when `None`. The seed
+    /// in use is reported with the counts, so a failing run can be replayed.
+    pub seed: Option<u64>,
     /// Added to every API call.
     pub call_latency: Latency,
     /// Added before an execution's containers start.
@@ -39,28 +72,302 @@ pub struct FaultConfig {
     pub p503: BTreeMap<String, f64>,
     /// Probability (0..1) that an execution fails to start.
     pub p_execution_start_failure: f64,
+    /// Arms the workers of the next `worker_crash_count` task containers to crash at this point.
+    pub worker_crash: Option<WorkerCrash>,
+    /// How many task containers get an armed worker (0 with `worker_crash` set means 1).
+    pub worker_crash_count: u32,
+    /// How many task containers start unarmed before the first armed one.
+    pub worker_crash_skip: u32,
 }
 
 impl FaultConfig {
     /// True when nothing is injected.
     pub fn is_quiet(&self) -> bool {
-        *self == FaultConfig::default()
+        FaultConfig {
+            seed: None,
+            ..self.clone()
+        } == FaultConfig::default()
+    }
+}
+
+/// Fault kinds as counted.
+pub mod kind {
+    /// Latency added to an API call.
+    pub const CALL_LATENCY: &str = "call_latency";
+    /// An API call answered 429.
+    pub const HTTP_429: &str = "http_429";
+    /// An API call answered 503.
+    pub const HTTP_503: &str = "http_503";
+    /// Latency added before an execution starts.
+    pub const START_LATENCY: &str = "execution_start_latency";
+    /// An execution that failed to start.
+    pub const START_FAILURE: &str = "execution_start_failure";
+    /// A task container whose worker was armed to crash.
+    pub const WORKER_CRASH: &str = "worker_crash";
+}
+
+/// What a [`FaultInjector`] has injected so far: the seed, and per kind, per API, how often.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    /// The seed the dice run with.
+    pub seed: u64,
+    /// kind -> API (endpoint name, or "run.executions" for execution faults) -> count.
+    pub injected: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Total injected milliseconds of latency per kind.
+    pub latency_ms: BTreeMap<String, u64>,
+}
+
+impl FaultCounts {
+    /// How many faults of `kind` were injected, over every API.
+    pub fn total(&self, kind: &str) -> u64 {
+        self.injected
+            .get(kind)
+            .map(|m| m.values().sum())
+            .unwrap_or(0)
     }
 
-    /// The HTTP status to inject for `endpoint`, if the dice say so.
-    pub fn injected_status(&self, endpoint: &str) -> Option<u16> {
-        let p = |m: &BTreeMap<String, f64>| {
-            m.get(endpoint)
-                .or_else(|| m.get("*"))
-                .copied()
-                .unwrap_or(0.0)
+    /// How many faults of `kind` were injected on APIs whose name starts with `prefix`.
+    pub fn on(&self, kind: &str, prefix: &str) -> u64 {
+        self.injected
+            .get(kind)
+            .map(|m| {
+                m.iter()
+                    .filter(|(api, _)| api.starts_with(prefix))
+                    .map(|(_, n)| n)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+}
+
+struct Dice {
+    rng: StdRng,
+    counts: FaultCounts,
+    crashes_left: u32,
+    crash_skip_left: u32,
+}
+
+/// The emulator's one fault layer: both API halves and the execution runner ask it.
+pub struct FaultInjector {
+    cfg: FaultConfig,
+    dice: Mutex<Dice>,
+}
+
+impl std::fmt::Debug for FaultInjector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultInjector")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for FaultInjector {
+    fn default() -> Self {
+        Self::new(FaultConfig::default())
+    }
+}
+
+impl FaultInjector {
+    /// An injector for `cfg`, seeded with `cfg.seed` (or a random seed).
+    pub fn new(cfg: FaultConfig) -> Self {
+        let seed = cfg.seed.unwrap_or_else(rand::random);
+        let crashes_left = match (cfg.worker_crash, cfg.worker_crash_count) {
+            (None, _) => 0,
+            (Some(_), 0) => 1,
+            (Some(_), n) => n,
         };
-        if rand::random::<f64>() < p(&self.p429) {
-            return Some(429);
+        FaultInjector {
+            dice: Mutex::new(Dice {
+                rng: StdRng::seed_from_u64(seed),
+                counts: FaultCounts {
+                    seed,
+                    ..FaultCounts::default()
+                },
+                crashes_left,
+                crash_skip_left: cfg.worker_crash_skip,
+            }),
+            cfg,
         }
-        if rand::random::<f64>() < p(&self.p503) {
-            return Some(503);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FaultConfig {
+        &self.cfg
+    }
+
+    /// What was injected so far.
+    pub fn counts(&self) -> FaultCounts {
+        self.lock().counts.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Dice> {
+        self.dice.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(d: &mut Dice, kind: &str, api: &str) {
+        *d.counts
+            .injected
+            .entry(kind.to_string())
+            .or_default()
+            .entry(api.to_string())
+            .or_default() += 1;
+    }
+
+    fn latency(d: &mut Dice, kind: &str, api: &str, l: &Latency) -> Duration {
+        if l.is_zero() {
+            return Duration::ZERO;
         }
-        None
+        let delay = l.draw(&mut d.rng);
+        Self::count(d, kind, api);
+        *d.counts.latency_ms.entry(kind.to_string()).or_default() += delay.as_millis() as u64;
+        delay
+    }
+
+    /// Applies the call latency for `endpoint`, then rolls the 429/503 dice: `Some(status)` is
+    /// the error status to answer with.
+    pub async fn call(&self, endpoint: &str) -> Option<u16> {
+        if self.cfg.is_quiet() {
+            return None;
+        }
+        let (delay, status) = {
+            let mut d = self.lock();
+            let delay = Self::latency(&mut d, kind::CALL_LATENCY, endpoint, &self.cfg.call_latency);
+            let p = |m: &BTreeMap<String, f64>| {
+                m.get(endpoint)
+                    .or_else(|| m.get("*"))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let (p429, p503) = (p(&self.cfg.p429), p(&self.cfg.p503));
+            let status = if p429 > 0.0 && d.rng.random::<f64>() < p429 {
+                Self::count(&mut d, kind::HTTP_429, endpoint);
+                Some(429)
+            } else if p503 > 0.0 && d.rng.random::<f64>() < p503 {
+                Self::count(&mut d, kind::HTTP_503, endpoint);
+                Some(503)
+            } else {
+                None
+            };
+            (delay, status)
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        status
+    }
+
+    /// The delay before an execution's containers start.
+    pub fn execution_start_delay(&self) -> Duration {
+        let mut d = self.lock();
+        Self::latency(
+            &mut d,
+            kind::START_LATENCY,
+            "run.executions",
+            &self.cfg.execution_start_latency,
+        )
+    }
+
+    /// True when this execution is to fail to start.
+    pub fn execution_start_fails(&self) -> bool {
+        let p = self.cfg.p_execution_start_failure;
+        if p <= 0.0 {
+            return false;
+        }
+        let mut d = self.lock();
+        let fails = d.rng.random::<f64>() < p;
+        if fails {
+            Self::count(&mut d, kind::START_FAILURE, "run.executions");
+        }
+        fails
+    }
+
+    /// The crash point to arm the next task container's worker with, while the budget lasts.
+    pub fn arm_worker_crash(&self) -> Option<WorkerCrash> {
+        let at = self.cfg.worker_crash?;
+        let mut d = self.lock();
+        if d.crashes_left == 0 {
+            return None;
+        }
+        if d.crash_skip_left > 0 {
+            d.crash_skip_left -= 1;
+            return None;
+        }
+        d.crashes_left -= 1;
+        Self::count(&mut d, kind::WORKER_CRASH, at.as_str());
+        Some(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noisy(seed: u64) -> FaultConfig {
+        FaultConfig {
+            seed: Some(seed),
+            call_latency: Latency {
+                min_ms: 0,
+                max_ms: 3,
+            },
+            p429: BTreeMap::from([("*".to_string(), 0.2)]),
+            p503: BTreeMap::from([("*".to_string(), 0.2)]),
+            ..FaultConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_seed_draws_the_same_faults_and_counts_them() {
+        let run = |seed| async move {
+            let f = FaultInjector::new(noisy(seed));
+            let mut seq = Vec::new();
+            for i in 0..200 {
+                seq.push(f.call(if i % 2 == 0 { "a.get" } else { "b.put" }).await);
+            }
+            (seq, f.counts())
+        };
+        let (a, ca) = run(7).await;
+        let (b, cb) = run(7).await;
+        assert_eq!(a, b, "one seed, one sequence");
+        assert_eq!(ca, cb);
+        let n429 = a.iter().filter(|s| **s == Some(429)).count() as u64;
+        let n503 = a.iter().filter(|s| **s == Some(503)).count() as u64;
+        assert_eq!(ca.total(kind::HTTP_429), n429);
+        assert_eq!(ca.total(kind::HTTP_503), n503);
+        assert!(n429 > 10 && n503 > 10, "{n429} {n503}");
+        assert_eq!(
+            ca.on(kind::HTTP_429, "a.") + ca.on(kind::HTTP_429, "b."),
+            n429
+        );
+        assert_eq!(ca.seed, 7);
+        let (c, _) = run(8).await;
+        assert_ne!(a, c, "another seed, another sequence");
+    }
+
+    #[test]
+    fn worker_crashes_are_armed_while_the_budget_lasts() {
+        let f = FaultInjector::new(FaultConfig {
+            worker_crash: Some(WorkerCrash::BeforeClaim),
+            worker_crash_count: 2,
+            worker_crash_skip: 1,
+            ..FaultConfig::default()
+        });
+        assert_eq!(f.arm_worker_crash(), None, "the first container is skipped");
+        assert_eq!(f.arm_worker_crash(), Some(WorkerCrash::BeforeClaim));
+        assert_eq!(f.arm_worker_crash(), Some(WorkerCrash::BeforeClaim));
+        assert_eq!(f.arm_worker_crash(), None);
+        assert_eq!(f.counts().total(kind::WORKER_CRASH), 2);
+        assert!(FaultInjector::default().arm_worker_crash().is_none());
+    }
+
+    #[test]
+    fn a_seed_alone_is_quiet() {
+        assert!(
+            FaultConfig {
+                seed: Some(3),
+                ..FaultConfig::default()
+            }
+            .is_quiet()
+        );
+        assert!(!noisy(1).is_quiet());
     }
 }

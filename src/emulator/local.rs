@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use bollard::Docker;
 
+use super::faults::{FaultCounts, FaultInjector};
 use super::run::{self, BucketDirFn, RunConfig, RunState};
 use super::server::{Emulator, EmulatorConfig, EmulatorContext, EmulatorError};
 
@@ -45,10 +46,11 @@ impl LocalCloud {
         let bucket_dir: BucketDirFn = Arc::new(move |b| cell.get().and_then(|c| c.bucket_dir(b)));
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let mut run_cfg = RunConfig::new(docker.clone(), bucket_dir, &instance);
-        run_cfg.faults = Arc::new(cfg.faults.clone());
+        let injector = Arc::new(FaultInjector::new(cfg.faults.clone()));
+        run_cfg.faults = injector.clone();
         let run_state = RunState::new(run_cfg)?;
         let for_router = run_state.clone();
-        let emulator = Emulator::start_with(cfg, move |ctx| {
+        let emulator = Emulator::start_shared(cfg, injector, move |ctx| {
             let _ = ctx_cell.set(ctx.clone());
             run::router(for_router)
         })
@@ -73,6 +75,11 @@ impl LocalCloud {
     /// The Cloud Run half.
     pub fn run_state(&self) -> &Arc<RunState> {
         &self.run
+    }
+
+    /// What the emulator injected so far (per fault kind and API), and the seed.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.emulator.context().injector.counts()
     }
 
     /// The Docker client the executions run on.

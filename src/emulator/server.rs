@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::auth::{self, AuthChecker};
-use super::faults::FaultConfig;
+use super::faults::{FaultConfig, FaultInjector};
 use super::storage::{self, StorageState};
 
 /// Whether API calls need a bearer token issued by the emulator's token endpoints.
@@ -250,6 +250,8 @@ pub struct EmulatorContext {
     pub clock: Clock,
     /// The Cloud Storage state.
     pub storage: Arc<StorageState>,
+    /// The fault layer both API halves and the runner share (dice and counts).
+    pub injector: Arc<FaultInjector>,
 }
 
 impl EmulatorContext {
@@ -260,7 +262,7 @@ impl EmulatorContext {
 
     /// The fault configuration.
     pub fn faults(&self) -> &FaultConfig {
-        &self.config.faults
+        self.injector.config()
     }
 
     /// The directory holding `bucket`'s objects as plain files, if the bucket exists.
@@ -271,15 +273,7 @@ impl EmulatorContext {
     /// Applies the configured latency, then the 429/503 dice, for `endpoint`
     /// (e.g. "storage.objects.insert", "run.jobs.run"); `Err` is the answer to send.
     pub async fn inject(&self, endpoint: &str) -> Result<(), ApiError> {
-        let faults = &self.config.faults;
-        if faults.is_quiet() {
-            return Ok(());
-        }
-        let d = faults.call_latency.sample();
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
-        match faults.injected_status(endpoint) {
+        match self.injector.call(endpoint).await {
             Some(429) => Err(ApiError::rate_limited(format!(
                 "injected fault: rate limit exceeded on {endpoint}"
             ))),
@@ -346,6 +340,17 @@ impl Emulator {
         cfg: EmulatorConfig,
         extra: impl FnOnce(&EmulatorContext) -> Router,
     ) -> Result<Emulator, EmulatorError> {
+        let injector = Arc::new(FaultInjector::new(cfg.faults.clone()));
+        Self::start_shared(cfg, injector, extra).await
+    }
+
+    /// Like [`Emulator::start_with`], with a fault layer the caller shares with other parts
+    /// (the local cloud gives the same one to the execution runner); `cfg.faults` is ignored.
+    pub async fn start_shared(
+        cfg: EmulatorConfig,
+        injector: Arc<FaultInjector>,
+        extra: impl FnOnce(&EmulatorContext) -> Router,
+    ) -> Result<Emulator, EmulatorError> {
         let (state_dir, tempdir) = match &cfg.state_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
@@ -375,6 +380,7 @@ impl Emulator {
             config,
             clock,
             storage,
+            injector,
         };
         let app = build_router(&ctx, extra(&ctx));
         let (tx, rx) = oneshot::channel::<()>();
@@ -473,12 +479,19 @@ fn build_router(ctx: &EmulatorContext, extra: Router) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/live", get(live))
+        .route("/emulator/v1/faults", get(fault_counts))
         .with_state(ctx.clone())
         .merge(auth::router(ctx.clone()));
     public
         .merge(api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// GET /emulator/v1/faults: the seed and what was injected so far, per kind and API (the
+/// emulator's own endpoint; Google has no such thing).
+async fn fault_counts(State(ctx): State<EmulatorContext>) -> Json<super::faults::FaultCounts> {
+    Json(ctx.injector.counts())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -229,6 +229,10 @@ pub struct EmulatorArgs {
     /// Probability (0..1) that an execution fails to start.
     #[arg(long, value_name = "P")]
     pub start_failure: Option<f64>,
+    /// Seed of the fault dice (latency draws, 429/503, start failures), for a replayable run;
+    /// the counts at GET /emulator/v1/faults report the seed in use.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
     /// Fault configuration (TOML, fields of `FaultConfig`); the flags above override it.
     #[arg(long, value_name = "FILE.toml")]
     pub faults: Option<PathBuf>,
@@ -291,6 +295,9 @@ impl EmulatorArgs {
         }
         if let Some(p) = self.start_failure {
             faults.p_execution_start_failure = probability("--start-failure", p)?;
+        }
+        if let Some(seed) = self.seed {
+            faults.seed = Some(seed);
         }
         Ok(EmulatorConfig {
             state_dir: self.state_dir.clone(),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use sandbox_executor::serve::serve;
-use sandbox_executor::worker::{WorkerConfig, run_worker};
+use sandbox_executor::worker::{CrashPoint, WorkerConfig, run_worker};
 
 const USAGE: &str = "usage: sandbox-executor worker --state-dir DIR [--idle-timeout-ms N] [--poll-ms N] [--max-lifetime-ms N]\n       sandbox-executor serve";
 
@@ -17,6 +17,7 @@ fn parse(args: &[String]) -> Result<WorkerConfig, String> {
         poll: Duration::from_millis(10),
         max_lifetime: Duration::from_secs(540),
         execution: std::env::var("CLOUD_RUN_EXECUTION").unwrap_or_else(|_| "local".into()),
+        crash: CrashPoint::from_env(),
     };
     let mut it = args.iter();
     match it.next().map(String::as_str) {

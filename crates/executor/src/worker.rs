@@ -105,6 +105,37 @@ pub struct WorkerConfig {
     pub max_lifetime: Duration,
     /// The execution name for the heartbeat.
     pub execution: String,
+    /// Injected fault: crash on purpose at this point (the emulator arms it through
+    /// `SANDBOX_EXECUTOR_CRASH`; see [`CrashPoint::from_env`]).
+    pub crash: Option<CrashPoint>,
+}
+
+/// Where an armed worker crashes (fault injection by the emulator, never set on Google Cloud).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// When the first request shows up, before claiming it.
+    BeforeClaim,
+    /// After running the first request, before its answer is in place.
+    BeforeAnswer,
+}
+
+/// Exit status of a worker that crashed on purpose.
+pub const CRASH_EXIT: i32 = 70;
+
+impl CrashPoint {
+    /// Reads `SANDBOX_EXECUTOR_CRASH` (`before-claim` or `before-answer`).
+    pub fn from_env() -> Option<CrashPoint> {
+        match std::env::var("SANDBOX_EXECUTOR_CRASH").ok()?.as_str() {
+            "before-claim" => Some(CrashPoint::BeforeClaim),
+            "before-answer" => Some(CrashPoint::BeforeAnswer),
+            _ => None,
+        }
+    }
+
+    fn crash(self) -> ! {
+        eprintln!("sandbox-executor: injected crash ({self:?})");
+        std::process::exit(CRASH_EXIT)
+    }
 }
 
 /// Unix time in milliseconds.
@@ -367,6 +398,10 @@ fn scan_inbox(
         .filter(|id| valid_request_id(id) && !seen.contains(id))
         .collect();
     names.sort();
+    if !names.is_empty() && cfg.crash == Some(CrashPoint::BeforeClaim) {
+        CrashPoint::BeforeClaim.crash();
+    }
+    let crash_before_answer = cfg.crash == Some(CrashPoint::BeforeAnswer);
     let mut picked = 0;
     for id in names {
         let from = cfg.state_dir.join(INBOX).join(format!("{id}.json"));
@@ -414,6 +449,14 @@ fn scan_inbox(
                     duration_ms: 0,
                 },
             };
+            if crash_before_answer {
+                // Half of write_whole: the answer's bytes land beside the outbox, never in it.
+                let _ = std::fs::write(
+                    outbox.with_extension("tmp-crash"),
+                    serde_json::to_vec(&resp).unwrap_or_default(),
+                );
+                CrashPoint::BeforeAnswer.crash();
+            }
             if let Err(e) = write_whole(&outbox, &serde_json::to_vec(&resp).unwrap_or_default()) {
                 eprintln!("sandbox-executor: cannot write the answer to {id}: {e}");
             }
@@ -521,6 +564,7 @@ mod tests {
             poll: Duration::from_millis(5),
             max_lifetime: Duration::from_secs(30),
             execution: "exec-second".into(),
+            crash: None,
         };
         let t = Instant::now();
         assert_eq!(run_worker(&cfg).unwrap(), 0);
@@ -548,6 +592,7 @@ mod tests {
             poll: Duration::from_millis(5),
             max_lifetime: Duration::from_secs(30),
             execution: "exec-2".into(),
+            crash: None,
         };
         let worker = std::thread::spawn(move || run_worker(&cfg).unwrap());
         let ask = |id: &str| {
@@ -591,6 +636,7 @@ mod tests {
             poll: Duration::from_millis(10),
             max_lifetime: Duration::from_secs(30),
             execution: "exec-1".into(),
+            crash: None,
         };
         let served = run_worker(&cfg).unwrap();
         assert_eq!(served, 1);

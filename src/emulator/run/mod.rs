@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::emulator::faults::FaultConfig;
+use crate::emulator::faults::FaultInjector;
 use crate::gcp::run::{
     Condition, EXECUTION_TYPE_URL, Execution, ExecutionReference, JOB_TYPE_URL, Job,
     ListExecutionsResponse, ListJobsResponse, ListTasksResponse, Operation, RunJobRequest, Status,
@@ -74,8 +74,8 @@ pub struct RunConfig {
     pub docker: Docker,
     /// Host directory of a bucket's objects (Cloud Storage volumes bind-mount it).
     pub bucket_dir: BucketDirFn,
-    /// Injected latency and faults.
-    pub faults: Arc<FaultConfig>,
+    /// Injected latency and faults (shared with the storage half).
+    pub faults: Arc<FaultInjector>,
     /// Authorisation check of every request; None accepts everything.
     pub auth: Option<AuthCheck>,
     /// This emulator instance's id (in the `sandbox-harness.emulator` label).
@@ -98,7 +98,7 @@ impl RunConfig {
         RunConfig {
             docker,
             bucket_dir,
-            faults: Arc::new(FaultConfig::default()),
+            faults: Arc::new(FaultInjector::default()),
             auth: None,
             instance_id: instance_id.to_string(),
             labels,
@@ -286,11 +286,7 @@ impl RunState {
                 "Request had invalid authentication credentials.",
             ));
         }
-        let delay = self.cfg.faults.call_latency.sample();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        match self.cfg.faults.injected_status(endpoint) {
+        match self.cfg.faults.call(endpoint).await {
             Some(429) => Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RESOURCE_EXHAUSTED",

@@ -53,14 +53,13 @@ fn failure(code: i32, message: String, exit_code: Option<i32>) -> Outcome {
 /// Drives an execution from pending to its end; never panics on engine errors.
 pub(super) async fn run_execution(st: Arc<RunState>, plan: ExecPlan, cancel: CancellationToken) {
     let plan = Arc::new(plan);
-    let delay = st.cfg.faults.execution_start_latency.sample();
+    let delay = st.cfg.faults.execution_start_delay();
     let cancelled_early = tokio::select! {
         _ = tokio::time::sleep(delay) => false,
         _ = cancel.cancelled() => true,
     };
     if !cancelled_early {
-        let p = st.cfg.faults.p_execution_start_failure;
-        if p > 0.0 && rand::random::<f64>() < p {
+        if st.cfg.faults.execution_start_fails() {
             let msg = "The execution failed to start: injected start failure \
                        (emulator fault p_execution_start_failure)."
                 .to_string();
@@ -368,6 +367,10 @@ fn container_body(
         format!("CLOUD_RUN_TASK_ATTEMPT={attempt}"),
         format!("CLOUD_RUN_TASK_COUNT={}", plan.task_count),
     ]);
+    if let Some(at) = st.cfg.faults.arm_worker_crash() {
+        // Injected fault: the worker in this container crashes on purpose (counted).
+        env.push(format!("SANDBOX_EXECUTOR_CRASH={}", at.as_str()));
+    }
     let mut labels: HashMap<String, String> = st
         .cfg
         .labels
