@@ -76,6 +76,19 @@ pub async fn docker_backend() -> Arc<DockerBackend> {
 
 /// A Cloud Run backend on a fresh local cloud with `faults`.
 pub async fn cloud_backend(faults: FaultConfig, cleanup: &Cleanup) -> Arc<CloudRunBackend> {
+    let cfg = CloudRunConfig {
+        worker_idle_secs: 60,
+        ..CloudRunConfig::default()
+    };
+    cloud_backend_with(faults, cfg, cleanup).await
+}
+
+/// A Cloud Run backend configured by `cfg` on a fresh local cloud with `faults`.
+pub async fn cloud_backend_with(
+    faults: FaultConfig,
+    cfg: CloudRunConfig,
+    cleanup: &Cleanup,
+) -> Arc<CloudRunBackend> {
     init_tracing();
     let local = Arc::new(
         LocalCloud::start_with(EmulatorConfig {
@@ -86,10 +99,6 @@ pub async fn cloud_backend(faults: FaultConfig, cleanup: &Cleanup) -> Arc<CloudR
         .expect("emulator starts"),
     );
     cleanup.set_local(local.clone());
-    let cfg = CloudRunConfig {
-        worker_idle_secs: 60,
-        ..CloudRunConfig::default()
-    };
     Arc::new(
         CloudRunBackend::with_local(cfg, local)
             .await
@@ -105,4 +114,53 @@ pub fn cmd(session: &str, command: &str) -> StatefulExec {
 /// Stdout as a trimmed string.
 pub fn out(r: &sandbox_harness::protocol::ShellResult) -> String {
     String::from_utf8_lossy(&r.stdout).trim().to_string()
+}
+
+/// Counts what a fault test did, so every figure it prints comes from a count in the same run:
+/// faults injected, operations that still ended as documented, and state checks kept or lost.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// Faults the test injected (or the emulator counted).
+    pub injected: u64,
+    /// Operations that ended as documented (success, or the documented error class).
+    pub survived: u64,
+    /// State checks made after faults.
+    pub checks: u64,
+    /// State checks that failed, by name.
+    pub lost: Vec<String>,
+}
+
+impl Tally {
+    /// One more fault injected.
+    pub fn injected(&mut self, n: u64) {
+        self.injected += n;
+    }
+
+    /// One more operation that ended as documented.
+    pub fn survived(&mut self) {
+        self.survived += 1;
+    }
+
+    /// A state check after faults: `kept` says whether the state was intact.
+    pub fn state(&mut self, what: &str, kept: bool) {
+        self.checks += 1;
+        if !kept {
+            self.lost.push(what.to_string());
+        }
+    }
+
+    /// Prints the figures and fails when state was lost, no fault was injected, or no
+    /// state was checked.
+    pub fn finish(&self, label: &str) {
+        println!(
+            "{label}: faults injected {}, operations ended as documented {}, state checks {}, state lost {}",
+            self.injected,
+            self.survived,
+            self.checks,
+            self.lost.len()
+        );
+        assert!(self.injected > 0, "{label}: no fault was injected");
+        assert!(self.checks > 0, "{label}: no state was checked");
+        assert!(self.lost.is_empty(), "{label}: state lost: {:?}", self.lost);
+    }
 }

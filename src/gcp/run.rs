@@ -397,6 +397,26 @@ impl Execution {
         self.completed_condition()
             .is_some_and(|c| c.state == "CONDITION_SUCCEEDED")
     }
+
+    /// How a finished execution ended, for error messages: "succeeded", "cancelled" or
+    /// "failed: <the Completed condition's message>".
+    pub fn ending(&self) -> String {
+        let cond = self.completed_condition();
+        if self.succeeded() {
+            return "succeeded".into();
+        }
+        let cancelled = self.cancelled_count > 0
+            || cond.is_some_and(|c| c.execution_reason.as_deref() == Some("CANCELLED"));
+        let message = cond
+            .and_then(|c| c.message.as_deref())
+            .map(|m| m.lines().next().unwrap_or(m).trim().to_string())
+            .filter(|m| !m.is_empty());
+        match (cancelled, message) {
+            (true, _) => "cancelled".into(),
+            (false, Some(m)) => format!("failed: {m}"),
+            (false, None) => "failed".into(),
+        }
+    }
 }
 
 /// One task of an execution.

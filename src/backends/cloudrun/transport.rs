@@ -50,12 +50,41 @@ pub fn workspace_object(sandbox_id: &str, path: &str) -> Option<String> {
 
 #[derive(Debug, Default)]
 struct WorkerView {
-    /// The execution we started last (full resource name).
+    /// The execution we count on to serve requests (full resource name): the one we started
+    /// last, or a live one another process started that we adopted from its heartbeat.
     execution: Option<String>,
-    /// When we started it.
+    /// When we started it (`None` for an adopted one).
     started_at: Option<Instant>,
-    /// When a heartbeat last showed a running worker.
+    /// When a heartbeat or an answer last showed a serving worker.
     seen_alive: Option<Instant>,
+    /// Executions seen finished: a heartbeat they left behind is not a live worker.
+    ended: std::collections::HashSet<String>,
+}
+
+impl WorkerView {
+    /// Forgets a finished execution, so the next request starts a new worker.
+    fn forget(&mut self, execution: &str) {
+        self.ended.insert(execution.to_string());
+        if self.execution.as_deref() == Some(execution) {
+            self.execution = None;
+            self.started_at = None;
+            self.seen_alive = None;
+        }
+    }
+}
+
+/// What a waiting request learns about the worker it counts on.
+#[derive(Debug)]
+enum WorkerState {
+    /// A worker is running or starting.
+    Serving,
+    /// The execution we counted on has finished (`how`: succeeded, cancelled, failed: ...;
+    /// `completed`: when, by Cloud Run's clock).
+    Ended {
+        execution: String,
+        how: String,
+        completed: Option<chrono::DateTime<chrono::Utc>>,
+    },
 }
 
 /// Commands and transfers of one Cloud Run sandbox.
@@ -98,17 +127,59 @@ impl CloudRunTransport {
         e.into_sandbox_error(&self.sandbox_id, op)
     }
 
+    /// The worker's heartbeat, its execution as a full resource name (the worker knows only
+    /// the short name Cloud Run gives it in `CLOUD_RUN_EXECUTION`).
     async fn heartbeat(&self, op: &str) -> Result<Option<Heartbeat>> {
+        Ok(self.heartbeat_object(op).await?.map(|(hb, _)| hb))
+    }
+
+    /// The heartbeat and its object generation.
+    async fn heartbeat_object(&self, op: &str) -> Result<Option<(Heartbeat, Option<i64>)>> {
         match self
             .storage
             .download(&self.bucket, &self.object("worker.json"), None)
             .await
         {
             Ok(d) => {
+                let generation = d.generation;
                 let body = d.collect().await.map_err(|e| self.serr(op, e))?;
-                Ok(serde_json::from_slice(&body).ok())
+                Ok(serde_json::from_slice::<Heartbeat>(&body)
+                    .ok()
+                    .map(|mut hb| {
+                        if !hb.execution.is_empty() && !hb.execution.contains('/') {
+                            hb.execution = format!("{}/executions/{}", self.job, hb.execution);
+                        }
+                        (hb, generation)
+                    }))
             }
             Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(self.serr(op, e)),
+        }
+    }
+
+    /// Removes the heartbeat a finished execution left behind (only if it is still that
+    /// execution's), so the next worker does not step aside for a dead one.
+    async fn retire_heartbeat(&self, op: &str, execution: &str) -> Result<()> {
+        let Some((hb, Some(generation))) = self.heartbeat_object(op).await? else {
+            return Ok(());
+        };
+        if hb.execution != execution {
+            return Ok(());
+        }
+        match self
+            .storage
+            .delete_object(
+                &self.bucket,
+                &self.object("worker.json"),
+                &WriteOptions {
+                    if_generation_match: Some(generation),
+                    ..WriteOptions::default()
+                },
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() || e.status() == Some(412) => Ok(()),
             Err(e) => Err(self.serr(op, e)),
         }
     }
@@ -130,7 +201,12 @@ impl CloudRunTransport {
         if !force
             && let Some(hb) = self.heartbeat(op).await?
             && Self::alive(&hb)
+            && !view.ended.contains(&hb.execution)
         {
+            if view.execution.as_deref() != Some(hb.execution.as_str()) {
+                view.execution = Some(hb.execution);
+                view.started_at = None;
+            }
             view.seen_alive = Some(Instant::now());
             return Ok(());
         }
@@ -168,47 +244,129 @@ impl CloudRunTransport {
         Ok(())
     }
 
-    /// Checks, while a request waits, that something will serve it; restarts the worker when
-    /// the one we counted on stopped before claiming the request.
-    async fn check_liveness(&self, op: &str, inbox_name: &str) -> Result<()> {
-        let execution = self.worker.lock().await.execution.clone();
-        if let Some(hb) = self.heartbeat(op).await?
-            && Self::alive(&hb)
-        {
-            self.worker.lock().await.seen_alive = Some(Instant::now());
-            return Ok(());
-        }
-        let finished = match &execution {
-            Some(name) => match self.run.get_execution(name).await {
-                Ok(e) => e.is_done(),
-                Err(e) if e.is_not_found() => true,
-                Err(e) => return Err(e.into_sandbox_error(&self.sandbox_id, op)),
-            },
-            None => true,
+    /// Asks the Admin API whether the execution we count on is still there to serve a waiting
+    /// request. This does not wait for the heartbeat to go stale: a dead worker is seen as soon
+    /// as Cloud Run reports its execution finished.
+    async fn worker_state(&self, op: &str) -> Result<WorkerState> {
+        let (counted_on, ended) = {
+            let view = self.worker.lock().await;
+            (view.execution.clone(), view.ended.clone())
         };
-        if !finished {
-            return Ok(());
+        let name = match counted_on {
+            Some(n) => n,
+            None => match self.heartbeat(op).await? {
+                Some(hb) if !hb.execution.is_empty() && !ended.contains(&hb.execution) => {
+                    hb.execution
+                }
+                // Nobody we know of serves this sandbox: start a worker for the request.
+                _ => {
+                    self.ensure_worker(op, true).await?;
+                    return Ok(WorkerState::Serving);
+                }
+            },
+        };
+        let (how, completed) = match self.run.get_execution(&name).await {
+            Ok(e) if !e.is_done() => return Ok(WorkerState::Serving),
+            Ok(e) => (
+                e.ending(),
+                e.completion_time
+                    .as_deref()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&chrono::Utc)),
+            ),
+            Err(e) if e.is_not_found() => ("deleted".to_string(), None),
+            Err(e) => return Err(e.into_sandbox_error(&self.sandbox_id, op)),
+        };
+        self.worker.lock().await.forget(&name);
+        self.retire_heartbeat(op, &name).await?;
+        // Another process's worker may be the one serving (ours then left at once).
+        if let Some(hb) = self.heartbeat(op).await?
+            && hb.execution != name
+            && !ended.contains(&hb.execution)
+            && Self::alive(&hb)
+            && matches!(self.run.get_execution(&hb.execution).await, Ok(e) if !e.is_done())
+        {
+            let mut view = self.worker.lock().await;
+            view.execution = Some(hb.execution);
+            view.started_at = None;
+            return Ok(WorkerState::Serving);
         }
-        let still_queued = match self.storage.get_object(&self.bucket, inbox_name).await {
-            Ok(_) => true,
-            Err(e) if e.is_not_found() => false,
+        Ok(WorkerState::Ended {
+            execution: name,
+            how,
+            completed,
+        })
+    }
+
+    /// The worker's answer to `outbox`, if it is there yet (the object is removed once read).
+    async fn take_answer(&self, op: &str, outbox: &str) -> Result<Option<RawOutput>> {
+        let d = match self.storage.download(&self.bucket, outbox, None).await {
+            Ok(d) => d,
+            Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(self.serr(op, e)),
         };
-        if still_queued {
-            tracing::debug!(sandbox = %self.sandbox_id, "worker stopped before taking a request; starting another");
-            self.ensure_worker(op, true).await
-        } else {
-            Err(SandboxError::backend(
-                &self.sandbox_id,
-                op,
-                format!(
-                    "the worker execution {} ended while running the request",
-                    execution.unwrap_or_default()
-                ),
-            ))
+        let bytes = d.collect().await.map_err(|e| self.serr(op, e))?;
+        let _ = self
+            .storage
+            .delete_object(&self.bucket, outbox, &WriteOptions::default())
+            .await;
+        let resp: Response = serde_json::from_slice(&bytes).map_err(|e| {
+            SandboxError::backend(&self.sandbox_id, op, format!("bad worker response: {e}"))
+        })?;
+        let out = output_from_response(&self.sandbox_id, op, resp)?;
+        self.worker.lock().await.seen_alive = Some(Instant::now());
+        Ok(Some(out))
+    }
+
+    /// Queues a request object; returns its generation (the precondition for withdrawing it)
+    /// and when the bucket stored it.
+    async fn enqueue(
+        &self,
+        op: &str,
+        inbox: &str,
+        body: Bytes,
+    ) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>)> {
+        let obj = self
+            .storage
+            .insert_object(
+                &self.bucket,
+                inbox,
+                body,
+                &WriteOptions {
+                    content_type: Some("application/json".into()),
+                    if_generation_match: Some(0),
+                    ..WriteOptions::default()
+                },
+            )
+            .await
+            .map_err(|e| self.serr(op, e))?;
+        Ok((obj.generation, obj.time_created))
+    }
+
+    /// Removes a request nobody claimed, so it can never run; false when a worker claimed it.
+    async fn withdraw(&self, op: &str, inbox: &str, generation: i64) -> Result<bool> {
+        match self
+            .storage
+            .delete_object(
+                &self.bucket,
+                inbox,
+                &WriteOptions {
+                    if_generation_match: Some(generation),
+                    ..WriteOptions::default()
+                },
+            )
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() || e.status() == Some(412) => Ok(false),
+            Err(e) => Err(self.serr(op, e)),
         }
     }
 }
+
+/// Times a request whose worker stopped cleanly (idle or out of lifetime) before taking it is
+/// queued again for a new worker; a worker that died instead fails the request.
+const REQUEUE_LIMIT: u32 = 2;
 
 #[async_trait]
 impl Transport for CloudRunTransport {
@@ -229,49 +387,22 @@ impl Transport for CloudRunTransport {
             stdin_b64: req.stdin.as_ref().map(|b| B64.encode(b)),
             deadline_ms: req.deadline.as_millis() as u64,
         };
-        let body = serde_json::to_vec(&request)
-            .map_err(|e| SandboxError::backend(&self.sandbox_id, op, e.to_string()))?;
+        let body = Bytes::from(
+            serde_json::to_vec(&request)
+                .map_err(|e| SandboxError::backend(&self.sandbox_id, op, e.to_string()))?,
+        );
         self.ensure_worker(op, false).await?;
         let inbox = self.object(&format!("inbox/{id}.json"));
         let outbox = self.object(&format!("outbox/{id}.json"));
-        self.storage
-            .insert_object(
-                &self.bucket,
-                &inbox,
-                Bytes::from(body),
-                &WriteOptions {
-                    content_type: Some("application/json".into()),
-                    if_generation_match: Some(0),
-                    ..WriteOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| self.serr(op, e))?;
+        let (mut generation, mut queued_at) = self.enqueue(op, &inbox, body.clone()).await?;
+        let mut requeued = 0;
         // The worker enforces the deadline itself; allow it time to start and to answer.
         let limit = req.deadline + COLD_START_LIMIT;
         let mut last_check = Instant::now();
         loop {
-            match self.storage.download(&self.bucket, &outbox, None).await {
-                Ok(d) => {
-                    let bytes = d.collect().await.map_err(|e| self.serr(op, e))?;
-                    let _ = self
-                        .storage
-                        .delete_object(&self.bucket, &outbox, &WriteOptions::default())
-                        .await;
-                    let resp: Response = serde_json::from_slice(&bytes).map_err(|e| {
-                        SandboxError::backend(
-                            &self.sandbox_id,
-                            op,
-                            format!("bad worker response: {e}"),
-                        )
-                    })?;
-                    let out = output_from_response(&self.sandbox_id, op, resp)?;
-                    self.worker.lock().await.seen_alive = Some(Instant::now());
-                    tracing::debug!(sandbox = %self.sandbox_id, op, ms = started.elapsed().as_millis() as u64, "request served");
-                    return Ok(out);
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(self.serr(op, e)),
+            if let Some(out) = self.take_answer(op, &outbox).await? {
+                tracing::debug!(sandbox = %self.sandbox_id, op, ms = started.elapsed().as_millis() as u64, "request served");
+                return Ok(out);
             }
             if started.elapsed() > limit {
                 return Err(SandboxError::timeout(
@@ -282,7 +413,43 @@ impl Transport for CloudRunTransport {
             }
             if last_check.elapsed() >= LIVENESS_EVERY {
                 last_check = Instant::now();
-                self.check_liveness(op, &inbox).await?;
+                if let WorkerState::Ended {
+                    execution,
+                    how,
+                    completed,
+                } = self.worker_state(op).await?
+                {
+                    // An answer written before the end still counts.
+                    if let Some(out) = self.take_answer(op, &outbox).await? {
+                        return Ok(out);
+                    }
+                    if !self.withdraw(op, &inbox, generation).await? {
+                        return Err(SandboxError::backend(
+                            &self.sandbox_id,
+                            op,
+                            format!(
+                                "the worker execution {execution} ended ({how}) while running the request; it may have run"
+                            ),
+                        ));
+                    }
+                    // Not claimed. A worker that stopped cleanly, or was gone before the request
+                    // was queued, was never going to take it: queue it again for a new worker.
+                    // One that died after it was queued fails the request.
+                    let gone_before = matches!((completed, queued_at), (Some(c), Some(q)) if c < q);
+                    if !(how == "succeeded" || gone_before) || requeued >= REQUEUE_LIMIT {
+                        return Err(SandboxError::backend(
+                            &self.sandbox_id,
+                            op,
+                            format!(
+                                "the worker execution {execution} ended ({how}) before taking the request; it did not run"
+                            ),
+                        ));
+                    }
+                    tracing::debug!(sandbox = %self.sandbox_id, %execution, %how, "the worker was gone before taking a request; starting another");
+                    requeued += 1;
+                    self.ensure_worker(op, true).await?;
+                    (generation, queued_at) = self.enqueue(op, &inbox, body.clone()).await?;
+                }
             }
             tokio::time::sleep(self.poll).await;
         }
