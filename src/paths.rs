@@ -3,9 +3,13 @@
 /// Longest path accepted, in bytes (Linux PATH_MAX).
 pub const MAX_PATH: usize = 4096;
 
+/// Longest path component accepted, in bytes (Linux NAME_MAX): the protocol refuses longer
+/// names up front on every backend, instead of letting each file system answer differently.
+pub const MAX_NAME: usize = 255;
+
 /// Resolves `path` against `cwd` into a normalised absolute path, lexically (`.` and `..`
-/// are folded; `..` never climbs above `/`). Rejects empty paths, NUL bytes and over-long
-/// paths with a message.
+/// are folded; `..` never climbs above `/`). Rejects empty paths, NUL bytes, over-long paths
+/// and over-long components with a message.
 pub fn resolve(cwd: &str, path: &str) -> Result<String, String> {
     if path.is_empty() {
         return Err("the path is empty".into());
@@ -30,6 +34,12 @@ pub fn resolve(cwd: &str, path: &str) -> Result<String, String> {
             "" | "." => {}
             ".." => {
                 parts.pop();
+            }
+            p if p.len() > MAX_NAME => {
+                return Err(format!(
+                    "a path component is {} bytes long; at most {MAX_NAME} are accepted",
+                    p.len()
+                ));
             }
             p => parts.push(p),
         }
@@ -75,6 +85,8 @@ mod tests {
         assert!(resolve("/w", "").is_err());
         assert!(resolve("/w", "a\0b").is_err());
         assert!(resolve("/w", &"a".repeat(5000)).is_err());
+        assert!(resolve("/w", &"a".repeat(255)).is_ok());
+        assert!(resolve("/w", &format!("{}/b", "a".repeat(256))).is_err());
     }
 
     #[test]

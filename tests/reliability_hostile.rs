@@ -4,13 +4,14 @@
 #[path = "reliability_common.rs"]
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config as PtConfig, TestRunner};
+use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
 use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::{AuthMode, EmulatorConfig, LocalCloud};
 use sandbox_harness::gcp::storage::ListOptions;
@@ -47,51 +48,145 @@ fn hostile_path() -> impl Strategy<Value = String> {
         .prop_map(|(lead, parts)| format!("{lead}{}", parts.join("/")))
 }
 
-/// Writes and reads back hostile paths; returns (tried, ok, invalid, other errors).
-async fn fuzz_paths(sb: Arc<dyn Sandbox>, cases: u32) -> (usize, usize, usize, usize) {
-    let mut runner = TestRunner::new(PtConfig {
-        cases,
-        failure_persistence: None,
-        ..PtConfig::default()
-    });
+/// What the protocol promises for a write to a generated path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    /// A valid path: it must round-trip.
+    RoundTrip,
+    /// Malformed for this backend: `InvalidInput`, with a message.
+    Invalid,
+    /// Lands in the image's own system tree (`/etc`, `/proc`...): any documented class or a
+    /// round trip; not counted towards the floor.
+    System,
+}
+
+/// The rules the oracle applies, per backend.
+#[derive(Debug, Clone, Copy)]
+struct PathRules {
+    /// Longest file name component, bytes (Linux NAME_MAX is 255).
+    name_max: usize,
+    /// Whether names in /workspace may hold CR or LF (Cloud Storage object names may not:
+    /// https://cloud.google.com/storage/docs/objects#naming).
+    workspace_allows_crlf: bool,
+}
+
+/// Decides, without asking the sandbox, what writing `payload` to `p` must do. `dirs` holds
+/// the directories known to exist (the image's top level, and parents of earlier writes).
+fn oracle(p: &str, rules: PathRules, dirs: &BTreeSet<String>, system: &BTreeSet<String>) -> Expect {
+    let Ok(r) = sandbox_harness::paths::resolve("/workspace", p) else {
+        return Expect::Invalid;
+    };
+    let top = r.split('/').nth(1).unwrap_or("");
+    if r != "/" && system.contains(top) {
+        return Expect::System;
+    }
+    if dirs.contains(&r) {
+        return Expect::Invalid;
+    }
+    let names: Vec<&str> = r.split('/').filter(|c| !c.is_empty()).collect();
+    if names.iter().any(|n| n.len() > rules.name_max) {
+        return Expect::Invalid;
+    }
+    if top == "workspace" && !rules.workspace_allows_crlf && r.contains(['\r', '\n']) {
+        return Expect::Invalid;
+    }
+    Expect::RoundTrip
+}
+
+/// What [`fuzz_paths`] saw.
+#[derive(Debug, Default)]
+struct PathStats {
+    tried: usize,
+    round_trips: usize,
+    invalid: usize,
+    system: usize,
+}
+
+/// Writes and reads back hostile paths against the oracle: every valid path round-trips,
+/// every malformed one is refused as `InvalidInput`, and at least a fifth are valid.
+async fn fuzz_paths(sb: Arc<dyn Sandbox>, cases: u32, rules: PathRules) -> PathStats {
+    // A fixed seed by default, so the floor below cannot fail by chance; set
+    // RELIABILITY_PROPTEST_SEED to explore other paths.
+    let seed: u64 = std::env::var("RELIABILITY_PROPTEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    println!("hostile paths: {cases} cases, seed {seed} (RELIABILITY_PROPTEST_SEED)");
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        PtConfig {
+            cases,
+            failure_persistence: None,
+            ..PtConfig::default()
+        },
+        TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes),
+    );
     let mut paths = Vec::new();
     for _ in 0..cases {
         paths.push(hostile_path().new_tree(&mut runner).unwrap().current());
     }
-    let (mut ok, mut invalid, mut other) = (0, 0, 0);
+    // The image's own top-level entries (besides the two working roots) are off limits.
+    let top = sb.exec_stateful(cmd("h", "ls -A /")).await.unwrap();
+    let system: BTreeSet<String> = out(&top)
+        .lines()
+        .filter(|l| *l != "workspace" && *l != "tmp")
+        .map(str::to_string)
+        .collect();
+    let mut dirs: BTreeSet<String> = ["/", "/workspace", "/tmp"].map(String::from).into();
+    let mut stats = PathStats::default();
     for p in &paths {
-        // Never clobber the system: paths that resolve to an existing directory or into
-        // /proc, /sys, /dev are handled by the backend (error) or skipped by the harness below.
-        match sb
+        let expect = oracle(p, rules, &dirs, &system);
+        stats.tried += 1;
+        let res = sb
             .file_write("h", p, b"payload", WriteOptions::default())
-            .await
-        {
-            Ok(()) => {
+            .await;
+        match (expect, res) {
+            (Expect::RoundTrip | Expect::System, Ok(())) => {
                 let c = sb
                     .file_read("h", p, ReadOptions::default())
                     .await
                     .unwrap_or_else(|e| panic!("{p:?} written but not readable: {e}"));
                 assert_eq!(c.content, b"payload", "{p:?}");
                 sb.file_delete("h", p).await.unwrap();
-                ok += 1;
+                let r = sandbox_harness::paths::resolve("/workspace", p).unwrap();
+                let mut d = sandbox_harness::paths::parent(&r).to_string();
+                while d != "/" {
+                    dirs.insert(d.clone());
+                    d = sandbox_harness::paths::parent(&d).to_string();
+                }
+                if expect == Expect::RoundTrip {
+                    stats.round_trips += 1;
+                } else {
+                    stats.system += 1;
+                }
             }
-            Err(e) => {
+            (Expect::RoundTrip, Err(e)) => panic!("valid path {p:?} was refused: {e}"),
+            (Expect::Invalid, Ok(())) => panic!("malformed path {p:?} was accepted"),
+            (Expect::Invalid, Err(e)) => {
+                assert_eq!(e.kind(), ErrorKind::InvalidInput, "{p:?}: {e}");
+                assert!(!e.to_string().is_empty());
+                stats.invalid += 1;
+            }
+            (Expect::System, Err(e)) => {
                 assert!(
                     matches!(
                         e.kind(),
-                        ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Backend
+                        ErrorKind::InvalidInput | ErrorKind::Permission | ErrorKind::NotFound
                     ),
                     "{p:?}: unexpected class {e:?}"
                 );
-                assert!(!e.to_string().is_empty());
-                if e.kind() == ErrorKind::InvalidInput {
-                    invalid += 1;
-                } else {
-                    other += 1;
-                }
+                stats.system += 1;
             }
         }
     }
+    // The floor: a run that refused everything would prove nothing.
+    assert!(
+        stats.round_trips * 5 >= stats.tried,
+        "only {} of {} generated paths were valid round trips: {stats:?}",
+        stats.round_trips,
+        stats.tried
+    );
     // `$(touch pwned)` ran nowhere.
     let r = sb
         .exec_stateful(cmd(
@@ -101,7 +196,7 @@ async fn fuzz_paths(sb: Arc<dyn Sandbox>, cases: u32) -> (usize, usize, usize, u
         .await
         .unwrap();
     assert_eq!(out(&r), "0", "a path was run as a command");
-    (paths.len(), ok, invalid, other)
+    stats
 }
 
 /// Metacharacters, huge output, invalid regex/glob, bad env names; returns inputs tried.
@@ -218,10 +313,15 @@ async fn docker_hostile_input() {
     let backend = docker_backend().await;
     let cleanup = Cleanup::default();
     let sb = cleanup.add(backend.create().await.unwrap());
-    let (tried, ok, invalid, other) = fuzz_paths(sb.clone(), cases()).await;
+    let rules = PathRules {
+        name_max: 255,
+        workspace_allows_crlf: true,
+    };
+    let st = fuzz_paths(sb.clone(), cases(), rules).await;
     let more = literal_and_limits(sb).await;
     println!(
-        "docker hostile inputs: {tried} paths ({ok} ok, {invalid} invalid_input, {other} other errors) + {more} others, all handled, panics 0"
+        "docker hostile inputs: {} paths ({} round trips, {} invalid_input as the oracle said, {} in system dirs) + {more} others",
+        st.tried, st.round_trips, st.invalid, st.system
     );
 }
 
@@ -230,7 +330,11 @@ async fn cloudrun_hostile_input_stays_in_its_prefix() {
     let cleanup = Cleanup::default();
     let backend = cloud_backend(FaultConfig::default(), &cleanup).await;
     let sb = cleanup.add(backend.create().await.unwrap());
-    let (tried, ok, invalid, other) = fuzz_paths(sb.clone(), cases()).await;
+    let rules = PathRules {
+        name_max: 255,
+        workspace_allows_crlf: true,
+    };
+    let st = fuzz_paths(sb.clone(), cases(), rules).await;
     let more = literal_and_limits(sb.clone()).await;
     // Every object in the bucket belongs to this sandbox.
     let (objects, _) = backend
@@ -246,7 +350,11 @@ async fn cloudrun_hostile_input_stays_in_its_prefix() {
         .collect();
     assert!(escaped.is_empty(), "objects outside {prefix}: {escaped:?}");
     println!(
-        "cloudrun hostile inputs: {tried} paths ({ok} ok, {invalid} invalid_input, {other} other errors) + {more} others, {} objects all under {prefix}, panics 0",
+        "cloudrun hostile inputs: {} paths ({} round trips, {} invalid_input as the oracle said, {} in system dirs) + {more} others, {} objects all under {prefix}",
+        st.tried,
+        st.round_trips,
+        st.invalid,
+        st.system,
         objects.len()
     );
 }
