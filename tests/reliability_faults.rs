@@ -1,6 +1,7 @@
-//! Faults on both backends: a killed container, a dead engine connection, a full disk, a dying
-//! Cloud Run worker, and storage answering 429/503 at random. Each test checks the error class
-//! and that no session state is lost or corrupted.
+//! Faults on both backends: a killed container, a dead engine connection, a full disk, and
+//! storage answering 429/503 at random (a dying Cloud Run worker has its own file,
+//! `reliability_worker_death.rs`). Each test checks the error class, that the faults were in
+//! fact injected, and counts the state checks it makes after them.
 
 #[path = "reliability_common.rs"]
 mod common;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use sandbox_harness::backends::docker::{DockerBackend, DockerConfig};
-use sandbox_harness::emulator::faults::FaultConfig;
+use sandbox_harness::emulator::faults::{FaultConfig, kind};
 use sandbox_harness::protocol::{ErrorKind, ReadOptions, SandboxBackend, WriteOptions};
 
 use common::{Cleanup, cloud_backend, cmd, docker_backend, out};
@@ -77,10 +78,10 @@ async fn docker_container_killed_mid_command() {
         backend.get(sb.id()).await.err().map(|e| e.kind()),
         Some(ErrorKind::NotFound)
     );
+    let classes = [err.kind(), after.kind(), after_read.kind()];
     println!(
-        "faults injected 1, survived 1 (classes: {} then {}), state lost 0",
-        err.kind(),
-        after.kind()
+        "killed container: faults injected 1; {} operations after it answered with a documented class ({classes:?}); the sandbox is gone, so no state is kept to check",
+        classes.len() + 1
     );
 }
 
@@ -127,7 +128,7 @@ async fn docker_engine_unreachable_is_a_network_error() {
         image: Some("unused:latest".into()),
         ..DockerConfig::default()
     };
-    let mut tried = 1;
+    let mut tried = 1u64;
     for (what, docker) in [("unix socket", unix), ("tcp port", tcp)] {
         let backend = DockerBackend::with_client(docker, cfg.clone());
         let e = backend.create().await.err().expect("create cannot work");
@@ -137,9 +138,13 @@ async fn docker_engine_unreachable_is_a_network_error() {
         tried += 2;
     }
     // The sandbox itself is untouched by the failures around it.
+    let mut tally = common::Tally::default();
+    tally.injected(tried);
+    tally.survived += tried;
     let r = sb.exec_stateful(cmd("s", "pwd; echo $Z")).await.unwrap();
-    assert_eq!(r.stdout, b"/tmp\n1\n");
-    println!("faults injected {tried}, all network class, state lost 0");
+    tally.state("cwd", out(&r).lines().next() == Some("/tmp"));
+    tally.state("env", out(&r).lines().nth(1) == Some("1"));
+    tally.finish("engine unreachable (every failure of the network class)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,13 +170,14 @@ async fn docker_full_disk_keeps_previous_content() {
         .unwrap();
     println!("filled /dev/shm: {}", out(&fill));
     let big: Vec<u8> = (0..2_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut failures = 0;
+    let mut tally = common::Tally::default();
     let e = sb
         .file_write("s", target, &big, WriteOptions::default())
         .await
         .expect_err("an overwrite on a full disk fails");
     println!("overwrite on a full disk: {} ({e})", e.kind());
-    failures += 1;
+    tally.injected(1);
+    tally.survived();
     // Read back through a command: Docker's archive API (file_read) cannot see tmpfs mounts.
     let cat = |sb: std::sync::Arc<dyn sandbox_harness::protocol::Sandbox>| async move {
         sb.exec_stateful(cmd("s", "cat /dev/shm/keep.txt"))
@@ -180,11 +186,7 @@ async fn docker_full_disk_keeps_previous_content() {
             .stdout
     };
     let now = cat(sb.clone()).await;
-    assert!(
-        now == original,
-        "the previous content is intact ({} bytes now)",
-        now.len()
-    );
+    tally.state("content after a failed overwrite", now == original);
     let e = sb
         .file_write(
             "s",
@@ -198,16 +200,16 @@ async fn docker_full_disk_keeps_previous_content() {
         .await
         .expect_err("an append on a full disk fails");
     println!("append on a full disk: {} ({e})", e.kind());
-    failures += 1;
+    tally.injected(1);
+    tally.survived();
     let now = cat(sb.clone()).await;
-    assert!(
-        now == original,
-        "no half-appended data ({} bytes now)",
-        now.len()
-    );
+    tally.state("content after a failed append", now == original);
     // No temporary files left next to it.
     let left = sb.exec_stateful(cmd("s", "ls -A /dev/shm")).await.unwrap();
-    assert_eq!(out(&left), "fill\nkeep.txt", "leftovers: {}", out(&left));
+    tally.state(
+        "no leftovers beside the file",
+        out(&left) == "fill\nkeep.txt",
+    );
     // Free the space: writes work again.
     sb.file_delete("s", "/dev/shm/fill").await.unwrap();
     sb.file_write("s", target, &big, WriteOptions::default())
@@ -217,78 +219,11 @@ async fn docker_full_disk_keeps_previous_content() {
         .exec_stateful(cmd("s", "wc -c < /dev/shm/keep.txt"))
         .await
         .unwrap();
-    assert_eq!(out(&r), big.len().to_string());
-    println!("faults injected {failures}, survived {failures}, state lost 0");
-}
-
-/// The full name of the running worker execution of a Cloud Run sandbox.
-async fn running_execution(
-    backend: &sandbox_harness::backends::cloudrun::CloudRunBackend,
-    id: &str,
-) -> Option<String> {
-    let job = format!("{}/jobs/sandbox-{id}", backend.parent());
-    let list = backend
-        .run_client()
-        .list_executions(&job, None, None)
-        .await
-        .ok()?;
-    list.executions
-        .into_iter()
-        .find(|e| !e.is_done())
-        .map(|e| e.name)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cloudrun_worker_dies_mid_command() {
-    let cleanup = Cleanup::default();
-    let backend = cloud_backend(FaultConfig::default(), &cleanup).await;
-    let sb = cleanup.add(backend.create().await.expect("create"));
-    sb.exec_stateful(cmd(
-        "s",
-        "mkdir -p /workspace/w && cd /workspace/w && export W='a b'",
-    ))
-    .await
-    .unwrap();
-    let exec = running_execution(&backend, sb.id())
-        .await
-        .expect("a worker runs");
-    let runner = {
-        let sb = sb.clone();
-        tokio::spawn(async move { sb.exec_stateful(cmd("s", "sleep 25")).await })
-    };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    backend
-        .run_client()
-        .cancel_execution(&exec)
-        .await
-        .expect("cancel");
-    let started = Instant::now();
-    let res = tokio::time::timeout(Duration::from_secs(30), runner)
-        .await
-        .expect("the command returns after the worker dies")
-        .expect("no panic");
-    let err = res.expect_err("the command's worker died");
-    println!(
-        "worker cancelled: command failed after {:?}: {err}",
-        started.elapsed()
+    tally.state(
+        "a write after freeing space lands",
+        out(&r) == big.len().to_string(),
     );
-    assert_eq!(err.kind(), ErrorKind::Backend, "{err:?}");
-    let short = exec.rsplit('/').next().unwrap();
-    assert!(
-        err.to_string().contains(short),
-        "the error names the execution {short}: {err}"
-    );
-    // The next command starts a new worker; cwd and env survived.
-    let r = sb
-        .exec_stateful(cmd("s", r#"pwd; echo "$W""#))
-        .await
-        .unwrap();
-    assert_eq!(r.stdout, b"/workspace/w\na b\n");
-    let next = running_execution(&backend, sb.id())
-        .await
-        .expect("new worker");
-    assert_ne!(next, exec);
-    println!("faults injected 1, survived 1, state lost 0");
+    tally.finish("full disk");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,11 +231,13 @@ async fn cloudrun_storage_429_503_retried_without_duplicates() {
     let cleanup = Cleanup::default();
     let p = |v: f64| BTreeMap::from([("*".to_string(), v)]);
     let faults = FaultConfig {
+        seed: Some(0x5eed_0429),
         p429: p(0.05),
         p503: p(0.10),
         ..FaultConfig::default()
     };
     let backend = cloud_backend(faults, &cleanup).await;
+    let local = backend.local_cloud().expect("embedded emulator").clone();
     let sb = cleanup.add(backend.create().await.expect("create"));
     sb.exec_stateful(cmd(
         "s",
@@ -336,20 +273,179 @@ async fn cloudrun_storage_429_503_retried_without_duplicates() {
             .collect::<String>()
             .into_bytes()
     };
+    let mut tally = common::Tally::default();
+    tally.survived += ops;
     let shell = sb
         .file_read("s", "/workspace/r/shell.log", ReadOptions::default())
         .await
         .unwrap();
-    assert_eq!(shell.content, want("shell"));
+    tally.state(
+        "shell appends, each exactly once",
+        shell.content == want("shell"),
+    );
     let api = sb
         .file_read("s", "/workspace/r/api.log", ReadOptions::default())
         .await
         .unwrap();
-    assert_eq!(api.content, want("api"));
+    tally.state("API appends, each exactly once", api.content == want("api"));
     let r = sb.exec_stateful(cmd("s", "pwd; echo $R")).await.unwrap();
-    assert_eq!(r.stdout, b"/workspace/r\nkept\n");
-    ops += 3;
-    println!(
-        "storage faults: {ops} operations under p429=0.05 p503=0.10 (each call has a ~15% chance of an injected error), all succeeded, lines {n}+{n} exact, state lost 0"
+    tally.state("cwd", out(&r).lines().next() == Some("/workspace/r"));
+    tally.state("env", out(&r).lines().nth(1) == Some("kept"));
+    tally.survived += 3;
+    let counts = local.fault_counts();
+    let storage_faults =
+        counts.on(kind::HTTP_429, "storage.") + counts.on(kind::HTTP_503, "storage.");
+    tally.injected(counts.total(kind::HTTP_429) + counts.total(kind::HTTP_503));
+    // Each of the hundreds of calls these operations make has a ~15% chance of an error; at
+    // least 10 of them must have hit Storage calls, or this test proved nothing.
+    assert!(
+        storage_faults >= 10,
+        "only {storage_faults} faults reached Storage calls (seed {}): {counts:?}",
+        counts.seed
     );
+    println!(
+        "storage faults under p429=0.05 p503=0.10, seed {}: 429 x{} and 503 x{} injected ({storage_faults} on Storage calls)",
+        counts.seed,
+        counts.total(kind::HTTP_429),
+        counts.total(kind::HTTP_503)
+    );
+    tally.finish("storage 429/503");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_latency_reaches_both_apis_within_its_band() {
+    const MS: u64 = 120;
+    let cleanup = Cleanup::default();
+    let faults = FaultConfig {
+        seed: Some(11),
+        call_latency: sandbox_harness::emulator::faults::Latency {
+            min_ms: MS,
+            max_ms: MS,
+        },
+        ..FaultConfig::default()
+    };
+    let backend = cloud_backend(faults, &cleanup).await;
+    let local = backend.local_cloud().expect("embedded emulator").clone();
+    let before = local.fault_counts();
+    let calls = 8u64;
+    let mut storage = Vec::new();
+    let mut run = Vec::new();
+    for _ in 0..calls {
+        let t = Instant::now();
+        backend
+            .storage()
+            .get_bucket(&backend.config().bucket)
+            .await
+            .expect("buckets.get");
+        storage.push(t.elapsed());
+        let t = Instant::now();
+        backend
+            .run_client()
+            .list_jobs(backend.parent(), None, None)
+            .await
+            .expect("jobs.list");
+        run.push(t.elapsed());
+    }
+    let after = local.fault_counts();
+    let injected = after.total(kind::CALL_LATENCY) - before.total(kind::CALL_LATENCY);
+    assert_eq!(injected, 2 * calls, "one delay per call: {after:?}");
+    let total_ms = after
+        .latency_ms
+        .get(kind::CALL_LATENCY)
+        .copied()
+        .unwrap_or(0)
+        - before
+            .latency_ms
+            .get(kind::CALL_LATENCY)
+            .copied()
+            .unwrap_or(0);
+    assert_eq!(total_ms, 2 * calls * MS, "every delay is the fixed {MS} ms");
+    // Each call pays the delay; loopback and the emulator add little on top. The upper edge is
+    // wide because other tests share the machine: it only says the delay is not doubled.
+    let band = Duration::from_millis(MS)..Duration::from_millis(2 * MS + 400);
+    for (api, times) in [("storage", &storage), ("run", &run)] {
+        for t in times.iter() {
+            assert!(band.contains(t), "{api} call took {t:?}, outside {band:?}");
+        }
+        let mut sorted = times.clone();
+        sorted.sort();
+        println!(
+            "injected latency {MS} ms on {api}: {} calls, min {:?}, median {:?}, max {:?} (emulator counted {injected} delays, {total_ms} ms)",
+            times.len(),
+            sorted[0],
+            sorted[sorted.len() / 2],
+            sorted[sorted.len() - 1]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_counts_match_what_clients_saw() {
+    use sandbox_harness::emulator::{Emulator, EmulatorConfig};
+    use sandbox_harness::gcp::auth::TokenSource;
+    use sandbox_harness::gcp::retry::RetryPolicy;
+    use sandbox_harness::gcp::storage::{BucketSpec, StorageClient};
+    common::init_tracing();
+    let faults = FaultConfig {
+        seed: Some(42),
+        p503: BTreeMap::from([("storage.buckets.get".to_string(), 0.3)]),
+        ..FaultConfig::default()
+    };
+    let emu = Emulator::start(EmulatorConfig {
+        faults,
+        check_docker: false,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator");
+    let client = StorageClient::new(&emu.base_url(), TokenSource::Anonymous)
+        .unwrap()
+        .with_retry(RetryPolicy::none());
+    client
+        .insert_bucket(
+            "p",
+            &BucketSpec {
+                name: "counted".into(),
+                ..BucketSpec::default()
+            },
+        )
+        .await
+        .expect("buckets.insert is not faulted");
+    let calls = 60;
+    let mut failed = 0u64;
+    for _ in 0..calls {
+        match client.get_bucket("counted").await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(e.status(), Some(503), "{e}");
+                assert_eq!(e.kind(), ErrorKind::Network, "{e}");
+                failed += 1;
+            }
+        }
+    }
+    let counts: sandbox_harness::emulator::faults::FaultCounts =
+        reqwest::get(format!("{}/emulator/v1/faults", emu.base_url()))
+            .await
+            .expect("faults endpoint")
+            .json()
+            .await
+            .expect("fault counts JSON");
+    assert_eq!(
+        counts,
+        emu.context().injector.counts(),
+        "HTTP and in-process agree"
+    );
+    assert_eq!(counts.seed, 42);
+    assert_eq!(counts.on(kind::HTTP_503, "storage.buckets.get"), failed);
+    assert_eq!(
+        counts.total(kind::HTTP_503),
+        failed,
+        "nothing else was faulted"
+    );
+    assert!(
+        failed > 0 && failed < calls,
+        "p=0.3 over {calls} calls gave {failed}"
+    );
+    println!("fault counts: {calls} calls, {failed} answered 503, the emulator counted {failed}");
+    emu.shutdown().await;
 }

@@ -24,8 +24,16 @@ async fn docker_sandbox_is_unprivileged_and_limited() {
         .await
         .unwrap();
     let hc = info.host_config.unwrap();
-    assert_eq!(hc.privileged, Some(false));
-    assert!(hc.cap_drop.unwrap_or_default().iter().any(|c| c == "ALL"));
+    let mut checks = 0;
+    let mut check = |what: &str, ok: bool| {
+        assert!(ok, "isolation property violated: {what}");
+        checks += 1;
+    };
+    check("not privileged", hc.privileged == Some(false));
+    check(
+        "every capability dropped first",
+        hc.cap_drop.unwrap_or_default().iter().any(|c| c == "ALL"),
+    );
     let added = hc.cap_add.unwrap_or_default();
     for dangerous in [
         "SYS_ADMIN",
@@ -34,32 +42,101 @@ async fn docker_sandbox_is_unprivileged_and_limited() {
         "SYS_MODULE",
         "NET_RAW",
     ] {
-        assert!(
+        check(
+            &format!("{dangerous} not added"),
             !added.iter().any(|c| c.ends_with(dangerous)),
-            "{dangerous} added"
         );
     }
-    assert!(hc.pids_limit.unwrap_or(0) > 0, "pids limit");
-    assert!(hc.memory.unwrap_or(0) > 0, "memory limit");
-    assert!(hc.nano_cpus.unwrap_or(0) > 0, "cpu limit");
-    assert!(
+    check("pids limit", hc.pids_limit.unwrap_or(0) > 0);
+    check("memory limit", hc.memory.unwrap_or(0) > 0);
+    check("cpu limit", hc.nano_cpus.unwrap_or(0) > 0);
+    check(
+        "no-new-privileges",
         hc.security_opt
             .unwrap_or_default()
             .iter()
-            .any(|o| o.starts_with("no-new-privileges"))
+            .any(|o| o.starts_with("no-new-privileges")),
     );
     // From inside: no way to mount or to raise capabilities.
     let r = sb
         .exec_stateful(cmd("i", "mount -t tmpfs none /mnt 2>&1; echo rc=$?"))
         .await
         .unwrap();
-    assert!(!out(&r).ends_with("rc=0"), "mount worked: {}", out(&r));
+    check("mount refused inside", !out(&r).ends_with("rc=0"));
+    // The capability sets inside are exactly the ones the backend grants (CAPS), no more.
+    let want = cap_mask(sandbox_harness::backends::docker::CAPS);
     let r = sb
-        .exec_stateful(cmd("i", "grep CapEff /proc/self/status"))
+        .exec_stateful(cmd("i", "grep -E '^Cap(Eff|Prm|Bnd):' /proc/self/status"))
         .await
         .unwrap();
-    println!("docker isolation: {} ; mount refused", out(&r));
-    println!("isolation checks: 7 host-config properties + 1 in-container, violations 0");
+    let sets: Vec<(String, u64)> = out(&r)
+        .lines()
+        .map(|l| {
+            let (name, hex) = l.split_once(':').expect("Cap line");
+            let v = u64::from_str_radix(hex.trim(), 16).expect("hex capability mask");
+            (name.to_string(), v)
+        })
+        .collect();
+    assert_eq!(sets.len(), 3, "CapEff, CapPrm, CapBnd: {}", out(&r));
+    for (name, v) in &sets {
+        assert_eq!(
+            *v,
+            want,
+            "{name} is {v:#x}, the backend grants {:?} = {want:#x}",
+            sandbox_harness::backends::docker::CAPS
+        );
+        checks += 1;
+    }
+    println!(
+        "docker isolation: {checks} properties checked, capability sets {want:#x} as granted, violations 0"
+    );
+}
+
+/// The capability bit mask of `names`, numbered as in linux/include/uapi/linux/capability.h.
+fn cap_mask(names: &[&str]) -> u64 {
+    const NUMBERS: &[(&str, u32)] = &[
+        ("CHOWN", 0),
+        ("DAC_OVERRIDE", 1),
+        ("DAC_READ_SEARCH", 2),
+        ("FOWNER", 3),
+        ("FSETID", 4),
+        ("KILL", 5),
+        ("SETGID", 6),
+        ("SETUID", 7),
+        ("SETPCAP", 8),
+        ("LINUX_IMMUTABLE", 9),
+        ("NET_BIND_SERVICE", 10),
+        ("NET_BROADCAST", 11),
+        ("NET_ADMIN", 12),
+        ("NET_RAW", 13),
+        ("IPC_LOCK", 14),
+        ("IPC_OWNER", 15),
+        ("SYS_MODULE", 16),
+        ("SYS_RAWIO", 17),
+        ("SYS_CHROOT", 18),
+        ("SYS_PTRACE", 19),
+        ("SYS_PACCT", 20),
+        ("SYS_ADMIN", 21),
+        ("SYS_BOOT", 22),
+        ("SYS_NICE", 23),
+        ("SYS_RESOURCE", 24),
+        ("SYS_TIME", 25),
+        ("SYS_TTY_CONFIG", 26),
+        ("MKNOD", 27),
+        ("LEASE", 28),
+        ("AUDIT_WRITE", 29),
+        ("AUDIT_CONTROL", 30),
+        ("SETFCAP", 31),
+    ];
+    names.iter().fold(0, |m, n| {
+        let n = n.trim_start_matches("CAP_");
+        let bit = NUMBERS
+            .iter()
+            .find(|(name, _)| *name == n)
+            .unwrap_or_else(|| panic!("unknown capability {n}"))
+            .1;
+        m | (1 << bit)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

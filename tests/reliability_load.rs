@@ -22,12 +22,34 @@ fn env_num(k: &str, d: u64) -> u64 {
         .unwrap_or(d)
 }
 
-/// Runs the workload; returns (ops, latencies). Any leak or lost state panics the session.
-async fn drive(
-    sandboxes: &[Arc<dyn Sandbox>],
-    sessions: usize,
-    secs: u64,
-) -> (usize, Vec<Duration>) {
+/// What a load run measured and checked.
+struct Load {
+    /// Latency of every operation.
+    lat: Vec<Duration>,
+    /// State checks made (each one asserted: a leak or a loss panics the session).
+    checks: u64,
+}
+
+impl Load {
+    /// "p50 X, p99 Y" from the samples; below 100 samples the top figure is the max of n.
+    fn summary(&self) -> String {
+        let mut l = self.lat.clone();
+        l.sort();
+        let at = |q: f64| {
+            l[((l.len() as f64 * q).ceil() as usize)
+                .saturating_sub(1)
+                .min(l.len() - 1)]
+        };
+        if l.len() >= 100 {
+            format!("p50 {:?}, p99 {:?}", at(0.5), at(0.99))
+        } else {
+            format!("p50 {:?}, max of {} {:?}", at(0.5), l.len(), l[l.len() - 1])
+        }
+    }
+}
+
+/// Runs the workload. Any leak or lost state panics the session; checks are counted.
+async fn drive(sandboxes: &[Arc<dyn Sandbox>], sessions: usize, secs: u64) -> Load {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for i in 0..sessions {
@@ -36,6 +58,7 @@ async fn drive(
             let s = format!("sess{i}");
             let dir = format!("/workspace/load-{i}");
             let mut lat = Vec::new();
+            let mut checks = 0u64;
             let mut time = |t: Instant| lat.push(t.elapsed());
             let t = Instant::now();
             let r = sb
@@ -67,6 +90,7 @@ async fn drive(
                     body.as_bytes(),
                     "session {i} read another's file"
                 );
+                checks += 1;
                 let t = Instant::now();
                 let r = sb
                     .exec_stateful(cmd(&s, "pwd; echo $MARK; cat own.txt; echo x >> log"))
@@ -78,6 +102,7 @@ async fn drive(
                     format!("{dir}\nm{i}\n{body}"),
                     "session {i} state leaked or lost"
                 );
+                checks += 1;
             }
             let r = sb.exec_stateful(cmd(&s, "wc -l < log")).await.unwrap();
             assert_eq!(
@@ -85,21 +110,19 @@ async fn drive(
                 n.to_string(),
                 "session {i}: appends lost or duplicated"
             );
-            lat
+            (lat, checks + 1)
         }));
     }
-    let mut all = Vec::new();
+    let mut load = Load {
+        lat: Vec::new(),
+        checks: 0,
+    };
     for t in tasks {
-        all.extend(t.await.expect("session task"));
+        let (lat, checks) = t.await.expect("session task");
+        load.lat.extend(lat);
+        load.checks += checks;
     }
-    (all.len(), all)
-}
-
-fn p99(lat: &mut [Duration]) -> Duration {
-    lat.sort();
-    lat[((lat.len() as f64 * 0.99).ceil() as usize)
-        .saturating_sub(1)
-        .min(lat.len() - 1)]
+    load
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +136,7 @@ async fn docker_concurrent_sessions() {
     for _ in 0..n_sb {
         sbs.push(cleanup.add(backend.create().await.unwrap()));
     }
-    let (ops, mut lat) = drive(&sbs, sessions, secs).await;
+    let load = drive(&sbs, sessions, secs).await;
     let ids: Vec<String> = sbs.iter().map(|s| s.id().to_string()).collect();
     for sb in &sbs {
         sb.destroy().await.unwrap();
@@ -124,8 +147,10 @@ async fn docker_concurrent_sessions() {
     let left = common_containers(backend.docker(), &ids).await;
     assert_eq!(left, 0, "containers left");
     println!(
-        "docker load: {sessions} sessions on {n_sb} sandboxes x {secs} s: {ops} ops, p99 {:?}, leaks 0, state lost 0, left 0",
-        p99(&mut lat)
+        "docker load: {sessions} sessions on {n_sb} sandboxes x {secs} s: {} ops ({}), {} state checks all kept, containers left {left}",
+        load.lat.len(),
+        load.summary(),
+        load.checks
     );
 }
 
@@ -140,7 +165,7 @@ async fn cloudrun_concurrent_sessions() {
     for _ in 0..n_sb {
         sbs.push(cleanup.add(backend.create().await.unwrap()));
     }
-    let (ops, mut lat) = drive(&sbs, sessions, secs).await;
+    let load = drive(&sbs, sessions, secs).await;
     let ids: Vec<String> = sbs.iter().map(|s| s.id().to_string()).collect();
     for sb in &sbs {
         sb.destroy().await.unwrap();
@@ -175,8 +200,10 @@ async fn cloudrun_concurrent_sessions() {
     }
     assert_eq!(left, 0, "worker containers left");
     println!(
-        "cloudrun load: {sessions} sessions on {n_sb} sandboxes x {secs} s: {ops} ops, p99 {:?}, leaks 0, state lost 0, left 0",
-        p99(&mut lat)
+        "cloudrun load: {sessions} sessions on {n_sb} sandboxes x {secs} s: {} ops ({}), {} state checks all kept, jobs, objects and containers left {left}",
+        load.lat.len(),
+        load.summary(),
+        load.checks
     );
 }
 
