@@ -185,6 +185,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         suites: Option<std::path::PathBuf>,
     },
+    /// Build a sandbox image offline now (otherwise it is built on first use) and say how long
+    /// it took and how large it is. `browser` bootstraps Debian with Chromium (needs root).
+    Image {
+        /// Which image.
+        #[arg(value_enum)]
+        which: ImageKind,
+        /// Build the browser image's Debian base again even when it exists (newer packages).
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// The Phase 0 preflight checklist (bucket, lifecycle, IAM, Run API, a test job); exit 1 on failure.
     Preflight(preflight::cli::PreflightArgs),
     /// Run the local Cloud Run + Cloud Storage emulator on 127.0.0.1 until Ctrl-C.
@@ -198,6 +208,66 @@ enum Command {
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         older_than: Option<std::time::Duration>,
     },
+}
+
+/// The images `image` builds.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ImageKind {
+    /// The default sandbox image (busybox userland plus the executor).
+    Default,
+    /// The browser sandbox image (Debian, Chromium, Xvfb, x11vnc, plus the executor).
+    Browser,
+}
+
+async fn build_image(which: ImageKind, rebuild: bool) -> ExitCode {
+    let docker = match sandbox_harness::backends::docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sandbox-harness: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = std::time::Instant::now();
+    let secs =
+        |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+    match which {
+        ImageKind::Default => match sandbox_harness::images::ensure_sandbox_image(&docker).await {
+            Ok(tag) => {
+                println!("{tag} ready in {:.1} s", started.elapsed().as_secs_f64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sandbox-harness: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        ImageKind::Browser => {
+            match sandbox_harness::images::browser::ensure_browser_image_report(&docker, rebuild)
+                .await
+            {
+                Ok(r) => {
+                    println!("{} ready in {:.1} s", r.tag, r.total.as_secs_f64());
+                    if r.built_base {
+                        println!(
+                            "  built the base {} (mmdebstrap into the engine) in {}",
+                            r.base_tag,
+                            secs(r.bootstrap)
+                        );
+                    } else {
+                        println!("  base {} was already built", r.base_tag);
+                    }
+                    if let Some(size) = r.size_bytes {
+                        println!("  image size {:.0} MB", size as f64 / 1e6);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sandbox-harness: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
 
 /// An age such as `90s`, `30m`, `2h` or `1d` (a bare number is seconds).
@@ -298,6 +368,7 @@ async fn main() -> ExitCode {
                 Err(e) => usage_error(&e.to_string()),
             }
         }
+        Command::Image { which, rebuild } => build_image(which, rebuild).await,
         Command::Preflight(args) => preflight::cli::run_preflight(&args).await,
         Command::Emulator(args) => preflight::cli::run_emulator(&args).await,
         Command::Conform {
