@@ -47,7 +47,8 @@ pub trait Sandbox: Send + Sync {
         String::new()
     }
 
-    /// The browser endpoints; `Unsupported` when the image has no browser.
+    /// The browser endpoints, once the browser answers (with its version); `Unsupported` when
+    /// the sandbox has no browser.
     async fn get_browser(&self) -> Result<BrowserInfo> {
         Err(SandboxError::unsupported(
             self.id(),
@@ -136,6 +137,25 @@ pub trait SandboxBackend: Send + Sync {
 
     /// Creates a new sandbox.
     async fn create(&self) -> Result<Arc<dyn Sandbox>>;
+
+    /// Creates a sandbox that offers at least `wants` (a capability request: e.g. a browser,
+    /// which a backend may give only to sandboxes that ask for it); `Unsupported` when the
+    /// backend cannot offer them.
+    async fn create_with(&self, wants: Capabilities) -> Result<Arc<dyn Sandbox>> {
+        let missing = self.capabilities().missing(&wants);
+        if !missing.is_empty() {
+            return Err(SandboxError::unsupported(
+                "-",
+                "create",
+                format!(
+                    "the {} backend does not offer {}",
+                    self.name(),
+                    missing.join(", ")
+                ),
+            ));
+        }
+        self.create().await
+    }
 
     /// Re-attaches to a live sandbox by id.
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>>;
