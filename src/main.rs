@@ -163,6 +163,9 @@ enum Command {
         /// docker or cloudrun.
         #[arg(long, default_value = "docker")]
         backend: String,
+        /// Ask for a sandbox with a browser (prints its DevTools and VNC addresses).
+        #[arg(long)]
+        browser: bool,
     },
     /// Probe /health, /ready and /live of a service and report their latency and shape.
     Health {
@@ -418,7 +421,7 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(report.exit_code(strict) as u8)
         }
-        Command::Shell { backend } => {
+        Command::Shell { backend, browser } => {
             let registry = registry();
             let entry = match registry.select(&backend) {
                 Ok(mut e) if e.len() == 1 => e.remove(0),
@@ -432,7 +435,11 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let sandbox = match backend.create().await {
+            let wants = sandbox_harness::protocol::Capabilities {
+                browser,
+                ..Default::default()
+            };
+            let sandbox = match backend.create_with(wants).await {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("sandbox-harness: {e}");
@@ -445,6 +452,18 @@ async fn main() -> ExitCode {
                 backend.name()
             );
             let guard = conformance::SandboxGuard::new(sandbox.clone());
+            if browser {
+                match sandbox.get_browser().await {
+                    Ok(b) => eprintln!(
+                        "browser {}: DevTools {} ({}), VNC {}",
+                        b.version.as_deref().unwrap_or("?"),
+                        b.cdp_url,
+                        b.websocket_url.as_deref().unwrap_or("-"),
+                        b.vnc_url.as_deref().unwrap_or("-")
+                    ),
+                    Err(e) => eprintln!("sandbox-harness: the browser did not come up: {e}"),
+                }
+            }
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let result =
                 conformance::shell::run_repl(sandbox.as_ref(), stdin, tokio::io::stdout()).await;
