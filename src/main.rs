@@ -48,6 +48,9 @@ struct MeasureArgs {
     /// Recorded cold starts.
     #[arg(long, default_value_t = 5)]
     cold_starts: usize,
+    /// Recorded browser starts on backends that offer a browser (0 skips the browser rows).
+    #[arg(long, default_value_t = 3)]
+    browser_starts: usize,
     /// Leave out the 500 MB transfers.
     #[arg(long)]
     no_large: bool,
@@ -69,6 +72,7 @@ impl MeasureArgs {
                 iterations: self.iterations.max(1),
                 cold_start_iterations: self.cold_starts,
                 concurrency: self.concurrency,
+                browser_starts: self.browser_starts,
                 include_large: !self.no_large,
                 ..bench::BenchOptions::default()
             },
