@@ -142,21 +142,26 @@ pub trait SandboxBackend: Send + Sync {
     /// which a backend may give only to sandboxes that ask for it); `Unsupported` when the
     /// backend cannot offer them.
     async fn create_with(&self, wants: Capabilities) -> Result<Arc<dyn Sandbox>> {
-        let missing = self.capabilities().missing(&wants);
-        if !missing.is_empty() {
-            return Err(SandboxError::unsupported(
-                "-",
-                "create",
-                format!(
-                    "the {} backend does not offer {}",
-                    self.name(),
-                    missing.join(", ")
-                ),
-            ));
-        }
+        check_request(self.name(), &self.capabilities(), &wants)?;
         self.create().await
     }
 
     /// Re-attaches to a live sandbox by id.
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>>;
+}
+
+/// `Unsupported` (op `create`) when a capability request asks for more than `offered`.
+pub fn check_request(backend: &str, offered: &Capabilities, wants: &Capabilities) -> Result<()> {
+    let missing = offered.missing(wants);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(SandboxError::unsupported(
+        "-",
+        "create",
+        format!(
+            "the {backend} backend does not offer {}",
+            missing.join(", ")
+        ),
+    ))
 }

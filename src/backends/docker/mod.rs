@@ -274,14 +274,7 @@ impl DockerBackend {
 
     /// Creates a sandbox offering at least `wants` and returns its concrete type.
     pub async fn create_docker_with(&self, wants: Capabilities) -> Result<Arc<DockerSandbox>> {
-        let missing = SandboxBackend::capabilities(self).missing(&wants);
-        if !missing.is_empty() {
-            return Err(SandboxError::unsupported(
-                "-",
-                "create",
-                format!("the docker backend does not offer {}", missing.join(", ")),
-            ));
-        }
+        crate::protocol::check_request("docker", &SandboxBackend::capabilities(self), &wants)?;
         let browser = self.wants_browser(&wants)?;
         if browser && matches!(self.config.network_mode.as_deref(), Some("none" | "host")) {
             return Err(SandboxError::invalid(
@@ -622,5 +615,73 @@ impl Lifecycle for DockerLifecycle {
             }) if message.contains("already in progress") => Ok(()),
             Err(e) => Err(map_bollard(&self.id, "destroy", e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::NetworkSettings;
+
+    fn inspect(ports: &[(&str, Option<&str>, &str)]) -> ContainerInspectResponse {
+        let map = ports
+            .iter()
+            .map(|(p, ip, hp)| {
+                (
+                    p.to_string(),
+                    Some(vec![PortBinding {
+                        host_ip: ip.map(str::to_string),
+                        host_port: Some(hp.to_string()),
+                    }]),
+                )
+            })
+            .collect();
+        ContainerInspectResponse {
+            network_settings: Some(NetworkSettings {
+                ports: Some(map),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn endpoints_come_from_the_published_ports() {
+        let ep = BrowserEndpoints::from_inspect(
+            "x",
+            &inspect(&[
+                ("9223/tcp", Some("127.0.0.1"), "32770"),
+                ("5900/tcp", Some("0.0.0.0"), "32771"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ep.cdp_url, "http://127.0.0.1:32770");
+        assert_eq!(ep.vnc_url, "vnc://127.0.0.1:32771");
+        let v6 = BrowserEndpoints::from_inspect(
+            "x",
+            &inspect(&[("9223/tcp", Some("::1"), "1"), ("5900/tcp", None, "2")]),
+        )
+        .unwrap();
+        assert_eq!(v6.cdp_url, "http://[::1]:1");
+        // A port the engine did not publish, or published oddly, is a Backend error.
+        for bad in [
+            inspect(&[("9223/tcp", Some("127.0.0.1"), "1")]),
+            inspect(&[("9223/tcp", None, ""), ("5900/tcp", None, "2")]),
+        ] {
+            let e = BrowserEndpoints::from_inspect("x", &bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Backend, "{e}");
+        }
+    }
+
+    #[test]
+    fn browser_modes_parse() {
+        assert_eq!(BrowserMode::parse("off"), Some(BrowserMode::Off));
+        assert_eq!(
+            BrowserMode::parse("on-request"),
+            Some(BrowserMode::OnRequest)
+        );
+        assert_eq!(BrowserMode::parse(" always "), Some(BrowserMode::Always));
+        assert_eq!(BrowserMode::parse("yes"), None);
+        assert_eq!(BrowserMode::default(), BrowserMode::OnRequest);
     }
 }
