@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --bin sandbox-harness
+# Built once per machine (cached afterwards); the run's browser rows and cases use it.
+target/release/sandbox-harness image browser
 exec target/release/sandbox-harness run "$@"

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # One-time machine set-up, safe to repeat: installs what the harness builds its images from.
 set -euo pipefail
+# Debian packages: busybox-static (the default sandbox image is built from it) and mmdebstrap
+# (the browser image's Debian root is bootstrapped with it).
+missing=()
 if [ -z "${SANDBOX_BUSYBOX:-}" ] && ! dpkg -s busybox-static >/dev/null 2>&1; then
-  echo "setup: installing Debian's busybox-static (the sandbox image is built from it)" >&2
+  missing+=(busybox-static)
+fi
+if [ -z "${SANDBOX_BROWSER_IMAGE:-}" ] && ! command -v mmdebstrap >/dev/null 2>&1; then
+  missing+=(mmdebstrap)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian's ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq busybox-static >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # fake-gcs-server (shipped in a PyPI wheel) is the outside reference the storage tests hold our
 # client and emulator to.

@@ -5,4 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --workspace --all-targets
+# The browser image (Debian with Chromium) is built once per machine, before the tests, so its
+# first build (a minute or two) is not inside any test's deadline; then it is cached.
+target/debug/sandbox-harness image browser
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -3,6 +3,7 @@
 pub mod acceptance;
 pub mod backends;
 pub mod bench;
+pub mod browser;
 pub mod conformance;
 pub mod cost;
 pub mod emulator;

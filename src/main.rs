@@ -48,6 +48,9 @@ struct MeasureArgs {
     /// Recorded cold starts.
     #[arg(long, default_value_t = 5)]
     cold_starts: usize,
+    /// Recorded browser starts on backends that offer a browser (0 skips the browser rows).
+    #[arg(long, default_value_t = 3)]
+    browser_starts: usize,
     /// Leave out the 500 MB transfers.
     #[arg(long)]
     no_large: bool,
@@ -69,6 +72,7 @@ impl MeasureArgs {
                 iterations: self.iterations.max(1),
                 cold_start_iterations: self.cold_starts,
                 concurrency: self.concurrency,
+                browser_starts: self.browser_starts,
                 include_large: !self.no_large,
                 ..bench::BenchOptions::default()
             },
@@ -163,6 +167,9 @@ enum Command {
         /// docker or cloudrun.
         #[arg(long, default_value = "docker")]
         backend: String,
+        /// Ask for a sandbox with a browser (prints its DevTools and VNC addresses).
+        #[arg(long)]
+        browser: bool,
     },
     /// Probe /health, /ready and /live of a service and report their latency and shape.
     Health {
@@ -185,6 +192,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         suites: Option<std::path::PathBuf>,
     },
+    /// Build a sandbox image offline now (otherwise it is built on first use) and say how long
+    /// it took and how large it is. `browser` bootstraps Debian with Chromium (needs root).
+    Image {
+        /// Which image.
+        #[arg(value_enum)]
+        which: ImageKind,
+        /// Build the browser image's Debian base again even when it exists (newer packages).
+        #[arg(long)]
+        rebuild: bool,
+    },
     /// The Phase 0 preflight checklist (bucket, lifecycle, IAM, Run API, a test job); exit 1 on failure.
     Preflight(preflight::cli::PreflightArgs),
     /// Run the local Cloud Run + Cloud Storage emulator on 127.0.0.1 until Ctrl-C.
@@ -198,6 +215,66 @@ enum Command {
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         older_than: Option<std::time::Duration>,
     },
+}
+
+/// The images `image` builds.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ImageKind {
+    /// The default sandbox image (busybox userland plus the executor).
+    Default,
+    /// The browser sandbox image (Debian, Chromium, Xvfb, x11vnc, plus the executor).
+    Browser,
+}
+
+async fn build_image(which: ImageKind, rebuild: bool) -> ExitCode {
+    let docker = match sandbox_harness::backends::docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sandbox-harness: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = std::time::Instant::now();
+    let secs =
+        |d: Option<Duration>| d.map_or("-".to_string(), |d| format!("{:.1} s", d.as_secs_f64()));
+    match which {
+        ImageKind::Default => match sandbox_harness::images::ensure_sandbox_image(&docker).await {
+            Ok(tag) => {
+                println!("{tag} ready in {:.1} s", started.elapsed().as_secs_f64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sandbox-harness: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        ImageKind::Browser => {
+            match sandbox_harness::images::browser::ensure_browser_image_report(&docker, rebuild)
+                .await
+            {
+                Ok(r) => {
+                    println!("{} ready in {:.1} s", r.tag, r.total.as_secs_f64());
+                    if r.built_base {
+                        println!(
+                            "  built the base {} (mmdebstrap into the engine) in {}",
+                            r.base_tag,
+                            secs(r.bootstrap)
+                        );
+                    } else {
+                        println!("  base {} was already built", r.base_tag);
+                    }
+                    if let Some(size) = r.size_bytes {
+                        println!("  image size {:.0} MB", size as f64 / 1e6);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sandbox-harness: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
 
 /// An age such as `90s`, `30m`, `2h` or `1d` (a bare number is seconds).
@@ -298,6 +375,7 @@ async fn main() -> ExitCode {
                 Err(e) => usage_error(&e.to_string()),
             }
         }
+        Command::Image { which, rebuild } => build_image(which, rebuild).await,
         Command::Preflight(args) => preflight::cli::run_preflight(&args).await,
         Command::Emulator(args) => preflight::cli::run_emulator(&args).await,
         Command::Conform {
@@ -347,7 +425,7 @@ async fn main() -> ExitCode {
             }
             ExitCode::from(report.exit_code(strict) as u8)
         }
-        Command::Shell { backend } => {
+        Command::Shell { backend, browser } => {
             let registry = registry();
             let entry = match registry.select(&backend) {
                 Ok(mut e) if e.len() == 1 => e.remove(0),
@@ -361,7 +439,11 @@ async fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let sandbox = match backend.create().await {
+            let wants = sandbox_harness::protocol::Capabilities {
+                browser,
+                ..Default::default()
+            };
+            let sandbox = match backend.create_with(wants).await {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("sandbox-harness: {e}");
@@ -374,6 +456,18 @@ async fn main() -> ExitCode {
                 backend.name()
             );
             let guard = conformance::SandboxGuard::new(sandbox.clone());
+            if browser {
+                match sandbox.get_browser().await {
+                    Ok(b) => eprintln!(
+                        "browser {}: DevTools {} ({}), VNC {}",
+                        b.version.as_deref().unwrap_or("?"),
+                        b.cdp_url,
+                        b.websocket_url.as_deref().unwrap_or("-"),
+                        b.vnc_url.as_deref().unwrap_or("-")
+                    ),
+                    Err(e) => eprintln!("sandbox-harness: the browser did not come up: {e}"),
+                }
+            }
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
             let result =
                 conformance::shell::run_repl(sandbox.as_ref(), stdin, tokio::io::stdout()).await;

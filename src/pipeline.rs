@@ -91,9 +91,8 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
         };
         match name.as_str() {
             "docker" => {
-                let b = DockerBackend::connect(DockerConfig::default())
-                    .await
-                    .map_err(|e| fail(&e))?;
+                let config = DockerConfig::from_env().map_err(|e| fail(&e))?;
+                let b = DockerBackend::connect(config).await.map_err(|e| fail(&e))?;
                 let raw: Arc<dyn bench::RawBaseline> =
                     Arc::new(bench::raw_docker::DockerRawExec::new(b.docker().clone()));
                 out.push(OpenBackend {

@@ -1,5 +1,6 @@
 //! A short bench against the real Docker engine: the three reports are written, the Markdown
-//! holds both acceptance tables, every figure has a verdict, and no container is left behind.
+//! holds both acceptance tables, every figure has a verdict (the browser rows included), and no
+//! container is left behind.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -124,9 +125,13 @@ async fn short_docker_bench_writes_three_reports() {
         Measurement::Upload10Mb,
         Measurement::Download10Mb,
         Measurement::BackgroundStart,
+        Measurement::BrowserStart,
+        Measurement::BrowserNavigate,
     ] {
         assert!(b.measurements[&m].latency.is_some(), "{m:?}");
     }
+    assert_eq!(b.measurements[&Measurement::BrowserStart].attempted, 3);
+    assert_eq!(b.measurements[&Measurement::BrowserNavigate].attempted, 3);
     let raw = b.raw_baseline.as_ref().unwrap();
     assert!(raw.latency.is_some() && raw.overhead_p50_seconds.is_some());
     assert!(r.environment.docker_engine_version.is_some());
@@ -157,5 +162,15 @@ async fn short_docker_bench_writes_three_reports() {
         "{text}"
     );
     assert!(text.contains("## Harness overhead"));
+    // The browser rows sit beside the other Docker rows, without a plan threshold.
+    for label in ["Browser start", "Browser navigation round trip"] {
+        assert!(
+            text.lines().any(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                cells.len() > 3 && cells[0].starts_with(label) && cells[3] == "no threshold"
+            }),
+            "{label}: {text}"
+        );
+    }
     println!("{text}");
 }

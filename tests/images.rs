@@ -1,4 +1,5 @@
-//! The default sandbox image builds offline and runs a POSIX shell.
+//! The default sandbox image builds offline and runs a POSIX shell; the browser image command
+//! works.
 
 use bollard::Docker;
 
@@ -35,4 +36,41 @@ async fn executor_image_runs_the_static_worker() {
         .expect("docker run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown flag --bogus"));
+}
+
+/// `sandbox-harness image browser`, the documented command: the browser image exists
+/// afterwards (built now, or cached), it says so with its size, and its configuration runs the
+/// start script as the main process.
+#[tokio::test]
+async fn image_browser_command_builds_or_finds_the_browser_image() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandbox-harness"))
+        .args(["image", "browser"])
+        .output()
+        .expect("run sandbox-harness");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tag = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with(sandbox_harness::images::browser::BROWSER_IMAGE_REPO))
+        .expect("the tag is printed")
+        .to_string();
+    assert!(stdout.contains("image size"), "{stdout}");
+    let docker = Docker::connect_with_defaults().expect("docker client");
+    let cfg = docker
+        .inspect_image(&tag)
+        .await
+        .expect("image exists")
+        .config
+        .expect("config");
+    assert_eq!(
+        cfg.cmd,
+        Some(vec![
+            sandbox_harness::images::browser::START_PATH.to_string()
+        ])
+    );
+    assert_eq!(cfg.working_dir.as_deref(), Some("/workspace"));
 }

@@ -78,6 +78,7 @@ fn report(backends: Vec<BackendReport>) -> BenchReport {
             cold_start_iterations: 2,
             large_transfer_iterations: 0,
             concurrency: 0,
+            browser_starts: 0,
             include_large: false,
             op_timeout_seconds: 60.0,
         },

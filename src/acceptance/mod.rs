@@ -107,11 +107,15 @@ pub enum MetricId {
     StateConsistency,
     /// A stateful command while C sessions run at once.
     ConcurrentExec,
+    /// A browser sandbox created to its DevTools endpoint answering.
+    BrowserStart,
+    /// A page navigation over CDP (load and evaluate).
+    BrowserNavigate,
 }
 
 impl MetricId {
     /// Every metric, in report order.
-    pub const ALL: [MetricId; 13] = [
+    pub const ALL: [MetricId; 15] = [
         MetricId::ColdStart,
         MetricId::WarmExec,
         MetricId::Upload10Mb,
@@ -125,6 +129,8 @@ impl MetricId {
         MetricId::PermissionErrorRate,
         MetricId::StateConsistency,
         MetricId::ConcurrentExec,
+        MetricId::BrowserStart,
+        MetricId::BrowserNavigate,
     ];
 
     /// The snake_case name used in files.
@@ -143,6 +149,8 @@ impl MetricId {
             MetricId::PermissionErrorRate => "permission_error_rate",
             MetricId::StateConsistency => "state_consistency",
             MetricId::ConcurrentExec => "concurrent_exec",
+            MetricId::BrowserStart => "browser_start",
+            MetricId::BrowserNavigate => "browser_navigate",
         }
     }
 
@@ -162,6 +170,8 @@ impl MetricId {
             MetricId::PermissionErrorRate => "Permission errors",
             MetricId::StateConsistency => "State consistency",
             MetricId::ConcurrentExec => "Concurrent execution",
+            MetricId::BrowserStart => "Browser start (created to CDP answering)",
+            MetricId::BrowserNavigate => "Browser navigation round trip",
         }
     }
 

@@ -16,8 +16,10 @@ use super::{
     BackendContext, BackendReport, BenchOptions, BenchReport, ErrorClass, LARGE_TRANSFER_BYTES,
     Measurement, OptionsRecord, RawBaseline, SCHEMA_VERSION, SMALL_TRANSFER_BYTES, Sample,
 };
+use crate::browser::cdp::{self, CdpClient, CdpError};
 use crate::protocol::{
-    ProcessSelector, ReadOptions, Sandbox, SandboxBackend, SandboxError, StatefulExec, WriteOptions,
+    Capabilities, ProcessSelector, ReadOptions, Sandbox, SandboxBackend, SandboxError,
+    StatefulExec, WriteOptions,
 };
 use crate::report::environment::Environment;
 
@@ -37,6 +39,16 @@ struct OpErr {
 
 impl From<SandboxError> for OpErr {
     fn from(e: SandboxError) -> Self {
+        OpErr {
+            class: e.kind().into(),
+            detail: e.to_string(),
+            exit_code: None,
+        }
+    }
+}
+
+impl From<CdpError> for OpErr {
+    fn from(e: CdpError) -> Self {
         OpErr {
             class: e.kind().into(),
             detail: e.to_string(),
@@ -177,11 +189,31 @@ impl Ctx<'_> {
         measurement: Measurement,
         record: bool,
     ) -> (Option<Arc<dyn Sandbox>>, bool) {
+        self.create_with(
+            backend,
+            Capabilities::default(),
+            measurement,
+            record,
+            self.opts.op_timeout,
+        )
+        .await
+    }
+
+    /// [`Ctx::create`] with a capability request and a deadline of its own.
+    async fn create_with(
+        &self,
+        backend: &Arc<dyn SandboxBackend>,
+        wants: Capabilities,
+        measurement: Measurement,
+        record: bool,
+        deadline: Duration,
+    ) -> (Option<Arc<dyn Sandbox>>, bool) {
         let slot: Mutex<Option<Arc<dyn Sandbox>>> = Mutex::new(None);
-        let deadline = self.opts.op_timeout;
         let first_exec = measurement == Measurement::ColdStart;
         let command = if first_exec {
             "create + ensure_ready + exec_stateful `true`"
+        } else if wants.browser {
+            "create_with browser + ensure_ready"
         } else {
             "create + ensure_ready"
         };
@@ -195,7 +227,7 @@ impl Ctx<'_> {
                 deadline,
                 true,
                 async {
-                    let sb = backend.create().await?;
+                    let sb = backend.create_with(wants).await?;
                     if let Ok(mut g) = slot.lock() {
                         *g = Some(sb.clone());
                     }
@@ -291,11 +323,14 @@ fn progress_bar(opts: &BenchOptions, total: u64) -> ProgressBar {
     pb
 }
 
-fn planned_ops(opts: &BenchOptions, raw: bool) -> u64 {
+fn planned_ops(opts: &BenchOptions, raw: bool, browser: bool) -> u64 {
     let n = opts.iterations as u64;
     let mut t = opts.cold_start_iterations as u64 + n * (1 + 2 + 1 + MIXED_OPS as u64 + 1);
     if raw {
         t += n;
+    }
+    if browser && opts.browser_starts > 0 {
+        t += opts.browser_starts as u64 + n;
     }
     if opts.include_large {
         t += 2 * opts.large_transfer_iterations as u64;
@@ -321,7 +356,13 @@ pub async fn run(
     let environment = Environment::collect(&origins).await;
     let total: u64 = backends
         .iter()
-        .map(|(l, _)| planned_ops(&opts, opts.raw_baselines.contains_key(l)))
+        .map(|(l, b)| {
+            planned_ops(
+                &opts,
+                opts.raw_baselines.contains_key(l),
+                b.capabilities().browser,
+            )
+        })
         .sum();
     let pb = progress_bar(&opts, total);
     if let Some(w) = &opts.events {
@@ -413,6 +454,9 @@ async fn run_backend(
     }
     if opts.concurrency > 0 && !ctx.cancelled() {
         concurrency = concurrent(&ctx, backend, &mut setup_errors).await;
+    }
+    if opts.browser_starts > 0 && backend.capabilities().browser && !ctx.cancelled() {
+        browser(&ctx, backend, &mut setup_errors).await;
     }
     let partial = ctx.cancelled() || !setup_errors.is_empty();
     let large_transfer_rss = ctx.large_rss.lock().ok().and_then(|g| *g);
@@ -1120,4 +1164,139 @@ async fn concurrent(
     )
     .await;
     result
+}
+
+/// Browser sandboxes: their start (created to the DevTools endpoint answering), then page
+/// navigations over CDP in the last one.
+async fn browser(ctx: &Ctx<'_>, backend: &Arc<dyn SandboxBackend>, setup_errors: &mut Vec<String>) {
+    let opts = ctx.opts;
+    let wants = Capabilities {
+        browser: true,
+        ..Capabilities::default()
+    };
+    // At least one unrecorded start first: on a machine without the browser image it builds
+    // the image (minutes), which is not the browser's start; it gets the long deadline.
+    let warm = opts.warmup.max(1);
+    let total = warm + opts.browser_starts;
+    let mut kept: Option<(Arc<dyn Sandbox>, String)> = None;
+    for i in 0..total {
+        if ctx.cancelled() {
+            break;
+        }
+        let record = i >= warm;
+        let deadline = if i == 0 {
+            opts.large_op_timeout
+        } else {
+            opts.op_timeout
+        };
+        let (sb, ok) = ctx
+            .create_with(backend, wants, Measurement::Setup, record, deadline)
+            .await;
+        let Some(sb) = sb else { continue };
+        let id = sb.id().to_string();
+        let started = if ok {
+            ctx.timed(
+                Measurement::BrowserStart,
+                "get_browser",
+                "sandbox created -> /json/version answers",
+                Some(&id),
+                record,
+                opts.op_timeout,
+                true,
+                async {
+                    let b = sb.get_browser().await?;
+                    let ws = b.websocket_url.clone().unwrap_or_default();
+                    expect(
+                        b.version.as_deref().is_some_and(|v| !v.is_empty()) && !ws.is_empty(),
+                        || format!("get_browser returned no version or WebSocket URL: {b:?}"),
+                        None,
+                    )?;
+                    Ok((ws, None))
+                },
+            )
+            .await
+        } else {
+            None
+        };
+        match started {
+            Some(Ok(ws)) if i + 1 == total => kept = Some((sb, ws)),
+            _ => ctx.destroy(&sb, record).await,
+        }
+    }
+    let Some((sb, ws)) = kept else {
+        if !ctx.cancelled() {
+            setup_errors.push(
+                "browser: no browser sandbox for the navigation measurements (see the setup and browser_start samples)"
+                    .into(),
+            );
+        }
+        return;
+    };
+    navigations(ctx, &sb, &ws, setup_errors).await;
+    ctx.destroy(&sb, true).await;
+}
+
+async fn navigations(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    ws: &str,
+    setup_errors: &mut Vec<String>,
+) {
+    let opts = ctx.opts;
+    let id = sb.id().to_string();
+    let to = opts.op_timeout;
+    let opened = ctx
+        .timed(
+            Measurement::Setup,
+            "cdp_open_page",
+            "CDP connect + Target.createTarget",
+            Some(&id),
+            true,
+            to,
+            true,
+            async {
+                let mut c = CdpClient::connect(ws, to).await?;
+                let page = c.open_page().await?;
+                Ok(((c, page), None))
+            },
+        )
+        .await;
+    let (mut c, page) = match opened {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            setup_errors.push(format!("browser: could not open a page: {}", e.detail));
+            return;
+        }
+        None => return,
+    };
+    for i in 0..(opts.warmup + opts.iterations) {
+        let title = format!("sandbox-harness-nav-{i}");
+        let url = cdp::data_url(&format!("<title>{title}</title><p>{i}</p>"));
+        let r = ctx
+            .timed(
+                Measurement::BrowserNavigate,
+                "navigate",
+                "Page.navigate data: URL + load event + Runtime.evaluate document.title",
+                Some(&id),
+                i >= opts.warmup,
+                to,
+                true,
+                async {
+                    c.navigate(&page, &url).await?;
+                    let got = c.evaluate(&page, "document.title").await?;
+                    expect(
+                        got == serde_json::json!(title),
+                        || format!("document.title is {got}, expected {title:?}"),
+                        None,
+                    )?;
+                    Ok(((), None))
+                },
+            )
+            .await;
+        if r.is_none() {
+            break;
+        }
+    }
+    let _ = c.close_page(&page).await;
+    c.close().await;
 }

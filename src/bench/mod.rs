@@ -87,11 +87,16 @@ pub enum Measurement {
     Concurrent,
     /// Set-up and teardown operations (counted in the overall rates, not in latency rows).
     Setup,
+    /// A browser sandbox's browser, from the sandbox created to its DevTools endpoint
+    /// answering (`get_browser`).
+    BrowserStart,
+    /// A page navigated to a `data:` URL over CDP, loaded, and a script evaluated in it.
+    BrowserNavigate,
 }
 
 impl Measurement {
     /// Every measurement, in report order.
-    pub const ALL: [Measurement; 14] = [
+    pub const ALL: [Measurement; 16] = [
         Measurement::ColdStart,
         Measurement::WarmExec,
         Measurement::RawBaseline,
@@ -106,6 +111,8 @@ impl Measurement {
         Measurement::StateConsistency,
         Measurement::Concurrent,
         Measurement::Setup,
+        Measurement::BrowserStart,
+        Measurement::BrowserNavigate,
     ];
 
     /// The snake_case name.
@@ -125,6 +132,8 @@ impl Measurement {
             Measurement::StateConsistency => "state_consistency",
             Measurement::Concurrent => "concurrent",
             Measurement::Setup => "setup",
+            Measurement::BrowserStart => "browser_start",
+            Measurement::BrowserNavigate => "browser_navigate",
         }
     }
 
@@ -355,6 +364,9 @@ pub struct BenchOptions {
     pub large_transfer_iterations: usize,
     /// Sessions (sandboxes) run at once in the concurrency measurement; 0 skips it.
     pub concurrency: usize,
+    /// Recorded browser starts (each creates and destroys a browser sandbox) on backends that
+    /// offer a browser; 0 skips the browser measurements. Navigations use `iterations`.
+    pub browser_starts: usize,
     /// Include the 500 MiB transfers.
     pub include_large: bool,
     /// Show a progress bar (only drawn when stderr is a terminal).
@@ -387,6 +399,7 @@ impl Default for BenchOptions {
             cold_start_iterations: 5,
             large_transfer_iterations: 1,
             concurrency: 4,
+            browser_starts: 3,
             include_large: true,
             progress: true,
             cancel: CancellationToken::new(),
@@ -415,6 +428,9 @@ pub struct OptionsRecord {
     pub large_transfer_iterations: usize,
     /// Concurrency.
     pub concurrency: usize,
+    /// Browser starts.
+    #[serde(default)]
+    pub browser_starts: usize,
     /// 500 MiB transfers included.
     pub include_large: bool,
     /// Per-operation deadline, s.
@@ -429,6 +445,7 @@ impl From<&BenchOptions> for OptionsRecord {
             cold_start_iterations: o.cold_start_iterations,
             large_transfer_iterations: o.large_transfer_iterations,
             concurrency: o.concurrency,
+            browser_starts: o.browser_starts,
             include_large: o.include_large,
             op_timeout_seconds: o.op_timeout.as_secs_f64(),
         }
@@ -881,6 +898,8 @@ impl BackendReport {
             MetricId::Download500Mb => latency(Measurement::Download500Mb),
             MetricId::BackgroundStart => latency(Measurement::BackgroundStart),
             MetricId::ConcurrentExec => latency(Measurement::Concurrent),
+            MetricId::BrowserStart => latency(Measurement::BrowserStart),
+            MetricId::BrowserNavigate => latency(Measurement::BrowserNavigate),
             MetricId::SuccessRate => (
                 self.rates.mixed_success_percent,
                 self.measurements

@@ -63,6 +63,12 @@ impl SandboxBackend for TamperedBackend {
             self.mode,
         )))
     }
+    async fn create_with(&self, wants: Capabilities) -> Result<Arc<dyn Sandbox>> {
+        Ok(Arc::new(Tampered::new(
+            self.inner.create_with(wants).await?,
+            self.mode,
+        )))
+    }
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>> {
         Ok(Arc::new(Tampered::new(
             self.inner.get(id).await?,

@@ -29,11 +29,13 @@ pub enum Area {
     Files,
     /// Streamed upload and download.
     Transfer,
+    /// The sandbox's browser: DevTools endpoint, pages, VNC (in a sandbox that asked for one).
+    Browser,
 }
 
 impl Area {
     /// Every area, in run order.
-    pub const ALL: [Area; 7] = [
+    pub const ALL: [Area; 8] = [
         Area::Lifecycle,
         Area::Exec,
         Area::Stateful,
@@ -41,6 +43,7 @@ impl Area {
         Area::Background,
         Area::Files,
         Area::Transfer,
+        Area::Browser,
     ];
 
     /// The id prefix of the area.
@@ -53,6 +56,7 @@ impl Area {
             Area::Background => "background",
             Area::Files => "files",
             Area::Transfer => "transfer",
+            Area::Browser => "browser",
         }
     }
 
@@ -130,6 +134,21 @@ impl Capability {
         Capability::ALL.into_iter().find(|c| c.as_str() == s)
     }
 
+    /// The capability request asking for every capability of `list`.
+    pub fn request(list: &[Capability]) -> Capabilities {
+        let mut c = Capabilities::default();
+        for cap in list {
+            match cap {
+                Capability::Browser => c.browser = true,
+                Capability::Vnc => c.vnc = true,
+                Capability::Stdin => c.stdin = true,
+                Capability::Background => c.background = true,
+                Capability::Reattach => c.reattach = true,
+            }
+        }
+        c
+    }
+
     /// True when `caps` offers this capability.
     pub fn offered_by(self, caps: &Capabilities) -> bool {
         match self {
@@ -205,6 +224,9 @@ pub struct CaseCtx {
     pub session_prefix: String,
     /// The capabilities the backend declares.
     pub caps: Capabilities,
+    /// The capability request the area's sandbox was created with (what its cases require,
+    /// as far as the backend offers it).
+    pub wants: Capabilities,
 }
 
 impl CaseCtx {
@@ -302,6 +324,8 @@ mod tests {
         assert!(!Capability::Browser.offered_by(&caps));
         for c in Capability::ALL {
             assert_eq!(Capability::parse(c.as_str()), Some(c));
+            assert!(c.offered_by(&Capability::request(&[c])));
+            assert!(!c.offered_by(&Capability::request(&[])));
         }
     }
 }

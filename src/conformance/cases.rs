@@ -37,9 +37,10 @@ pub const BUILTIN_SCENARIOS: &[(&str, &str)] = &[
     ),
 ];
 
-const T: Duration = Duration::from_secs(60);
+/// Deadline of one protocol call in a Rust case.
+pub(super) const T: Duration = Duration::from_secs(60);
 
-fn case(
+pub(super) fn case(
     id: &str,
     level: Level,
     requires: &[Capability],
@@ -94,16 +95,6 @@ pub fn rust_cases() -> Vec<Case> {
             false,
             |c| Box::pin(browser_members(c)),
         ),
-        case(
-            "lifecycle.get_browser",
-            Extended,
-            &[C::Browser],
-            false,
-            |c| Box::pin(get_browser(c)),
-        ),
-        case("lifecycle.vnc_url", Extended, &[C::Vnc], false, |c| {
-            Box::pin(vnc(c))
-        }),
         case(
             "stateful.concurrent_sessions_isolated",
             Core,
@@ -160,14 +151,17 @@ pub fn rust_cases() -> Vec<Case> {
             |c| Box::pin(download_dir(c)),
         ),
     ]
+    .into_iter()
+    .chain(super::browser::cases())
+    .collect()
 }
 
 /// A sandbox-call failure at a named Rust step.
-fn sb<T>(step: &str, r: Result<T, SandboxError>) -> Result<T, CaseFailure> {
+pub(super) fn sb<T>(step: &str, r: Result<T, SandboxError>) -> Result<T, CaseFailure> {
     r.map_err(|e| CaseFailure::sandbox(step, e))
 }
 
-fn ensure(step: &str, cond: bool, msg: impl FnOnce() -> String) -> CaseResult {
+pub(super) fn ensure(step: &str, cond: bool, msg: impl FnOnce() -> String) -> CaseResult {
     if cond {
         Ok(())
     } else {
@@ -175,7 +169,7 @@ fn ensure(step: &str, cond: bool, msg: impl FnOnce() -> String) -> CaseResult {
     }
 }
 
-fn expect_kind<T: std::fmt::Debug>(
+pub(super) fn expect_kind<T: std::fmt::Debug>(
     step: &str,
     r: Result<T, SandboxError>,
     want: ErrorKind,
@@ -202,7 +196,7 @@ fn expect_kind<T: std::fmt::Debug>(
     }
 }
 
-async fn run(
+pub(super) async fn run(
     ctx: &CaseCtx,
     sandbox: &dyn Sandbox,
     session: &str,
@@ -241,14 +235,23 @@ async fn identity(ctx: CaseCtx) -> CaseResult {
             )
         },
     )?;
+    // A sandbox offers what the backend declares; the browser and VNC, which a backend may
+    // give only to sandboxes that ask for them, at least as far as this one asked.
+    let (have, declared) = (s.capabilities(), ctx.backend.capabilities());
+    let baseline = |c: crate::protocol::Capabilities| crate::protocol::Capabilities {
+        browser: false,
+        vnc: false,
+        ..c
+    };
     ensure(
         "capabilities",
-        s.capabilities() == ctx.backend.capabilities(),
+        declared.contains(&have)
+            && have.contains(&ctx.wants)
+            && baseline(have) == baseline(declared),
         || {
             format!(
-                "sandbox capabilities {:?} differ from the backend's {:?}",
-                s.capabilities(),
-                ctx.backend.capabilities()
+                "sandbox capabilities {have:?} do not fit the backend's {declared:?} and the request {:?}",
+                ctx.wants
             )
         },
     )
@@ -374,33 +377,6 @@ async fn browser_members(ctx: CaseCtx) -> CaseResult {
         })?;
     }
     Ok(())
-}
-
-async fn get_browser(ctx: CaseCtx) -> CaseResult {
-    let b = sb("get_browser", ctx.sandbox.get_browser().await)?;
-    ensure("get_browser", !b.cdp_url.is_empty(), || {
-        "get_browser returned an empty CDP URL".into()
-    })?;
-    ensure("cdp_url", ctx.sandbox.cdp_url() == b.cdp_url, || {
-        format!(
-            "cdp_url() = {:?} differs from get_browser().cdp_url = {:?}",
-            ctx.sandbox.cdp_url(),
-            b.cdp_url
-        )
-    })
-}
-
-async fn vnc(ctx: CaseCtx) -> CaseResult {
-    // Without VNC there is no method that can say `Unsupported` except get_browser.
-    let b = sb("get_browser", ctx.sandbox.get_browser().await)?;
-    ensure("vnc_url", !ctx.sandbox.vnc_url().is_empty(), || {
-        "VNC declared but vnc_url() is empty".into()
-    })?;
-    ensure(
-        "get_browser.vnc_url",
-        b.vnc_url.as_deref().is_some_and(|v| !v.is_empty()),
-        || "VNC declared but get_browser().vnc_url is empty".into(),
-    )
 }
 
 async fn concurrent_sessions(ctx: CaseCtx) -> CaseResult {

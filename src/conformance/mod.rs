@@ -7,6 +7,7 @@
 //! destroyed after the area even when a case fails, times out or panics.
 
 pub mod broken;
+mod browser;
 pub mod case;
 pub mod cases;
 pub mod registry;

@@ -112,7 +112,8 @@ pub fn default_registry() -> Registry {
     let mut r = Registry::new();
     r.register("docker", || async {
         use crate::backends::docker::{DockerBackend, DockerConfig};
-        match DockerBackend::connect(DockerConfig::default()).await {
+        let config = DockerConfig::from_env().map_err(|e| FactoryError::Failed(e.to_string()))?;
+        match DockerBackend::connect(config).await {
             Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
             Err(e)
                 if matches!(

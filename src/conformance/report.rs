@@ -9,8 +9,50 @@ use serde::Serialize;
 
 use crate::report::table::{TableStyle, render};
 
-use super::case::Level;
+use super::case::{Capability, Level};
 use super::runner::{CaseRecord, Outcome, RunReport};
+
+/// A capability the migration plan says a backend will not have: cases needing it that come
+/// out `unsupported` there are the plan's documented limitations, reported as such and never
+/// as parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimitation {
+    /// The backend name.
+    pub backend: &'static str,
+    /// The capability it lacks.
+    pub capability: Capability,
+    /// What the plan says.
+    pub plan: &'static str,
+}
+
+/// The migration plan's "Known limitations" of Cloud Run Jobs sandboxes.
+pub const PLAN_LIMITATIONS: &[PlanLimitation] = &[
+    PlanLimitation {
+        backend: "cloudrun",
+        capability: Capability::Browser,
+        plan: "migration plan, Known limitations: no display and no browser/CDP access in Cloud Run Jobs (get_browser raises NotImplementedError)",
+    },
+    PlanLimitation {
+        backend: "cloudrun",
+        capability: Capability::Vnc,
+        plan: "migration plan, Known limitations: no VNC in Cloud Run Jobs",
+    },
+];
+
+/// The plan limitation an outcome on `backend` of a case requiring `requires` is, if any: only
+/// an `unsupported` outcome of a case that needs a capability the plan says the backend lacks.
+pub fn documented_limitation(
+    backend: &str,
+    requires: &[Capability],
+    outcome: Outcome,
+) -> Option<&'static PlanLimitation> {
+    if outcome != Outcome::Unsupported {
+        return None;
+    }
+    PLAN_LIMITATIONS
+        .iter()
+        .find(|l| l.backend == backend && requires.contains(&l.capability))
+}
 
 /// Whether the backends behave alike on core cases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,6 +65,34 @@ pub struct ParityVerdict {
     pub divergent: Vec<String>,
     /// A one-line verdict.
     pub summary: String,
+}
+
+/// The records that are the plan's documented limitations.
+pub fn limitations(report: &RunReport) -> Vec<&CaseRecord> {
+    report
+        .records
+        .iter()
+        .filter(|r| r.limitation.is_some())
+        .collect()
+}
+
+/// One line on the documented limitations, or nothing when there are none.
+fn limitations_line(report: &RunReport) -> Option<String> {
+    let lim = limitations(report);
+    if lim.is_empty() {
+        return None;
+    }
+    let mut backends: Vec<&str> = lim.iter().map(|r| r.backend.as_str()).collect();
+    backends.dedup();
+    Some(format!(
+        "{} case result(s) on {} are the migration plan's documented limitations (not parity): {}",
+        lim.len(),
+        backends.join(", "),
+        lim.iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// Decides parity on core cases.
@@ -86,6 +156,7 @@ fn cell(r: Option<&CaseRecord>) -> String {
         None => "-".into(),
         Some(r) => match r.outcome {
             Outcome::Skipped => "skipped".into(),
+            _ if r.limitation.is_some() => "documented limitation".into(),
             o => format!("{} ({} ms)", o.as_str(), r.duration_ms),
         },
     }
@@ -181,6 +252,10 @@ pub fn to_json(report: &RunReport) -> serde_json::Value {
         "cleanup_errors": report.cleanup_errors,
         "duration_ms": report.duration_ms,
         "parity": parity(report),
+        "documented_limitations": limitations(report)
+            .iter()
+            .map(|r| serde_json::json!({"case": r.id, "backend": r.backend, "plan": r.limitation}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -194,6 +269,28 @@ pub fn to_markdown(report: &RunReport) -> String {
     out.push_str("\n\n## Parity matrix\n\n");
     out.push_str(&render_matrix(report, TableStyle::Markdown));
     out.push('\n');
+    let lim = limitations(report);
+    if !lim.is_empty() {
+        out.push_str(
+            "\n## Documented limitations\n\nThese cases answer `unsupported` where the migration plan says the backend lacks the capability; they are expected regressions, not parity.\n\n",
+        );
+        let rows: Vec<Vec<String>> = lim
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.backend.clone(),
+                    r.limitation.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["case", "backend", "plan"],
+            &rows,
+            TableStyle::Markdown,
+        ));
+        out.push('\n');
+    }
     if !report.skipped_backends.is_empty() {
         out.push_str("\n## Backends not run\n\n");
         for (b, why) in &report.skipped_backends {
@@ -225,10 +322,13 @@ pub fn to_markdown(report: &RunReport) -> String {
 /// The terminal summary: statistics, matrix, failures, verdict.
 pub fn render_terminal(report: &RunReport) -> String {
     format!(
-        "{}\n{}\n{}{}\n",
+        "{}\n{}\n{}{}{}\n",
         render_matrix(report, TableStyle::Terminal),
         render_stats(report, TableStyle::Terminal),
         render_failures(report),
+        limitations_line(report)
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default(),
         parity(report).summary
     )
 }
@@ -262,6 +362,7 @@ mod tests {
             duration_ms: 5,
             error: (outcome == Outcome::Failed).then(|| "stdout differs".into()),
             failed_step: (outcome == Outcome::Failed).then(|| "f.scn:3: run s".into()),
+            limitation: None,
         }
     }
 
@@ -302,6 +403,57 @@ mod tests {
             vec![("files.a".into(), "cloudrun".into(), Outcome::Unsupported)]
         );
         assert!(!parity(&report(vec![])).at_parity);
+    }
+
+    #[test]
+    fn plan_limitations_are_reported_apart_from_parity() {
+        use Capability::{Browser, Stdin, Vnc};
+        let lim = |b, req: &[Capability], o| documented_limitation(b, req, o).is_some();
+        assert!(lim("cloudrun", &[Browser], Outcome::Unsupported));
+        assert!(lim("cloudrun", &[Vnc], Outcome::Unsupported));
+        // Only an `unsupported` answer, only on the backend the plan names, only for browser/VNC.
+        assert!(!lim("cloudrun", &[Browser], Outcome::Failed));
+        assert!(!lim("cloudrun", &[Browser], Outcome::Passed));
+        assert!(!lim("docker", &[Browser], Outcome::Unsupported));
+        assert!(!lim("cloudrun", &[Stdin], Outcome::Unsupported));
+        let mut cr = rec(
+            "browser.get_browser",
+            "cloudrun",
+            Outcome::Unsupported,
+            Level::Extended,
+        );
+        cr.limitation =
+            documented_limitation("cloudrun", &[Browser], cr.outcome).map(|l| l.plan.to_string());
+        let r = report(vec![
+            rec("files.a", "docker", Outcome::Passed, Level::Core),
+            rec("files.a", "cloudrun", Outcome::Passed, Level::Core),
+            rec(
+                "browser.get_browser",
+                "docker",
+                Outcome::Passed,
+                Level::Extended,
+            ),
+            cr,
+        ]);
+        assert!(parity(&r).at_parity);
+        let m = render_matrix(&r, TableStyle::Markdown);
+        assert!(m.contains("documented limitation"), "{m}");
+        let md = to_markdown(&r);
+        assert!(
+            md.contains("## Documented limitations") && md.contains("NotImplementedError"),
+            "{md}"
+        );
+        let t = render_terminal(&r);
+        assert!(
+            t.contains("documented limitations (not parity): browser.get_browser"),
+            "{t}"
+        );
+        let j = to_json(&r);
+        assert_eq!(
+            j["documented_limitations"][0]["case"],
+            "browser.get_browser"
+        );
+        assert_eq!(j["documented_limitations"][0]["backend"], "cloudrun");
     }
 
     #[test]

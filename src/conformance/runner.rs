@@ -111,6 +111,10 @@ pub struct CaseRecord {
     pub error: Option<String>,
     /// The step that failed (`file.scn:12: run s`).
     pub failed_step: Option<String>,
+    /// For an `unsupported` outcome the migration plan expects: the plan's words (see
+    /// [`super::report::PLAN_LIMITATIONS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limitation: Option<String>,
 }
 
 /// Counts per outcome.
@@ -410,6 +414,8 @@ fn record(
         duration_ms: d.as_millis() as u64,
         error,
         failed_step: step,
+        limitation: super::report::documented_limitation(backend, &c.requires, outcome)
+            .map(|l| l.plan.to_string()),
     }
 }
 
@@ -475,8 +481,15 @@ async fn run_backend(
         if area_cases.is_empty() {
             continue;
         }
+        // The area's sandbox offers what its cases require, as far as the backend can (a
+        // backend may give a browser only to sandboxes that ask for one).
+        let required: Vec<Capability> = area_cases
+            .iter()
+            .flat_map(|c| c.requires.iter().copied())
+            .collect();
+        let wants = Capability::request(&required).intersection(&caps);
         let created = tokio::time::timeout(opts.create_timeout, async {
-            let sb = backend.create().await?;
+            let sb = backend.create_with(wants).await?;
             let guard = SandboxGuard::new(sb);
             guard.sandbox().ensure_ready().await?;
             Ok::<_, crate::protocol::SandboxError>(guard)
@@ -524,6 +537,7 @@ async fn run_backend(
                 case_dir: format!("/workspace/conformance/{}", case.id),
                 session_prefix: format!("c{index}-"),
                 caps,
+                wants,
             };
             let rec = run_one(name, case, ctx, caps, opts.case_timeout).await;
             finish(report, reporters, rec);
@@ -714,6 +728,7 @@ mod tests {
             duration_ms: 1,
             error: None,
             failed_step: None,
+            limitation: None,
         };
         r.records.push(rec(Outcome::Passed));
         r.records.push(rec(Outcome::Unsupported));

@@ -106,8 +106,13 @@ pub trait Lifecycle: Send + Sync + 'static {
     async fn ensure_ready(&self) -> Result<()>;
     /// Removes the sandbox; removing a missing sandbox is not an error.
     async fn destroy(&self) -> Result<()>;
-    /// The browser endpoints, when the sandbox has a browser.
+    /// The browser's addresses, known without asking it, when the sandbox has a browser.
     fn browser(&self) -> Option<BrowserInfo> {
+        None
+    }
+    /// Waits until the browser answers and returns its endpoints with its version; `None`
+    /// when the sandbox has no browser.
+    async fn browser_ready(&self) -> Option<Result<BrowserInfo>> {
         None
     }
 }
@@ -523,13 +528,14 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
     }
 
     async fn get_browser(&self) -> Result<BrowserInfo> {
-        self.lifecycle.browser().ok_or_else(|| {
-            SandboxError::unsupported(
+        match self.lifecycle.browser_ready().await {
+            Some(r) => r,
+            None => Err(SandboxError::unsupported(
                 self.sid(),
                 "get_browser",
-                format!("the {} sandbox image has no browser", self.cfg.backend_name),
-            )
-        })
+                format!("this {} sandbox has no browser", self.cfg.backend_name),
+            )),
+        }
     }
 
     async fn exec(&self, session: &str, exec_dir: &str, command: &str) -> Result<ExecOutcome> {

@@ -47,7 +47,8 @@ pub trait Sandbox: Send + Sync {
         String::new()
     }
 
-    /// The browser endpoints; `Unsupported` when the image has no browser.
+    /// The browser endpoints, once the browser answers (with its version); `Unsupported` when
+    /// the sandbox has no browser.
     async fn get_browser(&self) -> Result<BrowserInfo> {
         Err(SandboxError::unsupported(
             self.id(),
@@ -137,6 +138,30 @@ pub trait SandboxBackend: Send + Sync {
     /// Creates a new sandbox.
     async fn create(&self) -> Result<Arc<dyn Sandbox>>;
 
+    /// Creates a sandbox that offers at least `wants` (a capability request: e.g. a browser,
+    /// which a backend may give only to sandboxes that ask for it); `Unsupported` when the
+    /// backend cannot offer them.
+    async fn create_with(&self, wants: Capabilities) -> Result<Arc<dyn Sandbox>> {
+        check_request(self.name(), &self.capabilities(), &wants)?;
+        self.create().await
+    }
+
     /// Re-attaches to a live sandbox by id.
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>>;
+}
+
+/// `Unsupported` (op `create`) when a capability request asks for more than `offered`.
+pub fn check_request(backend: &str, offered: &Capabilities, wants: &Capabilities) -> Result<()> {
+    let missing = offered.missing(wants);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(SandboxError::unsupported(
+        "-",
+        "create",
+        format!(
+            "the {backend} backend does not offer {}",
+            missing.join(", ")
+        ),
+    ))
 }

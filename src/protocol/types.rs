@@ -48,13 +48,59 @@ pub struct Capabilities {
     pub reattach: bool,
 }
 
-/// The browser endpoints of a sandbox whose image provides one.
+impl Capabilities {
+    /// Every capability, by name, with whether `self` offers it.
+    pub fn named(&self) -> [(&'static str, bool); 5] {
+        [
+            ("browser", self.browser),
+            ("vnc", self.vnc),
+            ("stdin", self.stdin),
+            ("background", self.background),
+            ("reattach", self.reattach),
+        ]
+    }
+
+    /// The names of the capabilities `wanted` asks for that `self` does not offer.
+    pub fn missing(&self, wanted: &Capabilities) -> Vec<&'static str> {
+        self.named()
+            .into_iter()
+            .zip(wanted.named())
+            .filter(|((_, have), (_, want))| *want && !*have)
+            .map(|((name, _), _)| name)
+            .collect()
+    }
+
+    /// True when `self` offers everything `other` offers.
+    pub fn contains(&self, other: &Capabilities) -> bool {
+        self.missing(other).is_empty()
+    }
+
+    /// What both offer.
+    pub fn intersection(&self, other: &Capabilities) -> Capabilities {
+        Capabilities {
+            browser: self.browser && other.browser,
+            vnc: self.vnc && other.vnc,
+            stdin: self.stdin && other.stdin,
+            background: self.background && other.background,
+            reattach: self.reattach && other.reattach,
+        }
+    }
+}
+
+/// The browser endpoints of a sandbox whose image provides one; every address is reachable
+/// from the host that runs the harness.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrowserInfo {
-    /// Chrome DevTools Protocol URL.
+    /// Chrome DevTools Protocol endpoint (HTTP: `/json/version`, `/json/list`...).
     pub cdp_url: String,
-    /// VNC URL, when offered.
+    /// VNC URL (`vnc://host:port`), when offered.
     pub vnc_url: Option<String>,
+    /// The browser's product and version as its endpoint reports them (`Chrome/156.0...`).
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The browser-level DevTools WebSocket URL.
+    #[serde(default)]
+    pub websocket_url: Option<String>,
 }
 
 /// The result of `exec`: either finished within the wait, or still running.
@@ -223,4 +269,33 @@ pub struct SearchMatch {
     pub line: usize,
     /// The whole line, without its line ending.
     pub text: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_requests() {
+        let docker = Capabilities {
+            browser: true,
+            vnc: true,
+            stdin: true,
+            background: true,
+            reattach: true,
+        };
+        let plain = Capabilities {
+            browser: false,
+            vnc: false,
+            ..docker
+        };
+        let wants_browser = Capabilities {
+            browser: true,
+            ..Capabilities::default()
+        };
+        assert!(docker.contains(&wants_browser) && docker.contains(&plain));
+        assert_eq!(plain.missing(&docker), vec!["browser", "vnc"]);
+        assert!(plain.missing(&Capabilities::default()).is_empty());
+        assert_eq!(docker.intersection(&wants_browser), wants_browser);
+    }
 }

@@ -150,7 +150,7 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     let o = &report.options;
     let _ = writeln!(
         out,
-        "\nRun: {} iterations after {} warm-up runs (discarded), {} cold starts, 500 MB transfers {}, concurrency {}.\n",
+        "\nRun: {} iterations after {} warm-up runs (discarded), {} cold starts, 500 MB transfers {}, concurrency {}, {} browser starts (where a backend offers a browser).\n",
         o.iterations,
         o.warmup,
         o.cold_start_iterations,
@@ -159,7 +159,8 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         } else {
             "off".into()
         },
-        o.concurrency
+        o.concurrency,
+        o.browser_starts
     );
     out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row.\n\n");
 
@@ -184,8 +185,11 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             };
             measured_cell(v)
         };
-        let (dm, dv) = cell(docker_t, find("docker"));
-        let (cm, cv) = cell(cloud_t, find("cloudrun"));
+        // A metric one table has no row for gets no cell there (e.g. the browser rows, which
+        // only the Docker baseline has).
+        let dash = || ("-".to_string(), "-".to_string());
+        let (dm, dv) = drow.map_or_else(dash, |_| cell(docker_t, find("docker")));
+        let (cm, cv) = crow.map_or_else(dash, |_| cell(cloud_t, find("cloudrun")));
         rows.push(vec![
             metric.label().to_string(),
             drow.map_or("-".into(), |r| r.plan.clone()),

@@ -1,10 +1,14 @@
 //! Builds the images the harness needs, offline, from files on this machine: no registry is
 //! reachable and the engine starts with no images.
 //!
-//! An image is a `FROM scratch` build whose context is a root filesystem assembled here (a
-//! static busybox with its applet links, a few directories and files, optionally the static
-//! executor). The context is written to a temporary tar file and streamed to the engine, never
-//! held in memory. Tags carry a hash of the inputs, so a rebuild happens only when they change.
+//! An image is a build `FROM scratch` (or from a base image built here) whose context is a root
+//! filesystem assembled here (a static busybox with its applet links, a few directories and
+//! files, optionally the static executor). The context is written to a temporary tar file and
+//! streamed to the engine, never held in memory. Tags carry a hash of the inputs, so a rebuild
+//! happens only when they change.
+//!
+//! The browser image ([`browser`]) adds a Debian root filesystem with Chromium, a virtual
+//! display and a VNC server, bootstrapped from Debian's mirrors and imported as its base.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +18,8 @@ use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio_util::io::ReaderStream;
+
+pub mod browser;
 
 /// The default sandbox image name (without tag).
 pub const SANDBOX_IMAGE_REPO: &str = "sandbox-harness/sandbox";
@@ -62,6 +68,8 @@ pub enum RootEntry {
 pub struct ImageSpec {
     /// Repository name, e.g. `sandbox-harness/sandbox`.
     pub repo: String,
+    /// The image the root filesystem is copied onto (`None`: `FROM scratch`).
+    pub base: Option<String>,
     /// Root filesystem entries.
     pub entries: Vec<RootEntry>,
     /// Extra Dockerfile lines after `COPY` (ENV, WORKDIR, ENTRYPOINT...).
@@ -163,6 +171,7 @@ pub fn sandbox_image_spec() -> Result<ImageSpec, ImageError> {
     ));
     Ok(ImageSpec {
         repo: SANDBOX_IMAGE_REPO.into(),
+        base: None,
         entries,
         dockerfile_tail: vec![
             "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root"
@@ -177,6 +186,9 @@ impl ImageSpec {
     /// The tag: repository plus a hash of every input (so changed inputs give a new tag).
     pub fn tag(&self) -> Result<String, ImageError> {
         let mut h = Sha256::new();
+        if let Some(base) = &self.base {
+            h.update(format!("FROM {base}\0").as_bytes());
+        }
         for line in &self.dockerfile_tail {
             h.update(line.as_bytes());
             h.update([0]);
@@ -205,7 +217,10 @@ impl ImageSpec {
         let file = std::fs::File::create(out)?;
         let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
         tar.follow_symlinks(false);
-        let mut dockerfile = String::from("FROM scratch\nCOPY rootfs/ /\n");
+        let mut dockerfile = format!(
+            "FROM {}\nCOPY rootfs/ /\n",
+            self.base.as_deref().unwrap_or("scratch")
+        );
         for line in &self.dockerfile_tail {
             dockerfile.push_str(line);
             dockerfile.push('\n');
@@ -402,12 +417,16 @@ mod tests {
     fn tag_changes_with_inputs() {
         let a = ImageSpec {
             repo: "x/y".into(),
+            base: None,
             entries: vec![RootEntry::Text("a".into(), b"1".to_vec(), 0o644)],
             dockerfile_tail: vec![],
         };
         let mut b = a.clone();
         b.entries = vec![RootEntry::Text("a".into(), b"2".to_vec(), 0o644)];
         assert_ne!(a.tag().unwrap(), b.tag().unwrap());
+        let mut c = a.clone();
+        c.base = Some("x/base:1".into());
+        assert_ne!(a.tag().unwrap(), c.tag().unwrap());
         assert!(a.tag().unwrap().starts_with("x/y:"));
     }
 }
