@@ -314,7 +314,10 @@ impl CloudRunBackend {
             _local: self.local.clone(),
         });
         let generic = GenericConfig {
-            bookkeeping_dir: format!("{STATE_MOUNT}/harness"),
+            // FIFOs, pids and spools need POSIX: the container's own file system. What must
+            // outlive the worker goes to the state volume (Cloud Storage FUSE rules).
+            bookkeeping_dir: "/tmp/.sandbox-harness".into(),
+            durable_dir: Some(format!("{STATE_MOUNT}/harness")),
             capabilities: CAPABILITIES,
             backend_name: "cloudrun",
             ..GenericConfig::default()
