@@ -8,8 +8,8 @@ use bytes::Bytes;
 
 use crate::protocol::{ByteStream, Result, UploadBody};
 
+use sandbox_executor::exec::Response;
 pub use sandbox_executor::output::{CappedBuf, MAX_OUTPUT, truncation_marker};
-use sandbox_executor::worker::Response;
 
 use crate::protocol::SandboxError;
 

@@ -175,3 +175,70 @@ async fn commands_state_files_and_cleanup() {
         objects.iter().map(|o| &o.name).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_background_logs_outlive_the_worker_and_live_ones_die_with_it() {
+    let (backend, mut guard) = setup().await;
+    let sb = backend.create().await.expect("create");
+    guard.0 = Some(sb.clone());
+    let done = sb
+        .exec_stateful(run("b", "echo finished-output; echo err >&2 &"))
+        .await
+        .unwrap()
+        .background_pid
+        .expect("a pid");
+    let live = sb
+        .exec_stateful(run("b", "echo still-running; sleep 300 &"))
+        .await
+        .unwrap()
+        .background_pid
+        .expect("a pid");
+    // Wait for the first job to finish (its record then reaches the state volume).
+    let t = std::time::Instant::now();
+    loop {
+        let l = sb.list_background_processes(Some("b")).await.unwrap();
+        if l.iter().any(|p| p.pid == done && !p.running) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{l:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The worker goes away; a new one serves the next call.
+    let job = format!("{}/jobs/sandbox-{}", backend.parent(), sb.id());
+    let execs = backend
+        .run_client()
+        .list_executions(&job, None, None)
+        .await
+        .unwrap();
+    for e in execs.executions.iter().filter(|e| !e.is_done()) {
+        backend
+            .run_client()
+            .cancel_execution(&e.name)
+            .await
+            .unwrap();
+        while !backend
+            .run_client()
+            .get_execution(&e.name)
+            .await
+            .unwrap()
+            .is_done()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let l = sb.list_background_processes(Some("b")).await.unwrap();
+    let finished = l
+        .iter()
+        .find(|p| p.pid == done)
+        .expect("the finished job is listed");
+    assert!(!finished.running);
+    assert_eq!(
+        sb.get_background_logs(done).await.unwrap(),
+        b"finished-output\nerr\n"
+    );
+    // The job that was running died with its worker: it is not reported as running.
+    assert!(
+        l.iter().all(|p| !(p.pid == live && p.running)),
+        "a process of a dead worker is reported running: {l:?}"
+    );
+}

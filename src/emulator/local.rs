@@ -55,6 +55,7 @@ impl LocalCloud {
             run::router(for_router)
         })
         .await?;
+        run_state.set_api_host(&emulator.addr().to_string());
         Ok(LocalCloud {
             emulator,
             run: run_state,

@@ -751,6 +751,16 @@ impl StorageClient {
 
     /// An object's metadata.
     pub async fn get_object(&self, bucket: &str, name: &str) -> Result<Object, StorageError> {
+        Ok(self.get_object_at(bucket, name).await?.0)
+    }
+
+    /// An object's metadata and the server's clock when it answered (its HTTP `Date`), so an
+    /// age can be judged by server time alone (`updated` against `Date`).
+    pub async fn get_object_at(
+        &self,
+        bucket: &str,
+        name: &str,
+    ) -> Result<(Object, Option<DateTime<Utc>>), StorageError> {
         let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
         let r = self
             .send(
@@ -759,7 +769,13 @@ impl StorageClient {
                 |s| s.is_success(),
             )
             .await?;
-        Self::json("objects.get", r).await
+        let date = r
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+            .map(|d| d.with_timezone(&Utc));
+        Ok((Self::json("objects.get", r).await?, date))
     }
 
     /// One page of objects.

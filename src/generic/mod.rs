@@ -72,8 +72,13 @@ pub struct GenericConfig {
     pub default_timeout: Duration,
     /// Extra time the transport waits beyond a command's own timeout.
     pub transport_slack: Duration,
-    /// Where the harness keeps its bookkeeping inside the sandbox.
+    /// Where the harness keeps its bookkeeping inside the sandbox: a POSIX file system local to
+    /// the process that runs commands (FIFOs, pids, spooled output, live background jobs).
     pub bookkeeping_dir: String,
+    /// Where what must outlive that process is kept (session state, finished background jobs'
+    /// logs): on Cloud Run the state bucket volume, which has Cloud Storage FUSE's rules (no
+    /// FIFOs, no hard links, uploads on close). `None`: the bookkeeping dir.
+    pub durable_dir: Option<String>,
     /// What this backend supports.
     pub capabilities: Capabilities,
     /// The backend name reported by `Sandbox::backend_name`.
@@ -87,6 +92,7 @@ impl Default for GenericConfig {
             default_timeout: Duration::from_secs(120),
             transport_slack: Duration::from_secs(5),
             bookkeeping_dir: "/tmp/.sandbox-harness".into(),
+            durable_dir: None,
             capabilities: Capabilities {
                 browser: false,
                 vnc: false,
@@ -299,12 +305,27 @@ impl<T: Transport> GenericSandbox<T> {
         Ok(out)
     }
 
+    fn durable_dir(&self) -> &str {
+        self.cfg
+            .durable_dir
+            .as_deref()
+            .unwrap_or(&self.cfg.bookkeeping_dir)
+    }
+
     fn sessions_dir(&self) -> String {
-        format!("{}/sessions", self.cfg.bookkeeping_dir)
+        format!("{}/sessions", self.durable_dir())
+    }
+
+    fn spool_dir(&self) -> String {
+        format!("{}/spool", self.cfg.bookkeeping_dir)
     }
 
     fn bg_dir(&self) -> String {
         format!("{}/bg", self.cfg.bookkeeping_dir)
+    }
+
+    fn durable_bg_dir(&self) -> String {
+        format!("{}/bg", self.durable_dir())
     }
 
     fn sh_dir(&self, session: &str) -> String {
@@ -423,12 +444,13 @@ impl<T: Transport> GenericSandbox<T> {
     ) -> Result<u32> {
         let cwd = state.map_or(DEFAULT_CWD, |s| s.cwd.as_str());
         let bg = self.bg_dir();
+        let durable = self.durable_bg_dir();
         let out = self
             .run_in_env(
                 op,
                 state,
                 BG_START,
-                &[&bg, session, cwd, command, BG_CHILD],
+                &[&bg, session, cwd, command, BG_CHILD, &durable],
                 SHORT_DEADLINE,
             )
             .await?;
@@ -634,6 +656,7 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
             marker.clone(),
             lim.to_string(),
             DUMP_TAIL.to_string(),
+            self.spool_dir(),
         ]);
         argv.extend(inner);
         let raw = match self
@@ -831,9 +854,9 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
         if let Some(s) = session {
             validate_session(s).map_err(|e| self.invalid(OP, e))?;
         }
-        let bg = self.bg_dir();
+        let (bg, durable) = (self.bg_dir(), self.durable_bg_dir());
         let out = self
-            .run_ok(OP, "the background table", BG_LIST, &[&bg], None)
+            .run_ok(OP, "the background table", BG_LIST, &[&bg, &durable], None)
             .await?;
         let mut v: Vec<BackgroundProcess> = parse_list(&out.stdout)
             .into_iter()
@@ -903,12 +926,13 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
     async fn get_background_logs(&self, pid: u32) -> Result<Vec<u8>> {
         const OP: &str = "get_background_logs";
         let d = format!("{}/{pid}", self.bg_dir());
+        let durable = format!("{}/{pid}", self.durable_bg_dir());
         let out = self
             .run_ok(
                 OP,
                 &format!("background process {pid}"),
                 BG_LOG,
-                &[&d],
+                &[&d, &durable],
                 None,
             )
             .await?;

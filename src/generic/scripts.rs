@@ -37,12 +37,14 @@ macro_rules! alive_fn {
 /// survives), and persists the dump (the last `$4` bytes, behind a marker line) as the
 /// session's state file, all in the same engine exec.
 ///
-/// $1 state file, $2 marker, $3 output limit in bytes, $4 dump tail size in bytes.
-pub const STATEFUL_OUTER: &str = r#"__o_sf=$1; __o_m=$2; __o_lim=$3; __o_tl=$4
-shift 4
+/// $1 state file, $2 marker, $3 output limit in bytes, $4 dump tail size in bytes, $5 the
+/// local directory the output is spooled in (never a bucket volume: the spool is scratch).
+pub const STATEFUL_OUTER: &str = r#"__o_sf=$1; __o_m=$2; __o_lim=$3; __o_tl=$4; __o_sp=$5
+shift 5
 __o_d=${__o_sf%/*}
 [ -d "$__o_d" ] || mkdir -p "$__o_d" || exit 206
-__o_out=$__o_sf.out.$$
+[ -d "$__o_sp" ] || mkdir -p "$__o_sp" || exit 206
+__o_out=$__o_sp/stdout.$$
 "$@" > "$__o_out"
 __o_rc=$?
 __o_n=$(wc -c < "$__o_out")
@@ -68,14 +70,17 @@ pub const LOAD_SESSIONS: &str = r#"for __f in "$1"/*.state; do
 done
 "#;
 
-/// Starts a detached background job and prints its pid. $1 bg dir, $2 session, $3 cwd,
-/// $4 command, $5 the child script ([`BG_CHILD`]).
+/// Starts a detached background job and prints its pid. $1 bg dir (local), $2 session, $3 cwd,
+/// $4 command, $5 the child script ([`BG_CHILD`]), $6 the durable bg dir (where a finished job's
+/// record is kept; may be $1).
 pub const BG_START: &str = r#"__b=$1
 mkdir -p "$__b" || exit 206
 cd -- "$3" 2>/dev/null || cd /
-setsid sh -c "$5" sh "$__b" "$4" </dev/null >/dev/null 2>&1 &
+setsid sh -c "$5" sh "$__b" "$4" "$6" </dev/null >/dev/null 2>&1 &
 __p=$!
 rm -rf "$__b/$__p"
+# A record a previous worker left under the same pid belongs to another job.
+if [ "$6" != "$__b" ] && [ -e "$6/$__p" ]; then rm -rf "$6/$__p"; fi
 mkdir "$__b/$__p" || exit 206
 printf '%s' "$4" > "$__b/$__p/cmd"
 printf '%s' "$2" > "$__b/$__p/session"
@@ -85,18 +90,27 @@ echo "$__p"
 "#;
 
 /// The detached side of a background job: waits for its bookkeeping, then runs the command
-/// with output to the log, recording the exit status. $1 bg dir, $2 command.
+/// with output to the log, recording the exit status; a finished job's record (command,
+/// session, log, status, start time last) is copied to the durable dir. $1 bg dir, $2 command,
+/// $3 durable bg dir.
 pub const BG_CHILD: &str = r#"__sh_bgd=$1/$$
+__sh_dur=$3
 __sh_i=0
 while [ ! -f "$__sh_bgd/started" ]; do
   __sh_i=$((__sh_i+1)); [ "$__sh_i" -gt 1000 ] && exit 1; sleep 0.01
 done
 exec >>"$__sh_bgd/log" 2>&1 </dev/null
-trap '__sh_rc=$?; trap - EXIT; echo "$__sh_rc" > "$__sh_bgd/exit.tmp"; mv -f "$__sh_bgd/exit.tmp" "$__sh_bgd/exit"; exit "$__sh_rc"' EXIT
+trap '__sh_rc=$?; trap - EXIT; echo "$__sh_rc" > "$__sh_bgd/exit.tmp"; mv -f "$__sh_bgd/exit.tmp" "$__sh_bgd/exit"
+if [ -n "$__sh_dur" ] && [ "$__sh_dur" != "$1" ]; then
+  mkdir -p "$__sh_dur/$$" && for __sh_f in cmd session log exit started; do cp "$__sh_bgd/$__sh_f" "$__sh_dur/$$/$__sh_f" || break; done
+fi
+exit "$__sh_rc"' EXIT
 eval "$2"
 "#;
 
-/// Lists background jobs: `pid\0running\0started\0session\0command\0` each. $1 bg dir.
+/// Lists background jobs: `pid\0running\0started\0session\0command\0` each: the jobs of
+/// this worker ($1, the local bg dir), then finished jobs of earlier workers kept in the
+/// durable dir ($2; may be $1).
 pub const BG_LIST: &str = concat!(
     alive_fn!(),
     r#"for __d in "$1"/*/; do
@@ -109,6 +123,17 @@ pub const BG_LIST: &str = concat!(
   cat "${__d}session"; printf '\0'
   cat "${__d}cmd"; printf '\0'
 done
+if [ "$2" != "$1" ]; then
+  for __d in "$2"/*/; do
+    [ -f "${__d}started" ] || continue
+    __p=${__d%/}; __p=${__p##*/}
+    [ -e "$1/$__p" ] && continue
+    read -r __t < "${__d}started"
+    printf '%s\0%s\0%s\0' "$__p" 0 "$__t"
+    cat "${__d}session"; printf '\0'
+    cat "${__d}cmd"; printf '\0'
+  done
+fi
 "#
 );
 
@@ -119,9 +144,11 @@ done
 exit 0
 "#;
 
-/// Prints a background job's log. $1 job dir.
-pub const BG_LOG: &str = r#"[ -f "$1/started" ] || exit 200
-cat "$1/log"
+/// Prints a background job's log: from this worker's record ($1, local job dir), else from the
+/// durable record a finished job left ($2).
+pub const BG_LOG: &str = r#"if [ -f "$1/started" ]; then cat "$1/log"; exit; fi
+[ -f "$2/started" ] || exit 200
+cat "$2/log"
 "#;
 
 /// Starts the session's interactive command and waits a bounded time for it.

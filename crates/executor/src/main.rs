@@ -1,24 +1,35 @@
 //! `sandbox-executor worker`: the session worker inside a Cloud Run job execution;
 //! `sandbox-executor serve`: the agent the Docker backend talks to over an exec's stdio.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sandbox_executor::gcs::Gcs;
 use sandbox_executor::serve::serve;
-use sandbox_executor::worker::{CrashPoint, WorkerConfig, run_worker};
+use sandbox_executor::worker::{
+    CrashPoint, HEARTBEAT_EVERY, PollSchedule, WorkerConfig, run_worker,
+};
 
-const USAGE: &str = "usage: sandbox-executor worker --state-dir DIR [--idle-timeout-ms N] [--poll-ms N] [--max-lifetime-ms N]\n       sandbox-executor serve";
+const USAGE: &str = "usage: sandbox-executor worker --bucket NAME --prefix sessions/ID/ [--idle-timeout-ms N] [--poll-min-ms N] [--poll-max-ms N] [--heartbeat-ms N] [--max-lifetime-ms N]
+       sandbox-executor serve
+The worker reaches Cloud Storage at https://storage.googleapis.com (or STORAGE_EMULATOR_HOST)
+with a token from the metadata server (GCE_METADATA_HOST, else 169.254.169.254).";
 
-fn parse(args: &[String]) -> Result<WorkerConfig, String> {
+fn parse(args: &[String]) -> Result<(WorkerConfig, String), String> {
     let mut cfg = WorkerConfig {
-        state_dir: PathBuf::new(),
+        prefix: String::new(),
         idle_timeout: Duration::from_secs(60),
-        poll: Duration::from_millis(10),
+        poll: PollSchedule {
+            min: Duration::from_millis(25),
+            max: Duration::from_millis(1000),
+        },
+        heartbeat_every: HEARTBEAT_EVERY,
         max_lifetime: Duration::from_secs(540),
         execution: std::env::var("CLOUD_RUN_EXECUTION").unwrap_or_else(|_| "local".into()),
         crash: CrashPoint::from_env(),
     };
+    let mut bucket = String::new();
     let mut it = args.iter();
     match it.next().map(String::as_str) {
         Some("worker") => {}
@@ -31,21 +42,34 @@ fn parse(args: &[String]) -> Result<WorkerConfig, String> {
         let ms = || {
             value
                 .parse::<u64>()
+                .ok()
+                .filter(|v| *v > 0)
                 .map(Duration::from_millis)
-                .map_err(|_| format!("{flag} takes milliseconds, got {value:?}"))
+                .ok_or_else(|| {
+                    format!("{flag} takes a positive number of milliseconds, got {value:?}")
+                })
         };
         match flag.as_str() {
-            "--state-dir" => cfg.state_dir = PathBuf::from(value),
+            "--bucket" => bucket = value.clone(),
+            "--prefix" => cfg.prefix = value.clone(),
             "--idle-timeout-ms" => cfg.idle_timeout = ms()?,
-            "--poll-ms" => cfg.poll = ms()?,
+            "--poll-min-ms" => cfg.poll.min = ms()?,
+            "--poll-max-ms" => cfg.poll.max = ms()?,
+            "--heartbeat-ms" => cfg.heartbeat_every = ms()?,
             "--max-lifetime-ms" => cfg.max_lifetime = ms()?,
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
-    if cfg.state_dir.as_os_str().is_empty() {
-        return Err(format!("--state-dir is required\n{USAGE}"));
+    if bucket.is_empty() || cfg.prefix.is_empty() {
+        return Err(format!("--bucket and --prefix are required\n{USAGE}"));
     }
-    Ok(cfg)
+    if !cfg.prefix.ends_with('/') {
+        cfg.prefix.push('/');
+    }
+    if cfg.poll.max < cfg.poll.min {
+        return Err(format!("--poll-max-ms is below --poll-min-ms\n{USAGE}"));
+    }
+    Ok((cfg, bucket))
 }
 
 fn main() -> ExitCode {
@@ -64,14 +88,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let cfg = match parse(&args) {
+    let (cfg, bucket) = match parse(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sandbox-executor: {e}");
             return ExitCode::from(2);
         }
     };
-    match run_worker(&cfg) {
+    match run_worker(&cfg, Arc::new(Gcs::from_env(&bucket))) {
         Ok(served) => {
             eprintln!("sandbox-executor: worker stopped after {served} requests");
             ExitCode::SUCCESS

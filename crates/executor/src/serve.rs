@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::worker::{Request, Response, execute};
+use crate::exec::{Request, Response, execute};
 
 /// Version of the line protocol; bumped on any incompatible change.
 pub const PROTOCOL: u32 = 1;

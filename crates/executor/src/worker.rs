@@ -1,113 +1,163 @@
-//! The session worker that runs inside a Cloud Run job execution, and the file protocol it
-//! speaks with the harness through the sandbox's state directory (a Cloud Storage volume).
+//! The session worker that runs inside a Cloud Run job execution, and the object protocol it
+//! speaks with the harness through the state bucket's Cloud Storage JSON API (not through the
+//! FUSE volume: a volume's stat cache and staged writes would delay every command).
 //!
-//! Layout under the state directory:
-//! - `inbox/<id>.json`: a [`Request`] written by the harness (through the Storage API);
-//! - `claimed/<id>.json`: the worker moves a request here before running it, so a request is
-//!   run at most once even if the worker dies and another one starts;
-//! - `outbox/<id>.json`: the [`Response`], written whole (temp file + rename);
-//! - `worker.json`: the [`Heartbeat`], rewritten every [`HEARTBEAT_EVERY`].
+//! Objects under the sandbox's prefix (`sessions/<id>/`):
+//! - `inbox/<id>.json`: a [`Request`], created by the harness (only if absent);
+//! - `claims/<id>`: the one claim on a request, created only if absent, either by the worker
+//!   that runs it (body `run by <execution>`) or by the harness withdrawing it (body
+//!   `withdrawn by <client>`): whoever creates it decides the request's fate, so a request runs
+//!   at most once and the harness always knows whether it ran;
+//! - `outbox/<id>.json`: the [`Response`], written by the worker;
+//! - `worker.json`: the [`Heartbeat`] (custom metadata, empty body), rewritten every
+//!   heartbeat interval (5 s by default: Cloud Storage allows about one write a second to one
+//!   object name); its freshness is judged by the server's clock (`updated` against `Date`).
+//!
+//! The worker deletes a request's inbox object once it has claimed it; the harness deletes the
+//! answer and the claim once it has read the answer. The worker lists the inbox on a
+//! [`PollSchedule`]: at its shortest interval right after activity (a request claimed or an
+//! answer written: the next command usually follows within a round trip), doubling while idle.
 //!
 //! Requests run concurrently, each in its own process group; a request past its deadline has
 //! its whole group killed.
 
-use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
+use crate::exec::{Request, Response, execute, now_ms, valid_request_id};
+use crate::gcs::{Bucket, StoreError};
 
-use crate::output::CappedBuf;
-
-/// How often the worker rewrites its heartbeat.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-
-/// A heartbeat older than this means its worker is gone.
-pub const STALE_AFTER: Duration = Duration::from_secs(10);
-
-/// Inbox directory name.
-pub const INBOX: &str = "inbox";
-/// Claimed-requests directory name.
-pub const CLAIMED: &str = "claimed";
-/// Outbox directory name.
-pub const OUTBOX: &str = "outbox";
-/// Heartbeat file name.
+/// Inbox folder name (under the sandbox prefix).
+pub const INBOX: &str = "inbox/";
+/// Claims folder name.
+pub const CLAIMS: &str = "claims/";
+/// Outbox folder name.
+pub const OUTBOX: &str = "outbox/";
+/// Heartbeat object name.
 pub const HEARTBEAT: &str = "worker.json";
 
-/// One process for the worker to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// Request id (also the file name); sortable by creation time.
-    pub id: String,
-    /// Program and arguments.
-    pub argv: Vec<String>,
-    /// Stdin bytes, base64.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdin_b64: Option<String>,
-    /// Kill the process group after this many milliseconds (0 = no deadline).
-    pub deadline_ms: u64,
+/// Default heartbeat interval.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+/// A heartbeat older than this many intervals (plus a second: `Date` has second resolution)
+/// means its worker is gone.
+pub const STALE_INTERVALS: u32 = 3;
+
+/// The inbox object of request `id`.
+pub fn inbox_object(prefix: &str, id: &str) -> String {
+    format!("{prefix}{INBOX}{id}.json")
 }
 
-/// What the worker answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Response {
-    /// The request id.
-    pub id: String,
-    /// Exit status (128 + signal when killed).
-    pub exit_code: i32,
-    /// Stdout, base64 (capped with a marker).
-    pub stdout_b64: String,
-    /// Stderr, base64 (capped with a marker).
-    pub stderr_b64: String,
-    /// True when stdout or stderr was cut.
-    pub truncated: bool,
-    /// True when the deadline killed the process group.
-    pub timed_out: bool,
-    /// Why the process could not be run at all.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Milliseconds the process ran.
-    pub duration_ms: u64,
+/// The claim object of request `id`.
+pub fn claim_object(prefix: &str, id: &str) -> String {
+    format!("{prefix}{CLAIMS}{id}")
 }
 
-/// The worker's liveness record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The outbox object of request `id`.
+pub fn outbox_object(prefix: &str, id: &str) -> String {
+    format!("{prefix}{OUTBOX}{id}.json")
+}
+
+/// The claim body of a worker running requests for `execution`.
+pub fn run_claim(execution: &str) -> Vec<u8> {
+    format!("run by {execution}").into_bytes()
+}
+
+/// The claim body of a harness client `client` withdrawing a request.
+pub fn withdraw_claim(client: &str) -> Vec<u8> {
+    format!("withdrawn by {client}").into_bytes()
+}
+
+/// When polling starts over and how far it backs off: the interval starts at `min` after
+/// activity and doubles after each empty poll up to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollSchedule {
+    /// Interval right after activity.
+    pub min: Duration,
+    /// Longest interval while idle.
+    pub max: Duration,
+}
+
+impl PollSchedule {
+    /// The interval after an empty poll at `current`.
+    pub fn next(&self, current: Duration) -> Duration {
+        (current * 2).clamp(self.min, self.max.max(self.min))
+    }
+
+    /// How many polls fall in an idle gap of `gap` after activity (the cost model uses this,
+    /// so the polls it prices are the ones this schedule makes).
+    pub fn polls_in(&self, gap: Duration) -> f64 {
+        let (mut t, mut step, mut n) =
+            (Duration::ZERO, self.min.max(Duration::from_millis(1)), 0.0);
+        while t + step <= gap {
+            t += step;
+            n += 1.0;
+            if step >= self.max {
+                // The rest of the gap at the longest interval.
+                return n + (gap - t).as_secs_f64() / self.max.as_secs_f64();
+            }
+            step = self.next(step);
+        }
+        n
+    }
+}
+
+/// The worker's liveness record, carried as the heartbeat object's custom metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Heartbeat {
-    /// The Cloud Run execution running this worker.
+    /// The Cloud Run execution running this worker (`CLOUD_RUN_EXECUTION`, a short name).
     pub execution: String,
-    /// "running" while it accepts requests, "stopping" once it has decided to exit.
+    /// "running" while it accepts requests, "stopping" once it has decided to exit, "stopped".
     pub status: String,
-    /// Unix milliseconds of this beat.
-    pub beat_ms: u64,
-    /// Unix milliseconds when the worker started.
+    /// Unix milliseconds when the worker started (the worker's clock).
     pub started_ms: u64,
     /// Requests served so far.
     pub served: u64,
+    /// How old the record is by the server's clock, when known.
+    pub age: Option<Duration>,
 }
 
-/// How a worker runs.
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// The state directory (inbox, claimed, outbox, heartbeat).
-    pub state_dir: PathBuf,
-    /// Exit after this long with no request.
-    pub idle_timeout: Duration,
-    /// How often the inbox is scanned.
-    pub poll: Duration,
-    /// Stop accepting requests after this long (keep it under the task timeout).
-    pub max_lifetime: Duration,
-    /// The execution name for the heartbeat.
-    pub execution: String,
-    /// Injected fault: crash on purpose at this point (the emulator arms it through
-    /// `SANDBOX_EXECUTOR_CRASH`; see [`CrashPoint::from_env`]).
-    pub crash: Option<CrashPoint>,
+impl Heartbeat {
+    /// The custom metadata that carries it.
+    pub fn to_metadata(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("execution".to_string(), self.execution.clone()),
+            ("status".to_string(), self.status.clone()),
+            ("started_ms".to_string(), self.started_ms.to_string()),
+            ("served".to_string(), self.served.to_string()),
+        ])
+    }
+
+    /// Reads it back from custom metadata, with the record's age when both server times are
+    /// known (`updated_ms` of the object, `server_now_ms` of the answer).
+    pub fn from_metadata(
+        m: &BTreeMap<String, String>,
+        updated_ms: Option<i64>,
+        server_now_ms: Option<i64>,
+    ) -> Option<Heartbeat> {
+        let age = match (updated_ms, server_now_ms) {
+            (Some(u), Some(n)) => Some(Duration::from_millis(n.saturating_sub(u).max(0) as u64)),
+            _ => None,
+        };
+        Some(Heartbeat {
+            execution: m.get("execution")?.clone(),
+            status: m.get("status")?.clone(),
+            started_ms: m
+                .get("started_ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            served: m.get("served").and_then(|v| v.parse().ok()).unwrap_or(0),
+            age,
+        })
+    }
+
+    /// True when it says "running" and is fresh for a worker beating every `every`.
+    pub fn is_live(&self, every: Duration) -> bool {
+        let stale = every * STALE_INTERVALS + Duration::from_secs(1);
+        self.status == "running" && self.age.is_some_and(|a| a < stale)
+    }
 }
 
 /// Where an armed worker crashes (fault injection by the emulator, never set on Google Cloud).
@@ -138,187 +188,183 @@ impl CrashPoint {
     }
 }
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The sandbox's object prefix (`sessions/<id>/`).
+    pub prefix: String,
+    /// Exit after this long with no request.
+    pub idle_timeout: Duration,
+    /// How the inbox is polled.
+    pub poll: PollSchedule,
+    /// How often the heartbeat is rewritten.
+    pub heartbeat_every: Duration,
+    /// Stop accepting requests after this long (keep it under the task timeout).
+    pub max_lifetime: Duration,
+    /// The execution name for the heartbeat and claims.
+    pub execution: String,
+    /// Injected fault: crash on purpose at this point (see [`CrashPoint::from_env`]).
+    pub crash: Option<CrashPoint>,
 }
 
-/// True when a request id is safe as a file name.
-pub fn valid_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+/// The live heartbeat of another worker of this sandbox, if one is running.
+pub fn live_worker(bucket: &dyn Bucket, cfg: &WorkerConfig) -> Option<Heartbeat> {
+    let info = bucket.stat(&format!("{}{HEARTBEAT}", cfg.prefix)).ok()?;
+    Heartbeat::from_metadata(&info.metadata, info.updated_ms, info.server_now_ms)
+        .filter(|hb| hb.is_live(cfg.heartbeat_every))
 }
 
-/// Writes `data` to `path` whole: a temp file beside it, then a rename. The parent is created
-/// when missing: on a bucket volume a directory exists only while it holds objects.
-pub fn write_whole(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let attempt = || -> std::io::Result<()> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    };
-    // The storage side may drop an emptied directory between our mkdir and our write: retry.
-    let mut tries = 0;
-    loop {
-        match attempt() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
-            other => return other,
-        }
+/// What a claim attempt found.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    /// Ours: run it.
+    Ours,
+    /// Somebody else's (another worker, or the harness withdrew it).
+    Taken,
+}
+
+/// Claims request `id` for `execution`; a create retried after its first attempt landed meets
+/// its own claim and is told apart by the claim's body.
+fn claim(bucket: &dyn Bucket, cfg: &WorkerConfig, id: &str) -> Result<Claim, StoreError> {
+    let name = claim_object(&cfg.prefix, id);
+    let body = run_claim(&cfg.execution);
+    match bucket.create(&name, &body, &BTreeMap::new(), true) {
+        Ok(_) => Ok(Claim::Ours),
+        Err(StoreError::Precondition) => match bucket.read(&name) {
+            Ok(b) if b == body => Ok(Claim::Ours),
+            Ok(_) => Ok(Claim::Taken),
+            // Claimed and already cleaned up by the harness: it was served.
+            Err(StoreError::NotFound) => Ok(Claim::Taken),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
     }
 }
 
-/// Runs one request to completion (or to its deadline).
-pub fn execute(req: &Request) -> Response {
-    let started = Instant::now();
-    let fail = |msg: String| Response {
-        id: req.id.clone(),
+/// An answer for a request that could not be run at all.
+fn refusal(id: &str, why: String) -> Response {
+    Response {
+        id: id.to_string(),
         exit_code: 127,
         stdout_b64: String::new(),
         stderr_b64: String::new(),
         truncated: false,
         timed_out: false,
-        error: Some(msg),
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
-    let Some((prog, args)) = req.argv.split_first() else {
-        return fail("empty argv".into());
-    };
-    let stdin = match req.stdin_b64.as_deref().map(|s| B64.decode(s)) {
-        Some(Ok(b)) => Some(b),
-        Some(Err(e)) => return fail(format!("stdin is not base64: {e}")),
-        None => None,
-    };
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot start {prog:?}: {e}")),
-    };
-    let pid = child.id() as i32;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&data);
-        });
-    }
-    let reader = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = CappedBuf::new();
-            if let Some(mut p) = pipe {
-                let mut chunk = [0u8; 64 * 1024];
-                loop {
-                    match p.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => buf.push(&chunk[..n]),
-                    }
-                }
-            }
-            buf.finish()
-        })
-    };
-    let out = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let mut timed_out = false;
-    let status = if req.deadline_ms == 0 {
-        rx.recv().ok()
-    } else {
-        match rx.recv_timeout(Duration::from_millis(req.deadline_ms)) {
-            Ok(s) => Some(s),
-            Err(_) => {
-                timed_out = true;
-                // SAFETY: kill(2) with a negative pid signals the process group we created.
-                unsafe {
-                    libc::kill(-pid, libc::SIGKILL);
-                }
-                rx.recv().ok()
-            }
-        }
-    };
-    // Children may still hold the pipes (as under `docker exec`, output ends when every writer
-    // has closed it). Detached children (setsid) are left alone: killing the group right away
-    // would race a child that has not yet left it. Past the deadline, the group is killed.
-    let until = started + Duration::from_millis(req.deadline_ms);
-    while !(out.is_finished() && err.is_finished()) {
-        if req.deadline_ms != 0 && Instant::now() >= until {
-            timed_out = true;
-            // SAFETY: kill(2) with a negative pid signals the process group we created.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let (stdout, t1) = out.join().unwrap_or_default();
-    let (stderr, t2) = err.join().unwrap_or_default();
-    let exit_code = match status {
-        Some(Ok(s)) => {
-            use std::os::unix::process::ExitStatusExt;
-            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
-        }
-        _ => 128 + libc::SIGKILL,
-    };
-    Response {
-        id: req.id.clone(),
-        exit_code,
-        stdout_b64: B64.encode(stdout),
-        stderr_b64: B64.encode(stderr),
-        truncated: t1 || t2,
-        timed_out,
-        error: None,
-        duration_ms: started.elapsed().as_millis() as u64,
+        error: Some(why),
+        duration_ms: 0,
     }
 }
 
-/// The heartbeat of a worker that is running and beat within [`STALE_AFTER`].
-pub fn live_worker(state_dir: &Path) -> Option<Heartbeat> {
-    let hb: Heartbeat =
-        serde_json::from_slice(&std::fs::read(state_dir.join(HEARTBEAT)).ok()?).ok()?;
-    let age = Duration::from_millis(now_ms().saturating_sub(hb.beat_ms));
-    (hb.status == "running" && age < STALE_AFTER).then_some(hb)
+struct Shared {
+    served: AtomicU64,
+    in_flight: AtomicUsize,
+    answered: AtomicBool,
+    last_activity: Mutex<Instant>,
 }
+
+impl Shared {
+    fn touch(&self) {
+        *self.last_activity.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.last_activity
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+    }
+}
+
+/// Runs one claimed request and writes its answer.
+fn serve_one(bucket: Arc<dyn Bucket>, cfg: WorkerConfig, id: String, shared: Arc<Shared>) {
+    let inbox = inbox_object(&cfg.prefix, &id);
+    let resp = match bucket.read(&inbox) {
+        Ok(b) => match serde_json::from_slice::<Request>(&b) {
+            Ok(req) if req.id == id => {
+                let _ = bucket.delete(&inbox);
+                execute(&req)
+            }
+            Ok(req) => refusal(
+                &id,
+                format!("request id {} does not match its object {id}", req.id),
+            ),
+            Err(e) => refusal(&id, format!("unreadable request: {e}")),
+        },
+        Err(e) => refusal(&id, format!("the request object could not be read: {e}")),
+    };
+    if cfg.crash == Some(CrashPoint::BeforeAnswer) {
+        CrashPoint::BeforeAnswer.crash();
+    }
+    let body = serde_json::to_vec(&resp).unwrap_or_default();
+    match bucket.create(
+        &outbox_object(&cfg.prefix, &id),
+        &body,
+        &BTreeMap::new(),
+        true,
+    ) {
+        // Precondition: a retried write whose first attempt landed (only this worker answers).
+        Ok(_) | Err(StoreError::Precondition) => {}
+        Err(e) => eprintln!("sandbox-executor: cannot write the answer to {id}: {e}"),
+    }
+    shared.served.fetch_add(1, Ordering::SeqCst);
+    shared.touch();
+    shared.answered.store(true, Ordering::SeqCst);
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// Lists the inbox and starts every new request it can claim; returns how many it started.
+fn scan(
+    bucket: &Arc<dyn Bucket>,
+    cfg: &WorkerConfig,
+    seen: &mut HashSet<String>,
+    shared: &Arc<Shared>,
+) -> Result<usize, StoreError> {
+    let inbox = format!("{}{INBOX}", cfg.prefix);
+    let mut ids: Vec<String> = bucket
+        .list(&inbox)?
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix(&inbox)?
+                .strip_suffix(".json")
+                .map(str::to_string)
+        })
+        .filter(|id| valid_request_id(id) && !seen.contains(id))
+        .collect();
+    ids.sort();
+    if !ids.is_empty() && cfg.crash == Some(CrashPoint::BeforeClaim) {
+        CrashPoint::BeforeClaim.crash();
+    }
+    let mut picked = 0;
+    for id in ids {
+        match claim(bucket.as_ref(), cfg, &id) {
+            Ok(Claim::Ours) => {
+                seen.insert(id.clone());
+                picked += 1;
+                shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                shared.touch();
+                let (bucket, cfg, shared) = (bucket.clone(), cfg.clone(), shared.clone());
+                std::thread::spawn(move || serve_one(bucket, cfg, id, shared));
+            }
+            Ok(Claim::Taken) => {
+                // Withdrawn, or a stray copy a retried insert left: not ours to run.
+                seen.insert(id.clone());
+                let _ = bucket.delete(&inbox_object(&cfg.prefix, &id));
+            }
+            Err(e) => eprintln!("sandbox-executor: claiming {id} failed: {e}; trying again"),
+        }
+    }
+    Ok(picked)
+}
+
+/// Scans that may fail in a row (each already retried for up to a minute) before the worker
+/// gives up.
+const MAX_FAILED_SCANS: u32 = 5;
 
 /// Runs the worker loop until idle or out of lifetime; returns the number of requests served.
-pub fn run_worker(cfg: &WorkerConfig) -> std::io::Result<u64> {
-    for d in [INBOX, CLAIMED, OUTBOX] {
-        std::fs::create_dir_all(cfg.state_dir.join(d))?;
-    }
+pub fn run_worker(cfg: &WorkerConfig, bucket: Arc<dyn Bucket>) -> std::io::Result<u64> {
     // One worker per sandbox: processes started by one worker are invisible to another, so a
     // second execution leaves while the first is alive.
-    if let Some(other) = live_worker(&cfg.state_dir)
+    if let Some(other) = live_worker(bucket.as_ref(), cfg)
         && other.execution != cfg.execution
     {
         eprintln!(
@@ -329,326 +375,319 @@ pub fn run_worker(cfg: &WorkerConfig) -> std::io::Result<u64> {
     }
     let started = Instant::now();
     let started_ms = now_ms();
-    let served = Arc::new(AtomicU64::new(0));
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let last_activity = Arc::new(Mutex::new(Instant::now()));
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut last_beat = Instant::now() - HEARTBEAT_EVERY;
-    let beat = |status: &str, served: u64| {
-        let hb = Heartbeat {
-            execution: cfg.execution.clone(),
-            status: status.into(),
-            beat_ms: now_ms(),
-            started_ms,
-            served,
-        };
-        let _ = write_whole(
-            &cfg.state_dir.join(HEARTBEAT),
-            &serde_json::to_vec(&hb).unwrap_or_default(),
-        );
-    };
-    loop {
-        let picked = scan_inbox(cfg, &mut seen, &served, &in_flight, &last_activity)?;
-        if last_beat.elapsed() >= HEARTBEAT_EVERY {
-            beat("running", served.load(Ordering::SeqCst));
-            last_beat = Instant::now();
+    let shared = Arc::new(Shared {
+        served: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        answered: AtomicBool::new(false),
+        last_activity: Mutex::new(Instant::now()),
+    });
+    let beat = {
+        let (bucket, cfg, shared) = (bucket.clone(), cfg.clone(), shared.clone());
+        move |status: &str| {
+            let hb = Heartbeat {
+                execution: cfg.execution.clone(),
+                status: status.into(),
+                started_ms,
+                served: shared.served.load(Ordering::SeqCst),
+                age: None,
+            };
+            if let Err(e) = bucket.create(
+                &format!("{}{HEARTBEAT}", cfg.prefix),
+                b"",
+                &hb.to_metadata(),
+                false,
+            ) {
+                eprintln!("sandbox-executor: heartbeat not written: {e}");
+            }
         }
-        let idle = last_activity
-            .lock()
-            .map(|t| t.elapsed())
-            .unwrap_or_default();
-        let busy = in_flight.load(Ordering::SeqCst) > 0;
+    };
+    // The heartbeat beats on its own thread, so a slow scan never makes the worker look dead.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut beater = Some({
+        let (stop, beat, every) = (stop.clone(), beat.clone(), cfg.heartbeat_every);
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                beat("running");
+                let until = Instant::now() + every;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        })
+    });
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut interval = cfg.poll.min;
+    let mut failed = 0;
+    let result = loop {
+        let picked = match scan(&bucket, cfg, &mut seen, &shared) {
+            Ok(n) => {
+                failed = 0;
+                n
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("sandbox-executor: listing the inbox failed ({failed} in a row): {e}");
+                if failed >= MAX_FAILED_SCANS {
+                    break Err(std::io::Error::other(format!(
+                        "the inbox cannot be listed: {e}"
+                    )));
+                }
+                0
+            }
+        };
+        let answered = shared.answered.swap(false, Ordering::SeqCst);
+        interval = if picked > 0 || answered {
+            cfg.poll.min
+        } else {
+            cfg.poll.next(interval)
+        };
+        let busy = shared.in_flight.load(Ordering::SeqCst) > 0;
         if !busy
             && picked == 0
-            && (idle >= cfg.idle_timeout || started.elapsed() >= cfg.max_lifetime)
+            && (shared.idle() >= cfg.idle_timeout || started.elapsed() >= cfg.max_lifetime)
         {
             // Announce the stop, then take what arrived meanwhile before leaving.
-            beat("stopping", served.load(Ordering::SeqCst));
-            let late = scan_inbox(cfg, &mut seen, &served, &in_flight, &last_activity)?;
-            if late == 0 {
-                break;
+            stop.store(true, Ordering::SeqCst);
+            if let Some(b) = beater.take() {
+                let _ = b.join();
+            }
+            beat("stopping");
+            match scan(&bucket, cfg, &mut seen, &shared) {
+                Ok(0) | Err(_) => break Ok(()),
+                Ok(_) => {}
             }
         }
-        std::thread::sleep(cfg.poll);
-    }
-    while in_flight.load(Ordering::SeqCst) > 0 {
-        std::thread::sleep(cfg.poll);
-    }
-    beat("stopped", served.load(Ordering::SeqCst));
-    Ok(served.load(Ordering::SeqCst))
-}
-
-fn scan_inbox(
-    cfg: &WorkerConfig,
-    seen: &mut HashSet<String>,
-    served: &Arc<AtomicU64>,
-    in_flight: &Arc<AtomicUsize>,
-    last_activity: &Arc<Mutex<Instant>>,
-) -> std::io::Result<usize> {
-    // On a bucket volume the inbox disappears while empty: that is an empty inbox.
-    let entries = match std::fs::read_dir(cfg.state_dir.join(INBOX)) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
+        std::thread::sleep(interval);
     };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
-        .filter(|id| valid_request_id(id) && !seen.contains(id))
-        .collect();
-    names.sort();
-    if !names.is_empty() && cfg.crash == Some(CrashPoint::BeforeClaim) {
-        CrashPoint::BeforeClaim.crash();
+    stop.store(true, Ordering::SeqCst);
+    while shared.in_flight.load(Ordering::SeqCst) > 0 {
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let crash_before_answer = cfg.crash == Some(CrashPoint::BeforeAnswer);
-    let mut picked = 0;
-    for id in names {
-        let from = cfg.state_dir.join(INBOX).join(format!("{id}.json"));
-        let to = cfg.state_dir.join(CLAIMED).join(format!("{id}.json"));
-        // Claim first: a request is run at most once, even across workers.
-        if std::fs::rename(&from, &to).is_err() {
-            let _ = std::fs::create_dir_all(cfg.state_dir.join(CLAIMED));
-            if std::fs::rename(&from, &to).is_err() {
-                continue;
-            }
-        }
-        seen.insert(id.clone());
-        picked += 1;
-        let outbox = cfg.state_dir.join(OUTBOX).join(format!("{id}.json"));
-        let (served, in_flight, last_activity) =
-            (served.clone(), in_flight.clone(), last_activity.clone());
-        in_flight.fetch_add(1, Ordering::SeqCst);
-        std::thread::spawn(move || {
-            let resp = match std::fs::read(&to)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<Request>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(req) if req.id == id => execute(&req),
-                Ok(req) => Response {
-                    id: id.clone(),
-                    exit_code: 127,
-                    stdout_b64: String::new(),
-                    stderr_b64: String::new(),
-                    truncated: false,
-                    timed_out: false,
-                    error: Some(format!(
-                        "request id {} does not match its file {id}",
-                        req.id
-                    )),
-                    duration_ms: 0,
-                },
-                Err(e) => Response {
-                    id: id.clone(),
-                    exit_code: 127,
-                    stdout_b64: String::new(),
-                    stderr_b64: String::new(),
-                    truncated: false,
-                    timed_out: false,
-                    error: Some(format!("unreadable request: {e}")),
-                    duration_ms: 0,
-                },
-            };
-            if crash_before_answer {
-                // Half of write_whole: the answer's bytes land beside the outbox, never in it.
-                let _ = std::fs::write(
-                    outbox.with_extension("tmp-crash"),
-                    serde_json::to_vec(&resp).unwrap_or_default(),
-                );
-                CrashPoint::BeforeAnswer.crash();
-            }
-            if let Err(e) = write_whole(&outbox, &serde_json::to_vec(&resp).unwrap_or_default()) {
-                eprintln!("sandbox-executor: cannot write the answer to {id}: {e}");
-            }
-            let _ = std::fs::remove_file(&to);
-            served.fetch_add(1, Ordering::SeqCst);
-            if let Ok(mut t) = last_activity.lock() {
-                *t = Instant::now();
-            }
-            in_flight.fetch_sub(1, Ordering::SeqCst);
-        });
-    }
-    if picked > 0
-        && let Ok(mut t) = last_activity.lock()
-    {
-        *t = Instant::now();
-    }
-    Ok(picked)
+    beat("stopped");
+    result.map(|()| shared.served.load(Ordering::SeqCst))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gcs::mem::MemBucket;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
 
-    fn req(id: &str, argv: &[&str]) -> Request {
-        Request {
+    const P: &str = "sessions/t/";
+
+    fn cfg(exec: &str) -> WorkerConfig {
+        WorkerConfig {
+            prefix: P.into(),
+            idle_timeout: Duration::from_millis(400),
+            poll: PollSchedule {
+                min: Duration::from_millis(5),
+                max: Duration::from_millis(40),
+            },
+            heartbeat_every: Duration::from_millis(200),
+            max_lifetime: Duration::from_secs(30),
+            execution: exec.into(),
+            crash: None,
+        }
+    }
+
+    fn ask(b: &dyn Bucket, id: &str, script: &str) {
+        let r = Request {
             id: id.into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv: vec!["sh".into(), "-c".into(), script.into()],
             stdin_b64: None,
             deadline_ms: 5000,
-        }
+        };
+        b.create(
+            &inbox_object(P, id),
+            &serde_json::to_vec(&r).unwrap(),
+            &BTreeMap::new(),
+            true,
+        )
+        .unwrap();
     }
 
-    #[test]
-    fn executes_with_stdin_and_separates_streams() {
-        let mut r = req("a", &["sh", "-c", "cat; echo err >&2; exit 4"]);
-        r.stdin_b64 = Some(B64.encode(b"in\0put"));
-        let resp = execute(&r);
-        assert_eq!(resp.exit_code, 4);
-        assert_eq!(B64.decode(&resp.stdout_b64).unwrap(), b"in\0put");
-        assert_eq!(B64.decode(&resp.stderr_b64).unwrap(), b"err\n");
-        assert!(!resp.timed_out);
-    }
-
-    #[test]
-    fn deadline_kills_the_group() {
-        let mut r = req("b", &["sh", "-c", "sleep 30 & sleep 30; echo never"]);
-        r.deadline_ms = 200;
+    fn answer(b: &dyn Bucket, id: &str) -> Response {
         let t = Instant::now();
-        let resp = execute(&r);
-        assert!(resp.timed_out);
-        assert_eq!(resp.exit_code, 128 + libc::SIGKILL);
-        assert!(t.elapsed() < Duration::from_secs(10));
-    }
-
-    #[test]
-    fn detached_children_outlive_their_request() {
-        for _ in 0..20 {
-            let resp = execute(&req(
-                "e",
-                &[
-                    "sh",
-                    "-c",
-                    "setsid sleep 30 </dev/null >/dev/null 2>&1 & echo $!",
-                ],
-            ));
-            let pid: i32 = String::from_utf8(B64.decode(resp.stdout_b64).unwrap())
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            // SAFETY: signal 0 only checks that the process exists.
-            let alive = unsafe { libc::kill(pid, 0) } == 0;
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
+        loop {
+            if let Ok(body) = b.read(&outbox_object(P, id)) {
+                return serde_json::from_slice(&body).unwrap();
             }
-            assert!(
-                alive,
-                "the detached child {pid} was killed with its request"
-            );
+            assert!(t.elapsed() < Duration::from_secs(10), "no answer to {id}");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
     #[test]
-    fn missing_program_is_an_error_not_a_panic() {
-        let resp = execute(&req("c", &["/nonexistent/prog"]));
-        assert!(resp.error.is_some());
-        assert!(execute(&req("d", &[])).error.is_some());
+    fn serves_each_request_once_and_stops_when_idle() {
+        let b: Arc<dyn Bucket> = Arc::new(MemBucket::default());
+        ask(b.as_ref(), "0001-x", "echo hi");
+        b.create(&inbox_object(P, "bad name!"), b"{}", &BTreeMap::new(), true)
+            .unwrap();
+        let served = run_worker(&cfg("exec-1"), b.clone()).unwrap();
+        assert_eq!(served, 1);
+        let resp = answer(b.as_ref(), "0001-x");
+        assert_eq!(B64.decode(resp.stdout_b64).unwrap(), b"hi\n");
+        assert!(b.read(&inbox_object(P, "0001-x")).is_err(), "inbox emptied");
+        assert_eq!(
+            b.read(&claim_object(P, "0001-x")).unwrap(),
+            run_claim("exec-1")
+        );
+        let info = b.stat(&format!("{P}{HEARTBEAT}")).unwrap();
+        let hb =
+            Heartbeat::from_metadata(&info.metadata, info.updated_ms, info.server_now_ms).unwrap();
+        assert_eq!(hb.status, "stopped");
+        assert_eq!(hb.served, 1);
+        assert!(!hb.is_live(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_withdrawn_request_never_runs() {
+        let b: Arc<dyn Bucket> = Arc::new(MemBucket::default());
+        ask(b.as_ref(), "0001-w", "echo ran > /dev/null; echo ran");
+        // The harness withdrew it before any worker came.
+        b.create(
+            &claim_object(P, "0001-w"),
+            &withdraw_claim("client-1"),
+            &BTreeMap::new(),
+            true,
+        )
+        .unwrap();
+        ask(b.as_ref(), "0002-ok", "echo ok");
+        assert_eq!(run_worker(&cfg("exec-2"), b.clone()).unwrap(), 1);
+        assert!(b.read(&outbox_object(P, "0001-w")).is_err(), "it ran");
+        assert_eq!(
+            B64.decode(answer(b.as_ref(), "0002-ok").stdout_b64)
+                .unwrap(),
+            b"ok\n"
+        );
+        assert!(
+            b.read(&inbox_object(P, "0001-w")).is_err(),
+            "stray request removed"
+        );
+    }
+
+    #[test]
+    fn a_retried_claim_that_meets_its_own_claim_still_runs() {
+        let b: Arc<dyn Bucket> = Arc::new(MemBucket::default());
+        ask(b.as_ref(), "0001-r", "echo mine");
+        // As if an earlier attempt of this worker's claim had landed before a timeout.
+        b.create(
+            &claim_object(P, "0001-r"),
+            &run_claim("exec-3"),
+            &BTreeMap::new(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(run_worker(&cfg("exec-3"), b.clone()).unwrap(), 1);
+        assert_eq!(
+            B64.decode(answer(b.as_ref(), "0001-r").stdout_b64).unwrap(),
+            b"mine\n"
+        );
     }
 
     #[test]
     fn second_worker_leaves_while_the_first_is_alive() {
-        let dir = std::env::temp_dir().join(format!("sbx-worker-two-{}", now_ms()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let hb = Heartbeat {
+        let b: Arc<dyn Bucket> = Arc::new(MemBucket::default());
+        let first = Heartbeat {
             execution: "exec-first".into(),
             status: "running".into(),
-            beat_ms: now_ms(),
             started_ms: now_ms(),
             served: 0,
+            age: None,
         };
-        write_whole(&dir.join(HEARTBEAT), &serde_json::to_vec(&hb).unwrap()).unwrap();
-        let cfg = WorkerConfig {
-            state_dir: dir.clone(),
-            idle_timeout: Duration::from_secs(30),
-            poll: Duration::from_millis(5),
-            max_lifetime: Duration::from_secs(30),
-            execution: "exec-second".into(),
-            crash: None,
-        };
+        b.create(&format!("{P}{HEARTBEAT}"), b"", &first.to_metadata(), false)
+            .unwrap();
         let t = Instant::now();
-        assert_eq!(run_worker(&cfg).unwrap(), 0);
+        assert_eq!(run_worker(&cfg("exec-second"), b.clone()).unwrap(), 0);
         assert!(
             t.elapsed() < Duration::from_secs(5),
             "the second worker did not leave"
         );
-        // A stale or stopped heartbeat is no obstacle.
-        let stale = Heartbeat {
+        // A stopped heartbeat is no obstacle.
+        let stopped = Heartbeat {
             status: "stopped".into(),
-            ..hb
+            ..first
         };
-        write_whole(&dir.join(HEARTBEAT), &serde_json::to_vec(&stale).unwrap()).unwrap();
-        assert!(live_worker(&dir).is_none());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn worker_survives_its_directories_vanishing() {
-        let dir = std::env::temp_dir().join(format!("sbx-worker-vanish-{}", now_ms()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = WorkerConfig {
-            state_dir: dir.clone(),
-            idle_timeout: Duration::from_millis(1500),
-            poll: Duration::from_millis(5),
-            max_lifetime: Duration::from_secs(30),
-            execution: "exec-2".into(),
-            crash: None,
-        };
-        let worker = std::thread::spawn(move || run_worker(&cfg).unwrap());
-        let ask = |id: &str| {
-            let r = req(id, &["sh", "-c", "echo ok"]);
-            write_whole(
-                &dir.join(INBOX).join(format!("{id}.json")),
-                &serde_json::to_vec(&r).unwrap(),
-            )
-            .unwrap();
-            let out = dir.join(OUTBOX).join(format!("{id}.json"));
-            let t = Instant::now();
-            while !out.exists() {
-                assert!(t.elapsed() < Duration::from_secs(10), "no answer to {id}");
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
-        ask("0001-a");
-        // A bucket volume drops directories that no longer hold objects.
-        for d in [INBOX, OUTBOX, CLAIMED] {
-            let _ = std::fs::remove_dir_all(dir.join(d));
-        }
-        ask("0002-b");
-        assert_eq!(worker.join().unwrap(), 2);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn worker_serves_inbox_once_and_stops_when_idle() {
-        let dir = std::env::temp_dir().join(format!("sbx-worker-{}", now_ms()));
-        std::fs::create_dir_all(dir.join(INBOX)).unwrap();
-        let r = req("0001-x", &["sh", "-c", "echo hi"]);
-        std::fs::write(
-            dir.join(INBOX).join("0001-x.json"),
-            serde_json::to_vec(&r).unwrap(),
+        b.create(
+            &format!("{P}{HEARTBEAT}"),
+            b"",
+            &stopped.to_metadata(),
+            false,
         )
         .unwrap();
-        std::fs::write(dir.join(INBOX).join("bad name!.json"), b"{}").unwrap();
-        let cfg = WorkerConfig {
-            state_dir: dir.clone(),
-            idle_timeout: Duration::from_millis(300),
-            poll: Duration::from_millis(10),
-            max_lifetime: Duration::from_secs(30),
-            execution: "exec-1".into(),
-            crash: None,
+        assert!(live_worker(b.as_ref(), &cfg("exec-x")).is_none());
+    }
+
+    #[test]
+    fn concurrent_requests_run_side_by_side() {
+        let b: Arc<dyn Bucket> = Arc::new(MemBucket::default());
+        let c = WorkerConfig {
+            idle_timeout: Duration::from_millis(1500),
+            ..cfg("exec-4")
         };
-        let served = run_worker(&cfg).unwrap();
-        assert_eq!(served, 1);
-        let resp: Response =
-            serde_json::from_slice(&std::fs::read(dir.join(OUTBOX).join("0001-x.json")).unwrap())
-                .unwrap();
-        assert_eq!(B64.decode(resp.stdout_b64).unwrap(), b"hi\n");
-        assert!(!dir.join(CLAIMED).join("0001-x.json").exists());
-        let hb: Heartbeat =
-            serde_json::from_slice(&std::fs::read(dir.join(HEARTBEAT)).unwrap()).unwrap();
-        assert_eq!(hb.status, "stopped");
-        assert_eq!(hb.served, 1);
-        std::fs::remove_dir_all(&dir).unwrap();
+        let worker = {
+            let b = b.clone();
+            std::thread::spawn(move || run_worker(&c, b).unwrap())
+        };
+        ask(b.as_ref(), "0001-slow", "sleep 1; echo slow");
+        std::thread::sleep(Duration::from_millis(100));
+        let t = Instant::now();
+        ask(b.as_ref(), "0002-fast", "echo fast");
+        assert_eq!(
+            B64.decode(answer(b.as_ref(), "0002-fast").stdout_b64)
+                .unwrap(),
+            b"fast\n"
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "the fast one waited for the slow one"
+        );
+        assert_eq!(
+            B64.decode(answer(b.as_ref(), "0001-slow").stdout_b64)
+                .unwrap(),
+            b"slow\n"
+        );
+        assert_eq!(worker.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_schedule_backs_off_and_counts_its_polls() {
+        let s = PollSchedule {
+            min: Duration::from_millis(25),
+            max: Duration::from_millis(1000),
+        };
+        assert_eq!(s.next(Duration::from_millis(25)), Duration::from_millis(50));
+        assert_eq!(
+            s.next(Duration::from_millis(800)),
+            Duration::from_millis(1000)
+        );
+        // 25+50+100+200+400+800 = 1575 ms for six polls, then one a second.
+        assert_eq!(s.polls_in(Duration::from_millis(1575)), 6.0);
+        assert_eq!(s.polls_in(Duration::from_millis(1000)), 5.0);
+        let long = s.polls_in(Duration::from_secs(61));
+        assert!((long - (6.0 + 1.0 + (61.0 - 2.575))).abs() < 1e-9, "{long}");
+    }
+
+    #[test]
+    fn heartbeats_age_by_the_server_clock() {
+        let hb = Heartbeat {
+            execution: "e".into(),
+            status: "running".into(),
+            started_ms: 1,
+            served: 2,
+            age: None,
+        };
+        let m = hb.to_metadata();
+        let fresh = Heartbeat::from_metadata(&m, Some(10_000), Some(12_000)).unwrap();
+        assert_eq!(fresh.age, Some(Duration::from_secs(2)));
+        assert!(fresh.is_live(Duration::from_secs(5)));
+        let old = Heartbeat::from_metadata(&m, Some(10_000), Some(40_000)).unwrap();
+        assert!(!old.is_live(Duration::from_secs(5)));
+        let unknown = Heartbeat::from_metadata(&m, None, Some(40_000)).unwrap();
+        assert!(
+            !unknown.is_live(Duration::from_secs(5)),
+            "no server time, no trust"
+        );
     }
 }

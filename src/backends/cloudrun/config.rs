@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use sandbox_executor::worker::PollSchedule;
 use serde::{Deserialize, Serialize};
 
 /// Default state bucket, as in the migration plan.
@@ -31,8 +32,14 @@ pub struct CloudRunConfig {
     pub service_account: Option<String>,
     /// A worker with no command for this long stops itself (cost), seconds.
     pub worker_idle_secs: u64,
-    /// How often the worker scans its inbox and the client polls for results, ms.
-    pub poll_ms: u64,
+    /// Shortest polling interval, ms: the worker lists its inbox and the client reads the
+    /// answer this often right after activity.
+    pub poll_min_ms: u64,
+    /// Longest polling interval, ms: idle polling doubles up to this.
+    pub poll_max_ms: u64,
+    /// How often the worker rewrites its heartbeat, seconds (Cloud Storage allows about one
+    /// write a second to one object; 5-10 s leaves room).
+    pub heartbeat_secs: u64,
     /// Cloud Run Admin API base URL; `None` = https://run.googleapis.com.
     pub run_endpoint: Option<String>,
     /// Cloud Storage base URL; `None` = STORAGE_EMULATOR_HOST or https://storage.googleapis.com.
@@ -63,7 +70,9 @@ impl Default for CloudRunConfig {
             task_timeout_secs: 3600,
             service_account: None,
             worker_idle_secs: 120,
-            poll_ms: 10,
+            poll_min_ms: 25,
+            poll_max_ms: 1000,
+            heartbeat_secs: 5,
             run_endpoint: None,
             storage_endpoint: None,
             token: None,
@@ -182,10 +191,17 @@ impl CloudRunConfig {
                 message: format!("{:?} is not a valid bucket name", self.bucket),
             });
         }
-        if self.poll_ms == 0 || self.poll_ms > 10_000 {
+        if self.poll_min_ms == 0 || self.poll_min_ms > self.poll_max_ms || self.poll_max_ms > 60_000
+        {
             return Err(ConfigError::Invalid {
-                field: "poll_ms",
-                message: "must be between 1 and 10000".into(),
+                field: "poll_min_ms",
+                message: "polling needs 1 <= poll_min_ms <= poll_max_ms <= 60000".into(),
+            });
+        }
+        if !(1..=60).contains(&self.heartbeat_secs) {
+            return Err(ConfigError::Invalid {
+                field: "heartbeat_secs",
+                message: "must be between 1 and 60".into(),
             });
         }
         if self.worker_idle_secs == 0 || self.worker_idle_secs >= self.task_timeout_secs {
@@ -202,9 +218,17 @@ impl CloudRunConfig {
         self.project.is_none() && self.run_endpoint.is_none() && self.storage_endpoint.is_none()
     }
 
-    /// The poll interval.
-    pub fn poll(&self) -> Duration {
-        Duration::from_millis(self.poll_ms)
+    /// The polling schedule of the worker and of the client waiting for answers.
+    pub fn poll(&self) -> PollSchedule {
+        PollSchedule {
+            min: Duration::from_millis(self.poll_min_ms),
+            max: Duration::from_millis(self.poll_max_ms),
+        }
+    }
+
+    /// The worker's heartbeat interval.
+    pub fn heartbeat_every(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
     }
 }
 

@@ -250,12 +250,18 @@ impl CloudRunBackend {
                         command: vec![crate::images::EXECUTOR_PATH.into()],
                         args: vec![
                             "worker".into(),
-                            "--state-dir".into(),
-                            STATE_MOUNT.into(),
+                            "--bucket".into(),
+                            self.cfg.bucket.clone(),
+                            "--prefix".into(),
+                            prefix.clone(),
                             "--idle-timeout-ms".into(),
                             idle_ms.to_string(),
-                            "--poll-ms".into(),
-                            self.cfg.poll_ms.to_string(),
+                            "--poll-min-ms".into(),
+                            self.cfg.poll_min_ms.to_string(),
+                            "--poll-max-ms".into(),
+                            self.cfg.poll_max_ms.to_string(),
+                            "--heartbeat-ms".into(),
+                            (self.cfg.heartbeat_secs * 1000).to_string(),
                             "--max-lifetime-ms".into(),
                             lifetime_ms.to_string(),
                         ],
@@ -304,6 +310,7 @@ impl CloudRunBackend {
             self.cfg.bucket.clone(),
             self.job_name(id),
             self.cfg.poll(),
+            self.cfg.heartbeat_every(),
         );
         let lifecycle = Arc::new(CloudRunLifecycle {
             id: id.to_string(),
@@ -314,7 +321,10 @@ impl CloudRunBackend {
             _local: self.local.clone(),
         });
         let generic = GenericConfig {
-            bookkeeping_dir: format!("{STATE_MOUNT}/harness"),
+            // FIFOs, pids and spools need POSIX: the container's own file system. What must
+            // outlive the worker goes to the state volume (Cloud Storage FUSE rules).
+            bookkeeping_dir: "/tmp/.sandbox-harness".into(),
+            durable_dir: Some(format!("{STATE_MOUNT}/harness")),
             capabilities: CAPABILITIES,
             backend_name: "cloudrun",
             ..GenericConfig::default()

@@ -1,11 +1,21 @@
 //! The Cloud Run transport: commands go to a session worker (a job execution running
-//! `sandbox-executor worker`) through the state bucket; workspace transfers go straight through
-//! the Cloud Storage JSON API.
+//! `sandbox-executor worker`) through the state bucket's JSON API, in the object protocol of
+//! `sandbox_executor::worker` (inbox, claims, outbox, heartbeat); workspace transfers go
+//! straight through the Cloud Storage JSON API.
 //!
-//! Warm path: a worker stays up until its idle timeout, so a command costs one object write and
-//! a few polls. Cold path: when no worker is alive the transport starts an execution and
-//! queues the request at once; the worker takes it on boot.
+//! Warm path: a worker stays up until its idle timeout, so a command costs one object write,
+//! the worker's next inbox listing, and a few reads of the answer's name on a backing-off
+//! schedule. Cold path: when no worker is alive the transport starts an execution and queues
+//! the request at once; the worker takes it on boot.
+//!
+//! A worker that dies never leaves a command waiting: while a request waits, the transport
+//! asks the Admin API about the execution it counts on (at most once a second per sandbox,
+//! shared by every waiting request), and when it has ended, the request is withdrawn by
+//! creating its claim. If that create wins, the request never ran; if the worker's claim was
+//! there first, it may have run. Either way the command fails with a Backend error naming the
+//! execution, and the next one starts a new worker.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +23,12 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sandbox_executor::worker::{Heartbeat, Request, Response};
+use sandbox_executor::exec::{Request, Response, now_ms};
+use sandbox_executor::worker::{
+    HEARTBEAT, Heartbeat, PollSchedule, claim_object, inbox_object, outbox_object, withdraw_claim,
+};
 use tokio::sync::Mutex;
 
 use crate::gcp::run::RunClient;
@@ -28,7 +42,8 @@ pub const STATE_MOUNT: &str = "/sandbox-state";
 /// Where the workspace volume (`sessions/<id>/workspace/`) is mounted in the worker.
 pub const WORKSPACE_MOUNT: &str = "/workspace";
 
-/// How often a waiting request re-checks that a worker is there to serve it.
+/// How often a waiting request re-checks that a worker is there to serve it (one Admin API
+/// read per sandbox however many requests wait).
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// How long to wait for a started execution's worker to take a request before giving up.
 const COLD_START_LIMIT: Duration = Duration::from_secs(120);
@@ -48,6 +63,20 @@ pub fn workspace_object(sandbox_id: &str, path: &str) -> Option<String> {
     Some(format!("{}workspace/{rel}", sandbox_prefix(sandbox_id)))
 }
 
+/// What a waiting request learns about the worker it counts on.
+#[derive(Debug, Clone)]
+enum WorkerState {
+    /// A worker is running or starting.
+    Serving,
+    /// The execution we counted on has finished (`how`: succeeded, cancelled, failed: ...;
+    /// `completed`: when, by Cloud Run's clock).
+    Ended {
+        execution: String,
+        how: String,
+        completed: Option<DateTime<Utc>>,
+    },
+}
+
 #[derive(Debug, Default)]
 struct WorkerView {
     /// The execution we count on to serve requests (full resource name): the one we started
@@ -58,7 +87,9 @@ struct WorkerView {
     /// When a heartbeat or an answer last showed a serving worker.
     seen_alive: Option<Instant>,
     /// Executions seen finished: a heartbeat they left behind is not a live worker.
-    ended: std::collections::HashSet<String>,
+    ended: HashSet<String>,
+    /// The last liveness check, shared by every waiting request.
+    checked: Option<(Instant, WorkerState)>,
 }
 
 impl WorkerView {
@@ -70,97 +101,89 @@ impl WorkerView {
             self.started_at = None;
             self.seen_alive = None;
         }
+        self.checked = None;
     }
-}
-
-/// What a waiting request learns about the worker it counts on.
-#[derive(Debug)]
-enum WorkerState {
-    /// A worker is running or starting.
-    Serving,
-    /// The execution we counted on has finished (`how`: succeeded, cancelled, failed: ...;
-    /// `completed`: when, by Cloud Run's clock).
-    Ended {
-        execution: String,
-        how: String,
-        completed: Option<chrono::DateTime<chrono::Utc>>,
-    },
 }
 
 /// Commands and transfers of one Cloud Run sandbox.
 pub struct CloudRunTransport {
     sandbox_id: String,
+    prefix: String,
     storage: StorageClient,
     run: RunClient,
     bucket: String,
     job: String,
-    poll: Duration,
+    poll: PollSchedule,
+    heartbeat_every: Duration,
+    /// Names this client in the claims it creates to withdraw requests.
+    client_id: String,
     worker: Mutex<WorkerView>,
 }
 
 impl CloudRunTransport {
-    /// A transport for sandbox `sandbox_id` whose job is `job` (full resource name).
+    /// A transport for sandbox `sandbox_id` whose job is `job` (full resource name); `poll` is
+    /// how it waits for answers, `heartbeat_every` the worker's heartbeat interval.
     pub fn new(
         sandbox_id: impl Into<String>,
         storage: StorageClient,
         run: RunClient,
         bucket: impl Into<String>,
         job: impl Into<String>,
-        poll: Duration,
+        poll: PollSchedule,
+        heartbeat_every: Duration,
     ) -> Self {
+        let sandbox_id = sandbox_id.into();
         CloudRunTransport {
-            sandbox_id: sandbox_id.into(),
+            prefix: sandbox_prefix(&sandbox_id),
+            sandbox_id,
             storage,
             run,
             bucket: bucket.into(),
             job: job.into(),
             poll,
+            heartbeat_every,
+            client_id: uuid::Uuid::new_v4().simple().to_string(),
             worker: Mutex::new(WorkerView::default()),
         }
     }
 
     fn object(&self, rel: &str) -> String {
-        format!("{}{rel}", sandbox_prefix(&self.sandbox_id))
+        format!("{}{rel}", self.prefix)
     }
 
     fn serr(&self, op: &str, e: StorageError) -> SandboxError {
         e.into_sandbox_error(&self.sandbox_id, op)
     }
 
-    /// The worker's heartbeat, its execution as a full resource name (the worker knows only
-    /// the short name Cloud Run gives it in `CLOUD_RUN_EXECUTION`).
-    async fn heartbeat(&self, op: &str) -> Result<Option<Heartbeat>> {
-        Ok(self.heartbeat_object(op).await?.map(|(hb, _)| hb))
-    }
-
-    /// The heartbeat and its object generation.
-    async fn heartbeat_object(&self, op: &str) -> Result<Option<(Heartbeat, Option<i64>)>> {
-        match self
+    /// The worker's heartbeat (execution as a full resource name: the worker knows only the
+    /// short name Cloud Run gives it in `CLOUD_RUN_EXECUTION`), its age by the server's clock,
+    /// and the object's generation.
+    async fn heartbeat(&self, op: &str) -> Result<Option<(Heartbeat, i64)>> {
+        let (obj, date) = match self
             .storage
-            .download(&self.bucket, &self.object("worker.json"), None)
+            .get_object_at(&self.bucket, &self.object(HEARTBEAT))
             .await
         {
-            Ok(d) => {
-                let generation = d.generation;
-                let body = d.collect().await.map_err(|e| self.serr(op, e))?;
-                Ok(serde_json::from_slice::<Heartbeat>(&body)
-                    .ok()
-                    .map(|mut hb| {
-                        if !hb.execution.is_empty() && !hb.execution.contains('/') {
-                            hb.execution = format!("{}/executions/{}", self.job, hb.execution);
-                        }
-                        (hb, generation)
-                    }))
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(self.serr(op, e)),
-        }
+            Ok(v) => v,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(self.serr(op, e)),
+        };
+        let updated = obj.updated.map(|t| t.timestamp_millis());
+        let now = date.map(|t| t.timestamp_millis());
+        Ok(
+            Heartbeat::from_metadata(&obj.metadata, updated, now).map(|mut hb| {
+                if !hb.execution.is_empty() && !hb.execution.contains('/') {
+                    hb.execution = format!("{}/executions/{}", self.job, hb.execution);
+                }
+                (hb, obj.generation)
+            }),
+        )
     }
 
     /// Removes the heartbeat a finished execution left behind (only if it is still that
     /// execution's), so the next worker does not step aside for a dead one.
     async fn retire_heartbeat(&self, op: &str, execution: &str) -> Result<()> {
-        let Some((hb, Some(generation))) = self.heartbeat_object(op).await? else {
+        let Some((hb, generation)) = self.heartbeat(op).await? else {
             return Ok(());
         };
         if hb.execution != execution {
@@ -170,7 +193,7 @@ impl CloudRunTransport {
             .storage
             .delete_object(
                 &self.bucket,
-                &self.object("worker.json"),
+                &self.object(HEARTBEAT),
                 &WriteOptions {
                     if_generation_match: Some(generation),
                     ..WriteOptions::default()
@@ -184,11 +207,6 @@ impl CloudRunTransport {
         }
     }
 
-    fn alive(hb: &Heartbeat) -> bool {
-        let age = sandbox_executor::worker::now_ms().saturating_sub(hb.beat_ms);
-        hb.status == "running" && Duration::from_millis(age) < sandbox_executor::worker::STALE_AFTER
-    }
-
     /// Makes sure a worker is running or starting; starts an execution when none is.
     async fn ensure_worker(&self, op: &str, force: bool) -> Result<()> {
         let mut view = self.worker.lock().await;
@@ -199,8 +217,8 @@ impl CloudRunTransport {
             return Ok(());
         }
         if !force
-            && let Some(hb) = self.heartbeat(op).await?
-            && Self::alive(&hb)
+            && let Some((hb, _)) = self.heartbeat(op).await?
+            && hb.is_live(self.heartbeat_every)
             && !view.ended.contains(&hb.execution)
         {
             if view.execution.as_deref() != Some(hb.execution.as_str()) {
@@ -241,21 +259,28 @@ impl CloudRunTransport {
         view.execution = Some(execution);
         view.started_at = Some(Instant::now());
         view.seen_alive = None;
+        view.checked = None;
         Ok(())
     }
 
-    /// Asks the Admin API whether the execution we count on is still there to serve a waiting
-    /// request. This does not wait for the heartbeat to go stale: a dead worker is seen as soon
-    /// as Cloud Run reports its execution finished.
+    /// Whether the execution we count on is still there to serve a waiting request, asked of
+    /// the Admin API at most once per [`LIVENESS_EVERY`] for all waiting requests. This does
+    /// not wait for the heartbeat to go stale: a dead worker is seen as soon as Cloud Run
+    /// reports its execution finished.
     async fn worker_state(&self, op: &str) -> Result<WorkerState> {
         let (counted_on, ended) = {
             let view = self.worker.lock().await;
+            if let Some((t, state)) = &view.checked
+                && t.elapsed() < LIVENESS_EVERY
+            {
+                return Ok(state.clone());
+            }
             (view.execution.clone(), view.ended.clone())
         };
         let name = match counted_on {
             Some(n) => n,
             None => match self.heartbeat(op).await? {
-                Some(hb) if !hb.execution.is_empty() && !ended.contains(&hb.execution) => {
+                Some((hb, _)) if !hb.execution.is_empty() && !ended.contains(&hb.execution) => {
                     hb.execution
                 }
                 // Nobody we know of serves this sandbox: start a worker for the request.
@@ -266,13 +291,16 @@ impl CloudRunTransport {
             },
         };
         let (how, completed) = match self.run.get_execution(&name).await {
-            Ok(e) if !e.is_done() => return Ok(WorkerState::Serving),
+            Ok(e) if !e.is_done() => {
+                self.worker.lock().await.checked = Some((Instant::now(), WorkerState::Serving));
+                return Ok(WorkerState::Serving);
+            }
             Ok(e) => (
                 e.ending(),
                 e.completion_time
                     .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc)),
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc)),
             ),
             Err(e) if e.is_not_found() => ("deleted".to_string(), None),
             Err(e) => return Err(e.into_sandbox_error(&self.sandbox_id, op)),
@@ -280,10 +308,10 @@ impl CloudRunTransport {
         self.worker.lock().await.forget(&name);
         self.retire_heartbeat(op, &name).await?;
         // Another process's worker may be the one serving (ours then left at once).
-        if let Some(hb) = self.heartbeat(op).await?
+        if let Some((hb, _)) = self.heartbeat(op).await?
             && hb.execution != name
             && !ended.contains(&hb.execution)
-            && Self::alive(&hb)
+            && hb.is_live(self.heartbeat_every)
             && matches!(self.run.get_execution(&hb.execution).await, Ok(e) if !e.is_done())
         {
             let mut view = self.worker.lock().await;
@@ -298,18 +326,17 @@ impl CloudRunTransport {
         })
     }
 
-    /// The worker's answer to `outbox`, if it is there yet (the object is removed once read).
-    async fn take_answer(&self, op: &str, outbox: &str) -> Result<Option<RawOutput>> {
-        let d = match self.storage.download(&self.bucket, outbox, None).await {
+    /// The worker's answer to request `id`, if it is there yet. The answer and the claim are
+    /// removed in the background once read.
+    async fn take_answer(&self, op: &str, id: &str) -> Result<Option<RawOutput>> {
+        let outbox = outbox_object(&self.prefix, id);
+        let d = match self.storage.download(&self.bucket, &outbox, None).await {
             Ok(d) => d,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(self.serr(op, e)),
         };
         let bytes = d.collect().await.map_err(|e| self.serr(op, e))?;
-        let _ = self
-            .storage
-            .delete_object(&self.bucket, outbox, &WriteOptions::default())
-            .await;
+        self.clean_up(vec![outbox, claim_object(&self.prefix, id)]);
         let resp: Response = serde_json::from_slice(&bytes).map_err(|e| {
             SandboxError::backend(&self.sandbox_id, op, format!("bad worker response: {e}"))
         })?;
@@ -318,19 +345,30 @@ impl CloudRunTransport {
         Ok(Some(out))
     }
 
-    /// Queues a request object; returns its generation (the precondition for withdrawing it)
-    /// and when the bucket stored it.
-    async fn enqueue(
-        &self,
-        op: &str,
-        inbox: &str,
-        body: Bytes,
-    ) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>)> {
-        let obj = self
+    /// Deletes protocol objects off the critical path (best effort: a leftover is removed with
+    /// the sandbox, or by the bucket's lifecycle rule).
+    fn clean_up(&self, names: Vec<String>) {
+        let (storage, bucket) = (self.storage.clone(), self.bucket.clone());
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                for n in names {
+                    let _ = storage
+                        .delete_object(&bucket, &n, &WriteOptions::default())
+                        .await;
+                }
+            });
+        }
+    }
+
+    /// Queues request `id`; returns when the bucket stored it (its server time). A retried
+    /// insert that meets its own first attempt (412: the id is unique) counts as queued.
+    async fn enqueue(&self, op: &str, id: &str, body: Bytes) -> Result<Option<DateTime<Utc>>> {
+        let inbox = inbox_object(&self.prefix, id);
+        match self
             .storage
             .insert_object(
                 &self.bucket,
-                inbox,
+                &inbox,
                 body,
                 &WriteOptions {
                     content_type: Some("application/json".into()),
@@ -339,28 +377,51 @@ impl CloudRunTransport {
                 },
             )
             .await
-            .map_err(|e| self.serr(op, e))?;
-        Ok((obj.generation, obj.time_created))
+        {
+            Ok(obj) => Ok(obj.time_created),
+            Err(e) if e.status() == Some(412) => Ok(None),
+            Err(e) => Err(self.serr(op, e)),
+        }
     }
 
-    /// Removes a request nobody claimed, so it can never run; false when a worker claimed it.
-    async fn withdraw(&self, op: &str, inbox: &str, generation: i64) -> Result<bool> {
-        match self
+    /// Withdraws request `id` by creating its claim: true when it never ran (the create won,
+    /// or a retried create met this client's own claim), false when a worker claimed it first.
+    async fn withdraw(&self, op: &str, id: &str) -> Result<bool> {
+        let claim = claim_object(&self.prefix, id);
+        let body = withdraw_claim(&self.client_id);
+        let won = match self
             .storage
-            .delete_object(
+            .insert_object(
                 &self.bucket,
-                inbox,
+                &claim,
+                Bytes::from(body.clone()),
                 &WriteOptions {
-                    if_generation_match: Some(generation),
+                    if_generation_match: Some(0),
                     ..WriteOptions::default()
                 },
             )
             .await
         {
-            Ok(()) => Ok(true),
-            Err(e) if e.is_not_found() || e.status() == Some(412) => Ok(false),
-            Err(e) => Err(self.serr(op, e)),
-        }
+            Ok(_) => true,
+            Err(e) if e.status() == Some(412) => {
+                match self.storage.download(&self.bucket, &claim, None).await {
+                    Ok(d) => d.collect().await.map_err(|e| self.serr(op, e))?[..] == body[..],
+                    Err(e) if e.is_not_found() => false,
+                    Err(e) => return Err(self.serr(op, e)),
+                }
+            }
+            Err(e) => return Err(self.serr(op, e)),
+        };
+        self.clean_up(if won {
+            vec![inbox_object(&self.prefix, id), claim]
+        } else {
+            Vec::new()
+        });
+        Ok(won)
+    }
+
+    fn new_request_id() -> String {
+        format!("{:013}-{}", now_ms(), uuid::Uuid::new_v4().simple())
     }
 }
 
@@ -376,31 +437,27 @@ impl Transport for CloudRunTransport {
 
     async fn run(&self, op: &str, req: RawExec) -> Result<RawOutput> {
         let started = Instant::now();
-        let id = format!(
-            "{:013}-{}",
-            sandbox_executor::worker::now_ms(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let request = Request {
-            id: id.clone(),
+        let mut request = Request {
+            id: Self::new_request_id(),
             argv: req.argv,
             stdin_b64: req.stdin.as_ref().map(|b| B64.encode(b)),
             deadline_ms: req.deadline.as_millis() as u64,
         };
-        let body = Bytes::from(
-            serde_json::to_vec(&request)
-                .map_err(|e| SandboxError::backend(&self.sandbox_id, op, e.to_string()))?,
-        );
+        let encode = |r: &Request| -> Result<Bytes> {
+            serde_json::to_vec(r)
+                .map(Bytes::from)
+                .map_err(|e| SandboxError::backend(&self.sandbox_id, op, e.to_string()))
+        };
         self.ensure_worker(op, false).await?;
-        let inbox = self.object(&format!("inbox/{id}.json"));
-        let outbox = self.object(&format!("outbox/{id}.json"));
-        let (mut generation, mut queued_at) = self.enqueue(op, &inbox, body.clone()).await?;
+        let mut queued_at = self.enqueue(op, &request.id, encode(&request)?).await?;
         let mut requeued = 0;
         // The worker enforces the deadline itself; allow it time to start and to answer.
         let limit = req.deadline + COLD_START_LIMIT;
-        let mut last_check = Instant::now();
+        let mut wait = self.poll.min;
         loop {
-            if let Some(out) = self.take_answer(op, &outbox).await? {
+            tokio::time::sleep(wait).await;
+            wait = self.poll.next(wait);
+            if let Some(out) = self.take_answer(op, &request.id).await? {
                 tracing::debug!(sandbox = %self.sandbox_id, op, ms = started.elapsed().as_millis() as u64, "request served");
                 return Ok(out);
             }
@@ -411,47 +468,47 @@ impl Transport for CloudRunTransport {
                     format!("no answer from the worker within {limit:?}"),
                 ));
             }
-            if last_check.elapsed() >= LIVENESS_EVERY {
-                last_check = Instant::now();
-                if let WorkerState::Ended {
-                    execution,
-                    how,
-                    completed,
-                } = self.worker_state(op).await?
-                {
-                    // An answer written before the end still counts.
-                    if let Some(out) = self.take_answer(op, &outbox).await? {
-                        return Ok(out);
-                    }
-                    if !self.withdraw(op, &inbox, generation).await? {
-                        return Err(SandboxError::backend(
-                            &self.sandbox_id,
-                            op,
-                            format!(
-                                "the worker execution {execution} ended ({how}) while running the request; it may have run"
-                            ),
-                        ));
-                    }
-                    // Not claimed. A worker that stopped cleanly, or was gone before the request
-                    // was queued, was never going to take it: queue it again for a new worker.
-                    // One that died after it was queued fails the request.
-                    let gone_before = matches!((completed, queued_at), (Some(c), Some(q)) if c < q);
-                    if !(how == "succeeded" || gone_before) || requeued >= REQUEUE_LIMIT {
-                        return Err(SandboxError::backend(
-                            &self.sandbox_id,
-                            op,
-                            format!(
-                                "the worker execution {execution} ended ({how}) before taking the request; it did not run"
-                            ),
-                        ));
-                    }
-                    tracing::debug!(sandbox = %self.sandbox_id, %execution, %how, "the worker was gone before taking a request; starting another");
-                    requeued += 1;
-                    self.ensure_worker(op, true).await?;
-                    (generation, queued_at) = self.enqueue(op, &inbox, body.clone()).await?;
-                }
+            let WorkerState::Ended {
+                execution,
+                how,
+                completed,
+            } = self.worker_state(op).await?
+            else {
+                continue;
+            };
+            // An answer written before the end still counts.
+            if let Some(out) = self.take_answer(op, &request.id).await? {
+                return Ok(out);
             }
-            tokio::time::sleep(self.poll).await;
+            if !self.withdraw(op, &request.id).await? {
+                return Err(SandboxError::backend(
+                    &self.sandbox_id,
+                    op,
+                    format!(
+                        "the worker execution {execution} ended ({how}) while running the request; it may have run"
+                    ),
+                ));
+            }
+            // Not claimed. A worker that stopped cleanly, or was gone before the request was
+            // queued, was never going to take it: queue it again (under a new id: the old one
+            // is withdrawn for good) for a new worker. One that died after it was queued
+            // fails the request.
+            let gone_before = matches!((completed, queued_at), (Some(c), Some(q)) if c < q);
+            if !(how == "succeeded" || gone_before) || requeued >= REQUEUE_LIMIT {
+                return Err(SandboxError::backend(
+                    &self.sandbox_id,
+                    op,
+                    format!(
+                        "the worker execution {execution} ended ({how}) before taking the request; it did not run"
+                    ),
+                ));
+            }
+            tracing::debug!(sandbox = %self.sandbox_id, %execution, %how, "the worker was gone before taking a request; starting another");
+            requeued += 1;
+            self.ensure_worker(op, true).await?;
+            request.id = Self::new_request_id();
+            queued_at = self.enqueue(op, &request.id, encode(&request)?).await?;
+            wait = self.poll.min;
         }
     }
 

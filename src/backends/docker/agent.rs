@@ -12,8 +12,8 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use futures::StreamExt;
+use sandbox_executor::exec::{Request, Response};
 use sandbox_executor::serve::{Hello, PROTOCOL};
-use sandbox_executor::worker::{Request, Response};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 

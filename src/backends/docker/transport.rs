@@ -16,7 +16,7 @@ use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use sandbox_executor::worker::Request;
+use sandbox_executor::exec::Request;
 use tokio::io::AsyncWriteExt;
 
 use super::agent::{Agent, Started, exit_code};

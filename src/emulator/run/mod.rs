@@ -163,6 +163,9 @@ struct Inner {
 /// The live state of the Cloud Run half: resources, running executions, operations.
 pub struct RunState {
     cfg: RunConfig,
+    /// `host:port` of the emulator's own APIs, given to task containers as
+    /// `STORAGE_EMULATOR_HOST` and `GCE_METADATA_HOST` (set once the server listens).
+    api_host: std::sync::OnceLock<String>,
     inner: Mutex<Inner>,
     changed: watch::Sender<u64>,
     shutdown: CancellationToken,
@@ -215,6 +218,7 @@ impl RunState {
         let (changed, _) = watch::channel(0);
         Ok(Arc::new(RunState {
             cfg,
+            api_host: std::sync::OnceLock::new(),
             inner: Mutex::new(Inner::default()),
             changed,
             shutdown: CancellationToken::new(),
@@ -225,6 +229,19 @@ impl RunState {
     /// The configuration.
     pub fn config(&self) -> &RunConfig {
         &self.cfg
+    }
+
+    /// Tells the runner where the emulator's APIs listen (`host:port`). Task containers then
+    /// reach Cloud Storage and the metadata server there, through the variables Google's
+    /// client libraries honour; on Cloud Run they reach Google's endpoints instead, a
+    /// difference the twin knows of.
+    pub fn set_api_host(&self, host: &str) {
+        let _ = self.api_host.set(host.to_string());
+    }
+
+    /// Where task containers reach the emulator's APIs, once known.
+    pub fn api_host(&self) -> Option<&str> {
+        self.api_host.get().map(String::as_str)
     }
 
     /// Cancels every running execution, waits for their containers to be removed, and removes

@@ -367,6 +367,17 @@ fn container_body(
         format!("CLOUD_RUN_TASK_ATTEMPT={attempt}"),
         format!("CLOUD_RUN_TASK_COUNT={}", plan.task_count),
     ]);
+    if let Some(host) = st.api_host() {
+        // The twin's Cloud Storage and metadata server, unless the job points elsewhere.
+        for (k, v) in [
+            ("STORAGE_EMULATOR_HOST", format!("http://{host}")),
+            ("GCE_METADATA_HOST", host.to_string()),
+        ] {
+            if !c.env.iter().any(|e| e.name == k) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+    }
     if let Some(at) = st.cfg.faults.arm_worker_crash() {
         // Injected fault: the worker in this container crashes on purpose (counted).
         env.push(format!("SANDBOX_EXECUTOR_CRASH={}", at.as_str()));
