@@ -623,6 +623,7 @@ async fn injected_faults_are_retried_by_the_client() {
             max_attempts: 40,
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(5),
+            multiplier: 2.0,
             deadline: Duration::from_secs(60),
         })
         .with_chunk_size(256 * 1024)

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 /// How retries are spaced and bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// Attempts in total, the first included.
     pub max_attempts: u32,
@@ -13,6 +13,8 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Cap on one backoff.
     pub max_backoff: Duration,
+    /// Growth of the backoff per failure (2.0 doubles it).
+    pub multiplier: f64,
     /// No attempt starts after this much time since the first.
     pub deadline: Duration,
 }
@@ -23,6 +25,7 @@ impl Default for RetryPolicy {
             max_attempts: 6,
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(5),
+            multiplier: 2.0,
             deadline: Duration::from_secs(60),
         }
     }
@@ -39,11 +42,13 @@ impl RetryPolicy {
 
     /// The backoff before attempt `attempt` (1-based count of failures so far), with full jitter.
     pub fn backoff(&self, failures: u32) -> Duration {
-        let exp = self.initial_backoff.saturating_mul(
-            1u32.checked_shl(failures.saturating_sub(1))
-                .unwrap_or(u32::MAX),
-        );
-        let cap = exp.min(self.max_backoff);
+        let growth = self
+            .multiplier
+            .max(1.0)
+            .powi(i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX));
+        let exp = (self.initial_backoff.as_secs_f64() * growth).min(self.max_backoff.as_secs_f64());
+        let cap = Duration::from_secs_f64(if exp.is_finite() { exp } else { 0.0 })
+            .min(self.max_backoff);
         let jitter: f64 = rand::random();
         cap.mul_f64(jitter)
     }
