@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod faults;
+pub mod gcsfuse;
 pub mod local;
 pub mod run;
 pub mod server;

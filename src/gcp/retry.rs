@@ -47,8 +47,8 @@ impl RetryPolicy {
             .max(1.0)
             .powi(i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX));
         let exp = (self.initial_backoff.as_secs_f64() * growth).min(self.max_backoff.as_secs_f64());
-        let cap = Duration::from_secs_f64(if exp.is_finite() { exp } else { 0.0 })
-            .min(self.max_backoff);
+        let cap =
+            Duration::from_secs_f64(if exp.is_finite() { exp } else { 0.0 }).min(self.max_backoff);
         let jitter: f64 = rand::random();
         cap.mul_f64(jitter)
     }

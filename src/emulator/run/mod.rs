@@ -21,8 +21,7 @@ mod runner;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -40,14 +39,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::emulator::faults::FaultConfig;
+use crate::emulator::gcsfuse::GcsFuse;
 use crate::gcp::run::{
     Condition, EXECUTION_TYPE_URL, Execution, ExecutionReference, JOB_TYPE_URL, Job,
     ListExecutionsResponse, ListJobsResponse, ListTasksResponse, Operation, RunJobRequest, Status,
     Task, TaskAttemptResult, format_duration, parse_duration,
 };
-
-/// Maps a bucket name to the host directory holding its objects as plain files.
-pub type BucketDirFn = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
 
 /// Decides whether a request's headers are authorised.
 pub type AuthCheck = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
@@ -72,8 +69,6 @@ pub enum RunEmulatorError {
 pub struct RunConfig {
     /// The Docker engine that runs task containers.
     pub docker: Docker,
-    /// Host directory of a bucket's objects (Cloud Storage volumes bind-mount it).
-    pub bucket_dir: BucketDirFn,
     /// Injected latency and faults.
     pub faults: Arc<FaultConfig>,
     /// Authorisation check of every request; None accepts everything.
@@ -90,14 +85,13 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// A configuration with no faults, no auth and the default labels for `instance_id`.
-    pub fn new(docker: Docker, bucket_dir: BucketDirFn, instance_id: &str) -> Self {
+    pub fn new(docker: Docker, instance_id: &str) -> Self {
         let labels = BTreeMap::from([
             (HARNESS_LABEL.to_string(), "1".to_string()),
             (EMULATOR_LABEL.to_string(), instance_id.to_string()),
         ]);
         RunConfig {
             docker,
-            bucket_dir,
             faults: Arc::new(FaultConfig::default()),
             auth: None,
             instance_id: instance_id.to_string(),
@@ -163,6 +157,8 @@ struct Inner {
 /// The live state of the Cloud Run half: resources, running executions, operations.
 pub struct RunState {
     cfg: RunConfig,
+    /// Mounts Cloud Storage volumes (set once the Storage endpoint is known).
+    gcs_volumes: OnceLock<Arc<GcsFuse>>,
     inner: Mutex<Inner>,
     changed: watch::Sender<u64>,
     shutdown: CancellationToken,
@@ -215,6 +211,7 @@ impl RunState {
         let (changed, _) = watch::channel(0);
         Ok(Arc::new(RunState {
             cfg,
+            gcs_volumes: OnceLock::new(),
             inner: Mutex::new(Inner::default()),
             changed,
             shutdown: CancellationToken::new(),
@@ -225,6 +222,33 @@ impl RunState {
     /// The configuration.
     pub fn config(&self) -> &RunConfig {
         &self.cfg
+    }
+
+    /// Gives the runner its Cloud Storage FUSE mounter; without one, `gcs` volumes are refused.
+    pub fn set_gcs_volumes(&self, g: Arc<GcsFuse>) -> Result<(), RunEmulatorError> {
+        self.gcs_volumes
+            .set(g)
+            .map_err(|_| RunEmulatorError::Config("the gcs volume mounter is already set".into()))
+    }
+
+    /// The Cloud Storage FUSE mounter, if set.
+    pub fn gcs_volumes(&self) -> Option<&Arc<GcsFuse>> {
+        self.gcs_volumes.get()
+    }
+
+    /// Refuses templates with `gcs` volumes when this emulator cannot mount them, saying what
+    /// is missing (no silent fallback to another volume mode).
+    fn check_gcs_volumes(&self, t: &crate::gcp::run::TaskTemplate) -> Result<(), ApiError> {
+        if !t.volumes.iter().any(|v| v.gcs.is_some()) {
+            return Ok(());
+        }
+        if self.gcs_volumes.get().is_none() {
+            return Err(ApiError::precondition(
+                "this emulator has no Cloud Storage endpoint to mount gcs volumes from \
+                 (start the Cloud Run half together with the storage half, as LocalCloud does)",
+            ));
+        }
+        crate::emulator::gcsfuse::check_available().map_err(ApiError::precondition)
     }
 
     /// Cancels every running execution, waits for their containers to be removed, and removes
@@ -676,6 +700,7 @@ async fn create_job(
         )));
     }
     spec::validate(&job.template).map_err(ApiError::invalid)?;
+    st.check_gcs_volumes(&job.template.template)?;
     let parent = format!("projects/{p}/locations/{l}");
     let name = format!("{parent}/jobs/{id}");
     let t = now();
@@ -810,6 +835,7 @@ async fn post_job(
     }
     let tmpl =
         spec::apply_overrides(&job.template, req.overrides.as_ref()).map_err(ApiError::invalid)?;
+    st.check_gcs_volumes(&tmpl.template)?;
     let task_count = tmpl.task_count.unwrap_or(1);
     let parallelism = tmpl.parallelism.unwrap_or(0);
     let max_retries = tmpl
