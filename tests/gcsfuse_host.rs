@@ -72,6 +72,34 @@ async fn files_written_through_the_mount_are_objects() {
     .await
     .unwrap();
     println!("{out:#?}");
+    let m2 = tokio::task::block_in_place(|| {
+        fuse.mount("host-bucket", &opts, false, Budget::new(1 << 30))
+    })
+    .unwrap();
+    let (pa, pb) = (m.path().to_path_buf(), m2.path().to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut a = std::fs::File::create(pa.join("lc")).unwrap();
+        let mut b = std::fs::File::create(pb.join("lc")).unwrap();
+        a.write_all(b"from-a").unwrap();
+        b.write_all(b"from-b").unwrap();
+        drop(b);
+        drop(a);
+    })
+    .await
+    .unwrap();
+    let got = c
+        .download("host-bucket", "lc", None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    println!(
+        "lc={:?} meta={:?}",
+        got,
+        c.get_object("host-bucket", "lc").await.unwrap()
+    );
     let got = c
         .download("host-bucket", "new.txt", None)
         .await

@@ -945,17 +945,17 @@ impl StorageClient {
         name: &str,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<Download, StorageError> {
-        self.download_if(bucket, name, range, None).await
+        self.download_generation(bucket, name, range, None).await
     }
 
-    /// [`download`](Self::download), only if the live generation is `if_generation_match`
-    /// (412 `PreconditionFailed` otherwise).
-    pub async fn download_if(
+    /// [`download`](Self::download) of generation `generation` (404 when that generation
+    /// no longer exists), or of the live one when `None`.
+    pub async fn download_generation(
         &self,
         bucket: &str,
         name: &str,
         range: Option<(u64, Option<u64>)>,
-        if_generation_match: Option<i64>,
+        generation: Option<i64>,
     ) -> Result<Download, StorageError> {
         let op = "objects.download";
         let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
@@ -964,8 +964,8 @@ impl StorageClient {
             None => format!("bytes={a}-"),
         });
         let mut q = vec![("alt", "media".to_string())];
-        if let Some(g) = if_generation_match {
-            q.push(("ifGenerationMatch", g.to_string()));
+        if let Some(g) = generation {
+            q.push(("generation", g.to_string()));
         }
         let r = self
             .send(

@@ -506,14 +506,24 @@ impl GcsFs {
             .nodes
             .get(&ino)
             .is_some_and(|n| n.lookups == 0 && n.open == 0);
-        if gone && let Some(n) = st.nodes.remove(&ino) {
-            if st.by_name.get(&n.name) == Some(&ino) {
-                st.by_name.remove(&n.name);
-            }
+        if gone
+            && let Some(n) = st.nodes.remove(&ino)
+            && st.by_name.get(&n.name) == Some(&ino)
+        {
+            st.by_name.remove(&n.name);
         }
     }
 
     // ---------------- staging and uploads ----------------
+
+    /// Past the memory limit the instance is being killed (Cloud Run stops an instance over
+    /// its limit): nothing more is written or uploaded.
+    fn alive(&self) -> Result<(), Errno> {
+        match self.budget.exceeded() {
+            Some(_) => Err(errno(libc::ENOMEM)),
+            None => Ok(()),
+        }
+    }
 
     fn new_staged(&self) -> Result<Staged, Errno> {
         let file = tempfile::tempfile().map_err(|e| {
@@ -563,10 +573,12 @@ impl GcsFs {
         {
             self.calls.read.fetch_add(1, Ordering::Relaxed);
             let dl = self
-                .block(
-                    self.client
-                        .download_if(&self.bucket, &name, None, Some(m.generation)),
-                )
+                .block(self.client.download_generation(
+                    &self.bucket,
+                    &name,
+                    None,
+                    Some(m.generation),
+                ))
                 .map_err(|e| match e.status() {
                     Some(404) | Some(412) => errno(libc::ESTALE),
                     _ => storage_errno(&e),
@@ -608,6 +620,7 @@ impl GcsFs {
     /// Uploads `ino`'s staged content if dirty (or creates the object of a local file), then
     /// drops the staging (docs/semantics.md, "Staged Writes": written on close or fsync).
     fn sync(&self, ino: u64) -> Result<(), Errno> {
+        self.alive()?;
         let (name, staged, local) = {
             let st = lock(&self.state);
             let Some(n) = st.nodes.get(&ino) else {
@@ -913,6 +926,7 @@ impl GcsFs {
     }
 
     fn do_write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        self.alive()?;
         loop {
             let staged = self.staged(ino, false)?;
             let mut s = lock(&staged);
@@ -992,7 +1006,7 @@ impl GcsFs {
         // Reads are of the inode's generation; a replaced or deleted object gives ESTALE
         // (docs/semantics.md, "Stale File Handle Errors", Read During Modification).
         let dl = self
-            .block(self.client.download_if(
+            .block(self.client.download_generation(
                 &self.bucket,
                 &name,
                 Some((offset, Some(end - 1))),
@@ -1129,10 +1143,12 @@ impl GcsFs {
             Some(SymlinkTarget::Content) => {
                 self.calls.read.fetch_add(1, Ordering::Relaxed);
                 let dl = self
-                    .block(
-                        self.client
-                            .download_if(&self.bucket, &name, None, Some(m.generation)),
-                    )
+                    .block(self.client.download_generation(
+                        &self.bucket,
+                        &name,
+                        None,
+                        Some(m.generation),
+                    ))
                     .map_err(|e| storage_errno(&e))?;
                 Ok(self
                     .block(dl.collect())
