@@ -57,13 +57,8 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
         .expect("sandbox image");
     let bucket = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(bucket.path().join(BUCKET)).unwrap();
-    let root = bucket.path().to_path_buf();
-    let bucket_dir = Arc::new(move |b: &str| -> Option<PathBuf> {
-        let p = root.join(b);
-        (!b.contains('/') && p.is_dir()).then_some(p)
-    });
     let id = format!("test-{}", uuid::Uuid::new_v4());
-    let mut cfg = RunConfig::new(docker.clone(), bucket_dir, &id);
+    let mut cfg = RunConfig::new(docker.clone(), &id);
     cfg.faults = Arc::new(faults);
     if auth {
         cfg.auth = Some(Arc::new(|h: &axum::http::HeaderMap| {

@@ -1,12 +1,11 @@
-//! The whole local cloud in-process: the Cloud Storage and Cloud Run halves behind one server,
-//! sharing the on-disk buckets (Cloud Storage volumes are bind mounts of them).
+//! The whole local cloud in-process: the Cloud Storage and Cloud Run halves behind one server.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bollard::Docker;
 
-use super::run::{self, BucketDirFn, RunConfig, RunState};
-use super::server::{Emulator, EmulatorConfig, EmulatorContext, EmulatorError};
+use super::run::{self, RunConfig, RunState};
+use super::server::{Emulator, EmulatorConfig, EmulatorError};
 
 /// Why the local cloud could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,19 +39,12 @@ impl LocalCloud {
         let docker = crate::backends::docker::connect()
             .await
             .map_err(LocalCloudError::Docker)?;
-        let ctx_cell: Arc<OnceLock<EmulatorContext>> = Arc::new(OnceLock::new());
-        let cell = ctx_cell.clone();
-        let bucket_dir: BucketDirFn = Arc::new(move |b| cell.get().and_then(|c| c.bucket_dir(b)));
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let mut run_cfg = RunConfig::new(docker.clone(), bucket_dir, &instance);
+        let mut run_cfg = RunConfig::new(docker.clone(), &instance);
         run_cfg.faults = Arc::new(cfg.faults.clone());
         let run_state = RunState::new(run_cfg)?;
         let for_router = run_state.clone();
-        let emulator = Emulator::start_with(cfg, move |ctx| {
-            let _ = ctx_cell.set(ctx.clone());
-            run::router(for_router)
-        })
-        .await?;
+        let emulator = Emulator::start_with(cfg, move |_| run::router(for_router)).await?;
         Ok(LocalCloud {
             emulator,
             run: run_state,

@@ -8,8 +8,8 @@
 //! let emu = Emulator::start_with(cfg, |ctx| emulator::run::router(ctx.clone())).await?;
 //! ```
 //!
-//! The closure receives the [`EmulatorContext`] (state dir, faults, auth, clock, storage and
-//! `bucket_dir`) and returns an `axum::Router` (already given its own state). That router is
+//! The closure receives the [`EmulatorContext`] (state dir, faults, auth, clock, storage) and
+//! returns an `axum::Router` (already given its own state). That router is
 //! merged with the storage routes; the auth middleware then wraps all of them, so the extra
 //! routes need no auth code of their own. Handlers call `ctx.inject("run.jobs.create").await?`
 //! to get the configured latency and 429/503 faults, and answer errors with [`ApiError`].
@@ -70,6 +70,9 @@ pub struct EmulatorConfig {
     pub lifecycle_sweep_interval: Duration,
     /// Whether `/ready` pings the Docker engine (off: reported as "skipped").
     pub check_docker: bool,
+    /// Per-object mutation rate limit (Cloud Storage's one write per second per object name);
+    /// `None` turns it off.
+    pub object_mutation_limit: Option<storage::MutationLimit>,
 }
 
 impl Default for EmulatorConfig {
@@ -84,6 +87,7 @@ impl Default for EmulatorConfig {
             max_json_body: 1024 * 1024,
             lifecycle_sweep_interval: Duration::from_secs(60),
             check_docker: true,
+            object_mutation_limit: Some(storage::MutationLimit::default()),
         }
     }
 }
@@ -263,11 +267,6 @@ impl EmulatorContext {
         &self.config.faults
     }
 
-    /// The directory holding `bucket`'s objects as plain files, if the bucket exists.
-    pub fn bucket_dir(&self, bucket: &str) -> Option<PathBuf> {
-        self.storage.bucket_dir(bucket)
-    }
-
     /// Applies the configured latency, then the 429/503 dice, for `endpoint`
     /// (e.g. "storage.objects.insert", "run.jobs.run"); `Err` is the answer to send.
     pub async fn inject(&self, endpoint: &str) -> Result<(), ApiError> {
@@ -368,6 +367,7 @@ impl Emulator {
             clock.clone(),
             base_url,
             config.lifecycle_sweep_interval,
+            config.object_mutation_limit,
         )?);
         let ctx = EmulatorContext {
             state_dir,
@@ -542,7 +542,7 @@ async fn bucket_test_permissions(
     uri: axum::http::Uri,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     ctx.inject("storage.buckets.testIamPermissions").await?;
-    if ctx.storage.bucket_dir(&bucket).is_none() {
+    if !ctx.storage.has_bucket(&bucket) {
         return Err(ApiError::not_found(format!(
             "The specified bucket does not exist: {bucket}"
         )));

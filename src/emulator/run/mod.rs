@@ -21,7 +21,6 @@ mod runner;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,9 +45,6 @@ use crate::gcp::run::{
     Task, TaskAttemptResult, format_duration, parse_duration,
 };
 
-/// Maps a bucket name to the host directory holding its objects as plain files.
-pub type BucketDirFn = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
-
 /// Decides whether a request's headers are authorised.
 pub type AuthCheck = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 
@@ -72,8 +68,6 @@ pub enum RunEmulatorError {
 pub struct RunConfig {
     /// The Docker engine that runs task containers.
     pub docker: Docker,
-    /// Host directory of a bucket's objects (Cloud Storage volumes bind-mount it).
-    pub bucket_dir: BucketDirFn,
     /// Injected latency and faults.
     pub faults: Arc<FaultConfig>,
     /// Authorisation check of every request; None accepts everything.
@@ -90,14 +84,13 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// A configuration with no faults, no auth and the default labels for `instance_id`.
-    pub fn new(docker: Docker, bucket_dir: BucketDirFn, instance_id: &str) -> Self {
+    pub fn new(docker: Docker, instance_id: &str) -> Self {
         let labels = BTreeMap::from([
             (HARNESS_LABEL.to_string(), "1".to_string()),
             (EMULATOR_LABEL.to_string(), instance_id.to_string()),
         ]);
         RunConfig {
             docker,
-            bucket_dir,
             faults: Arc::new(FaultConfig::default()),
             auth: None,
             instance_id: instance_id.to_string(),

@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 use super::{EXECUTION_LABEL, Phase, RunState, cancelled_result, now, rand_suffix, spec};
 use crate::gcp::run::{Status, TaskAttemptResult, TaskTemplate};
 
+/// Why a task with a Cloud Storage volume cannot start (yet): no silent fallback to a bind mount.
+pub const GCS_VOLUMES_UNSUPPORTED: &str =
+    "Cloud Storage volumes need the FUSE volume driver: not built yet";
+
 /// Bytes of container output kept in a failed task's message.
 pub const LOG_TAIL_BYTES: usize = 4096;
 /// Lines of container output asked from the engine for a failed task's message.
@@ -386,22 +390,10 @@ fn container_body(
             .iter()
             .find(|v| v.name == vm.name)
             .ok_or_else(|| format!("volume {:?} is not defined", vm.name))?;
-        if let Some(g) = &vol.gcs {
-            let root = (st.cfg.bucket_dir)(&g.bucket)
-                .ok_or_else(|| format!("The bucket {} does not exist.", g.bucket))?;
-            let dir = match spec::only_dir(&g.mount_options)? {
-                Some(rel) => root.join(rel),
-                None => root,
-            };
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating {} failed: {e}", dir.display()))?;
-            mounts.push(Mount {
-                target: Some(vm.mount_path.clone()),
-                source: Some(dir.to_string_lossy().into_owned()),
-                typ: Some(MountType::BIND),
-                read_only: Some(g.read_only),
-                ..Default::default()
-            });
+        if vol.gcs.is_some() {
+            // Objects are no longer files on the host, so there is nothing to bind-mount; the
+            // FUSE volume driver that speaks the Storage API replaces the old bind mount.
+            return Err(GCS_VOLUMES_UNSUPPORTED.to_string());
         } else if let Some(e) = &vol.empty_dir {
             let size = e.size_limit.as_deref().and_then(spec::parse_memory);
             let memory = e.medium.as_deref() == Some("MEMORY");

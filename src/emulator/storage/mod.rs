@@ -1,9 +1,14 @@
-//! The emulated Cloud Storage JSON API: buckets and objects stored as plain files (see
-//! [`store`] for the on-disk layout and the divergences from Cloud Storage).
+//! The emulated Cloud Storage JSON API over a flat object store (see [`store`] for the layout,
+//! the commit order and the known differences from Cloud Storage).
 //!
 //! Fault-injection endpoint names: `storage.buckets.{list,insert,get,patch,delete,testIamPermissions}`,
-//! `storage.objects.{list,get,patch,delete,insert}` (`get` covers media downloads, `insert`
-//! covers media, multipart and resumable uploads, including each resumable chunk).
+//! `storage.objects.{list,get,patch,update,delete,insert,compose,copy,rewrite}` (`get` covers
+//! media downloads, `insert` covers media, multipart and resumable uploads, including each
+//! resumable chunk, on both the `/upload/` and the `/resumable/upload/` paths).
+//!
+//! Per-object mutation rate limit: creating, overwriting, patching or deleting one object name
+//! faster than `EmulatorConfig::object_mutation_limit` allows is answered 429 (see
+//! [`store::MutationLimit`]).
 //! Lifecycle rules are swept on object requests to the bucket (at most once per
 //! `EmulatorConfig::lifecycle_sweep_interval`, and whenever the clock is advanced).
 
@@ -11,9 +16,9 @@ pub mod api;
 pub mod store;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
-pub use store::{ObjectMeta, Preconditions, StorageState};
+pub use store::{MutationLimit, ObjectMeta, Preconditions, StorageState};
 
 use crate::emulator::server::EmulatorContext;
 
@@ -35,17 +40,22 @@ pub fn router(ctx: EmulatorContext) -> Router {
             "/storage/v1/b/{bucket}/o/{*object}",
             get(api::get_object)
                 .patch(api::patch_object)
-                .delete(api::delete_object),
+                .put(api::update_object)
+                .delete(api::delete_object)
+                .post(api::post_object),
         )
-        .route(
-            "/upload/storage/v1/b/{bucket}/o",
-            post(api::upload_post)
-                .put(api::upload_put)
-                .delete(api::upload_delete),
-        )
+        .route("/upload/storage/v1/b/{bucket}/o", upload())
+        .route("/resumable/upload/storage/v1/b/{bucket}/o", upload())
         .route(
             "/download/storage/v1/b/{bucket}/o/{*object}",
             get(api::download_object),
         )
         .with_state(ctx)
+}
+
+/// The media upload endpoint (both paths of the discovery document's `mediaUpload`).
+fn upload() -> MethodRouter<EmulatorContext> {
+    post(api::upload_post)
+        .put(api::upload_put)
+        .delete(api::upload_delete)
 }
