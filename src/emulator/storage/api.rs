@@ -168,6 +168,23 @@ pub async fn patch_bucket(
     Ok(Json(b.resource(ctx.storage.base_url())))
 }
 
+/// GET /storage/v1/b/{bucket}/storageLayout (gcloud asks before removing folders; the
+/// emulator's buckets are flat: no hierarchical namespace).
+pub async fn get_storage_layout(
+    State(ctx): State<EmulatorContext>,
+    UrlPath(bucket): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    ctx.inject("storage.buckets.getStorageLayout").await?;
+    let b = ctx.storage.get_bucket(&bucket).await?;
+    Ok(Json(json!({
+        "kind": "storage#storageLayout",
+        "bucket": b.name,
+        "location": b.location,
+        "locationType": "region",
+        "hierarchicalNamespace": {"enabled": false},
+    })))
+}
+
 /// DELETE /storage/v1/b/{bucket}
 pub async fn delete_bucket(
     State(ctx): State<EmulatorContext>,
@@ -295,17 +312,7 @@ pub async fn download_object(
 }
 
 fn check_read_preconditions(uri: &Uri, m: &ObjectMeta) -> Result<(), ApiError> {
-    let pre = Preconditions::from_query(uri.query())?;
-    pre.check(Some((m.generation, m.metageneration)))?;
-    if let Some(g) = q1(uri, "generation")
-        && g != m.generation.to_string()
-    {
-        return Err(ApiError::not_found(format!(
-            "No such object: generation {g} of {} (the emulator keeps only live generations)",
-            m.name
-        )));
-    }
-    Ok(())
+    Preconditions::from_query(uri.query())?.check(Some((m.generation, m.metageneration)))
 }
 
 /// Parses a `Range` header against `size`: `None` = whole object.
@@ -748,6 +755,8 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The boundary parameter of a multipart/related content type.
+/// A boundary in double quotes (RFC 2045) or in single quotes (what apitools, and so gcloud,
+/// sends: `boundary='===============123=='`, while its body uses the unquoted value) is unquoted.
 fn boundary_of(ctype: &str) -> Option<String> {
     let (mime, params) = ctype.split_once(';')?;
     if !mime.trim().eq_ignore_ascii_case("multipart/related") {
@@ -755,10 +764,15 @@ fn boundary_of(ctype: &str) -> Option<String> {
     }
     params.split(';').find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"').to_string())
-            .filter(|b| !b.is_empty())
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| v.strip_prefix(*q)?.strip_suffix(*q))
+            .unwrap_or(v);
+        Some(unquoted.to_string()).filter(|b| !b.is_empty())
     })
 }
 
@@ -1232,6 +1246,10 @@ mod tests {
         assert_eq!(
             boundary_of("multipart/related; boundary=\"a b\"").as_deref(),
             Some("a b")
+        );
+        assert_eq!(
+            boundary_of("multipart/related; boundary='===============74=='").as_deref(),
+            Some("===============74==")
         );
         assert_eq!(boundary_of("text/plain"), None);
     }

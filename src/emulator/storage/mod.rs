@@ -1,7 +1,7 @@
 //! The emulated Cloud Storage JSON API over a flat object store (see [`store`] for the layout,
 //! the commit order and the known differences from Cloud Storage).
 //!
-//! Fault-injection endpoint names: `storage.buckets.{list,insert,get,patch,delete,testIamPermissions}`,
+//! Fault-injection endpoint names: `storage.buckets.{list,insert,get,getStorageLayout,patch,delete,testIamPermissions}`,
 //! `storage.objects.{list,get,patch,update,delete,insert,compose,copy,rewrite}` (`get` covers
 //! media downloads, `insert` covers media, multipart and resumable uploads, including each
 //! resumable chunk, on both the `/upload/` and the `/resumable/upload/` paths).
@@ -34,6 +34,10 @@ pub fn router(ctx: EmulatorContext) -> Router {
             get(api::get_bucket)
                 .patch(api::patch_bucket)
                 .delete(api::delete_bucket),
+        )
+        .route(
+            "/storage/v1/b/{bucket}/storageLayout",
+            get(api::get_storage_layout),
         )
         .route("/storage/v1/b/{bucket}/o", get(api::list_objects))
         .route(

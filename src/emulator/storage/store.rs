@@ -221,6 +221,9 @@ pub struct Preconditions {
     pub if_metageneration_match: Option<i64>,
     /// `ifMetagenerationNotMatch`.
     pub if_metageneration_not_match: Option<i64>,
+    /// `generation`: act on this generation only (404 when it is not the live one; the
+    /// emulator keeps no other generations).
+    pub generation: Option<i64>,
 }
 
 impl Preconditions {
@@ -233,6 +236,7 @@ impl Preconditions {
                 "ifGenerationNotMatch" => &mut p.if_generation_not_match,
                 "ifMetagenerationMatch" => &mut p.if_metageneration_match,
                 "ifMetagenerationNotMatch" => &mut p.if_metageneration_not_match,
+                "generation" => &mut p.generation,
                 _ => continue,
             };
             *slot = Some(
@@ -257,6 +261,14 @@ impl Preconditions {
             Some((g, m)) => (g, Some(m)),
             None => (0, None),
         };
+        if let Some(want) = self.generation
+            && current.is_some()
+            && want != g
+        {
+            return Err(ApiError::not_found(format!(
+                "No such object: generation {want} (the emulator keeps only the live generation {g})"
+            )));
+        }
         if let Some(want) = self.if_generation_match
             && want != g
         {
@@ -1289,6 +1301,7 @@ impl SourcePreconditions {
             if_generation_not_match: self.if_generation_not_match,
             if_metageneration_match: self.if_metageneration_match,
             if_metageneration_not_match: self.if_metageneration_not_match,
+            generation: None,
         }
         .check(Some((m.generation, m.metageneration)))
     }
