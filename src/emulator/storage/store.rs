@@ -621,6 +621,13 @@ impl StorageState {
         ApiError::not_found(format!("No such object: {bucket}/{name}"))
     }
 
+    /// How many mutations the per-object rate limit answered 429 so far.
+    pub fn throttled(&self) -> u64 {
+        self.limiter
+            .as_ref()
+            .map_or(0, |l| l.refused.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     /// Takes one token of the per-object mutation budget of `bucket/name`: 429 when spent.
     fn charge(&self, bucket: &str, name: &str) -> Result<(), ApiError> {
         match &self.limiter {
@@ -1460,6 +1467,7 @@ impl Default for MutationLimit {
 struct MutationLimiter {
     limit: MutationLimit,
     buckets: Mutex<HashMap<(String, String), (f64, Instant)>>,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl MutationLimiter {
@@ -1467,6 +1475,7 @@ impl MutationLimiter {
         MutationLimiter {
             limit,
             buckets: Mutex::new(HashMap::new()),
+            refused: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -1486,6 +1495,8 @@ impl MutationLimiter {
         if tokens < 1.0 {
             e.0 = tokens;
             e.1 = now;
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(ApiError::rate_limited(format!(
                 "The object {bucket}/{name} exceeded the rate limit for object mutation operations (create, update, and delete). Please reduce your request rate. (emulator: {} per second, burst {})",
                 self.limit.per_second, self.limit.burst
