@@ -727,7 +727,7 @@ async fn iam_and_service_usage_are_configurable() {
 
 #[tokio::test]
 async fn extra_routes_plug_in_behind_auth() {
-    use axum::routing::get;
+    use sandbox_harness::emulator::routes::{Api, RouteTable};
     let emu = Emulator::start_with(
         EmulatorConfig {
             auth: AuthMode::Required,
@@ -735,9 +735,11 @@ async fn extra_routes_plug_in_behind_auth() {
         },
         |ctx| {
             let ctx = ctx.clone();
-            axum::Router::new().route(
+            RouteTable::new().route(
+                axum::http::Method::GET,
                 "/v2/ping",
-                get(move || {
+                Api::Other("a test route"),
+                move || {
                     let ctx = ctx.clone();
                     async move {
                         ctx.inject("run.ping").await?;
@@ -745,7 +747,7 @@ async fn extra_routes_plug_in_behind_auth() {
                             ctx.state_dir().display().to_string(),
                         )
                     }
-                }),
+                },
             )
         },
     )
@@ -757,6 +759,12 @@ async fn extra_routes_plug_in_behind_auth() {
     let (t, _) = emu.context().auth.issue();
     let r = http.get(&url).bearer_auth(t).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert!(
+        emu.routes()
+            .iter()
+            .any(|r| r.path == "/v2/ping" && r.api == Api::Other("a test route")),
+        "the extra route is listed"
+    );
     assert_eq!(
         r.text().await.unwrap(),
         emu.state_dir().display().to_string()

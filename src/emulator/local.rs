@@ -44,7 +44,7 @@ impl LocalCloud {
         run_cfg.faults = Arc::new(cfg.faults.clone());
         let run_state = RunState::new(run_cfg)?;
         let for_router = run_state.clone();
-        let emulator = Emulator::start_with(cfg, move |_| run::router(for_router)).await?;
+        let emulator = Emulator::start_with(cfg, move |_| run::routes(for_router)).await?;
         Ok(LocalCloud {
             emulator,
             run: run_state,

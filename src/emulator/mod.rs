@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod faults;
 pub mod local;
+pub mod routes;
 pub mod run;
 pub mod server;
 pub mod storage;

@@ -195,6 +195,33 @@ pub async fn delete_bucket(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// GET /storage/v1/b/{bucket}/iam/testPermissions
+pub async fn bucket_test_permissions(
+    State(ctx): State<EmulatorContext>,
+    UrlPath(bucket): UrlPath<String>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    ctx.inject("storage.buckets.testIamPermissions").await?;
+    if !ctx.storage.has_bucket(&bucket) {
+        return Err(ApiError::not_found(format!(
+            "The specified bucket does not exist: {bucket}"
+        )));
+    }
+    let asked = query_values(uri.query(), "permissions");
+    if asked.is_empty() {
+        return Err(ApiError::bad_request("Required parameter: permissions"));
+    }
+    let granted: Vec<String> = asked
+        .into_iter()
+        .filter(|p| !ctx.config.denied_permissions.contains(p))
+        .collect();
+    let mut body = json!({"kind": "storage#testIamPermissionsResponse"});
+    if !granted.is_empty() {
+        body["permissions"] = json!(granted);
+    }
+    Ok(Json(body))
+}
+
 // ---------------- objects ----------------
 
 /// GET /storage/v1/b/{bucket}/o

@@ -15,51 +15,121 @@
 pub mod api;
 pub mod store;
 
-use axum::Router;
-use axum::routing::{MethodRouter, get, post};
+use axum::http::Method;
 
 pub use store::{MutationLimit, ObjectMeta, Preconditions, StorageState};
 
+use crate::emulator::routes::{Api, RouteTable};
 use crate::emulator::server::EmulatorContext;
 
-/// The storage routes.
-pub fn router(ctx: EmulatorContext) -> Router {
-    Router::new()
-        .route(
-            "/storage/v1/b",
-            get(api::list_buckets).post(api::insert_bucket),
-        )
-        .route(
-            "/storage/v1/b/{bucket}",
-            get(api::get_bucket)
-                .patch(api::patch_bucket)
-                .delete(api::delete_bucket),
-        )
-        .route(
-            "/storage/v1/b/{bucket}/storageLayout",
-            get(api::get_storage_layout),
-        )
-        .route("/storage/v1/b/{bucket}/o", get(api::list_objects))
-        .route(
-            "/storage/v1/b/{bucket}/o/{*object}",
-            get(api::get_object)
-                .patch(api::patch_object)
-                .put(api::update_object)
-                .delete(api::delete_object)
-                .post(api::post_object),
-        )
-        .route("/upload/storage/v1/b/{bucket}/o", upload())
-        .route("/resumable/upload/storage/v1/b/{bucket}/o", upload())
-        .route(
-            "/download/storage/v1/b/{bucket}/o/{*object}",
-            get(api::download_object),
-        )
-        .with_state(ctx)
+const DOC: &str = "storage.v1";
+
+fn g(ids: &'static [&'static str]) -> Api {
+    Api::Google(DOC, ids)
 }
 
-/// The media upload endpoint (both paths of the discovery document's `mediaUpload`).
-fn upload() -> MethodRouter<EmulatorContext> {
-    post(api::upload_post)
-        .put(api::upload_put)
-        .delete(api::upload_delete)
+/// The storage routes. The media upload endpoint is served on both paths of the discovery
+/// document's `objects.insert` `mediaUpload` (`/upload/...` and `/resumable/upload/...`); its
+/// PUT (resumable chunks, status queries) and DELETE (cancel) belong to the same method.
+pub fn routes(ctx: EmulatorContext) -> RouteTable {
+    const INSERT: &[&str] = &["storage.objects.insert"];
+    let mut t = RouteTable::new()
+        .route(
+            Method::GET,
+            "/storage/v1/b",
+            g(&["storage.buckets.list"]),
+            api::list_buckets,
+        )
+        .route(
+            Method::POST,
+            "/storage/v1/b",
+            g(&["storage.buckets.insert"]),
+            api::insert_bucket,
+        )
+        .route(
+            Method::GET,
+            "/storage/v1/b/{bucket}",
+            g(&["storage.buckets.get"]),
+            api::get_bucket,
+        )
+        .route(
+            Method::PATCH,
+            "/storage/v1/b/{bucket}",
+            g(&["storage.buckets.patch"]),
+            api::patch_bucket,
+        )
+        .route(
+            Method::DELETE,
+            "/storage/v1/b/{bucket}",
+            g(&["storage.buckets.delete"]),
+            api::delete_bucket,
+        )
+        .route(
+            Method::GET,
+            "/storage/v1/b/{bucket}/storageLayout",
+            g(&["storage.buckets.getStorageLayout"]),
+            api::get_storage_layout,
+        )
+        .route(
+            Method::GET,
+            "/storage/v1/b/{bucket}/iam/testPermissions",
+            g(&["storage.buckets.testIamPermissions"]),
+            api::bucket_test_permissions,
+        )
+        .route(
+            Method::GET,
+            "/storage/v1/b/{bucket}/o",
+            g(&["storage.objects.list"]),
+            api::list_objects,
+        )
+        .route(
+            Method::GET,
+            "/storage/v1/b/{bucket}/o/{*object}",
+            g(&["storage.objects.get"]),
+            api::get_object,
+        )
+        .route(
+            Method::PATCH,
+            "/storage/v1/b/{bucket}/o/{*object}",
+            g(&["storage.objects.patch"]),
+            api::patch_object,
+        )
+        .route(
+            Method::PUT,
+            "/storage/v1/b/{bucket}/o/{*object}",
+            g(&["storage.objects.update"]),
+            api::update_object,
+        )
+        .route(
+            Method::DELETE,
+            "/storage/v1/b/{bucket}/o/{*object}",
+            g(&["storage.objects.delete"]),
+            api::delete_object,
+        )
+        .route(
+            Method::POST,
+            "/storage/v1/b/{bucket}/o/{*object}",
+            g(&[
+                "storage.objects.compose",
+                "storage.objects.copy",
+                "storage.objects.rewrite",
+            ]),
+            api::post_object,
+        )
+        .route(
+            Method::GET,
+            "/download/storage/v1/b/{bucket}/o/{*object}",
+            g(&["storage.objects.get"]),
+            api::download_object,
+        );
+    for path in [
+        "/upload/storage/v1/b/{bucket}/o",
+        "/resumable/upload/storage/v1/b/{bucket}/o",
+    ] {
+        t = t
+            .route(Method::POST, path, g(INSERT), api::upload_post)
+            .route(Method::PUT, path, g(INSERT), api::upload_put)
+            .route(Method::DELETE, path, g(INSERT), api::upload_delete);
+    }
+    t.with_state(ctx)
 }
