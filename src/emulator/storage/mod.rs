@@ -28,9 +28,10 @@ fn g(ids: &'static [&'static str]) -> Api {
     Api::Google(DOC, ids)
 }
 
-/// The storage routes. The media upload endpoint is served on both paths of the discovery
-/// document's `objects.insert` `mediaUpload` (`/upload/...` and `/resumable/upload/...`); its
-/// PUT (resumable chunks, status queries) and DELETE (cancel) belong to the same method.
+/// The storage routes. Uploads start on both paths of the discovery document's
+/// `objects.insert` `mediaUpload` (`/upload/...` and `/resumable/upload/...`); the PUT
+/// (resumable chunks, status queries) and DELETE (cancel) of a session URI belong to the same
+/// method.
 pub fn routes(ctx: EmulatorContext) -> RouteTable {
     const INSERT: &[&str] = &["storage.objects.insert"];
     let mut t = RouteTable::new()
@@ -122,14 +123,14 @@ pub fn routes(ctx: EmulatorContext) -> RouteTable {
             g(&["storage.objects.get"]),
             api::download_object,
         );
-    for path in [
-        "/upload/storage/v1/b/{bucket}/o",
-        "/resumable/upload/storage/v1/b/{bucket}/o",
-    ] {
-        t = t
-            .route(Method::POST, path, g(INSERT), api::upload_post)
-            .route(Method::PUT, path, g(INSERT), api::upload_put)
-            .route(Method::DELETE, path, g(INSERT), api::upload_delete);
-    }
+    // Sessions started on either path get a session URI on `/upload/...`, where their chunks,
+    // status queries and cancellation go.
+    const UPLOAD: &str = "/upload/storage/v1/b/{bucket}/o";
+    const RESUMABLE: &str = "/resumable/upload/storage/v1/b/{bucket}/o";
+    t = t
+        .route(Method::POST, UPLOAD, g(INSERT), api::upload_post)
+        .route(Method::PUT, UPLOAD, g(INSERT), api::upload_put)
+        .route(Method::DELETE, UPLOAD, g(INSERT), api::upload_delete)
+        .route(Method::POST, RESUMABLE, g(INSERT), api::upload_post);
     t.with_state(ctx)
 }
