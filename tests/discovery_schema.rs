@@ -747,6 +747,14 @@ async fn drive_storage(base: &str) {
         .await
         .unwrap();
     ok(&r, "rewrite");
+    let r = http
+        .post(format!(
+            "{base}/storage/v1/b/{bucket}/o/dir%2Frewritten/moveTo/o/dir%2Fmoved?ifGenerationMatch=0"
+        ))
+        .send()
+        .await
+        .unwrap();
+    ok(&r, "move");
     for q in [
         "delimiter=/&includeTrailingDelimiter=true&prefix=dir/",
         "startOffset=c&endOffset=n&maxResults=2",

@@ -497,6 +497,8 @@ fn decode_piece(raw: &str) -> Result<String, ApiError> {
 enum ObjectPost {
     /// `{object}/compose`.
     Compose(String),
+    /// `{src}/moveTo/o/{dst}`.
+    Move { src: String, dst: String },
     /// `{src}/copyTo/b/{bucket}/o/{dst}` (`rewrite` = `rewriteTo`).
     Copy {
         src: String,
@@ -512,6 +514,12 @@ fn parse_object_post(path: &str) -> Result<ObjectPost, ApiError> {
     let (_, rest) = rest.split_once("/o/").ok_or_else(unknown)?;
     if let Some(obj) = rest.strip_suffix("/compose") {
         return Ok(ObjectPost::Compose(decode_piece(obj)?));
+    }
+    if let Some((src, dst)) = rest.split_once("/moveTo/o/") {
+        return Ok(ObjectPost::Move {
+            src: decode_piece(src)?,
+            dst: decode_piece(dst)?,
+        });
     }
     for (verb, rewrite) in [("/copyTo/b/", false), ("/rewriteTo/b/", true)] {
         if let Some((src, dst)) = rest.split_once(verb) {
@@ -545,8 +553,8 @@ fn int64(v: &Value, what: &str) -> Result<Option<i64>, ApiError> {
     }
 }
 
-/// POST /storage/v1/b/{bucket}/o/{object}/compose, .../{src}/copyTo/b/{b}/o/{dst} and
-/// .../{src}/rewriteTo/b/{b}/o/{dst}.
+/// POST /storage/v1/b/{bucket}/o/{object}/compose, .../{src}/copyTo/b/{b}/o/{dst},
+/// .../{src}/rewriteTo/b/{b}/o/{dst} and .../{src}/moveTo/o/{dst}.
 pub async fn post_object(
     State(ctx): State<EmulatorContext>,
     UrlPath((bucket, _)): UrlPath<(String, String)>,
@@ -592,6 +600,15 @@ pub async fn post_object(
             let m = ctx
                 .storage
                 .compose_object(&bucket, &dst, &srcs, &new, pre)
+                .await?;
+            Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
+        }
+        ObjectPost::Move { src, dst } => {
+            ctx.inject("storage.objects.move").await?;
+            let spre = SourcePreconditions::from_query(uri.query())?;
+            let m = ctx
+                .storage
+                .move_object(&bucket, &src, &dst, spre, pre)
                 .await?;
             Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
         }

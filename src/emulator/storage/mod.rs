@@ -2,7 +2,7 @@
 //! the commit order and the known differences from Cloud Storage).
 //!
 //! Fault-injection endpoint names: `storage.buckets.{list,insert,get,getStorageLayout,patch,delete,testIamPermissions}`,
-//! `storage.objects.{list,get,patch,update,delete,insert,compose,copy,rewrite}` (`get` covers
+//! `storage.objects.{list,get,patch,update,delete,insert,compose,copy,rewrite,move}` (`get` covers
 //! media downloads, `insert` covers media, multipart and resumable uploads, including each
 //! resumable chunk, on both the `/upload/` and the `/resumable/upload/` paths).
 //!
@@ -114,6 +114,7 @@ pub fn routes(ctx: EmulatorContext) -> RouteTable {
                 "storage.objects.compose",
                 "storage.objects.copy",
                 "storage.objects.rewrite",
+                "storage.objects.move",
             ]),
             api::post_object,
         )
