@@ -244,7 +244,7 @@ async fn copy_rewrite_and_move_with_preconditions() {
     // moveTo: the source is gone and the destination holds its bytes, atomically.
     let (s, _) = e
         .post(
-            &format!("ops/o/rw/moveTo/o/moved?ifSourceMetagenerationMatch=2"),
+            "ops/o/rw/moveTo/o/moved?ifSourceMetagenerationMatch=2",
             json!({}),
         )
         .await;
