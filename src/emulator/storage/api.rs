@@ -30,6 +30,8 @@ fn q1(uri: &Uri, key: &str) -> Option<String> {
     query_values(uri.query(), key).into_iter().next()
 }
 
+/// The object resource as JSON. Known difference from Google: `fields=` (partial responses)
+/// is ignored, the whole resource is returned.
 fn object_response(
     status: StatusCode,
     m: &ObjectMeta,

@@ -27,8 +27,10 @@
 //!
 //! Known differences from Cloud Storage (also listed in README): no object versioning (only
 //! live generations exist; `generation=` of an older one answers 404), no soft delete, no
-//! ACLs, no retention, no storage class per object, resumable sessions do not survive a
-//! restart of the emulator.
+//! ACLs, no retention or holds, no storage class per object, no customer-supplied encryption
+//! keys, flat buckets only (no hierarchical namespace or managed folders), resumable sessions
+//! do not survive a restart of the emulator; the per-object mutation limit's burst (5) is the
+//! emulator's choice, as Google documents only the rate.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
