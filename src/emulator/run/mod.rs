@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bollard::Docker;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
@@ -40,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::emulator::faults::FaultConfig;
 use crate::emulator::gcsfuse::GcsFuse;
+use crate::emulator::routes::{Api, RouteTable};
 use crate::gcp::run::{
     Condition, EXECUTION_TYPE_URL, Execution, ExecutionReference, JOB_TYPE_URL, Job,
     ListExecutionsResponse, ListJobsResponse, ListTasksResponse, Operation, RunJobRequest, Status,
@@ -650,34 +650,102 @@ type St = State<Arc<RunState>>;
 
 /// The axum router of the Cloud Run Admin API v2 endpoints (paths start with `/v2/`).
 pub fn router(state: Arc<RunState>) -> Router {
-    let base = "/v2/projects/{project}/locations/{location}";
-    Router::new()
-        .route(&format!("{base}/jobs"), get(list_jobs).post(create_job))
+    routes(state).into_router()
+}
+
+/// The Cloud Run Admin API v2 routes, each with the discovery-document methods it serves
+/// (custom verbs such as `jobs/{job}:run` share their path pattern with the resource in axum).
+pub fn routes(state: Arc<RunState>) -> RouteTable {
+    const JOBS: &str = "/v2/projects/{project}/locations/{location}/jobs";
+    const JOB: &str = "/v2/projects/{project}/locations/{location}/jobs/{job}";
+    const EXECS: &str = "/v2/projects/{project}/locations/{location}/jobs/{job}/executions";
+    const EXEC: &str =
+        "/v2/projects/{project}/locations/{location}/jobs/{job}/executions/{execution}";
+    const TASKS: &str =
+        "/v2/projects/{project}/locations/{location}/jobs/{job}/executions/{execution}/tasks";
+    const TASK: &str = "/v2/projects/{project}/locations/{location}/jobs/{job}/executions/{execution}/tasks/{task}";
+    const OP: &str = "/v2/projects/{project}/locations/{location}/operations/{operation}";
+    fn g(ids: &'static [&'static str]) -> Api {
+        Api::Google("run.v2", ids)
+    }
+    RouteTable::new()
         .route(
-            &format!("{base}/jobs/{{job}}"),
-            get(get_job).delete(delete_job).post(post_job),
+            Method::GET,
+            JOBS,
+            g(&["run.projects.locations.jobs.list"]),
+            list_jobs,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions"),
-            get(list_executions),
+            Method::POST,
+            JOBS,
+            g(&["run.projects.locations.jobs.create"]),
+            create_job,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions/{{execution}}"),
-            get(get_execution)
-                .delete(delete_execution)
-                .post(post_execution),
+            Method::GET,
+            JOB,
+            g(&["run.projects.locations.jobs.get"]),
+            get_job,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions/{{execution}}/tasks"),
-            get(list_tasks),
+            Method::DELETE,
+            JOB,
+            g(&["run.projects.locations.jobs.delete"]),
+            delete_job,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions/{{execution}}/tasks/{{task}}"),
-            get(get_task),
+            Method::POST,
+            JOB,
+            g(&["run.projects.locations.jobs.run"]),
+            post_job,
         )
         .route(
-            &format!("{base}/operations/{{operation}}"),
-            get(get_operation).post(post_operation),
+            Method::GET,
+            EXECS,
+            g(&["run.projects.locations.jobs.executions.list"]),
+            list_executions,
+        )
+        .route(
+            Method::GET,
+            EXEC,
+            g(&["run.projects.locations.jobs.executions.get"]),
+            get_execution,
+        )
+        .route(
+            Method::DELETE,
+            EXEC,
+            g(&["run.projects.locations.jobs.executions.delete"]),
+            delete_execution,
+        )
+        .route(
+            Method::POST,
+            EXEC,
+            g(&["run.projects.locations.jobs.executions.cancel"]),
+            post_execution,
+        )
+        .route(
+            Method::GET,
+            TASKS,
+            g(&["run.projects.locations.jobs.executions.tasks.list"]),
+            list_tasks,
+        )
+        .route(
+            Method::GET,
+            TASK,
+            g(&["run.projects.locations.jobs.executions.tasks.get"]),
+            get_task,
+        )
+        .route(
+            Method::GET,
+            OP,
+            g(&["run.projects.locations.operations.get"]),
+            get_operation,
+        )
+        .route(
+            Method::POST,
+            OP,
+            g(&["run.projects.locations.operations.wait"]),
+            post_operation,
         )
         .with_state(state)
 }
