@@ -518,7 +518,8 @@ exit {REPORT_EXIT}
 
 /// docs/semantics.md "Missing features": renaming a directory in a flat bucket is refused
 /// unless it has no more descendants than --rename-dir-limit (gcsfuse answers EMFILE);
-/// "Unlinking directories": rmdir of a non-empty directory is ENOTEMPTY.
+/// "Unlinking directories": rmdir of a non-empty directory is ENOTEMPTY; a file rename is one
+/// objects.move (gcsfuse's enable-atomic-rename-object, on by default in cfg/params.yaml).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_renames_need_rename_dir_limit() {
     let t = twin().await;
@@ -530,6 +531,7 @@ echo "rmdir_err=$(rmdir /data/d 2>&1)"
 mkdir /data/empty; mv /data/empty /data/empty2; echo "mv_empty_rc=$?"
 mkdir /lim/d; echo g > /lim/d/g
 mv /lim/d /lim/e; echo "mv_lim_rc=$?"
+echo file > /data/x; mv /data/x /data/y; echo "mv_file_rc=$?"
 echo "moved=$(cat /lim/e/g)"
 exit {REPORT_EXIT}
 "#
@@ -548,6 +550,10 @@ exit {REPORT_EXIT}
     assert_eq!(get(&r, "mv_empty_rc", &msg), "0");
     assert_eq!(get(&r, "mv_lim_rc", &msg), "0");
     assert_eq!(get(&r, "moved", &msg), "g");
+    // gcsfuse renameFile with its default enable-atomic-rename-object: one objects.move.
+    assert_eq!(get(&r, "mv_file_rc", &msg), "0");
+    assert_eq!(t.object("t6/y").await.as_deref(), Some(&b"file\n"[..]));
+    assert!(t.object("t6/x").await.is_none());
     assert!(
         t.object("t6/d/f").await.is_some(),
         "refused rename moved nothing"

@@ -874,6 +874,37 @@ impl StorageClient {
         Self::json("objects.patch", r).await
     }
 
+    /// Renames `src` to `dst` within `bucket` in one step (objects.move), only while `src`
+    /// is generation `source_generation` when given; `opts` carries destination preconditions.
+    pub async fn move_object(
+        &self,
+        bucket: &str,
+        src: &str,
+        source_generation: Option<i64>,
+        dst: &str,
+        opts: &WriteOptions,
+    ) -> Result<Object, StorageError> {
+        let op = "objects.move";
+        let url = self.url(&format!(
+            "/storage/v1/b/{}/o/{}/moveTo/o/{}",
+            enc(bucket),
+            enc(src),
+            enc(dst)
+        ));
+        let mut q = opts.query();
+        if let Some(g) = source_generation {
+            q.push(("ifSourceGenerationMatch", g.to_string()));
+        }
+        let r = self
+            .send(
+                op,
+                || self.http.post(&url).query(&q).timeout(self.request_timeout),
+                |s| s.is_success(),
+            )
+            .await?;
+        Self::json(op, r).await
+    }
+
     /// Copies generation `source_generation` (the live one when `None`) of `src` to `dst`
     /// within `bucket` with objects.rewrite, following rewrite tokens until done; `opts`
     /// carries the destination preconditions.

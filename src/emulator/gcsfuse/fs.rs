@@ -1211,14 +1211,15 @@ impl GcsFs {
         }
     }
 
-    /// docs/semantics.md "Missing features" / gcsfuse renameFile: copy the generation, then
-    /// delete the source with a generation precondition.
+    /// gcsfuse renameFile: pending writes are flushed, then the object is moved in one step
+    /// (objects.move, Cloud Storage FUSE's default `enable-atomic-rename-object`) while it is
+    /// still the generation this mount saw.
     fn rename_file(&self, from: &str, to: &str) -> Result<(), Errno> {
         lock(&self.caches).forget_stat(from);
         let m = self.stat_object(from)?.ok_or(errno(libc::ENOENT))?;
         self.calls.write.fetch_add(1, Ordering::Relaxed);
         let o = self
-            .block(self.client.rewrite_object(
+            .block(self.client.move_object(
                 &self.bucket,
                 from,
                 Some(m.generation),
@@ -1226,7 +1227,13 @@ impl GcsFs {
                 &WriteOptions::default(),
             ))
             .map_err(|e| storage_errno(&e))?;
-        self.delete_object(from, Some(m.generation))?;
+        {
+            let mut c = lock(&self.caches);
+            c.put_stat(from, None);
+            if let Some((d, ch)) = split_parent(from) {
+                c.forget_child_type(d, ch);
+            }
+        }
         let nm = meta_of(&o);
         {
             let mut c = lock(&self.caches);
@@ -1286,18 +1293,32 @@ impl GcsFs {
             }
             Err(e) => return Err(e),
         }
+        // gcsfuse renameNonHierarchicalDir: files move in one step, directory placeholders are
+        // copied and deleted.
         for o in &descendants {
             let target = format!("{new}{}", &o.name[old.len()..]);
             self.calls.write.fetch_add(1, Ordering::Relaxed);
-            self.block(self.client.rewrite_object(
-                &self.bucket,
-                &o.name,
-                Some(o.generation),
-                &target,
-                &WriteOptions::default(),
-            ))
-            .map_err(|e| storage_errno(&e))?;
-            self.delete_object(&o.name, Some(o.generation))?;
+            if o.name.ends_with('/') {
+                self.block(self.client.rewrite_object(
+                    &self.bucket,
+                    &o.name,
+                    Some(o.generation),
+                    &target,
+                    &WriteOptions::default(),
+                ))
+                .map_err(|e| storage_errno(&e))?;
+                self.delete_object(&o.name, Some(o.generation))?;
+            } else {
+                self.block(self.client.move_object(
+                    &self.bucket,
+                    &o.name,
+                    Some(o.generation),
+                    &target,
+                    &WriteOptions::default(),
+                ))
+                .map_err(|e| storage_errno(&e))?;
+                lock(&self.caches).put_stat(&o.name, None);
+            }
             lock(&self.caches).forget_stat(&target);
         }
         if let Some(m) = old_meta {
