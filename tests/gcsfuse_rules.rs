@@ -382,6 +382,14 @@ sleep 1
 echo "before_close=$(obj t3%2Fw.txt)"
 wait
 echo "after_close=$(obj t3%2Fw.txt)"
+# Truncating an existing file by opening it with O_TRUNC changes nothing in the bucket before
+# the close either.
+echo one > /a/t.txt
+(echo two; sleep 2) | tee /a/t.txt >/dev/null &
+sleep 1
+echo "during_trunc=$(obj t3%2Ft.txt)"
+wait
+echo "after_trunc=$(obj t3%2Ft.txt)"
 # Two writers through two mounts; each holds its file until its FIFO on /tmp closes, so the
 # only flushes are the final closes (a shell's temporary `>&N` redirect would flush too).
 mkfifo /tmp/pa /tmp/pb
@@ -404,6 +412,8 @@ exit {REPORT_EXIT}
     assert_eq!(code, Some(REPORT_EXIT), "{msg}");
     assert_eq!(get(&r, "before_close", &msg), "missing");
     assert_eq!(get(&r, "after_close", &msg), "staged");
+    assert_eq!(get(&r, "during_trunc", &msg), "one", "{msg}");
+    assert_eq!(get(&r, "after_trunc", &msg), "two", "{msg}");
     assert_eq!(get(&r, "after_b", &msg), "from-b", "{msg}");
     assert_eq!(get(&r, "last", &msg), "from-a", "{msg}");
     assert_eq!(

@@ -1345,6 +1345,22 @@ impl GcsFs {
                 return Err(errno(libc::EROFS));
             }
             self.do_truncate(ino, size)?;
+            // truncate(2) on a path has no close to upload at: write it out now.
+            let unopened = lock(&self.state)
+                .nodes
+                .get(&ino)
+                .is_some_and(|n| n.open == 0);
+            if unopened {
+                self.sync(ino)?;
+                if let Some(n) = lock(&self.state).nodes.get_mut(&ino)
+                    && let Some(s) = n.staged.take()
+                {
+                    let mut s = lock(&s);
+                    s.retired = true;
+                    self.budget.release(s.charged);
+                    s.charged = 0;
+                }
+            }
         }
         if let Some(t) = mtime {
             let t: DateTime<Utc> = match t {
@@ -1399,6 +1415,15 @@ fn split_parent(name: &str) -> Option<(&str, &str)> {
 }
 
 impl Filesystem for GcsFs {
+    /// O_TRUNC comes with the open (FUSE_ATOMIC_O_TRUNC), so `> file` truncates the staged
+    /// content and uploads once at close instead of an empty object first.
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            tracing::warn!(?e, "gcsfuse twin: the kernel has no atomic O_TRUNC");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.do_lookup(parent.0, name) {
             Ok(ino) => self.entry(ino, reply),
@@ -1559,6 +1584,16 @@ impl Filesystem for GcsFs {
                 Some(n) => n.open += 1,
                 None => return reply.error(errno(libc::ENOENT)),
             }
+        }
+        if writes
+            && flags.0 & libc::O_TRUNC != 0
+            && let Err(e) = self.do_truncate(ino.0, 0)
+        {
+            let mut st = lock(&self.state);
+            if let Some(n) = st.nodes.get_mut(&ino.0) {
+                n.open = n.open.saturating_sub(1);
+            }
+            return reply.error(e);
         }
         let fh = self.new_handle(Handle::File { buf: None });
         reply.opened(FileHandle(fh), FopenFlags::empty());
