@@ -33,6 +33,7 @@ fn fast_retry() -> RetryPolicy {
         max_attempts: 3,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(20),
+        multiplier: 2.0,
         deadline: Duration::from_secs(10),
     }
 }

@@ -2,7 +2,6 @@
 //! executions as real containers of the default sandbox image.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,22 +9,27 @@ use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::FutureExt;
 use sandbox_harness::emulator::faults::FaultConfig;
-use sandbox_harness::emulator::run::{EXECUTION_LABEL, RunConfig, RunState, router};
+use sandbox_harness::emulator::gcsfuse::GcsFuse;
+use sandbox_harness::emulator::run::{EXECUTION_LABEL, RunConfig, RunState, routes};
+use sandbox_harness::emulator::{Emulator, EmulatorConfig};
+use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::retry::RetryPolicy;
 use sandbox_harness::gcp::run::{
     Container, ContainerOverride, EmptyDirVolumeSource, EnvVar, Execution, GcsVolumeSource, Job,
     Operation, Overrides, ResourceRequirements, RunClient, Volume, VolumeMount,
 };
+use sandbox_harness::gcp::storage::{BucketSpec, StorageClient, WriteOptions};
 
 const BUCKET: &str = "bkt";
 
-/// One emulator on 127.0.0.1:0 with a temp bucket directory; shuts down on drop.
+/// One emulator (Cloud Run half + storage half, Cloud Storage volumes through the twin's
+/// Cloud Storage FUSE) on 127.0.0.1:0 with bucket `bkt`; shuts down on drop.
 struct Env {
     client: RunClient,
+    storage: StorageClient,
     state: Arc<RunState>,
     base: String,
-    bucket: tempfile::TempDir,
-    server: tokio::task::JoinHandle<()>,
+    _emu: Emulator,
     parent: String,
     image: String,
     docker: Docker,
@@ -37,7 +41,6 @@ impl Drop for Env {
         tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(state.shutdown());
         });
-        self.server.abort();
     }
 }
 
@@ -46,6 +49,7 @@ fn fast_retry() -> RetryPolicy {
         max_attempts: 30,
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(20),
+        multiplier: 2.0,
         deadline: Duration::from_secs(30),
     }
 }
@@ -55,15 +59,8 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
     let image = sandbox_harness::images::ensure_sandbox_image(&docker)
         .await
         .expect("sandbox image");
-    let bucket = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(bucket.path().join(BUCKET)).unwrap();
-    let root = bucket.path().to_path_buf();
-    let bucket_dir = Arc::new(move |b: &str| -> Option<PathBuf> {
-        let p = root.join(b);
-        (!b.contains('/') && p.is_dir()).then_some(p)
-    });
     let id = format!("test-{}", uuid::Uuid::new_v4());
-    let mut cfg = RunConfig::new(docker.clone(), bucket_dir, &id);
+    let mut cfg = RunConfig::new(docker.clone(), &id);
     cfg.faults = Arc::new(sandbox_harness::emulator::faults::FaultInjector::new(
         faults,
     ));
@@ -73,20 +70,45 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
         }));
     }
     let state = RunState::new(cfg).expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = router(state.clone());
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let base = format!("http://{addr}");
+    let for_router = state.clone();
+    let emu = Emulator::start_with(
+        EmulatorConfig {
+            check_docker: false,
+            ..Default::default()
+        },
+        move |_| routes(for_router),
+    )
+    .await
+    .expect("emulator");
+    let base = emu.base_url();
+    let mounter = GcsFuse::new(
+        &base,
+        emu.clock(),
+        Arc::new(|| TokenSource::Anonymous),
+        &id[..13],
+    )
+    .expect("gcs volume mounter");
+    state.set_gcs_volumes(Arc::new(mounter)).unwrap();
+    let storage = StorageClient::new(&base, TokenSource::Anonymous)
+        .unwrap()
+        .with_retry(fast_retry());
+    storage
+        .insert_bucket(
+            "test-proj",
+            &BucketSpec {
+                name: BUCKET.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("bucket");
     let client = RunClient::new(&base).unwrap().with_retry(fast_retry());
     Env {
         client,
+        storage,
         state,
         base,
-        bucket,
-        server,
+        _emu: emu,
         parent: "projects/test-proj/locations/us-central1".into(),
         image,
         docker,
@@ -98,8 +120,34 @@ async fn env() -> Env {
 }
 
 impl Env {
-    fn bucket_path(&self, rel: &str) -> PathBuf {
-        self.bucket.path().join(BUCKET).join(rel)
+    /// The object `rel` as text (panics when missing).
+    async fn get(&self, rel: &str) -> String {
+        let d = self
+            .storage
+            .download(BUCKET, rel, None)
+            .await
+            .unwrap_or_else(|e| panic!("reading {rel}: {e}"));
+        String::from_utf8(d.collect().await.unwrap().to_vec()).unwrap()
+    }
+
+    async fn exists(&self, rel: &str) -> bool {
+        match self.storage.get_object(BUCKET, rel).await {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => panic!("stat {rel}: {e}"),
+        }
+    }
+
+    async fn put(&self, rel: &str, data: &str) {
+        self.storage
+            .insert_object(
+                BUCKET,
+                rel,
+                data.to_string().into(),
+                &WriteOptions::default(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("writing {rel}: {e}"));
     }
 
     /// A job running `sh -c script` with a Cloud Storage volume at /data (only-dir `sub`).
@@ -174,10 +222,6 @@ impl Env {
             .build();
         self.docker.list_containers(Some(opts)).await.unwrap().len()
     }
-}
-
-fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("reading {}: {e}", p.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,8 +346,7 @@ mv "$out.tmp" "$out"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_overrides_sees_env_and_volume() {
     let env = env().await;
-    std::fs::create_dir_all(env.bucket_path("sub")).unwrap();
-    std::fs::write(env.bucket_path("sub/pre.txt"), "from the bucket\n").unwrap();
+    env.put("sub/pre.txt", "from the bucket\n").await;
     let mut job = env.job(ENV_SCRIPT);
     job.template.template.containers[0].args = vec!["x".into(), "job-arg".into()];
     job.template.template.containers[0].env = vec![EnvVar::new("A", "1")];
@@ -341,7 +384,7 @@ async fn run_with_overrides_sees_env_and_volume() {
     assert_eq!(x.job, "envjob");
 
     for i in 0..2 {
-        let out = read(&env.bucket_path(&format!("sub/out-{i}")));
+        let out = env.get(&format!("sub/out-{i}")).await;
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             lines,
@@ -356,10 +399,7 @@ async fn run_with_overrides_sees_env_and_volume() {
                 "over-1 over-2"
             ]
         );
-        assert_eq!(
-            read(&env.bucket_path(&format!("sub/copy-{i}"))),
-            "from the bucket\n"
-        );
+        assert_eq!(env.get(&format!("sub/copy-{i}")).await, "from the bucket\n");
     }
 
     let tasks = env.client.list_tasks(&x.name, None, None).await.unwrap();
@@ -392,11 +432,14 @@ async fn run_with_overrides_sees_env_and_volume() {
         }],
         ..Default::default()
     };
-    std::fs::remove_file(env.bucket_path("sub/out-0")).unwrap();
+    env.storage
+        .delete_object(BUCKET, "sub/out-0", &WriteOptions::default())
+        .await
+        .unwrap();
     let op = env.client.run_job(&name, Some(clear)).await.unwrap();
     let x2 = env.wait_done(&op).await;
     assert!(x2.succeeded(), "{x2:?}");
-    let out = read(&env.bucket_path("sub/out-0"));
+    let out = env.get("sub/out-0").await;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[4], "1", "job task count");
     assert_eq!(lines[5], "1", "job env A");
@@ -439,7 +482,7 @@ async fn failing_task_is_retried_then_fails_with_exit_code() {
     let c = x.completed_condition().unwrap();
     assert_eq!(c.state, "CONDITION_FAILED");
     assert_eq!(c.execution_reason.as_deref(), Some("NON_ZERO_EXIT_CODE"));
-    assert_eq!(read(&env.bucket_path("sub/attempts")), "0\n1\n2\n");
+    assert_eq!(env.get("sub/attempts").await, "0\n1\n2\n");
     let tasks = env
         .client
         .list_tasks(&x.name, None, None)
@@ -528,7 +571,7 @@ async fn cancel_kills_running_containers() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let x = env.client.get_execution(&exec).await.unwrap();
-        if x.running_count == 1 && env.bucket_path("sub/started").exists() {
+        if x.running_count == 1 && env.exists("sub/started").await {
             break;
         }
         assert!(Instant::now() < deadline, "never started: {x:?}");
@@ -566,7 +609,7 @@ async fn deleting_a_job_cancels_and_removes_its_executions() {
     let op = env.client.run_job(&name, None).await.unwrap();
     let exec = op.execution().unwrap().name;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !env.bucket_path("sub/up").exists() {
+    while !env.exists("sub/up").await {
         assert!(Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -622,11 +665,11 @@ rmdir /data/lock
     assert_eq!(x.succeeded_count, 3);
     assert_eq!(x.parallelism, Some(1));
     for i in 0..3 {
-        let m = read(&env.bucket_path(&format!("sub/mount-{i}")));
+        let m = env.get(&format!("sub/mount-{i}")).await;
         assert!(m.starts_with("tmpfs /scratch tmpfs"), "{m}");
         assert!(m.contains("16384"), "16Mi tmpfs: {m}");
     }
-    assert!(!env.bucket_path("sub/overlap").exists(), "tasks overlapped");
+    assert!(!env.exists("sub/overlap").await, "tasks overlapped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -692,7 +735,7 @@ async fn injected_execution_start_failure_fails_the_execution() {
             .unwrap_or("")
             .contains("injected")
     );
-    assert!(!env.bucket_path("sub/ran").exists());
+    assert!(!env.exists("sub/ran").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -751,8 +794,7 @@ async fn missing_bucket_fails_the_attempt_with_a_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_use_host_network_limits_and_read_only_volumes() {
     let env = env().await;
-    std::fs::create_dir_all(env.bucket_path("sub")).unwrap();
-    std::fs::write(env.bucket_path("sub/pre.txt"), "ro\n").unwrap();
+    env.put("sub/pre.txt", "ro\n").await;
     // Reaches the emulator on 127.0.0.1 (host networking), records its memory limit, and
     // tries to write into a read-only Cloud Storage volume.
     let script = r#"
@@ -767,7 +809,6 @@ cat /data/pre.txt >> /out/ro
         .as_mut()
         .unwrap()
         .read_only = true;
-    std::fs::create_dir_all(env.bucket_path("out")).unwrap();
     job.template.template.volumes.push(Volume {
         name: "out".into(),
         gcs: Some(GcsVolumeSource {
@@ -790,13 +831,10 @@ cat /data/pre.txt >> /out/ro
     let op = env.client.run_job(&name, None).await.unwrap();
     let x = env.wait_done(&op).await;
     assert!(x.succeeded(), "{x:?}");
-    let jobs: serde_json::Value = serde_json::from_str(&read(&env.bucket_path("out/jobs.json")))
-        .expect("JSON from the emulator");
+    let jobs: serde_json::Value =
+        serde_json::from_str(&env.get("out/jobs.json").await).expect("JSON from the emulator");
     assert_eq!(jobs["jobs"][0]["name"], name.as_str());
-    assert_eq!(
-        read(&env.bucket_path("out/mem")).trim(),
-        (256u64 << 20).to_string()
-    );
-    assert_eq!(read(&env.bucket_path("out/ro")), "read-only\nro\n");
-    assert!(!env.bucket_path("sub/new.txt").exists());
+    assert_eq!(env.get("out/mem").await.trim(), (256u64 << 20).to_string());
+    assert_eq!(env.get("out/ro").await, "read-only\nro\n");
+    assert!(!env.exists("sub/new.txt").await);
 }

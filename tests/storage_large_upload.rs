@@ -123,11 +123,10 @@ async fn resumable_upload_of_500_mb_in_bounded_memory() {
         .await
         .unwrap();
     assert!(
-        !emu.storage()
-            .bucket_dir("large")
-            .unwrap()
-            .join("big/blob")
-            .exists()
+        c.get_object("large", "big/blob")
+            .await
+            .unwrap_err()
+            .is_not_found()
     );
     // Chunks are 8 MiB; client and server together must stay far below the object size.
     assert!(

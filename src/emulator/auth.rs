@@ -15,17 +15,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::routes::{Api, RouteTable};
 use super::server::{ApiError, AuthMode, Clock, EmulatorContext, read_limited};
 
 /// How long an issued token is valid.
@@ -113,12 +112,19 @@ pub async fn require_auth(State(auth): State<AuthChecker>, req: Request, next: N
 }
 
 /// The token endpoints' routes.
-pub fn router(ctx: EmulatorContext) -> Router {
-    Router::new()
-        .route("/token", post(token_endpoint))
+pub fn routes(ctx: EmulatorContext) -> RouteTable {
+    RouteTable::new()
         .route(
+            Method::POST,
+            "/token",
+            Api::Other("OAuth 2.0 token endpoint (JWT bearer grant), no discovery document"),
+            token_endpoint,
+        )
+        .route(
+            Method::GET,
             "/computeMetadata/v1/instance/service-accounts/default/token",
-            get(metadata_token),
+            Api::Other("GCE metadata server token, no discovery document"),
+            metadata_token,
         )
         .with_state(ctx)
 }

@@ -1,13 +1,17 @@
-//! The whole local cloud in-process: the Cloud Storage and Cloud Run halves behind one server,
-//! sharing the on-disk buckets (Cloud Storage volumes are bind mounts of them).
+//! The whole local cloud in-process: the Cloud Storage and Cloud Run halves behind one server;
+//! task containers see Cloud Storage volumes through the twin's Cloud Storage FUSE
+//! (`emulator::gcsfuse`), which calls the storage half over HTTP.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bollard::Docker;
 
+use super::auth::AuthChecker;
 use super::faults::{FaultCounts, FaultInjector};
-use super::run::{self, BucketDirFn, RunConfig, RunState};
-use super::server::{Emulator, EmulatorConfig, EmulatorContext, EmulatorError};
+use super::gcsfuse::GcsFuse;
+use super::run::{self, RunConfig, RunState};
+use super::server::{AuthMode, Emulator, EmulatorConfig, EmulatorError};
+use crate::gcp::auth::TokenSource;
 
 /// Why the local cloud could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,21 +45,23 @@ impl LocalCloud {
         let docker = crate::backends::docker::connect()
             .await
             .map_err(LocalCloudError::Docker)?;
-        let ctx_cell: Arc<OnceLock<EmulatorContext>> = Arc::new(OnceLock::new());
-        let cell = ctx_cell.clone();
-        let bucket_dir: BucketDirFn = Arc::new(move |b| cell.get().and_then(|c| c.bucket_dir(b)));
         let instance = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        let mut run_cfg = RunConfig::new(docker.clone(), bucket_dir, &instance);
+        let mut run_cfg = RunConfig::new(docker.clone(), &instance);
         let injector = Arc::new(FaultInjector::new(cfg.faults.clone()));
         run_cfg.faults = injector.clone();
         let run_state = RunState::new(run_cfg)?;
         let for_router = run_state.clone();
-        let emulator = Emulator::start_shared(cfg, injector, move |ctx| {
-            let _ = ctx_cell.set(ctx.clone());
-            run::router(for_router)
-        })
-        .await?;
+        let emulator =
+            Emulator::start_shared(cfg, injector, move |_| run::routes(for_router)).await?;
         run_state.set_api_host(&emulator.addr().to_string());
+        let auth: AuthChecker = emulator.context().auth.clone();
+        let tokens = Arc::new(move || match auth.mode() {
+            AuthMode::Off => TokenSource::Anonymous,
+            AuthMode::Required => TokenSource::Static(auth.issue().0),
+        });
+        let mounter = GcsFuse::new(&emulator.base_url(), emulator.clock(), tokens, &instance)
+            .map_err(run::RunEmulatorError::Config)?;
+        run_state.set_gcs_volumes(Arc::new(mounter))?;
         Ok(LocalCloud {
             emulator,
             run: run_state,

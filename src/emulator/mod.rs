@@ -1,5 +1,6 @@
 //! A local Cloud Run Admin API v2 + Cloud Storage JSON API emulator. Executions run as Docker
-//! containers; objects live on disk so Cloud Storage volumes are bind mounts.
+//! containers; objects live in a flat object store; Cloud Storage volumes are FUSE mounts of
+//! it (`gcsfuse`), bind-mounted into task containers.
 //!
 //! The storage half lives in `storage`, the Cloud Run half in `run`; `server` assembles both
 //! behind one axum router on 127.0.0.1 (see `server` for the hook that adds the Run routes);
@@ -7,7 +8,9 @@
 
 pub mod auth;
 pub mod faults;
+pub mod gcsfuse;
 pub mod local;
+pub mod routes;
 pub mod run;
 pub mod server;
 pub mod storage;

@@ -5,11 +5,12 @@
 //! # Adding routes (the Cloud Run half)
 //!
 //! ```ignore
-//! let emu = Emulator::start_with(cfg, |ctx| emulator::run::router(ctx.clone())).await?;
+//! let emu = Emulator::start_with(cfg, |ctx| emulator::run::routes(state.clone())).await?;
 //! ```
 //!
-//! The closure receives the [`EmulatorContext`] (state dir, faults, auth, clock, storage and
-//! `bucket_dir`) and returns an `axum::Router` (already given its own state). That router is
+//! The closure receives the [`EmulatorContext`] (state dir, faults, auth, clock, storage) and
+//! returns a [`RouteTable`] (already given its own state), which records what each route
+//! implements so [`Emulator::routes`] can list them all. That table is
 //! merged with the storage routes; the auth middleware then wraps all of them, so the extra
 //! routes need no auth code of their own. Handlers call `ctx.inject("run.jobs.create").await?`
 //! to get the configured latency and 429/503 faults, and answer errors with [`ApiError`].
@@ -25,9 +26,8 @@ use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 use super::auth::{self, AuthChecker};
 use super::faults::{FaultConfig, FaultInjector};
+use super::routes::{Api, RouteSpec, RouteTable};
 use super::storage::{self, StorageState};
 
 /// Whether API calls need a bearer token issued by the emulator's token endpoints.
@@ -70,6 +71,9 @@ pub struct EmulatorConfig {
     pub lifecycle_sweep_interval: Duration,
     /// Whether `/ready` pings the Docker engine (off: reported as "skipped").
     pub check_docker: bool,
+    /// Per-object mutation rate limit (Cloud Storage's one write per second per object name);
+    /// `None` turns it off.
+    pub object_mutation_limit: Option<storage::MutationLimit>,
 }
 
 impl Default for EmulatorConfig {
@@ -84,6 +88,7 @@ impl Default for EmulatorConfig {
             max_json_body: 1024 * 1024,
             lifecycle_sweep_interval: Duration::from_secs(60),
             check_docker: true,
+            object_mutation_limit: Some(storage::MutationLimit::default()),
         }
     }
 }
@@ -265,11 +270,6 @@ impl EmulatorContext {
         self.injector.config()
     }
 
-    /// The directory holding `bucket`'s objects as plain files, if the bucket exists.
-    pub fn bucket_dir(&self, bucket: &str) -> Option<PathBuf> {
-        self.storage.bucket_dir(bucket)
-    }
-
     /// Applies the configured latency, then the 429/503 dice, for `endpoint`
     /// (e.g. "storage.objects.insert", "run.jobs.run"); `Err` is the answer to send.
     pub async fn inject(&self, endpoint: &str) -> Result<(), ApiError> {
@@ -326,19 +326,20 @@ pub struct Emulator {
     ctx: EmulatorContext,
     shutdown_tx: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    routes: Vec<RouteSpec>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
 impl Emulator {
     /// Starts the storage emulator (and common endpoints) alone.
     pub async fn start(cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
-        Self::start_with(cfg, |_| Router::new()).await
+        Self::start_with(cfg, |_| RouteTable::new()).await
     }
 
     /// Starts the emulator with extra routes built from the context (see the module docs).
     pub async fn start_with(
         cfg: EmulatorConfig,
-        extra: impl FnOnce(&EmulatorContext) -> Router,
+        extra: impl FnOnce(&EmulatorContext) -> RouteTable,
     ) -> Result<Emulator, EmulatorError> {
         let injector = Arc::new(FaultInjector::new(cfg.faults.clone()));
         Self::start_shared(cfg, injector, extra).await
@@ -349,7 +350,7 @@ impl Emulator {
     pub async fn start_shared(
         cfg: EmulatorConfig,
         injector: Arc<FaultInjector>,
-        extra: impl FnOnce(&EmulatorContext) -> Router,
+        extra: impl FnOnce(&EmulatorContext) -> RouteTable,
     ) -> Result<Emulator, EmulatorError> {
         let (state_dir, tempdir) = match &cfg.state_dir {
             Some(d) => {
@@ -373,6 +374,7 @@ impl Emulator {
             clock.clone(),
             base_url,
             config.lifecycle_sweep_interval,
+            config.object_mutation_limit,
         )?);
         let ctx = EmulatorContext {
             state_dir,
@@ -382,7 +384,7 @@ impl Emulator {
             storage,
             injector,
         };
-        let app = build_router(&ctx, extra(&ctx));
+        let (app, routes) = build_router(&ctx, extra(&ctx));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -400,6 +402,7 @@ impl Emulator {
             ctx,
             shutdown_tx: Some(tx),
             task: Some(task),
+            routes,
             _tempdir: tempdir,
         })
     }
@@ -417,6 +420,11 @@ impl Emulator {
     /// The Cloud Storage state.
     pub fn storage(&self) -> Arc<StorageState> {
         self.ctx.storage.clone()
+    }
+
+    /// Every route the emulator serves, with what it implements.
+    pub fn routes(&self) -> &[RouteSpec] {
+        &self.routes
     }
 
     /// The shared context.
@@ -456,36 +464,59 @@ impl Drop for Emulator {
     }
 }
 
-fn build_router(ctx: &EmulatorContext, extra: Router) -> Router {
-    let common = Router::new()
+/// The routes besides the storage and Run halves: Resource Manager's project
+/// testIamPermissions, Service Usage's services.get, health probes and token endpoints.
+fn common_routes(ctx: &EmulatorContext) -> (RouteTable, RouteTable) {
+    let api = RouteTable::new()
         .route(
-            "/storage/v1/b/{bucket}/iam/testPermissions",
-            get(bucket_test_permissions),
+            Method::POST,
+            "/v1/projects/{call}",
+            Api::Google(
+                "cloudresourcemanager.v1",
+                &["cloudresourcemanager.projects.testIamPermissions"],
+            ),
+            project_test_permissions,
         )
-        .route("/v1/projects/{call}", post(project_test_permissions))
         .route(
+            Method::GET,
             "/v1/projects/{project}/services/{service}",
-            get(service_state),
+            Api::Google("serviceusage.v1", &["serviceusage.services.get"]),
+            service_state,
         )
         .with_state(ctx.clone());
-    let api = storage::router(ctx.clone())
+    let probes = "the emulator's own health probe, no Google API";
+    let public = RouteTable::new()
+        .route(Method::GET, "/health", Api::Other(probes), health)
+        .route(Method::GET, "/ready", Api::Other(probes), ready)
+        .route(Method::GET, "/live", Api::Other(probes), live)
+        .route(
+            Method::GET,
+            "/emulator/v1/faults",
+            Api::Other("the emulator's own count of injected faults, no Google API"),
+            fault_counts,
+        )
+        .with_state(ctx.clone())
+        .merge(auth::routes(ctx.clone()));
+    (api, public)
+}
+
+fn build_router(ctx: &EmulatorContext, extra: RouteTable) -> (Router, Vec<RouteSpec>) {
+    let (common, public) = common_routes(ctx);
+    let (api, mut specs) = storage::routes(ctx.clone())
         .merge(common)
         .merge(extra)
-        .layer(axum::middleware::from_fn_with_state(
-            ctx.auth.clone(),
-            auth::require_auth,
-        ));
-    let public = Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/live", get(live))
-        .route("/emulator/v1/faults", get(fault_counts))
-        .with_state(ctx.clone())
-        .merge(auth::router(ctx.clone()));
-    public
+        .into_parts();
+    let api = api.layer(axum::middleware::from_fn_with_state(
+        ctx.auth.clone(),
+        auth::require_auth,
+    ));
+    let (public, public_specs) = public.into_parts();
+    specs.extend(public_specs);
+    let router = public
         .merge(api)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    (router, specs)
 }
 
 /// GET /emulator/v1/faults: the seed and what was injected so far, per kind and API (the
@@ -547,32 +578,6 @@ pub fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
         .filter(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
         .collect()
-}
-
-async fn bucket_test_permissions(
-    State(ctx): State<EmulatorContext>,
-    UrlPath(bucket): UrlPath<String>,
-    uri: axum::http::Uri,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    ctx.inject("storage.buckets.testIamPermissions").await?;
-    if ctx.storage.bucket_dir(&bucket).is_none() {
-        return Err(ApiError::not_found(format!(
-            "The specified bucket does not exist: {bucket}"
-        )));
-    }
-    let asked = query_values(uri.query(), "permissions");
-    if asked.is_empty() {
-        return Err(ApiError::bad_request("Required parameter: permissions"));
-    }
-    let granted: Vec<String> = asked
-        .into_iter()
-        .filter(|p| !ctx.config.denied_permissions.contains(p))
-        .collect();
-    let mut body = json!({"kind": "storage#testIamPermissionsResponse"});
-    if !granted.is_empty() {
-        body["permissions"] = json!(granted);
-    }
-    Ok(Json(body))
 }
 
 #[derive(serde::Deserialize)]

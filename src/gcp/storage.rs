@@ -387,6 +387,11 @@ pub struct ListOptions {
     pub max_results: Option<u32>,
     /// Continue from a previous page.
     pub page_token: Option<String>,
+    /// With a delimiter, also list objects whose names end in the delimiter (folder
+    /// placeholders such as `dir/`) as items beside their prefix.
+    pub include_trailing_delimiter: bool,
+    /// Only names at or after this one (lexicographically).
+    pub start_offset: Option<String>,
 }
 
 /// One page of a listing.
@@ -798,6 +803,12 @@ impl StorageClient {
         if let Some(t) = &opts.page_token {
             q.push(("pageToken", t.clone()));
         }
+        if opts.include_trailing_delimiter {
+            q.push(("includeTrailingDelimiter", "true".into()));
+        }
+        if let Some(o) = &opts.start_offset {
+            q.push(("startOffset", o.clone()));
+        }
         let r = self
             .send(
                 "objects.list",
@@ -851,6 +862,128 @@ impl StorageClient {
         Ok(())
     }
 
+    /// Replaces custom metadata keys of an object (objects.patch); `opts` carries the
+    /// metageneration precondition.
+    pub async fn patch_object_metadata(
+        &self,
+        bucket: &str,
+        name: &str,
+        metadata: &BTreeMap<String, String>,
+        opts: &WriteOptions,
+    ) -> Result<Object, StorageError> {
+        let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
+        let q = opts.query();
+        let body = json!({ "metadata": metadata });
+        let r = self
+            .send(
+                "objects.patch",
+                || {
+                    self.http
+                        .patch(&url)
+                        .query(&q)
+                        .json(&body)
+                        .timeout(self.request_timeout)
+                },
+                |s| s.is_success(),
+            )
+            .await?;
+        Self::json("objects.patch", r).await
+    }
+
+    /// Renames `src` to `dst` within `bucket` in one step (objects.move), only while `src`
+    /// is generation `source_generation` when given; `opts` carries destination preconditions.
+    pub async fn move_object(
+        &self,
+        bucket: &str,
+        src: &str,
+        source_generation: Option<i64>,
+        dst: &str,
+        opts: &WriteOptions,
+    ) -> Result<Object, StorageError> {
+        let op = "objects.move";
+        let url = self.url(&format!(
+            "/storage/v1/b/{}/o/{}/moveTo/o/{}",
+            enc(bucket),
+            enc(src),
+            enc(dst)
+        ));
+        let mut q = opts.query();
+        if let Some(g) = source_generation {
+            q.push(("ifSourceGenerationMatch", g.to_string()));
+        }
+        let r = self
+            .send(
+                op,
+                || self.http.post(&url).query(&q).timeout(self.request_timeout),
+                |s| s.is_success(),
+            )
+            .await?;
+        Self::json(op, r).await
+    }
+
+    /// Copies generation `source_generation` (the live one when `None`) of `src` to `dst`
+    /// within `bucket` with objects.rewrite, following rewrite tokens until done; `opts`
+    /// carries the destination preconditions.
+    pub async fn rewrite_object(
+        &self,
+        bucket: &str,
+        src: &str,
+        source_generation: Option<i64>,
+        dst: &str,
+        opts: &WriteOptions,
+    ) -> Result<Object, StorageError> {
+        let op = "objects.rewrite";
+        let url = self.url(&format!(
+            "/storage/v1/b/{}/o/{}/rewriteTo/b/{}/o/{}",
+            enc(bucket),
+            enc(src),
+            enc(bucket),
+            enc(dst)
+        ));
+        let mut token: Option<String> = None;
+        loop {
+            let mut q = opts.query();
+            if let Some(g) = source_generation {
+                q.push(("sourceGeneration", g.to_string()));
+            }
+            if let Some(t) = &token {
+                q.push(("rewriteToken", t.clone()));
+            }
+            let r = self
+                .send(
+                    op,
+                    || {
+                        self.http
+                            .post(&url)
+                            .query(&q)
+                            .json(&json!({}))
+                            .timeout(self.request_timeout)
+                    },
+                    |s| s.is_success(),
+                )
+                .await?;
+            let v: Value = Self::json(op, r).await?;
+            if v["done"].as_bool() == Some(true) {
+                return serde_json::from_value(v["resource"].clone()).map_err(|e| {
+                    StorageError::Protocol {
+                        op: op.into(),
+                        detail: format!("unreadable rewrite resource: {e}"),
+                    }
+                });
+            }
+            match v["rewriteToken"].as_str() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => {
+                    return Err(StorageError::Protocol {
+                        op: op.into(),
+                        detail: "a rewrite answer that is neither done nor carries a rewriteToken"
+                            .into(),
+                    });
+                }
+            }
+        }
+    }
+
     /// Streams an object's content, or the inclusive byte range `range`. A full download is
     /// checked against the `x-goog-hash` crc32c at its end.
     pub async fn download(
@@ -859,17 +992,33 @@ impl StorageClient {
         name: &str,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<Download, StorageError> {
+        self.download_generation(bucket, name, range, None).await
+    }
+
+    /// [`download`](Self::download) of generation `generation` (404 when that generation
+    /// no longer exists), or of the live one when `None`.
+    pub async fn download_generation(
+        &self,
+        bucket: &str,
+        name: &str,
+        range: Option<(u64, Option<u64>)>,
+        generation: Option<i64>,
+    ) -> Result<Download, StorageError> {
         let op = "objects.download";
         let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
         let range_h = range.map(|(a, b)| match b {
             Some(b) => format!("bytes={a}-{b}"),
             None => format!("bytes={a}-"),
         });
+        let mut q = vec![("alt", "media".to_string())];
+        if let Some(g) = generation {
+            q.push(("generation", g.to_string()));
+        }
         let r = self
             .send(
                 op,
                 || {
-                    let mut r = self.http.get(&url).query(&[("alt", "media")]);
+                    let mut r = self.http.get(&url).query(&q);
                     if let Some(h) = &range_h {
                         r = r.header(reqwest::header::RANGE, h);
                     }

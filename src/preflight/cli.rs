@@ -12,6 +12,7 @@ use clap::Args;
 use super::{PreflightClients, PreflightError, PreflightOptions, PreflightReport};
 use crate::backends::cloudrun::CloudRunConfig;
 use crate::emulator::faults::{FaultConfig, Latency};
+use crate::emulator::storage::MutationLimit;
 use crate::emulator::{AuthMode, EmulatorConfig, LocalCloud};
 use crate::gcp::auth::TokenSource;
 use crate::gcp::storage::{BucketSpec, StorageClient};
@@ -242,6 +243,13 @@ pub struct EmulatorArgs {
     /// Report this service as disabled by Service Usage (repeatable).
     #[arg(long, value_name = "SERVICE")]
     pub disable_service: Vec<String>,
+    /// Sustained mutations per second allowed on one object name before 429s (Cloud Storage
+    /// documents one write per second); 0 turns the limit off.
+    #[arg(long, value_name = "PER_SECOND", default_value_t = MutationLimit::default().per_second)]
+    pub object_mutation_rate: f64,
+    /// Mutations of one object name that may come at once before the rate applies.
+    #[arg(long, value_name = "N", default_value_t = MutationLimit::default().burst)]
+    pub object_mutation_burst: u32,
 }
 
 /// Parses `MIN-MAX` or `N` (milliseconds).
@@ -299,7 +307,21 @@ impl EmulatorArgs {
         if let Some(seed) = self.seed {
             faults.seed = Some(seed);
         }
+        let rate = self.object_mutation_rate;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(format!(
+                "--object-mutation-rate must be a non-negative number, got {rate}"
+            ));
+        }
+        if rate > 0.0 && self.object_mutation_burst == 0 {
+            return Err("--object-mutation-burst must be at least 1".into());
+        }
+        let object_mutation_limit = (rate > 0.0).then_some(MutationLimit {
+            per_second: rate,
+            burst: self.object_mutation_burst,
+        });
         Ok(EmulatorConfig {
+            object_mutation_limit,
             state_dir: self.state_dir.clone(),
             port: self.port,
             auth: if self.auth {
@@ -407,5 +429,47 @@ mod tests {
         assert!(parse_latency("x").is_err());
         assert!(probability("--p503", 1.5).is_err());
         assert!(probability("--p503", 0.25).is_ok());
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EmulatorArgs,
+    }
+
+    fn cfg(argv: &[&str]) -> Result<EmulatorConfig, String> {
+        use clap::Parser;
+        let mut all = vec!["emulator"];
+        all.extend_from_slice(argv);
+        Cli::try_parse_from(all)
+            .map_err(|e| e.to_string())?
+            .args
+            .config()
+    }
+
+    #[test]
+    fn object_mutation_limit_flags() {
+        assert_eq!(
+            cfg(&[]).unwrap().object_mutation_limit,
+            Some(MutationLimit::default())
+        );
+        assert_eq!(
+            cfg(&["--object-mutation-rate", "0"])
+                .unwrap()
+                .object_mutation_limit,
+            None
+        );
+        let l = cfg(&[
+            "--object-mutation-rate",
+            "2.5",
+            "--object-mutation-burst",
+            "9",
+        ])
+        .unwrap()
+        .object_mutation_limit
+        .unwrap();
+        assert_eq!((l.per_second, l.burst), (2.5, 9));
+        assert!(cfg(&["--object-mutation-rate", "-1"]).is_err());
+        assert!(cfg(&["--object-mutation-burst", "0"]).is_err());
     }
 }

@@ -14,17 +14,23 @@ use crate::gcp::run::{
 /// Label marking preflight jobs (with `sandbox-harness=1`, so `gc` finds leftovers).
 pub const PURPOSE_LABEL: &str = "sandbox-harness-purpose";
 
-/// The default test command: the executor's worker, which exits 0 after a short idle time.
-fn default_command() -> Vec<String> {
+/// The default test command: the executor's worker on the test job's own `sessions/` prefix
+/// (which the 7-day lifecycle rule and `gc` clean), exiting 0 after a short idle time, so it
+/// reaches Cloud Storage as a sandbox's worker does.
+fn default_command(cfg: &CloudRunConfig, id: &str) -> Vec<String> {
     vec![
         crate::images::EXECUTOR_PATH.into(),
         "worker".into(),
-        "--state-dir".into(),
-        "/tmp/sandbox-preflight".into(),
+        "--bucket".into(),
+        cfg.bucket.clone(),
+        "--prefix".into(),
+        crate::backends::cloudrun::sandbox_prefix(id),
         "--idle-timeout-ms".into(),
         "200".into(),
-        "--poll-ms".into(),
+        "--poll-min-ms".into(),
         "20".into(),
+        "--poll-max-ms".into(),
+        "100".into(),
         "--max-lifetime-ms".into(),
         "20000".into(),
     ]
@@ -109,16 +115,19 @@ pub(super) async fn round_trip(
     opts: &PreflightOptions,
 ) -> Result<String, String> {
     let image = clients.executor_image.clone()?;
-    let command = opts.test_command.clone().unwrap_or_else(default_command);
+    let id = format!(
+        "preflight-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let command = opts
+        .test_command
+        .clone()
+        .unwrap_or_else(|| default_command(cfg, &id));
     if command.is_empty() {
         return Err("the test command is empty".into());
     }
     let run = &clients.run;
     let parent = format!("projects/{}/locations/{}", clients.project, cfg.region);
-    let id = format!(
-        "preflight-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
     let name = format!("{parent}/jobs/{id}");
     let spec = job_spec(cfg, &image, command, opts.job_timeout);
     let deadline = Instant::now() + opts.job_timeout + Duration::from_secs(60);

@@ -21,16 +21,14 @@ mod runner;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bollard::Docker;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
@@ -40,14 +38,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::emulator::faults::FaultInjector;
+use crate::emulator::gcsfuse::GcsFuse;
+use crate::emulator::routes::{Api, RouteTable};
 use crate::gcp::run::{
     Condition, EXECUTION_TYPE_URL, Execution, ExecutionReference, JOB_TYPE_URL, Job,
     ListExecutionsResponse, ListJobsResponse, ListTasksResponse, Operation, RunJobRequest, Status,
     Task, TaskAttemptResult, format_duration, parse_duration,
 };
-
-/// Maps a bucket name to the host directory holding its objects as plain files.
-pub type BucketDirFn = Arc<dyn Fn(&str) -> Option<PathBuf> + Send + Sync>;
 
 /// Decides whether a request's headers are authorised.
 pub type AuthCheck = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
@@ -72,8 +69,6 @@ pub enum RunEmulatorError {
 pub struct RunConfig {
     /// The Docker engine that runs task containers.
     pub docker: Docker,
-    /// Host directory of a bucket's objects (Cloud Storage volumes bind-mount it).
-    pub bucket_dir: BucketDirFn,
     /// Injected latency and faults (shared with the storage half).
     pub faults: Arc<FaultInjector>,
     /// Authorisation check of every request; None accepts everything.
@@ -90,14 +85,13 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// A configuration with no faults, no auth and the default labels for `instance_id`.
-    pub fn new(docker: Docker, bucket_dir: BucketDirFn, instance_id: &str) -> Self {
+    pub fn new(docker: Docker, instance_id: &str) -> Self {
         let labels = BTreeMap::from([
             (HARNESS_LABEL.to_string(), "1".to_string()),
             (EMULATOR_LABEL.to_string(), instance_id.to_string()),
         ]);
         RunConfig {
             docker,
-            bucket_dir,
             faults: Arc::new(FaultInjector::default()),
             auth: None,
             instance_id: instance_id.to_string(),
@@ -166,6 +160,8 @@ pub struct RunState {
     /// `host:port` of the emulator's own APIs, given to task containers as
     /// `STORAGE_EMULATOR_HOST` and `GCE_METADATA_HOST` (set once the server listens).
     api_host: std::sync::OnceLock<String>,
+    /// Mounts Cloud Storage volumes (set once the Storage endpoint is known).
+    gcs_volumes: OnceLock<Arc<GcsFuse>>,
     inner: Mutex<Inner>,
     changed: watch::Sender<u64>,
     shutdown: CancellationToken,
@@ -219,6 +215,7 @@ impl RunState {
         Ok(Arc::new(RunState {
             cfg,
             api_host: std::sync::OnceLock::new(),
+            gcs_volumes: OnceLock::new(),
             inner: Mutex::new(Inner::default()),
             changed,
             shutdown: CancellationToken::new(),
@@ -242,6 +239,33 @@ impl RunState {
     /// Where task containers reach the emulator's APIs, once known.
     pub fn api_host(&self) -> Option<&str> {
         self.api_host.get().map(String::as_str)
+    }
+
+    /// Gives the runner its Cloud Storage FUSE mounter; without one, `gcs` volumes are refused.
+    pub fn set_gcs_volumes(&self, g: Arc<GcsFuse>) -> Result<(), RunEmulatorError> {
+        self.gcs_volumes
+            .set(g)
+            .map_err(|_| RunEmulatorError::Config("the gcs volume mounter is already set".into()))
+    }
+
+    /// The Cloud Storage FUSE mounter, if set.
+    pub fn gcs_volumes(&self) -> Option<&Arc<GcsFuse>> {
+        self.gcs_volumes.get()
+    }
+
+    /// Refuses templates with `gcs` volumes when this emulator cannot mount them, saying what
+    /// is missing (no silent fallback to another volume mode).
+    fn check_gcs_volumes(&self, t: &crate::gcp::run::TaskTemplate) -> Result<(), ApiError> {
+        if !t.volumes.iter().any(|v| v.gcs.is_some()) {
+            return Ok(());
+        }
+        if self.gcs_volumes.get().is_none() {
+            return Err(ApiError::precondition(
+                "this emulator has no Cloud Storage endpoint to mount gcs volumes from \
+                 (start the Cloud Run half together with the storage half, as LocalCloud does)",
+            ));
+        }
+        crate::emulator::gcsfuse::check_available().map_err(ApiError::precondition)
     }
 
     /// Cancels every running execution, waits for their containers to be removed, and removes
@@ -639,34 +663,102 @@ type St = State<Arc<RunState>>;
 
 /// The axum router of the Cloud Run Admin API v2 endpoints (paths start with `/v2/`).
 pub fn router(state: Arc<RunState>) -> Router {
-    let base = "/v2/projects/{project}/locations/{location}";
-    Router::new()
-        .route(&format!("{base}/jobs"), get(list_jobs).post(create_job))
+    routes(state).into_router()
+}
+
+/// The Cloud Run Admin API v2 routes, each with the discovery-document methods it serves
+/// (custom verbs such as `jobs/{job}:run` share their path pattern with the resource in axum).
+pub fn routes(state: Arc<RunState>) -> RouteTable {
+    const JOBS: &str = "/v2/projects/{project}/locations/{location}/jobs";
+    const JOB: &str = "/v2/projects/{project}/locations/{location}/jobs/{job}";
+    const EXECS: &str = "/v2/projects/{project}/locations/{location}/jobs/{job}/executions";
+    const EXEC: &str =
+        "/v2/projects/{project}/locations/{location}/jobs/{job}/executions/{execution}";
+    const TASKS: &str =
+        "/v2/projects/{project}/locations/{location}/jobs/{job}/executions/{execution}/tasks";
+    const TASK: &str = "/v2/projects/{project}/locations/{location}/jobs/{job}/executions/{execution}/tasks/{task}";
+    const OP: &str = "/v2/projects/{project}/locations/{location}/operations/{operation}";
+    fn g(ids: &'static [&'static str]) -> Api {
+        Api::Google("run.v2", ids)
+    }
+    RouteTable::new()
         .route(
-            &format!("{base}/jobs/{{job}}"),
-            get(get_job).delete(delete_job).post(post_job),
+            Method::GET,
+            JOBS,
+            g(&["run.projects.locations.jobs.list"]),
+            list_jobs,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions"),
-            get(list_executions),
+            Method::POST,
+            JOBS,
+            g(&["run.projects.locations.jobs.create"]),
+            create_job,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions/{{execution}}"),
-            get(get_execution)
-                .delete(delete_execution)
-                .post(post_execution),
+            Method::GET,
+            JOB,
+            g(&["run.projects.locations.jobs.get"]),
+            get_job,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions/{{execution}}/tasks"),
-            get(list_tasks),
+            Method::DELETE,
+            JOB,
+            g(&["run.projects.locations.jobs.delete"]),
+            delete_job,
         )
         .route(
-            &format!("{base}/jobs/{{job}}/executions/{{execution}}/tasks/{{task}}"),
-            get(get_task),
+            Method::POST,
+            JOB,
+            g(&["run.projects.locations.jobs.run"]),
+            post_job,
         )
         .route(
-            &format!("{base}/operations/{{operation}}"),
-            get(get_operation).post(post_operation),
+            Method::GET,
+            EXECS,
+            g(&["run.projects.locations.jobs.executions.list"]),
+            list_executions,
+        )
+        .route(
+            Method::GET,
+            EXEC,
+            g(&["run.projects.locations.jobs.executions.get"]),
+            get_execution,
+        )
+        .route(
+            Method::DELETE,
+            EXEC,
+            g(&["run.projects.locations.jobs.executions.delete"]),
+            delete_execution,
+        )
+        .route(
+            Method::POST,
+            EXEC,
+            g(&["run.projects.locations.jobs.executions.cancel"]),
+            post_execution,
+        )
+        .route(
+            Method::GET,
+            TASKS,
+            g(&["run.projects.locations.jobs.executions.tasks.list"]),
+            list_tasks,
+        )
+        .route(
+            Method::GET,
+            TASK,
+            g(&["run.projects.locations.jobs.executions.tasks.get"]),
+            get_task,
+        )
+        .route(
+            Method::GET,
+            OP,
+            g(&["run.projects.locations.operations.get"]),
+            get_operation,
+        )
+        .route(
+            Method::POST,
+            OP,
+            g(&["run.projects.locations.operations.wait"]),
+            post_operation,
         )
         .with_state(state)
 }
@@ -689,6 +781,7 @@ async fn create_job(
         )));
     }
     spec::validate(&job.template).map_err(ApiError::invalid)?;
+    st.check_gcs_volumes(&job.template.template)?;
     let parent = format!("projects/{p}/locations/{l}");
     let name = format!("{parent}/jobs/{id}");
     let t = now();
@@ -823,6 +916,7 @@ async fn post_job(
     }
     let tmpl =
         spec::apply_overrides(&job.template, req.overrides.as_ref()).map_err(ApiError::invalid)?;
+    st.check_gcs_volumes(&tmpl.template)?;
     let task_count = tmpl.task_count.unwrap_or(1);
     let parallelism = tmpl.parallelism.unwrap_or(0);
     let max_retries = tmpl

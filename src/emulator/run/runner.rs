@@ -18,7 +18,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXECUTION_LABEL, Phase, RunState, cancelled_result, now, rand_suffix, spec};
-use crate::gcp::run::{Status, TaskAttemptResult, TaskTemplate};
+use crate::emulator::gcsfuse::{self, Budget, MountHandle, MountOptions};
+use crate::gcp::run::{Container, Status, TaskAttemptResult, TaskTemplate};
 
 /// Bytes of container output kept in a failed task's message.
 pub const LOG_TAIL_BYTES: usize = 4096;
@@ -204,7 +205,20 @@ async fn run_attempt(
     cancel: &CancellationToken,
 ) -> Outcome {
     let docker = &st.cfg.docker;
-    let body = match container_body(st, plan, index, attempt) {
+    // Staged writes of Cloud Storage volumes count against the container's memory (Cloud
+    // Run's jobs page, "Memory requirements"); Cloud Run's default limit when none is set.
+    let limit = plan
+        .template
+        .containers
+        .first()
+        .and_then(memory_limit)
+        .map_or(gcsfuse::options::CLOUD_RUN_DEFAULT_MEMORY, |m| m as u64);
+    let budget = Budget::new(limit);
+    let mounts = match mount_volumes(st, plan, &budget).await {
+        Ok(m) => m,
+        Err(msg) => return failure(9, msg, None),
+    };
+    let body = match container_body(st, plan, index, attempt, &mounts) {
         Ok(b) => b,
         Err(msg) => return failure(9, msg, None),
     };
@@ -222,7 +236,7 @@ async fn run_attempt(
             return failure(13, format!("The container could not be created: {e}"), None);
         }
     };
-    let out = supervise(docker, &id, plan, index, cancel).await;
+    let out = supervise(docker, &id, plan, index, cancel, &budget).await;
     let rm = RemoveContainerOptionsBuilder::new()
         .force(true)
         .v(true)
@@ -230,7 +244,55 @@ async fn run_attempt(
     if let Err(e) = docker.remove_container(&id, Some(rm)).await {
         tracing::warn!(container = %id, error = %e, "removing a task container failed");
     }
+    // The container is gone: unmount its Cloud Storage volumes.
+    drop(mounts);
     out
+}
+
+/// The container's memory limit in bytes, if it sets one.
+fn memory_limit(c: &Container) -> Option<i64> {
+    c.resources
+        .as_ref()
+        .and_then(|r| r.limits.get("memory"))
+        .and_then(|s| spec::parse_memory(s))
+}
+
+/// Mounts every `gcs` volume the container uses with the twin's Cloud Storage FUSE, keyed by
+/// volume name; the error is the attempt's failure message.
+async fn mount_volumes(
+    st: &RunState,
+    plan: &ExecPlan,
+    budget: &Arc<Budget>,
+) -> Result<HashMap<String, MountHandle>, String> {
+    let mut out = HashMap::new();
+    let Some(c) = plan.template.containers.first() else {
+        return Ok(out);
+    };
+    for vm in &c.volume_mounts {
+        if out.contains_key(&vm.name) {
+            continue;
+        }
+        let Some(g) = plan
+            .template
+            .volumes
+            .iter()
+            .find(|v| v.name == vm.name)
+            .and_then(|v| v.gcs.as_ref())
+        else {
+            continue;
+        };
+        let mounter = st
+            .gcs_volumes()
+            .cloned()
+            .ok_or("this emulator cannot mount Cloud Storage volumes (no Storage endpoint)")?;
+        let opts = MountOptions::parse(&g.mount_options)?;
+        let (bucket, ro, budget) = (g.bucket.clone(), g.read_only, budget.clone());
+        let m = tokio::task::spawn_blocking(move || mounter.mount(&bucket, &opts, ro, budget))
+            .await
+            .map_err(|e| format!("mounting volume {} failed: {e}", vm.name))??;
+        out.insert(vm.name.clone(), m);
+    }
+    Ok(out)
 }
 
 async fn supervise(
@@ -239,6 +301,7 @@ async fn supervise(
     plan: &ExecPlan,
     index: usize,
     cancel: &CancellationToken,
+    budget: &Budget,
 ) -> Outcome {
     if let Err(e) = docker.start_container(id, None).await {
         return failure(13, format!("The container could not be started: {e}"), None);
@@ -248,6 +311,7 @@ async fn supervise(
         WaitErr(String),
         Timeout,
         Cancel,
+        OutOfMemory(u64),
     }
     let end = {
         let mut wait = docker.wait_container(id, None);
@@ -260,6 +324,7 @@ async fn supervise(
             },
             _ = tokio::time::sleep(plan.timeout) => End::Timeout,
             _ = cancel.cancelled() => End::Cancel,
+            used = budget.wait_exceeded() => End::OutOfMemory(used),
         }
     };
     let kill = || async {
@@ -294,6 +359,17 @@ async fn supervise(
         End::Cancel => {
             kill().await;
             Outcome::Cancelled
+        }
+        End::OutOfMemory(used) => {
+            // Cloud Run kills an instance past its memory limit; staged writes of Cloud
+            // Storage volumes count (Cloud Run's jobs page, "Memory requirements").
+            kill().await;
+            tracing::info!(task = %task, used, limit = budget.limit(), "task out of memory");
+            failure(
+                8,
+                gcsfuse::oom_message(budget.limit(), used),
+                Some(gcsfuse::OOM_EXIT_CODE),
+            )
         }
         End::WaitErr(e) => {
             kill().await;
@@ -349,6 +425,7 @@ fn container_body(
     plan: &ExecPlan,
     index: usize,
     attempt: i32,
+    mounts: &HashMap<String, MountHandle>,
 ) -> Result<ContainerCreateBody, String> {
     let c = plan
         .template
@@ -392,7 +469,7 @@ fn container_body(
     labels.insert("sandbox-harness.run.task-index".into(), index.to_string());
     labels.insert("sandbox-harness.run.attempt".into(), attempt.to_string());
 
-    let mut mounts = Vec::new();
+    let mut mounts_out = Vec::new();
     for vm in &c.volume_mounts {
         let vol = plan
             .template
@@ -401,17 +478,12 @@ fn container_body(
             .find(|v| v.name == vm.name)
             .ok_or_else(|| format!("volume {:?} is not defined", vm.name))?;
         if let Some(g) = &vol.gcs {
-            let root = (st.cfg.bucket_dir)(&g.bucket)
-                .ok_or_else(|| format!("The bucket {} does not exist.", g.bucket))?;
-            let dir = match spec::only_dir(&g.mount_options)? {
-                Some(rel) => root.join(rel),
-                None => root,
-            };
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("creating {} failed: {e}", dir.display()))?;
-            mounts.push(Mount {
+            let m = mounts
+                .get(&vm.name)
+                .ok_or_else(|| format!("volume {:?} was not mounted", vm.name))?;
+            mounts_out.push(Mount {
                 target: Some(vm.mount_path.clone()),
-                source: Some(dir.to_string_lossy().into_owned()),
+                source: Some(m.path().to_string_lossy().into_owned()),
                 typ: Some(MountType::BIND),
                 read_only: Some(g.read_only),
                 ..Default::default()
@@ -419,7 +491,7 @@ fn container_body(
         } else if let Some(e) = &vol.empty_dir {
             let size = e.size_limit.as_deref().and_then(spec::parse_memory);
             let memory = e.medium.as_deref() == Some("MEMORY");
-            mounts.push(Mount {
+            mounts_out.push(Mount {
                 target: Some(vm.mount_path.clone()),
                 typ: Some(if memory {
                     MountType::TMPFS
@@ -452,7 +524,7 @@ fn container_body(
         network_mode: Some("host".into()),
         nano_cpus,
         memory,
-        mounts: Some(mounts),
+        mounts: Some(mounts_out),
         ..Default::default()
     };
     Ok(ContainerCreateBody {

@@ -1,9 +1,9 @@
 //! Validation of job templates and their translation into what a container needs: limits,
 //! mounts, environment, with RunJobRequest overrides applied.
 
-use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use crate::emulator::gcsfuse::options::{MountOptions, check_mount_path};
 use crate::gcp::run::{
     ContainerOverride, EnvVar, ExecutionTemplate, Overrides, TaskTemplate, parse_duration,
 };
@@ -59,27 +59,6 @@ pub fn valid_id(id: &str) -> bool {
         && !id.ends_with('-')
 }
 
-/// The `only-dir=` option of a gcs volume, as a safe relative path.
-pub fn only_dir(mount_options: &[String]) -> Result<Option<PathBuf>, String> {
-    for opt in mount_options {
-        let Some(v) = opt.trim().strip_prefix("only-dir=") else {
-            continue;
-        };
-        let rel = v.trim_matches('/');
-        if rel.is_empty() {
-            return Ok(None);
-        }
-        let p = Path::new(rel);
-        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(format!(
-                "mount option only-dir={v} is not a plain relative path"
-            ));
-        }
-        return Ok(Some(p.to_path_buf()));
-    }
-    Ok(None)
-}
-
 /// Validates an execution template as the emulator can run it; the error is a 400 message.
 pub fn validate(t: &ExecutionTemplate) -> Result<(), String> {
     if let Some(n) = t.task_count
@@ -129,7 +108,8 @@ fn validate_task(t: &TaskTemplate) -> Result<(), String> {
                 if g.bucket.is_empty() {
                     return Err(format!("volume {}: gcs.bucket is required", v.name));
                 }
-                only_dir(&g.mount_options)?;
+                MountOptions::parse(&g.mount_options)
+                    .map_err(|e| format!("volume {}: {e}", v.name))?;
             }
             (None, Some(e)) => {
                 if let Some(sz) = &e.size_limit {
@@ -175,6 +155,7 @@ fn validate_task(t: &TaskTemplate) -> Result<(), String> {
                 m.mount_path
             ));
         }
+        check_mount_path(&m.mount_path)?;
     }
     for e in &c.env {
         if e.name.is_empty() || e.name.contains('=') {
@@ -250,16 +231,11 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_only_dir() {
+    fn ids() {
         assert!(valid_id("job-1"));
         assert!(!valid_id("Job"));
         assert!(!valid_id("1job"));
         assert!(!valid_id("job-"));
-        assert_eq!(
-            only_dir(&["only-dir=/a/b/".into()]).unwrap(),
-            Some(PathBuf::from("a/b"))
-        );
-        assert!(only_dir(&["only-dir=a/../b".into()]).is_err());
     }
 
     #[test]

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::store::{
-    Hashes, NewObject, ObjectMeta, Preconditions, encode_component, validate_object_name,
+    Hashes, ListQuery, NewObject, ObjectMeta, Preconditions, SourcePreconditions, TempFile,
+    compile_glob, encode_component, validate_object_name,
 };
 use crate::emulator::server::{ApiError, EmulatorContext, parse_json, query_values};
 
@@ -29,26 +30,8 @@ fn q1(uri: &Uri, key: &str) -> Option<String> {
     query_values(uri.query(), key).into_iter().next()
 }
 
-/// Removes a temp file on drop unless disarmed.
-struct TempGuard(Option<PathBuf>);
-
-impl TempGuard {
-    fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new(""))
-    }
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempGuard {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
+/// The object resource as JSON. Known difference from Google: `fields=` (partial responses)
+/// is ignored, the whole resource is returned.
 fn object_response(
     status: StatusCode,
     m: &ObjectMeta,
@@ -63,9 +46,24 @@ fn object_response(
 }
 
 fn require_bucket(ctx: &EmulatorContext, bucket: &str) -> Result<(), ApiError> {
-    ctx.storage.bucket_dir(bucket).map(|_| ()).ok_or_else(|| {
-        ApiError::not_found(format!("The specified bucket does not exist: {bucket}"))
-    })
+    if ctx.storage.has_bucket(bucket) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "The specified bucket does not exist: {bucket}"
+        )))
+    }
+}
+
+/// The value of a boolean query parameter (`true`/`false`; absent = false).
+fn q_bool(uri: &Uri, key: &str) -> Result<bool, ApiError> {
+    match q1(uri, key).as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(v) => Err(ApiError::bad_request(format!(
+            "Invalid value for {key}: {v} (expected true or false)"
+        ))),
+    }
 }
 
 // ---------------- buckets ----------------
@@ -172,6 +170,23 @@ pub async fn patch_bucket(
     Ok(Json(b.resource(ctx.storage.base_url())))
 }
 
+/// GET /storage/v1/b/{bucket}/storageLayout (gcloud asks before removing folders; the
+/// emulator's buckets are flat: no hierarchical namespace).
+pub async fn get_storage_layout(
+    State(ctx): State<EmulatorContext>,
+    UrlPath(bucket): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    ctx.inject("storage.buckets.getStorageLayout").await?;
+    let b = ctx.storage.get_bucket(&bucket).await?;
+    Ok(Json(json!({
+        "kind": "storage#storageLayout",
+        "bucket": b.name,
+        "location": b.location,
+        "locationType": "region",
+        "hierarchicalNamespace": {"enabled": false},
+    })))
+}
+
 /// DELETE /storage/v1/b/{bucket}
 pub async fn delete_bucket(
     State(ctx): State<EmulatorContext>,
@@ -180,6 +195,33 @@ pub async fn delete_bucket(
     ctx.inject("storage.buckets.delete").await?;
     ctx.storage.delete_bucket(&bucket).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// GET /storage/v1/b/{bucket}/iam/testPermissions
+pub async fn bucket_test_permissions(
+    State(ctx): State<EmulatorContext>,
+    UrlPath(bucket): UrlPath<String>,
+    uri: Uri,
+) -> Result<Json<Value>, ApiError> {
+    ctx.inject("storage.buckets.testIamPermissions").await?;
+    if !ctx.storage.has_bucket(&bucket) {
+        return Err(ApiError::not_found(format!(
+            "The specified bucket does not exist: {bucket}"
+        )));
+    }
+    let asked = query_values(uri.query(), "permissions");
+    if asked.is_empty() {
+        return Err(ApiError::bad_request("Required parameter: permissions"));
+    }
+    let granted: Vec<String> = asked
+        .into_iter()
+        .filter(|p| !ctx.config.denied_permissions.contains(p))
+        .collect();
+    let mut body = json!({"kind": "storage#testIamPermissionsResponse"});
+    if !granted.is_empty() {
+        body["permissions"] = json!(granted);
+    }
+    Ok(Json(body))
 }
 
 // ---------------- objects ----------------
@@ -204,70 +246,54 @@ pub async fn list_objects(
             .min(1000),
         None => 1000,
     };
+    // The page token is the last key of the previous page: 'P' + a rolled-up prefix or
+    // 'N' + an object name.
     let after = match q1(&uri, "pageToken").filter(|t| !t.is_empty()) {
-        Some(t) => Some(
-            B64URL
+        Some(t) => {
+            let raw = B64URL
                 .decode(t.as_bytes())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::bad_request("Invalid pageToken"))?,
-        ),
+                .ok_or_else(|| ApiError::bad_request("Invalid pageToken"))?;
+            match raw.split_at_checked(1) {
+                Some(("P", k)) => Some((k.to_string(), true)),
+                Some(("N", k)) => Some((k.to_string(), false)),
+                _ => return Err(ApiError::bad_request("Invalid pageToken")),
+            }
+        }
         None => None,
     };
-    let names = ctx.storage.object_names(&bucket, &prefix).await?;
-    let mut items = Vec::new();
-    let mut prefixes: Vec<String> = Vec::new();
-    let mut last_key: Option<String> = None;
-    let mut next = None;
-    for name in names {
-        if let Some(a) = &after {
-            let skip_prefix = delimiter.as_ref().is_some_and(|d| a.ends_with(d.as_str()))
-                && name.starts_with(a.as_str());
-            if name.as_str() <= a.as_str() || skip_prefix {
-                continue;
-            }
-        }
-        let key = match &delimiter {
-            Some(d) => match name[prefix.len()..].find(d.as_str()) {
-                Some(i) => {
-                    let p = name[..prefix.len() + i + d.len()].to_string();
-                    if prefixes.last() == Some(&p) {
-                        continue;
-                    }
-                    Some(p)
-                }
-                None => None,
-            },
-            None => None,
-        };
-        if items.len() + prefixes.len() >= max {
-            next = last_key.clone();
-            break;
-        }
-        match key {
-            Some(p) => {
-                last_key = Some(p.clone());
-                prefixes.push(p);
-            }
-            None => match ctx.storage.get_object(&bucket, &name, true).await {
-                Ok(m) => {
-                    last_key = Some(name.clone());
-                    items.push(m.resource(&bucket, ctx.storage.base_url()));
-                }
-                Err(e) if e.code == 404 => continue,
-                Err(e) => return Err(e),
-            },
-        }
-    }
+    let match_glob = match q1(&uri, "matchGlob").filter(|g| !g.is_empty()) {
+        Some(g) => Some(compile_glob(&g)?),
+        None => None,
+    };
+    let q = ListQuery {
+        prefix,
+        delimiter,
+        include_trailing_delimiter: q_bool(&uri, "includeTrailingDelimiter")?,
+        start_offset: q1(&uri, "startOffset").filter(|s| !s.is_empty()),
+        end_offset: q1(&uri, "endOffset").filter(|s| !s.is_empty()),
+        match_glob,
+        after,
+        max,
+    };
+    let page = ctx.storage.list_objects(&bucket, &q).await?;
+    let base = ctx.storage.base_url();
     let mut v = json!({"kind": "storage#objects"});
-    if !items.is_empty() {
+    if !page.items.is_empty() {
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|m| m.resource(&bucket, base))
+            .collect();
         v["items"] = json!(items);
     }
-    if !prefixes.is_empty() {
-        v["prefixes"] = json!(prefixes);
+    if !page.prefixes.is_empty() {
+        v["prefixes"] = json!(page.prefixes);
     }
-    if let Some(n) = next {
-        v["nextPageToken"] = json!(B64URL.encode(n.as_bytes()));
+    if let Some((key, is_prefix)) = page.next {
+        let raw = format!("{}{key}", if is_prefix { 'P' } else { 'N' });
+        v["nextPageToken"] = json!(B64URL.encode(raw.as_bytes()));
     }
     Ok(Json(v))
 }
@@ -282,12 +308,21 @@ pub async fn get_object(
     ctx.inject("storage.objects.get").await?;
     require_bucket(&ctx, &bucket)?;
     ctx.storage.maybe_sweep(&bucket).await;
-    let m = ctx.storage.get_object(&bucket, &name, true).await?;
-    check_read_preconditions(&uri, &m)?;
-    if q1(&uri, "alt").as_deref() == Some("media") {
-        return media_response(&ctx, &bucket, m, &headers).await;
+    match q1(&uri, "alt").as_deref() {
+        None | Some("json") => {
+            let m = ctx.storage.get_object(&bucket, &name).await?;
+            check_read_preconditions(&uri, &m)?;
+            Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
+        }
+        Some("media") => {
+            let (m, file) = ctx.storage.open_object(&bucket, &name).await?;
+            check_read_preconditions(&uri, &m)?;
+            media_response(m, file, &headers).await
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid value for alt: {other} (json or media)"
+        ))),
     }
-    Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
 }
 
 /// GET /download/storage/v1/b/{bucket}/o/{object}
@@ -300,23 +335,13 @@ pub async fn download_object(
     ctx.inject("storage.objects.get").await?;
     require_bucket(&ctx, &bucket)?;
     ctx.storage.maybe_sweep(&bucket).await;
-    let m = ctx.storage.get_object(&bucket, &name, true).await?;
+    let (m, file) = ctx.storage.open_object(&bucket, &name).await?;
     check_read_preconditions(&uri, &m)?;
-    media_response(&ctx, &bucket, m, &headers).await
+    media_response(m, file, &headers).await
 }
 
 fn check_read_preconditions(uri: &Uri, m: &ObjectMeta) -> Result<(), ApiError> {
-    let pre = Preconditions::from_query(uri.query())?;
-    pre.check(Some((m.generation, m.metageneration)))?;
-    if let Some(g) = q1(uri, "generation")
-        && g != m.generation.to_string()
-    {
-        return Err(ApiError::not_found(format!(
-            "No such object: generation {g} of {}",
-            m.name
-        )));
-    }
-    Ok(())
+    Preconditions::from_query(uri.query())?.check(Some((m.generation, m.metageneration)))
 }
 
 /// Parses a `Range` header against `size`: `None` = whole object.
@@ -358,39 +383,10 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Api
 }
 
 async fn media_response(
-    ctx: &EmulatorContext,
-    bucket: &str,
     m: ObjectMeta,
+    mut file: tokio::fs::File,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let path = ctx
-        .storage
-        .bucket_dir(bucket)
-        .ok_or_else(|| {
-            ApiError::not_found(format!("The specified bucket does not exist: {bucket}"))
-        })?
-        .join(&m.name);
-    // A container may replace the file (write + rename) between reading the metadata and
-    // opening it: serve only a file whose identity matches the metadata (and its hashes).
-    let mut m = m;
-    let mut attempts = 0;
-    let mut file = loop {
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|_| ApiError::not_found(format!("No such object: {bucket}/{}", m.name)))?;
-        let st = file.metadata().await?;
-        if super::store::mtime_ns(&st) == m.file_mtime_ns && st.len() == m.size {
-            break file;
-        }
-        attempts += 1;
-        if attempts >= 5 {
-            return Err(ApiError::unavailable(format!(
-                "{bucket}/{} keeps changing while being read",
-                m.name
-            )));
-        }
-        m = ctx.storage.get_object(bucket, &m.name, true).await?;
-    };
     let range = parse_range(
         headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
         m.size,
@@ -436,10 +432,27 @@ pub async fn patch_object(
 ) -> Result<Response, ApiError> {
     ctx.inject("storage.objects.patch").await?;
     let pre = Preconditions::from_query(uri.query())?;
-    let patch: NewObject = ctx.json_body(body).await?;
+    let patch: serde_json::Map<String, Value> = ctx.json_body(body).await?;
     let m = ctx
         .storage
-        .patch_object(&bucket, &name, &patch, pre)
+        .patch_object(&bucket, &name, &patch, false, pre)
+        .await?;
+    Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
+}
+
+/// PUT /storage/v1/b/{bucket}/o/{object} (objects.update: replaces the writable metadata)
+pub async fn update_object(
+    State(ctx): State<EmulatorContext>,
+    UrlPath((bucket, name)): UrlPath<(String, String)>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    ctx.inject("storage.objects.update").await?;
+    let pre = Preconditions::from_query(uri.query())?;
+    let patch: serde_json::Map<String, Value> = ctx.json_body(body).await?;
+    let m = ctx
+        .storage
+        .patch_object(&bucket, &name, &patch, true, pre)
         .await?;
     Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
 }
@@ -454,6 +467,185 @@ pub async fn delete_object(
     let pre = Preconditions::from_query(uri.query())?;
     ctx.storage.delete_object(&bucket, &name, pre).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Percent-decodes one raw path piece (no `+` rule: paths are not form data).
+fn decode_piece(raw: &str) -> Result<String, ApiError> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = raw
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("Invalid percent-encoding in {raw:?}"))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request(format!("{raw:?} is not UTF-8 once decoded")))
+}
+
+/// What a POST under `/storage/v1/b/{bucket}/o/` asks for, read from the raw path (an object
+/// name may hold `/`, sent as `%2F`).
+#[derive(Debug, PartialEq, Eq)]
+enum ObjectPost {
+    /// `{object}/compose`.
+    Compose(String),
+    /// `{src}/moveTo/o/{dst}`.
+    Move { src: String, dst: String },
+    /// `{src}/copyTo/b/{bucket}/o/{dst}` (`rewrite` = `rewriteTo`).
+    Copy {
+        src: String,
+        dst_bucket: String,
+        dst: String,
+        rewrite: bool,
+    },
+}
+
+fn parse_object_post(path: &str) -> Result<ObjectPost, ApiError> {
+    let unknown = || ApiError::not_found(format!("No such API path: {path}"));
+    let rest = path.strip_prefix("/storage/v1/b/").ok_or_else(unknown)?;
+    let (_, rest) = rest.split_once("/o/").ok_or_else(unknown)?;
+    if let Some(obj) = rest.strip_suffix("/compose") {
+        return Ok(ObjectPost::Compose(decode_piece(obj)?));
+    }
+    if let Some((src, dst)) = rest.split_once("/moveTo/o/") {
+        return Ok(ObjectPost::Move {
+            src: decode_piece(src)?,
+            dst: decode_piece(dst)?,
+        });
+    }
+    for (verb, rewrite) in [("/copyTo/b/", false), ("/rewriteTo/b/", true)] {
+        if let Some((src, dst)) = rest.split_once(verb) {
+            let (b, o) = dst.split_once("/o/").ok_or_else(unknown)?;
+            return Ok(ObjectPost::Copy {
+                src: decode_piece(src)?,
+                dst_bucket: decode_piece(b)?,
+                dst: decode_piece(o)?,
+                rewrite,
+            });
+        }
+    }
+    Err(unknown())
+}
+
+/// A JSON int64 given as a string (Google's encoding) or a number.
+fn int64(v: &Value, what: &str) -> Result<Option<i64>, ApiError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("Invalid value for {what}: {s}"))),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("Invalid value for {what}: {n}"))),
+        other => Err(ApiError::bad_request(format!(
+            "Invalid value for {what}: {other}"
+        ))),
+    }
+}
+
+/// POST /storage/v1/b/{bucket}/o/{object}/compose, .../{src}/copyTo/b/{b}/o/{dst},
+/// .../{src}/rewriteTo/b/{b}/o/{dst} and .../{src}/moveTo/o/{dst}.
+pub async fn post_object(
+    State(ctx): State<EmulatorContext>,
+    UrlPath((bucket, _)): UrlPath<(String, String)>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let what = parse_object_post(uri.path())?;
+    let pre = Preconditions::from_query(uri.query())?;
+    let base = ctx.storage.base_url().to_string();
+    match what {
+        ObjectPost::Compose(dst) => {
+            ctx.inject("storage.objects.compose").await?;
+            let req: serde_json::Map<String, Value> = ctx.json_body(body).await?;
+            let sources = match req.get("sourceObjects") {
+                Some(Value::Array(a)) => a,
+                _ => return Err(ApiError::bad_request("Required: sourceObjects")),
+            };
+            let mut srcs = Vec::with_capacity(sources.len());
+            for s in sources {
+                let name = s
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::bad_request("Required: sourceObjects[].name"))?;
+                let spre = SourcePreconditions {
+                    generation: int64(
+                        s.get("generation").unwrap_or(&Value::Null),
+                        "sourceObjects[].generation",
+                    )?,
+                    if_generation_match: int64(
+                        s.pointer("/objectPreconditions/ifGenerationMatch")
+                            .unwrap_or(&Value::Null),
+                        "sourceObjects[].objectPreconditions.ifGenerationMatch",
+                    )?,
+                    ..Default::default()
+                };
+                srcs.push((name.to_string(), spre));
+            }
+            let new: NewObject = match req.get("destination") {
+                Some(d) => serde_json::from_value(d.clone())
+                    .map_err(|e| ApiError::bad_request(format!("Invalid destination: {e}")))?,
+                None => NewObject::default(),
+            };
+            let m = ctx
+                .storage
+                .compose_object(&bucket, &dst, &srcs, &new, pre)
+                .await?;
+            Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
+        }
+        ObjectPost::Move { src, dst } => {
+            ctx.inject("storage.objects.move").await?;
+            let spre = SourcePreconditions::from_query(uri.query())?;
+            let m = ctx
+                .storage
+                .move_object(&bucket, &src, &dst, spre, pre)
+                .await?;
+            Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
+        }
+        ObjectPost::Copy {
+            src,
+            dst_bucket,
+            dst,
+            rewrite,
+        } => {
+            ctx.inject(if rewrite {
+                "storage.objects.rewrite"
+            } else {
+                "storage.objects.copy"
+            })
+            .await?;
+            let over: serde_json::Map<String, Value> = ctx.json_body(body).await?;
+            let spre = SourcePreconditions::from_query(uri.query())?;
+            let m = ctx
+                .storage
+                .copy_object((&bucket, &src), (&dst_bucket, &dst), &over, spre, pre)
+                .await?;
+            if !rewrite {
+                return Ok(object_response(StatusCode::OK, &m, &ctx, &dst_bucket));
+            }
+            // The emulator always finishes a rewrite in one call (no rewriteToken).
+            let v = json!({
+                "kind": "storage#rewriteResponse",
+                "totalBytesRewritten": m.size.to_string(),
+                "objectSize": m.size.to_string(),
+                "done": true,
+                "resource": m.resource(&dst_bucket, &base),
+            });
+            Ok((StatusCode::OK, Json(v)).into_response())
+        }
+    }
 }
 
 // ---------------- uploads ----------------
@@ -516,7 +708,7 @@ pub async fn upload_post(
             let name = q1(&uri, "name")
                 .ok_or_else(|| ApiError::bad_request("Required parameter: name"))?;
             validate_object_name(&name)?;
-            let mut guard = TempGuard(Some(ctx.storage.temp_path()));
+            let guard = TempFile(Some(ctx.storage.temp_path()));
             let file = tokio::fs::File::create(guard.path()).await?;
             let mut h = Hashes::default();
             let (_, size) = spool(body, file, &mut h, 0, None).await?;
@@ -609,6 +801,8 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The boundary parameter of a multipart/related content type.
+/// A boundary in double quotes (RFC 2045) or in single quotes (what apitools, and so gcloud,
+/// sends: `boundary='===============123=='`, while its body uses the unquoted value) is unquoted.
 fn boundary_of(ctype: &str) -> Option<String> {
     let (mime, params) = ctype.split_once(';')?;
     if !mime.trim().eq_ignore_ascii_case("multipart/related") {
@@ -616,23 +810,26 @@ fn boundary_of(ctype: &str) -> Option<String> {
     }
     params.split(';').find_map(|p| {
         let (k, v) = p.split_once('=')?;
-        k.trim()
-            .eq_ignore_ascii_case("boundary")
-            .then(|| v.trim().trim_matches('"').to_string())
-            .filter(|b| !b.is_empty())
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim();
+        let unquoted = ['"', '\'']
+            .iter()
+            .find_map(|q| v.strip_prefix(*q)?.strip_suffix(*q))
+            .unwrap_or(v);
+        Some(unquoted.to_string()).filter(|b| !b.is_empty())
     })
 }
 
-fn part_content_type(headers: &[u8]) -> Option<String> {
-    std::str::from_utf8(headers)
-        .ok()?
-        .split("\r\n")
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-type")
-                .then(|| v.trim().to_string())
-        })
+/// The value of header `name` in a MIME part's header block.
+fn part_header(headers: &[u8], name: &str) -> Option<String> {
+    std::str::from_utf8(headers).ok()?.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
 }
 
 async fn multipart_upload(
@@ -649,13 +846,13 @@ async fn multipart_upload(
         )
     })?;
     // Spool the whole body (bounded memory), then cut the media part out of the file.
-    let raw = TempGuard(Some(ctx.storage.temp_path()));
+    let raw = TempFile(Some(ctx.storage.temp_path()));
     let file = tokio::fs::File::create(raw.path()).await?;
     let mut ignore = Hashes::default();
     spool(body, file, &mut ignore, 0, None).await?;
     let head_limit = ctx.config.max_json_body + 16 * 1024;
     let raw_path = raw.path().to_path_buf();
-    let out = TempGuard(Some(ctx.storage.temp_path()));
+    let out = TempFile(Some(ctx.storage.temp_path()));
     let out_path = out.path().to_path_buf();
     let parsed = tokio::task::spawn_blocking(move || {
         cut_multipart(&raw_path, &out_path, &boundary, head_limit)
@@ -675,7 +872,6 @@ async fn multipart_upload(
         .name
         .clone()
         .ok_or_else(|| ApiError::bad_request("Required: name"))?;
-    let mut out = out;
     let m = ctx
         .storage
         .commit_object(bucket, &name, out.path(), size, hashes, &new, pre)
@@ -686,7 +882,20 @@ async fn multipart_upload(
 
 type Multipart = (Vec<u8>, Option<String>, u64, (String, String));
 
-/// Splits a spooled multipart/related body: (metadata JSON, media content type, media size, hashes).
+/// Where a MIME part's header block ends in `buf`: (end of the headers, start of the body).
+/// Accepts an empty header block (the body starts right after the delimiter line).
+fn header_block_end(buf: &[u8], nl: &[u8]) -> Option<(usize, usize)> {
+    if buf.starts_with(nl) {
+        return Some((0, nl.len()));
+    }
+    let blank: Vec<u8> = [nl, nl].concat();
+    find(buf, &blank).map(|i| (i, i + blank.len()))
+}
+
+/// Splits a spooled multipart/related body: (metadata JSON, media content type, media size,
+/// hashes). Parts may be separated by CRLF (RFC 2046, what most clients send) or by bare LF
+/// (what Python's email generator, and so apitools and gcloud, write); the line ending of the
+/// opening delimiter line decides which. The media part is copied to `out`.
 fn cut_multipart(
     raw: &Path,
     out: &Path,
@@ -698,34 +907,71 @@ fn cut_multipart(
     let total = f.metadata()?.len();
     let mut head = vec![0u8; head_limit.min(total as usize)];
     f.read_exact(&mut head)?;
+    let too_large = || ApiError::too_large("the multipart metadata part is too large");
+    let truncated = total as usize > head.len();
     let delim = format!("--{boundary}");
-    let first = find(&head, delim.as_bytes()).ok_or_else(|| bad("no opening boundary"))?;
+    // The opening delimiter starts a line (a preamble before it is allowed).
+    let mut first = None;
+    let mut from = 0;
+    while let Some(i) = find(&head[from..], delim.as_bytes()) {
+        let at = from + i;
+        if at == 0 || head[at - 1] == b'\n' {
+            first = Some(at);
+            break;
+        }
+        from = at + 1;
+    }
+    let first = first.ok_or_else(|| bad("no opening boundary"))?;
     let mut pos = first + delim.len();
-    let hdr_end =
-        find(&head[pos..], b"\r\n\r\n").ok_or_else(|| bad("metadata part has no header end"))?;
-    pos += hdr_end + 4;
-    let next_delim = format!("\r\n--{boundary}");
-    let meta_end = find(&head[pos..], next_delim.as_bytes()).ok_or_else(|| {
-        if total as usize > head.len() {
-            ApiError::too_large("the multipart metadata part is too large")
+    let eol =
+        find(&head[pos..], b"\n").ok_or_else(|| bad("the opening boundary line has no end"))?;
+    let nl: &[u8] = if eol > 0 && head[pos + eol - 1] == b'\r' {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    pos += eol + 1;
+    let (_, body) = header_block_end(&head[pos..], nl).ok_or_else(|| {
+        if truncated {
+            too_large()
+        } else {
+            bad("metadata part has no header end")
+        }
+    })?;
+    pos += body;
+    let next_delim = [nl, delim.as_bytes()].concat();
+    let meta_end = find(&head[pos..], &next_delim).ok_or_else(|| {
+        if truncated {
+            too_large()
         } else {
             bad("no boundary after the metadata part")
         }
     })?;
     let meta = head[pos..pos + meta_end].to_vec();
     pos += meta_end + next_delim.len();
-    let media_hdr_len =
-        find(&head[pos..], b"\r\n\r\n").ok_or_else(|| bad("media part has no header end"))?;
-    let media_ctype = part_content_type(&head[pos..pos + media_hdr_len]);
-    let media_start = (pos + media_hdr_len + 4) as u64;
-    // The closing delimiter is near the end.
-    let close = format!("\r\n--{boundary}--");
+    let eol =
+        find(&head[pos..], b"\n").ok_or_else(|| bad("the second boundary line has no end"))?;
+    pos += eol + 1;
+    let (hdr_len, body) =
+        header_block_end(&head[pos..], nl).ok_or_else(|| bad("media part has no header end"))?;
+    let media_headers = &head[pos..pos + hdr_len];
+    let media_ctype = part_header(media_headers, "content-type");
+    if let Some(enc) = part_header(media_headers, "content-transfer-encoding")
+        && !["binary", "8bit", "7bit"].contains(&enc.to_ascii_lowercase().as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "Content-Transfer-Encoding {enc} of the media part is not supported by the emulator (binary, 8bit and 7bit are)"
+        )));
+    }
+    let media_start = (pos + body) as u64;
+    // The closing delimiter is near the end (transport padding and a final line end may follow).
+    let close = [nl, delim.as_bytes(), b"--"].concat();
     let tail_len = (close.len() as u64 + 64).min(total);
     let mut tail = vec![0u8; tail_len as usize];
     f.seek(SeekFrom::Start(total - tail_len))?;
     f.read_exact(&mut tail)?;
-    let close_at = rfind(&tail, close.as_bytes()).ok_or_else(|| bad("no closing boundary"))? as u64
-        + (total - tail_len);
+    let close_at =
+        rfind(&tail, &close).ok_or_else(|| bad("no closing boundary"))? as u64 + (total - tail_len);
     if close_at < media_start {
         return Err(bad("the closing boundary comes before the media"));
     }
@@ -742,6 +988,7 @@ fn cut_multipart(
         std::io::Write::write_all(&mut w, &buf[..k])?;
         left -= k as u64;
     }
+    w.sync_data()?;
     Ok((meta, media_ctype, size, h.finish()))
 }
 
@@ -1010,6 +1257,33 @@ mod tests {
     }
 
     #[test]
+    fn object_posts_are_read_from_the_raw_path() {
+        assert_eq!(
+            parse_object_post("/storage/v1/b/bk/o/a%2Fb/compose").unwrap(),
+            ObjectPost::Compose("a/b".into())
+        );
+        assert_eq!(
+            parse_object_post("/storage/v1/b/bk/o/x%2F/rewriteTo/b/b2/o/y%20z").unwrap(),
+            ObjectPost::Copy {
+                src: "x/".into(),
+                dst_bucket: "b2".into(),
+                dst: "y z".into(),
+                rewrite: true
+            }
+        );
+        assert!(matches!(
+            parse_object_post("/storage/v1/b/bk/o/s/copyTo/b/b2/o/d").unwrap(),
+            ObjectPost::Copy { rewrite: false, .. }
+        ));
+        assert_eq!(
+            parse_object_post("/storage/v1/b/bk/o/plain")
+                .unwrap_err()
+                .code,
+            404
+        );
+    }
+
+    #[test]
     fn boundaries() {
         assert_eq!(
             boundary_of("multipart/related; boundary=abc").as_deref(),
@@ -1018,6 +1292,10 @@ mod tests {
         assert_eq!(
             boundary_of("multipart/related; boundary=\"a b\"").as_deref(),
             Some("a b")
+        );
+        assert_eq!(
+            boundary_of("multipart/related; boundary='===============74=='").as_deref(),
+            Some("===============74==")
         );
         assert_eq!(boundary_of("text/plain"), None);
     }
