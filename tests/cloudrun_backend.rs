@@ -242,3 +242,61 @@ async fn finished_background_logs_outlive_the_worker_and_live_ones_die_with_it()
         "a process of a dead worker is reported running: {l:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_outlives_its_worker_for_a_client_that_reattaches() {
+    let (backend, mut guard) = setup().await;
+    let sb = backend.create().await.expect("create");
+    guard.0 = Some(sb.clone());
+    sb.exec_stateful(run("keep", "mkdir -p /workspace/k && cd /workspace/k && export KEPT='x y'"))
+        .await
+        .unwrap();
+    // Several quick commands on one session: each writes the session's state locally, and the
+    // worker mirrors it to the bucket at most every 2 s (one object, one write a second).
+    for i in 0..6 {
+        let r = sb
+            .exec_stateful(run("keep", &format!("export N={i}")))
+            .await
+            .unwrap();
+        assert_eq!(r.exit_code, 0);
+    }
+    let job = format!("{}/jobs/sandbox-{}", backend.parent(), sb.id());
+    // Let the mirror take its round, then stop the worker cleanly by cancelling it only after
+    // the mirrored object shows the last state.
+    let state_object = format!("sessions/{}/harness/sessions/keep.state", sb.id());
+    let t = std::time::Instant::now();
+    loop {
+        if let Ok(d) = backend
+            .storage()
+            .download(&backend.config().bucket, &state_object, None)
+            .await
+        {
+            let body = d.collect().await.unwrap();
+            if String::from_utf8_lossy(&body).contains("N=5")
+                || String::from_utf8_lossy(&body).contains("'5'")
+            {
+                break;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "state never mirrored");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for e in backend
+        .run_client()
+        .list_executions(&job, None, None)
+        .await
+        .unwrap()
+        .executions
+        .iter()
+        .filter(|e| !e.is_done())
+    {
+        backend.run_client().cancel_execution(&e.name).await.unwrap();
+    }
+    // A new client (as another harness process would) finds the session where it was.
+    let again = backend.get(sb.id()).await.expect("re-attach");
+    let r = again
+        .exec_stateful(run("keep", r#"pwd; echo "$KEPT $N""#))
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "/workspace/k\nx y 5\n");
+}

@@ -312,7 +312,15 @@ impl<T: Transport> GenericSandbox<T> {
             .unwrap_or(&self.cfg.bookkeeping_dir)
     }
 
+    /// Where each command writes its session's state: local, so a command never waits on a
+    /// bucket write (and a session's one state object is not rewritten per command, beyond
+    /// Cloud Storage's one write a second); the Cloud Run worker mirrors it to the durable dir.
     fn sessions_dir(&self) -> String {
+        format!("{}/sessions", self.cfg.bookkeeping_dir)
+    }
+
+    /// The mirrored copy of [`Self::sessions_dir`] that outlives the worker.
+    fn durable_sessions_dir(&self) -> String {
         format!("{}/sessions", self.durable_dir())
     }
 
@@ -336,12 +344,12 @@ impl<T: Transport> GenericSandbox<T> {
     async fn ensure_loaded(&self) -> Result<()> {
         self.loaded
             .get_or_try_init(|| async {
-                let dir = self.sessions_dir();
+                let (dir, durable) = (self.sessions_dir(), self.durable_sessions_dir());
                 let out = self
                     .run(
                         "load_sessions",
                         LOAD_SESSIONS,
-                        &[&dir],
+                        &[&dir, &durable],
                         None,
                         SHORT_DEADLINE,
                     )

@@ -60,14 +60,21 @@ rm -f "$__o_out" "$__o_sf.tmp.$$"
 exit "$__o_rc"
 "#;
 
-/// Prints every persisted session state: `name\0size\n<size bytes>` per session. $1 dir.
-pub const LOAD_SESSIONS: &str = r#"for __f in "$1"/*.state; do
-  [ -f "$__f" ] || continue
-  __n=${__f##*/}
-  printf '%s\0' "${__n%.state}"
-  wc -c < "$__f"
-  cat "$__f"
-done
+/// Prints every persisted session state: `name\0size\n<size bytes>` per session. $1 the local
+/// sessions dir, $2 its durable mirror (may be $1); a local state wins over its mirror.
+pub const LOAD_SESSIONS: &str = r#"__l() {
+  for __f in "$1"/*.state; do
+    [ -f "$__f" ] || continue
+    __n=${__f##*/}
+    [ -n "$2" ] && [ -f "$2/$__n" ] && continue
+    printf '%s\0' "${__n%.state}"
+    wc -c < "$__f"
+    cat "$__f"
+  done
+}
+__l "$1" ""
+[ "$2" != "$1" ] && __l "$2" "$1"
+exit 0
 "#;
 
 /// Starts a detached background job and prints its pid. $1 bg dir (local), $2 session, $3 cwd,

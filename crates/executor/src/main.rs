@@ -8,10 +8,14 @@ use std::time::Duration;
 use sandbox_executor::gcs::Gcs;
 use sandbox_executor::serve::serve;
 use sandbox_executor::worker::{
-    CrashPoint, HEARTBEAT_EVERY, PollSchedule, WorkerConfig, run_worker,
+    CrashPoint, HEARTBEAT_EVERY, Mirror, PollSchedule, WorkerConfig, run_worker,
 };
 
-const USAGE: &str = "usage: sandbox-executor worker --bucket NAME --prefix sessions/ID/ [--idle-timeout-ms N] [--poll-min-ms N] [--poll-max-ms N] [--heartbeat-ms N] [--max-lifetime-ms N]
+/// How often the mirror copies changed files (Cloud Storage allows about one write a second
+/// to one object name).
+const MIRROR_EVERY: Duration = Duration::from_secs(2);
+
+const USAGE: &str = "usage: sandbox-executor worker --bucket NAME --prefix sessions/ID/ [--idle-timeout-ms N] [--poll-min-ms N] [--poll-max-ms N] [--heartbeat-ms N] [--max-lifetime-ms N] [--mirror LOCAL=DURABLE]
        sandbox-executor serve
 The worker reaches Cloud Storage at https://storage.googleapis.com (or STORAGE_EMULATOR_HOST)
 with a token from the metadata server (GCE_METADATA_HOST, else 169.254.169.254).";
@@ -28,6 +32,7 @@ fn parse(args: &[String]) -> Result<(WorkerConfig, String), String> {
         max_lifetime: Duration::from_secs(540),
         execution: std::env::var("CLOUD_RUN_EXECUTION").unwrap_or_else(|_| "local".into()),
         crash: CrashPoint::from_env(),
+        mirror: None,
     };
     let mut bucket = String::new();
     let mut it = args.iter();
@@ -57,6 +62,11 @@ fn parse(args: &[String]) -> Result<(WorkerConfig, String), String> {
             "--poll-max-ms" => cfg.poll.max = ms()?,
             "--heartbeat-ms" => cfg.heartbeat_every = ms()?,
             "--max-lifetime-ms" => cfg.max_lifetime = ms()?,
+            "--mirror" => {
+                cfg.mirror = Some(Mirror::parse(value, MIRROR_EVERY).ok_or_else(|| {
+                    format!("--mirror takes LOCAL_DIR=DURABLE_DIR, got {value:?}")
+                })?)
+            }
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }

@@ -21,7 +21,8 @@
 //! Requests run concurrently, each in its own process group; a request past its deadline has
 //! its whole group killed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -188,6 +189,73 @@ impl CrashPoint {
     }
 }
 
+/// A directory the worker copies to durable storage: files written under `local` (the
+/// container's own file system, where commands write without waiting on the bucket) are
+/// copied to `durable` (a Cloud Storage volume) at most once per `every` per file, and once
+/// more when the worker stops. Each copy is one write of the whole file, which a Cloud
+/// Storage FUSE volume uploads on close, so a reader of `durable` sees an old or a new
+/// version, never a torn one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// The directory commands write to.
+    pub local: PathBuf,
+    /// Its durable copy.
+    pub durable: PathBuf,
+    /// Shortest time between two copies (Cloud Storage allows about one write a second to
+    /// one object name).
+    pub every: Duration,
+}
+
+impl Mirror {
+    /// Parses `LOCAL=DURABLE` (the `--mirror` flag).
+    pub fn parse(v: &str, every: Duration) -> Option<Mirror> {
+        let (l, d) = v.split_once('=')?;
+        (!l.is_empty() && !d.is_empty()).then(|| Mirror {
+            local: PathBuf::from(l),
+            durable: PathBuf::from(d),
+            every,
+        })
+    }
+
+    /// Copies every file changed since its last copy; `copied` remembers (modified, length).
+    /// Returns how many files were copied.
+    pub fn sync(&self, copied: &mut HashMap<PathBuf, (std::time::SystemTime, u64)>) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.local) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            // Half-written files of the commands' own temp-then-rename are not state yet.
+            let name = e.file_name();
+            if !meta.is_file() || name.to_string_lossy().contains(".tmp.") {
+                continue;
+            }
+            let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len());
+            if copied.get(&e.path()) == Some(&stamp) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(e.path()) else {
+                continue;
+            };
+            if std::fs::create_dir_all(&self.durable).is_err() {
+                return n;
+            }
+            match std::fs::write(self.durable.join(&name), &bytes) {
+                Ok(()) => {
+                    copied.insert(e.path(), stamp);
+                    n += 1;
+                }
+                Err(err) => eprintln!(
+                    "sandbox-executor: mirroring {} failed: {err}",
+                    e.path().display()
+                ),
+            }
+        }
+        n
+    }
+}
+
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -205,6 +273,8 @@ pub struct WorkerConfig {
     pub execution: String,
     /// Injected fault: crash on purpose at this point (see [`CrashPoint::from_env`]).
     pub crash: Option<CrashPoint>,
+    /// What the worker copies to durable storage while it runs.
+    pub mirror: Option<Mirror>,
 }
 
 /// The live heartbeat of another worker of this sandbox, if one is running.
@@ -415,6 +485,21 @@ pub fn run_worker(cfg: &WorkerConfig, bucket: Arc<dyn Bucket>) -> std::io::Resul
             }
         })
     });
+    // The mirror copies on its own thread too: a command's answer never waits on it.
+    let mirrorer = cfg.mirror.clone().map(|m| {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut copied = HashMap::new();
+            while !stop.load(Ordering::SeqCst) {
+                m.sync(&mut copied);
+                let until = Instant::now() + m.every;
+                while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            copied
+        })
+    });
     let mut seen: HashSet<String> = HashSet::new();
     let mut interval = cfg.poll.min;
     let mut failed = 0;
@@ -463,6 +548,12 @@ pub fn run_worker(cfg: &WorkerConfig, bucket: Arc<dyn Bucket>) -> std::io::Resul
     while shared.in_flight.load(Ordering::SeqCst) > 0 {
         std::thread::sleep(Duration::from_millis(20));
     }
+    // A last copy of what changed since the mirror's last round.
+    if let (Some(m), Some(t)) = (&cfg.mirror, mirrorer)
+        && let Ok(mut copied) = t.join()
+    {
+        m.sync(&mut copied);
+    }
     beat("stopped");
     result.map(|()| shared.served.load(Ordering::SeqCst))
 }
@@ -488,6 +579,7 @@ mod tests {
             max_lifetime: Duration::from_secs(30),
             execution: exec.into(),
             crash: None,
+            mirror: None,
         }
     }
 
@@ -649,6 +741,29 @@ mod tests {
             b"slow\n"
         );
         assert_eq!(worker.join().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_mirror_copies_changed_files_and_skips_temp_files() {
+        let dir = std::env::temp_dir().join(format!("sbx-mirror-{}", now_ms()));
+        let m = Mirror::parse(
+            &format!("{}={}", dir.join("l").display(), dir.join("d").display()),
+            Duration::from_millis(10),
+        )
+        .unwrap();
+        std::fs::create_dir_all(&m.local).unwrap();
+        std::fs::write(m.local.join("s.state"), b"one").unwrap();
+        std::fs::write(m.local.join("s.state.tmp.42"), b"half").unwrap();
+        let mut copied = HashMap::new();
+        assert_eq!(m.sync(&mut copied), 1);
+        assert_eq!(std::fs::read(m.durable.join("s.state")).unwrap(), b"one");
+        assert!(!m.durable.join("s.state.tmp.42").exists());
+        assert_eq!(m.sync(&mut copied), 0, "nothing changed");
+        std::fs::write(m.local.join("s.state"), b"second").unwrap();
+        assert_eq!(m.sync(&mut copied), 1);
+        assert_eq!(std::fs::read(m.durable.join("s.state")).unwrap(), b"second");
+        assert!(Mirror::parse("nope", Duration::ZERO).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

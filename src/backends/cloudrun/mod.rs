@@ -35,6 +35,13 @@ pub type CloudRunSandbox = GenericSandbox<CloudRunTransport>;
 pub const LABEL: &str = "sandbox-harness";
 /// Label holding the sandbox id.
 pub const LABEL_SANDBOX: &str = "sandbox-harness-sandbox";
+/// The harness's bookkeeping on the worker's own file system (FIFOs, pids, spools, session
+/// state as commands write it).
+pub const LOCAL_BOOKKEEPING: &str = "/tmp/.sandbox-harness";
+/// What of it outlives the worker, on the state volume (session state, mirrored by the
+/// worker; finished background jobs).
+pub const DURABLE_BOOKKEEPING: &str = "/sandbox-state/harness";
+
 /// Prefix of job ids (`sandbox-<id>`).
 pub const JOB_PREFIX: &str = "sandbox-";
 
@@ -233,10 +240,16 @@ impl CloudRunBackend {
         let mut labels = BTreeMap::new();
         labels.insert(LABEL.to_string(), "1".to_string());
         labels.insert(LABEL_SANDBOX.to_string(), id.to_string());
-        let gcs = |dir: String| GcsVolumeSource {
+        // The workspace is written through the API too (transfers), so its volume caches no
+        // metadata: with Cloud Run's default 60 s stat cache and 5 s negative cache, a command
+        // would see an uploaded file stale or missing. The state volume is written by the
+        // worker alone and keeps the defaults, except for missing entries.
+        let gcs = |dir: String, options: &[&str]| GcsVolumeSource {
             bucket: self.cfg.bucket.clone(),
             read_only: false,
-            mount_options: vec![format!("only-dir={dir}")],
+            mount_options: std::iter::once(format!("only-dir={dir}"))
+                .chain(options.iter().map(|o| o.to_string()))
+                .collect(),
         };
         Job {
             labels,
@@ -264,6 +277,8 @@ impl CloudRunBackend {
                             (self.cfg.heartbeat_secs * 1000).to_string(),
                             "--max-lifetime-ms".into(),
                             lifetime_ms.to_string(),
+                            "--mirror".into(),
+                            format!("{LOCAL_BOOKKEEPING}/sessions={DURABLE_BOOKKEEPING}/sessions"),
                         ],
                         resources: Some(ResourceRequirements { limits }),
                         volume_mounts: vec![
@@ -282,12 +297,21 @@ impl CloudRunBackend {
                     volumes: vec![
                         Volume {
                             name: "state".into(),
-                            gcs: Some(gcs(prefix.trim_end_matches('/').to_string())),
+                            gcs: Some(gcs(
+                                prefix.trim_end_matches('/').to_string(),
+                                &["metadata-cache-negative-ttl-secs=0"],
+                            )),
                             ..Volume::default()
                         },
                         Volume {
                             name: "workspace".into(),
-                            gcs: Some(gcs(format!("{prefix}workspace"))),
+                            gcs: Some(gcs(
+                                format!("{prefix}workspace"),
+                                &[
+                                    "metadata-cache-ttl-secs=0",
+                                    "metadata-cache-negative-ttl-secs=0",
+                                ],
+                            )),
                             ..Volume::default()
                         },
                     ],
@@ -323,8 +347,8 @@ impl CloudRunBackend {
         let generic = GenericConfig {
             // FIFOs, pids and spools need POSIX: the container's own file system. What must
             // outlive the worker goes to the state volume (Cloud Storage FUSE rules).
-            bookkeeping_dir: "/tmp/.sandbox-harness".into(),
-            durable_dir: Some(format!("{STATE_MOUNT}/harness")),
+            bookkeeping_dir: LOCAL_BOOKKEEPING.into(),
+            durable_dir: Some(DURABLE_BOOKKEEPING.into()),
             capabilities: CAPABILITIES,
             backend_name: "cloudrun",
             ..GenericConfig::default()

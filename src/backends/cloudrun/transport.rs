@@ -74,6 +74,9 @@ enum WorkerState {
         execution: String,
         how: String,
         completed: Option<DateTime<Utc>>,
+        /// Whether this client had reason to count on it: it started it, or got an answer
+        /// from it. One adopted from a heartbeat alone may have been dying already.
+        trusted: bool,
     },
 }
 
@@ -86,6 +89,8 @@ struct WorkerView {
     started_at: Option<Instant>,
     /// When a heartbeat or an answer last showed a serving worker.
     seen_alive: Option<Instant>,
+    /// True when we started `execution` or got an answer while counting on it.
+    trusted: bool,
     /// Executions seen finished: a heartbeat they left behind is not a live worker.
     ended: HashSet<String>,
     /// The last liveness check, shared by every waiting request.
@@ -100,6 +105,7 @@ impl WorkerView {
             self.execution = None;
             self.started_at = None;
             self.seen_alive = None;
+            self.trusted = false;
         }
         self.checked = None;
     }
@@ -224,6 +230,7 @@ impl CloudRunTransport {
             if view.execution.as_deref() != Some(hb.execution.as_str()) {
                 view.execution = Some(hb.execution);
                 view.started_at = None;
+                view.trusted = false;
             }
             view.seen_alive = Some(Instant::now());
             return Ok(());
@@ -259,6 +266,7 @@ impl CloudRunTransport {
         view.execution = Some(execution);
         view.started_at = Some(Instant::now());
         view.seen_alive = None;
+        view.trusted = true;
         view.checked = None;
         Ok(())
     }
@@ -268,14 +276,14 @@ impl CloudRunTransport {
     /// not wait for the heartbeat to go stale: a dead worker is seen as soon as Cloud Run
     /// reports its execution finished.
     async fn worker_state(&self, op: &str) -> Result<WorkerState> {
-        let (counted_on, ended) = {
+        let (counted_on, ended, trusted) = {
             let view = self.worker.lock().await;
             if let Some((t, state)) = &view.checked
                 && t.elapsed() < LIVENESS_EVERY
             {
                 return Ok(state.clone());
             }
-            (view.execution.clone(), view.ended.clone())
+            (view.execution.clone(), view.ended.clone(), view.trusted)
         };
         let name = match counted_on {
             Some(n) => n,
@@ -317,12 +325,14 @@ impl CloudRunTransport {
             let mut view = self.worker.lock().await;
             view.execution = Some(hb.execution);
             view.started_at = None;
+            view.trusted = false;
             return Ok(WorkerState::Serving);
         }
         Ok(WorkerState::Ended {
             execution: name,
             how,
             completed,
+            trusted,
         })
     }
 
@@ -341,7 +351,9 @@ impl CloudRunTransport {
             SandboxError::backend(&self.sandbox_id, op, format!("bad worker response: {e}"))
         })?;
         let out = output_from_response(&self.sandbox_id, op, resp)?;
-        self.worker.lock().await.seen_alive = Some(Instant::now());
+        let mut view = self.worker.lock().await;
+        view.seen_alive = Some(Instant::now());
+        view.trusted = view.execution.is_some();
         Ok(Some(out))
     }
 
@@ -472,6 +484,7 @@ impl Transport for CloudRunTransport {
                 execution,
                 how,
                 completed,
+                trusted,
             } = self.worker_state(op).await?
             else {
                 continue;
@@ -489,12 +502,13 @@ impl Transport for CloudRunTransport {
                     ),
                 ));
             }
-            // Not claimed. A worker that stopped cleanly, or was gone before the request was
-            // queued, was never going to take it: queue it again (under a new id: the old one
-            // is withdrawn for good) for a new worker. One that died after it was queued
-            // fails the request.
+            // Not claimed. A worker that stopped cleanly, was gone before the request was
+            // queued, or was only adopted from a heartbeat it may have left while dying, was
+            // never going to take it: queue it again (under a new id: the old one is withdrawn
+            // for good) for a new worker. One this client counted on that died after the
+            // request was queued fails the request.
             let gone_before = matches!((completed, queued_at), (Some(c), Some(q)) if c < q);
-            if !(how == "succeeded" || gone_before) || requeued >= REQUEUE_LIMIT {
+            if !(how == "succeeded" || gone_before || !trusted) || requeued >= REQUEUE_LIMIT {
                 return Err(SandboxError::backend(
                     &self.sandbox_id,
                     op,
