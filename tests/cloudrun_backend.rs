@@ -248,9 +248,12 @@ async fn session_state_outlives_its_worker_for_a_client_that_reattaches() {
     let (backend, mut guard) = setup().await;
     let sb = backend.create().await.expect("create");
     guard.0 = Some(sb.clone());
-    sb.exec_stateful(run("keep", "mkdir -p /workspace/k && cd /workspace/k && export KEPT='x y'"))
-        .await
-        .unwrap();
+    sb.exec_stateful(run(
+        "keep",
+        "mkdir -p /workspace/k && cd /workspace/k && export KEPT='x y'",
+    ))
+    .await
+    .unwrap();
     // Several quick commands on one session: each writes the session's state locally, and the
     // worker mirrors it to the bucket at most every 2 s (one object, one write a second).
     for i in 0..6 {
@@ -278,7 +281,10 @@ async fn session_state_outlives_its_worker_for_a_client_that_reattaches() {
                 break;
             }
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "state never mirrored");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "state never mirrored"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for e in backend
@@ -290,7 +296,11 @@ async fn session_state_outlives_its_worker_for_a_client_that_reattaches() {
         .iter()
         .filter(|e| !e.is_done())
     {
-        backend.run_client().cancel_execution(&e.name).await.unwrap();
+        backend
+            .run_client()
+            .cancel_execution(&e.name)
+            .await
+            .unwrap();
     }
     // A new client (as another harness process would) finds the session where it was.
     let again = backend.get(sb.id()).await.expect("re-attach");

@@ -63,6 +63,47 @@ const POLL: Duration = Duration::from_millis(50);
 /// Deadline of short bookkeeping scripts.
 const SHORT_DEADLINE: Duration = Duration::from_secs(60);
 
+/// A directory of the sandbox that is a Cloud Storage volume: a path below it is an object
+/// name, so Cloud Storage's naming rules apply to it
+/// (<https://cloud.google.com/storage/docs/objects#naming>: at most 1024 bytes of UTF-8, no
+/// carriage return or line feed). The protocol refuses such paths as `InvalidInput` up front
+/// instead of letting the volume fail the call halfway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketDir {
+    /// Where the volume is mounted (e.g. `/workspace`).
+    pub mount: String,
+    /// Length in bytes of the object-name prefix the mount stands for (e.g.
+    /// `sessions/<id>/workspace/`).
+    pub prefix_len: usize,
+}
+
+/// Longest Cloud Storage object name, bytes.
+pub const MAX_OBJECT_NAME: usize = 1024;
+
+impl BucketDir {
+    /// Checks that normalised `path` (inside the mount) makes a valid object name.
+    pub fn check(&self, path: &str) -> std::result::Result<(), String> {
+        let rel = path
+            .strip_prefix(self.mount.trim_end_matches('/'))
+            .unwrap_or(path)
+            .trim_start_matches('/');
+        if rel.contains(['\r', '\n']) {
+            return Err(format!(
+                "{path:?} cannot be stored in {}: Cloud Storage object names may not contain a carriage return or a line feed",
+                self.mount
+            ));
+        }
+        if self.prefix_len + rel.len() > MAX_OBJECT_NAME {
+            return Err(format!(
+                "{path:?} is too long for {}: its Cloud Storage object name would be {} bytes, at most {MAX_OBJECT_NAME} are allowed",
+                self.mount,
+                self.prefix_len + rel.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Settings of a generic sandbox.
 #[derive(Debug, Clone)]
 pub struct GenericConfig {
@@ -79,6 +120,8 @@ pub struct GenericConfig {
     /// logs): on Cloud Run the state bucket volume, which has Cloud Storage FUSE's rules (no
     /// FIFOs, no hard links, uploads on close). `None`: the bookkeeping dir.
     pub durable_dir: Option<String>,
+    /// Directories that are Cloud Storage volumes (their paths are object names).
+    pub bucket_dirs: Vec<BucketDir>,
     /// What this backend supports.
     pub capabilities: Capabilities,
     /// The backend name reported by `Sandbox::backend_name`.
@@ -93,6 +136,7 @@ impl Default for GenericConfig {
             transport_slack: Duration::from_secs(5),
             bookkeeping_dir: "/tmp/.sandbox-harness".into(),
             durable_dir: None,
+            bucket_dirs: Vec::new(),
             capabilities: Capabilities {
                 browser: false,
                 vnc: false,
@@ -410,7 +454,13 @@ impl<T: Transport> GenericSandbox<T> {
 
     async fn resolve(&self, op: &str, session: &str, path: &str) -> Result<String> {
         let cwd = self.cwd(op, session).await?;
-        paths::resolve(&cwd, path).map_err(|e| self.invalid(op, e))
+        let p = paths::resolve(&cwd, path).map_err(|e| self.invalid(op, e))?;
+        for b in &self.cfg.bucket_dirs {
+            if paths::is_within(&p, &b.mount) {
+                b.check(&p).map_err(|e| self.invalid(op, e))?;
+            }
+        }
+        Ok(p)
     }
 
     /// Argv prefix that applies a session's environment (`env -i K=V...`), empty for a new
@@ -1221,6 +1271,25 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_dirs_apply_cloud_storage_naming() {
+        let b = BucketDir {
+            mount: "/workspace".into(),
+            prefix_len: 40,
+        };
+        assert!(b.check("/workspace/a b/ü.txt").is_ok());
+        assert!(
+            b.check("/workspace/a\nb")
+                .unwrap_err()
+                .contains("line feed")
+        );
+        assert!(b.check("/workspace/a\rb").is_err());
+        let long = format!("/workspace/{}", "a/".repeat(500));
+        assert!(b.check(&long).unwrap_err().contains("1024"));
+        assert!(b.check(&format!("/workspace/{}", "a".repeat(984))).is_ok());
+        assert!(b.check(&format!("/workspace/{}", "a".repeat(985))).is_err());
+    }
 
     #[test]
     fn session_names() {

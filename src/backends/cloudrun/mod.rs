@@ -22,7 +22,7 @@ use crate::gcp::run::{
     TaskTemplate, Volume, VolumeMount,
 };
 use crate::gcp::storage::{BucketSpec, ListOptions, StorageClient, WriteOptions};
-use crate::generic::{GenericConfig, GenericSandbox, Lifecycle};
+use crate::generic::{BucketDir, GenericConfig, GenericSandbox, Lifecycle};
 use crate::protocol::{Capabilities, Result, Sandbox, SandboxBackend, SandboxError};
 
 pub use config::CloudRunConfig;
@@ -349,6 +349,16 @@ impl CloudRunBackend {
             // outlive the worker goes to the state volume (Cloud Storage FUSE rules).
             bookkeeping_dir: LOCAL_BOOKKEEPING.into(),
             durable_dir: Some(DURABLE_BOOKKEEPING.into()),
+            bucket_dirs: vec![
+                BucketDir {
+                    mount: WORKSPACE_MOUNT.into(),
+                    prefix_len: format!("{}workspace/", sandbox_prefix(id)).len(),
+                },
+                BucketDir {
+                    mount: STATE_MOUNT.into(),
+                    prefix_len: sandbox_prefix(id).len(),
+                },
+            ],
             capabilities: CAPABILITIES,
             backend_name: "cloudrun",
             ..GenericConfig::default()
