@@ -298,7 +298,9 @@ fn parse_age(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn init_logging(filter: &str) {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| filter.to_string());
+    // The FUSE library warns about every request the twin's volumes leave to its defaults
+    // (extended attributes, a second unmount): not the user's business unless asked.
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{filter},fuser=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

@@ -48,6 +48,28 @@ async fn suite_passes_on(#[case] backend: &str) {
         "{:?}",
         report.cleanup_errors
     );
+    // Documented platform differences: none on the baseline; on Cloud Run exactly the ones the
+    // workspace cases declare (Cloud Storage FUSE's rules), each with its rule and source.
+    let mut diffs: Vec<&str> = report
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Divergent)
+        .inspect(|r| assert!(r.divergence.is_some(), "{r:?}"))
+        .map(|r| r.id.as_str())
+        .collect();
+    diffs.sort();
+    match backend {
+        "docker" => assert!(diffs.is_empty(), "{diffs:?}"),
+        _ if opts.filter.is_none() => assert_eq!(
+            diffs,
+            [
+                "files.workspace_chmod_kept",
+                "files.workspace_fifo",
+                "files.workspace_hard_link"
+            ]
+        ),
+        _ => {}
+    }
     // The browser cases: Docker runs them in a browser sandbox and they pass; Cloud Run
     // answers `unsupported`, which the migration plan documents as a limitation.
     let browser: Vec<_> = report

@@ -881,7 +881,7 @@ async fn drive_project_apis(base: &str) {
 
 async fn drive_other(base: &str) {
     let http = reqwest::Client::new();
-    for p in ["/health", "/ready", "/live"] {
+    for p in ["/health", "/ready", "/live", "/emulator/v1/faults"] {
         assert!(
             http.get(format!("{base}{p}"))
                 .send()

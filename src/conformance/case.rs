@@ -263,8 +263,43 @@ pub struct Case {
     pub heavy: bool,
     /// Where the case comes from (`builtin`, a file path).
     pub source: String,
+    /// Backends on which the case is declared to differ from the baseline by a documented
+    /// platform rule: it must fail there, and is reported as a documented difference.
+    pub divergences: Vec<Divergence>,
     /// What it does.
     pub body: CaseBody,
+}
+
+/// A documented platform difference a case declares (`expected-divergence` in a scenario).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Divergence {
+    /// The backend that differs ("cloudrun").
+    pub backend: String,
+    /// The platform rule, in a sentence.
+    pub rule: String,
+    /// Where the rule is documented (a URL and section).
+    pub source: String,
+}
+
+impl Divergence {
+    /// Parses `BACKEND | RULE | SOURCE`.
+    pub fn parse(v: &str) -> Result<Divergence, String> {
+        let parts: Vec<&str> = v.split('|').map(str::trim).collect();
+        match parts.as_slice() {
+            [b, rule, source]
+                if !b.is_empty() && !rule.is_empty() && !source.is_empty() && !b.contains(' ') =>
+            {
+                Ok(Divergence {
+                    backend: b.to_string(),
+                    rule: rule.to_string(),
+                    source: source.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "expected-divergence takes `BACKEND | RULE | SOURCE`, got {v:?}"
+            )),
+        }
+    }
 }
 
 impl fmt::Debug for Case {

@@ -24,6 +24,10 @@ pub const BUILTIN_SCENARIOS: &[(&str, &str)] = &[
     ),
     ("exec.scn", include_str!("../../suites/scenarios/exec.scn")),
     (
+        "workspace.scn",
+        include_str!("../../suites/scenarios/workspace.scn"),
+    ),
+    (
         "files.scn",
         include_str!("../../suites/scenarios/files.scn"),
     ),
@@ -56,6 +60,7 @@ pub(super) fn case(
         requires: requires.to_vec(),
         heavy,
         source: "builtin (src/conformance/cases.rs)".into(),
+        divergences: Vec::new(),
         body: CaseBody::Rust(f),
     }
 }

@@ -60,6 +60,11 @@ impl<W: std::io::Write + Send> Reporter for ConsoleReporter<W> {
                     r.id,
                     r.duration_ms
                 );
+                if r.outcome == Outcome::Divergent
+                    && let Some(d) = &r.divergence
+                {
+                    let _ = writeln!(self.out, "    documented: {} ({})", d.rule, d.source);
+                }
                 if matches!(r.outcome, Outcome::Failed | Outcome::TimedOut) {
                     let _ = writeln!(
                         self.out,
@@ -75,8 +80,8 @@ impl<W: std::io::Write + Send> Reporter for ConsoleReporter<W> {
                 for (b, s) in stats {
                     res = writeln!(
                         self.out,
-                        "{b}: {} passed, {} failed, {} unsupported, {} skipped, {} timed out",
-                        s.passed, s.failed, s.unsupported, s.skipped, s.timed_out
+                        "{b}: {} passed, {} failed, {} unsupported, {} skipped, {} timed out, {} documented differences",
+                        s.passed, s.failed, s.unsupported, s.skipped, s.timed_out, s.divergent
                     );
                 }
                 res

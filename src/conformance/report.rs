@@ -95,7 +95,32 @@ fn limitations_line(report: &RunReport) -> Option<String> {
     ))
 }
 
-/// Decides parity on core cases.
+/// The records that are documented platform differences (declared and observed).
+pub fn differences(report: &RunReport) -> Vec<&CaseRecord> {
+    report
+        .records
+        .iter()
+        .filter(|r| r.outcome == Outcome::Divergent)
+        .collect()
+}
+
+/// One line on the documented platform differences, or nothing when there are none.
+fn differences_line(report: &RunReport) -> Option<String> {
+    let d = differences(report);
+    (!d.is_empty()).then(|| {
+        format!(
+            "{} case result(s) are documented platform differences (each declares its rule and source): {}",
+            d.len(),
+            d.iter()
+                .map(|r| format!("{} on {}", r.id, r.backend))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+/// Decides parity on core cases: every core case passes on every backend, or fails there as
+/// a difference it declares (a documented platform rule); anything else blocks.
 pub fn parity(report: &RunReport) -> ParityVerdict {
     let mut by_case: BTreeMap<&str, Vec<&CaseRecord>> = BTreeMap::new();
     for r in report.records.iter().filter(|r| r.level == Level::Core) {
@@ -105,21 +130,34 @@ pub fn parity(report: &RunReport) -> ParityVerdict {
     let mut divergent = Vec::new();
     for (id, recs) in &by_case {
         for r in recs {
-            if r.outcome != Outcome::Passed {
+            if !matches!(r.outcome, Outcome::Passed | Outcome::Divergent) {
                 blocking.push((id.to_string(), r.backend.clone(), r.outcome));
             }
         }
-        if recs.windows(2).any(|w| w[0].outcome != w[1].outcome) {
+        let undeclared: Vec<&&CaseRecord> = recs
+            .iter()
+            .filter(|r| r.outcome != Outcome::Divergent)
+            .collect();
+        if undeclared.windows(2).any(|w| w[0].outcome != w[1].outcome) {
             divergent.push(id.to_string());
         }
     }
+    let documented = differences(report)
+        .iter()
+        .filter(|r| r.level == Level::Core)
+        .count();
     let at_parity =
         blocking.is_empty() && !by_case.is_empty() && report.skipped_backends.is_empty();
     let summary = if at_parity {
         format!(
-            "AT PARITY: all {} core cases pass on {}",
+            "AT PARITY: all {} core cases pass on {}{}",
             by_case.len(),
-            report.backends.join(", ")
+            report.backends.join(", "),
+            if documented > 0 {
+                format!(" or differ by a documented platform rule ({documented} result(s))")
+            } else {
+                String::new()
+            }
         )
     } else if by_case.is_empty() {
         "NOT AT PARITY: no core case ran".to_string()
@@ -157,6 +195,7 @@ fn cell(r: Option<&CaseRecord>) -> String {
         Some(r) => match r.outcome {
             Outcome::Skipped => "skipped".into(),
             _ if r.limitation.is_some() => "documented limitation".into(),
+            Outcome::Divergent => "documented difference".into(),
             o => format!("{} ({} ms)", o.as_str(), r.duration_ms),
         },
     }
@@ -204,6 +243,7 @@ pub fn render_stats(report: &RunReport, style: TableStyle) -> String {
                 s.unsupported.to_string(),
                 s.skipped.to_string(),
                 s.timed_out.to_string(),
+                s.divergent.to_string(),
             ]
         })
         .collect();
@@ -215,6 +255,7 @@ pub fn render_stats(report: &RunReport, style: TableStyle) -> String {
             "unsupported",
             "skipped",
             "timed out",
+            "documented differences",
         ],
         &rows,
         style,
@@ -256,6 +297,16 @@ pub fn to_json(report: &RunReport) -> serde_json::Value {
             .iter()
             .map(|r| serde_json::json!({"case": r.id, "backend": r.backend, "plan": r.limitation}))
             .collect::<Vec<_>>(),
+        "documented_platform_differences": differences(report)
+            .iter()
+            .map(|r| serde_json::json!({
+                "case": r.id,
+                "backend": r.backend,
+                "rule": r.divergence.as_ref().map(|d| d.rule.clone()),
+                "source": r.divergence.as_ref().map(|d| d.source.clone()),
+                "observed": r.error,
+            }))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -286,6 +337,40 @@ pub fn to_markdown(report: &RunReport) -> String {
             .collect();
         out.push_str(&render(
             &["case", "backend", "plan"],
+            &rows,
+            TableStyle::Markdown,
+        ));
+        out.push('\n');
+    }
+    let diffs = differences(report);
+    if !diffs.is_empty() {
+        out.push_str(
+            "\n## Documented platform differences\n\nThese cases behave differently on a backend by a documented platform rule, which each case declares with its source (`expected-divergence`); a migration must account for them. A difference a case does not declare is a failure.\n\n",
+        );
+        let rows: Vec<Vec<String>> = diffs
+            .iter()
+            .map(|r| {
+                let d = r.divergence.clone().unwrap_or(super::case::Divergence {
+                    backend: r.backend.clone(),
+                    rule: String::new(),
+                    source: String::new(),
+                });
+                vec![
+                    r.id.clone(),
+                    r.backend.clone(),
+                    d.rule,
+                    d.source,
+                    r.error
+                        .as_deref()
+                        .and_then(|e| e.lines().find(|l| !l.trim().is_empty()))
+                        .unwrap_or("-")
+                        .trim()
+                        .to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["case", "backend", "rule", "source", "observed"],
             &rows,
             TableStyle::Markdown,
         ));
@@ -322,11 +407,14 @@ pub fn to_markdown(report: &RunReport) -> String {
 /// The terminal summary: statistics, matrix, failures, verdict.
 pub fn render_terminal(report: &RunReport) -> String {
     format!(
-        "{}\n{}\n{}{}{}\n",
+        "{}\n{}\n{}{}{}{}\n",
         render_matrix(report, TableStyle::Terminal),
         render_stats(report, TableStyle::Terminal),
         render_failures(report),
         limitations_line(report)
+            .map(|l| format!("{l}\n"))
+            .unwrap_or_default(),
+        differences_line(report)
             .map(|l| format!("{l}\n"))
             .unwrap_or_default(),
         parity(report).summary
@@ -363,6 +451,7 @@ mod tests {
             error: (outcome == Outcome::Failed).then(|| "stdout differs".into()),
             failed_step: (outcome == Outcome::Failed).then(|| "f.scn:3: run s".into()),
             limitation: None,
+            divergence: None,
         }
     }
 
@@ -380,6 +469,47 @@ mod tests {
             cleanup_errors: vec![],
             duration_ms: 10,
         }
+    }
+
+    #[test]
+    fn declared_differences_keep_parity_and_are_listed_with_their_rule() {
+        let mut diff = rec("files.fifo", "cloudrun", Outcome::Divergent, Level::Core);
+        diff.error = Some("stdout differs\nmkfifo: Operation not supported".into());
+        diff.divergence = Some(crate::conformance::case::Divergence {
+            backend: "cloudrun".into(),
+            rule: "no named pipes".into(),
+            source: "gcsfuse docs/semantics.md".into(),
+        });
+        let r = report(vec![
+            rec("files.fifo", "docker", Outcome::Passed, Level::Core),
+            diff,
+            rec("files.a", "docker", Outcome::Passed, Level::Core),
+            rec("files.a", "cloudrun", Outcome::Passed, Level::Core),
+        ]);
+        let v = parity(&r);
+        assert!(v.at_parity, "{v:?}");
+        assert!(v.divergent.is_empty());
+        assert!(
+            v.summary.contains("documented platform rule (1 result"),
+            "{}",
+            v.summary
+        );
+        let md = to_markdown(&r);
+        assert!(md.contains("## Documented platform differences"), "{md}");
+        assert!(md.contains("no named pipes") && md.contains("gcsfuse docs/semantics.md"));
+        assert!(md.contains("mkfifo: Operation not supported") || md.contains("stdout differs"));
+        let j = to_json(&r);
+        assert_eq!(
+            j["documented_platform_differences"][0]["rule"],
+            "no named pipes"
+        );
+        assert!(render_terminal(&r).contains("documented platform differences"));
+        // An undeclared failure still blocks.
+        let r2 = report(vec![
+            rec("files.fifo", "docker", Outcome::Passed, Level::Core),
+            rec("files.fifo", "cloudrun", Outcome::Failed, Level::Core),
+        ]);
+        assert!(!parity(&r2).at_parity);
     }
 
     #[test]

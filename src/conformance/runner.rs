@@ -77,6 +77,9 @@ pub enum Outcome {
     Skipped,
     /// The case exceeded its time limit.
     TimedOut,
+    /// The case failed where it declares a documented platform difference (the rule and its
+    /// source are in the record's `divergence`): an expected difference, not a failure.
+    Divergent,
 }
 
 impl Outcome {
@@ -88,6 +91,7 @@ impl Outcome {
             Outcome::Unsupported => "unsupported",
             Outcome::Skipped => "skipped",
             Outcome::TimedOut => "timed out",
+            Outcome::Divergent => "documented difference",
         }
     }
 }
@@ -115,6 +119,9 @@ pub struct CaseRecord {
     /// [`super::report::PLAN_LIMITATIONS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limitation: Option<String>,
+    /// For a `documented difference` outcome: the platform rule the case declares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<super::case::Divergence>,
 }
 
 /// Counts per outcome.
@@ -130,6 +137,9 @@ pub struct Statistics {
     pub skipped: usize,
     /// Timed-out cases.
     pub timed_out: usize,
+    /// Documented platform differences (declared, and observed).
+    #[serde(default)]
+    pub divergent: usize,
 }
 
 impl Statistics {
@@ -141,6 +151,7 @@ impl Statistics {
             Outcome::Unsupported => self.unsupported += 1,
             Outcome::Skipped => self.skipped += 1,
             Outcome::TimedOut => self.timed_out += 1,
+            Outcome::Divergent => self.divergent += 1,
         }
     }
 
@@ -249,6 +260,7 @@ pub fn scenario_case(sc: scenario::Scenario) -> Case {
         requires: sc.requires.clone(),
         heavy: false,
         source: format!("{}:{}", sc.file, sc.line),
+        divergences: sc.divergences.clone(),
         body: CaseBody::Scenario(Arc::new(sc)),
     }
 }
@@ -416,7 +428,31 @@ fn record(
         failed_step: step,
         limitation: super::report::documented_limitation(backend, &c.requires, outcome)
             .map(|l| l.plan.to_string()),
+        divergence: None,
     }
+}
+
+/// Applies a case's declared divergence on `backend`: a failure there is the documented
+/// difference; a pass means the declaration no longer holds, which fails the case.
+fn apply_divergence(c: &Case, mut rec: CaseRecord) -> CaseRecord {
+    let Some(d) = c.divergences.iter().find(|d| d.backend == rec.backend) else {
+        return rec;
+    };
+    match rec.outcome {
+        Outcome::Failed => {
+            rec.outcome = Outcome::Divergent;
+            rec.divergence = Some(d.clone());
+        }
+        Outcome::Passed => {
+            rec.outcome = Outcome::Failed;
+            rec.error = Some(format!(
+                "the case declares a documented difference on {} ({}; {}), but it passed there: the declaration no longer holds",
+                d.backend, d.rule, d.source
+            ));
+        }
+        _ => {}
+    }
+    rec
 }
 
 /// Destroys a sandbox when dropped without an explicit `destroy` (panics, cancelled runs).
@@ -628,7 +664,7 @@ async fn run_one(
         Ok(Ok(r)) => r,
     };
     let (outcome, error, step) = classify(&case.requires, &caps, result);
-    record(case, backend, outcome, d, error, step)
+    apply_divergence(case, record(case, backend, outcome, d, error, step))
 }
 
 /// Decides the outcome from the case result and the capabilities the backend lacks.
@@ -681,6 +717,37 @@ mod tests {
     }
 
     #[test]
+    fn a_declared_divergence_must_fail_where_declared() {
+        let case = Case {
+            id: "files.x".into(),
+            area: Area::Files,
+            level: Level::Core,
+            requires: vec![],
+            heavy: false,
+            source: "t".into(),
+            divergences: vec![
+                crate::conformance::case::Divergence::parse("cloudrun | a rule | a source")
+                    .unwrap(),
+            ],
+            body: CaseBody::Rust(|_| Box::pin(async { Ok(()) })),
+        };
+        let rec = |b: &str, o: Outcome| record(&case, b, o, Duration::ZERO, None, None);
+        let d = apply_divergence(&case, rec("cloudrun", Outcome::Failed));
+        assert_eq!(d.outcome, Outcome::Divergent);
+        assert_eq!(d.divergence.as_ref().unwrap().rule, "a rule");
+        let stale = apply_divergence(&case, rec("cloudrun", Outcome::Passed));
+        assert_eq!(stale.outcome, Outcome::Failed);
+        assert!(stale.error.unwrap().contains("no longer holds"));
+        assert_eq!(
+            apply_divergence(&case, rec("docker", Outcome::Failed)).outcome,
+            Outcome::Failed,
+            "only the declared backend"
+        );
+        assert!(crate::conformance::case::Divergence::parse("cloud run | r | s").is_err());
+        assert!(crate::conformance::case::Divergence::parse("cloudrun | r").is_err());
+    }
+
+    #[test]
     fn classification_is_capability_gated() {
         let none = Capabilities::default();
         let all = Capabilities {
@@ -729,6 +796,7 @@ mod tests {
             error: None,
             failed_step: None,
             limitation: None,
+            divergence: None,
         };
         r.records.push(rec(Outcome::Passed));
         r.records.push(rec(Outcome::Unsupported));

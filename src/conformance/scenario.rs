@@ -39,6 +39,9 @@ pub enum StepKind {
     Kill,
     /// `write PATH`.
     Write,
+    /// `upload PATH`: the content streamed with `file_upload` (the Cloud Run backend sends
+    /// workspace uploads straight to the Storage API).
+    Upload,
     /// `read PATH`.
     Read,
     /// `exists PATH`.
@@ -180,6 +183,15 @@ const SPECS: &[Spec] = &[
         expected: false,
     },
     Spec {
+        name: "upload",
+        kind: StepKind::Upload,
+        args: (1, 1),
+        body: BodyKind::Content,
+        opts: &["session"],
+        flags: &[],
+        expected: false,
+    },
+    Spec {
         name: "read",
         kind: StepKind::Read,
         args: (1, 1),
@@ -285,6 +297,8 @@ pub struct Scenario {
     pub level: Level,
     /// Required capabilities.
     pub requires: Vec<Capability>,
+    /// Declared platform differences (`expected-divergence BACKEND | RULE | SOURCE`).
+    pub divergences: Vec<super::case::Divergence>,
     /// The file it came from (as given to the parser).
     pub file: String,
     /// The line of its `case` header.
@@ -340,6 +354,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
                     id: rest.to_string(),
                     level: Level::Core,
                     requires: Vec::new(),
+                    divergences: Vec::new(),
                     file: file.to_string(),
                     line: lineno,
                     steps: Vec::new(),
@@ -351,6 +366,24 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Scenario>, ParseError> {
                     lineno,
                     format!("expected `case AREA.NAME`, found {word:?}"),
                 ));
+            }
+            "expected-divergence" => {
+                let sc = out.last_mut().expect("checked above");
+                if !sc.steps.is_empty() {
+                    return Err(err(
+                        lineno,
+                        "`expected-divergence` must come before the first step".into(),
+                    ));
+                }
+                let d = super::case::Divergence::parse(rest).map_err(|m| err(lineno, m))?;
+                if sc.divergences.iter().any(|x| x.backend == d.backend) {
+                    return Err(err(
+                        lineno,
+                        format!("two `expected-divergence` lines for {}", d.backend),
+                    ));
+                }
+                sc.divergences.push(d);
+                continue;
             }
             "level" | "requires" => {
                 let sc = out.last_mut().expect("checked above");
@@ -1047,6 +1080,25 @@ impl Exec<'_> {
                     sb.file_write(&self.session(step)?, &path, &content, opts)
                         .await
                 );
+            }
+            StepKind::Upload => {
+                let path = self.arg(step, 0)?;
+                let content = self.subst_bytes(step.body.as_deref().unwrap_or_default());
+                let n = content.len() as u64;
+                let written = call!(
+                    sb.file_upload(
+                        &self.session(step)?,
+                        &path,
+                        crate::protocol::UploadBody::from_bytes(content)
+                    )
+                    .await
+                );
+                if written != n {
+                    return Err(CaseFailure::at(
+                        self.at(step),
+                        format!("upload reported {written} bytes written, {n} were sent"),
+                    ));
+                }
             }
             StepKind::Read => {
                 let path = self.arg(step, 0)?;

@@ -310,6 +310,11 @@ impl CloudRunBackend {
                                 &[
                                     "metadata-cache-ttl-secs=0",
                                     "metadata-cache-negative-ttl-secs=0",
+                                    // chmod is ignored: files are executable, so a script
+                                    // an agent writes and runs works as on Docker.
+                                    "file-mode=755",
+                                    // A directory rename moves each object (not atomic).
+                                    "rename-dir-limit=10000",
                                 ],
                             )),
                             ..Volume::default()
