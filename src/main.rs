@@ -42,6 +42,9 @@ struct MeasureArgs {
     /// Recorded iterations per measurement.
     #[arg(long, default_value_t = 20)]
     iterations: usize,
+    /// Rounds of the mixed workload (7 cheap operations each) the success and error rates stand on.
+    #[arg(long, default_value_t = bench::DEFAULT_MIXED_ROUNDS)]
+    mixed_rounds: usize,
     /// Sessions at once in the concurrency measurement (0 skips it).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -70,6 +73,7 @@ impl MeasureArgs {
         pipeline::BenchSettings {
             options: bench::BenchOptions {
                 iterations: self.iterations.max(1),
+                mixed_rounds: self.mixed_rounds,
                 cold_start_iterations: self.cold_starts,
                 concurrency: self.concurrency,
                 browser_starts: self.browser_starts,
@@ -606,11 +610,11 @@ async fn main_job(
         pipeline::write_bench_reports(&report, &suites, phase, Some(gate.clone()), &m.out)?;
     print_bench(&report, &suites, phase, &gate, &written);
     let conf_failed = conf.as_ref().is_some_and(|c| c.exit_code(false) != 0);
-    Ok(if conf_failed || report.partial {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    let verdict = pipeline::job_verdict(&gate, conf_failed, &report);
+    for f in &verdict.failures {
+        eprintln!("sandbox-harness: FAIL {f}");
+    }
+    Ok(ExitCode::from(verdict.exit_code))
 }
 
 async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError> {

@@ -209,7 +209,22 @@ pub fn load_conformance(path: &Path) -> Result<RunReport, PipelineError> {
     })
 }
 
-/// The gate's view of a conformance run.
+/// The backends the parity gate needs results from.
+pub const PARITY_BACKENDS: [&str; 2] = ["docker", "cloudrun"];
+
+/// The cases the parity gate needs on every backend of [`PARITY_BACKENDS`]: every built-in core
+/// case, and the heavy ones (the 500 MB transfer: the plan's files-up-to-500 MB MUST).
+pub fn required_cases() -> Result<Vec<conformance::Case>, PipelineError> {
+    Ok(conformance::builtin_cases()
+        .map_err(|e| PipelineError::Cases(e.to_string()))?
+        .into_iter()
+        .filter(|c| c.level == conformance::Level::Core || c.heavy)
+        .collect())
+}
+
+/// The gate's view of a conformance run: divergences, and what the run lacks of the whole
+/// suite ([`required_cases`] on [`PARITY_BACKENDS`]). A required case that is not core (the
+/// 500 MB transfer) must pass too.
 pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceSummary {
     let verdict = conformance::parity(report);
     let mut divergences: Vec<String> = verdict
@@ -226,11 +241,43 @@ pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceS
     for (backend, why) in &report.skipped_backends {
         divergences.push(format!("{backend} skipped: {why}"));
     }
+    let mut missing = Vec::new();
+    match required_cases() {
+        Err(e) => missing.push(format!("the required case list cannot be built: {e}")),
+        Ok(required) => {
+            for backend in PARITY_BACKENDS {
+                for case in &required {
+                    let rec = report
+                        .records
+                        .iter()
+                        .find(|r| r.id == case.id && r.backend == backend);
+                    match rec {
+                        None => missing.push(format!("{} on {backend}", case.id)),
+                        Some(r)
+                            if case.level != conformance::Level::Core
+                                && !matches!(
+                                    r.outcome,
+                                    conformance::Outcome::Passed | conformance::Outcome::Divergent
+                                ) =>
+                        {
+                            divergences.push(format!(
+                                "{} on {backend}: {} (a MUST of the plan)",
+                                case.id,
+                                r.outcome.as_str()
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
     let cases: std::collections::BTreeSet<&str> =
         report.records.iter().map(|r| r.id.as_str()).collect();
     acceptance::gate::ConformanceSummary {
         scenarios: cases.len() as u64,
         divergences,
+        missing,
     }
 }
 
@@ -399,12 +446,143 @@ pub fn write_bench_reports(
     Ok(report::write_all(report, out_dir, &md)?)
 }
 
+/// What the main job (`run`) concludes: its exit code and each reason it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobVerdict {
+    /// 0 when nothing failed, 1 otherwise.
+    pub exit_code: u8,
+    /// One line per failure: each failed gate with the rows it names, a failed conformance run,
+    /// a partial bench.
+    pub failures: Vec<String>,
+}
+
+/// The main job's verdict: it fails exactly when the phase's gates fail (as `gate` does, naming
+/// each failing gate and the rows in its reason), when the conformance run failed, or when the
+/// bench is partial.
+pub fn job_verdict(gate: &GateResult, conformance_failed: bool, bench: &BenchReport) -> JobVerdict {
+    let mut failures: Vec<String> = gate
+        .gates
+        .iter()
+        .filter(|g| !g.passed)
+        .map(|g| format!("phase {} gate {} failed: {}", gate.phase, g.id, g.reason))
+        .collect();
+    if conformance_failed {
+        failures.push("the conformance run failed (see the parity matrix)".into());
+    }
+    if bench.partial {
+        failures.push(format!(
+            "the bench is partial: {}",
+            bench.partial_reason.as_deref().unwrap_or("incomplete")
+        ));
+    }
+    JobVerdict {
+        exit_code: u8::from(!failures.is_empty()),
+        failures,
+    }
+}
+
 /// Default per-case time limit of pipeline conformance runs.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: &str, backend: &str, outcome: conformance::Outcome) -> conformance::CaseRecord {
+        let case = required_cases()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap();
+        conformance::CaseRecord {
+            id: id.into(),
+            area: case.area,
+            level: case.level,
+            backend: backend.into(),
+            outcome,
+            duration_ms: 1,
+            error: None,
+            failed_step: None,
+            limitation: None,
+            divergence: None,
+        }
+    }
+
+    fn run_report(records: Vec<conformance::CaseRecord>) -> RunReport {
+        RunReport {
+            backends: PARITY_BACKENDS.iter().map(|b| b.to_string()).collect(),
+            skipped_backends: Default::default(),
+            records,
+            stats: Default::default(),
+            excluded_heavy: Vec::new(),
+            cleanup_errors: Vec::new(),
+            duration_ms: 1,
+        }
+    }
+
+    #[test]
+    fn the_parity_gate_needs_the_whole_suite_on_both_backends() {
+        let required = required_cases().unwrap();
+        assert!(required.iter().any(|c| c.id == "transfer.roundtrip_500mb"));
+        let all: Vec<conformance::CaseRecord> = PARITY_BACKENDS
+            .iter()
+            .flat_map(|b| {
+                required
+                    .iter()
+                    .map(move |c| record(&c.id, b, conformance::Outcome::Passed))
+            })
+            .collect();
+        let inputs = |c: acceptance::gate::ConformanceSummary| GateInputs {
+            conformance: Some(c),
+            ..GateInputs::default()
+        };
+        let parity = |i: &GateInputs| {
+            acceptance::gate(1, i)
+                .unwrap()
+                .gates
+                .into_iter()
+                .find(|g| g.id == "conformance_parity")
+                .unwrap()
+        };
+        let full = conformance_summary(&run_report(all.clone()));
+        assert!(full.missing.is_empty(), "{:?}", full.missing);
+        let g = parity(&inputs(full));
+        assert!(g.passed, "{}", g.reason);
+
+        // A filtered run: only the stateful cases.
+        let filtered: Vec<_> = all
+            .iter()
+            .filter(|r| r.id.starts_with("stateful."))
+            .cloned()
+            .collect();
+        let g = parity(&inputs(conformance_summary(&run_report(filtered))));
+        assert!(!g.passed);
+        assert!(
+            g.reason.contains("lifecycle.identity on docker"),
+            "{}",
+            g.reason
+        );
+        assert!(
+            g.reason.contains("transfer.roundtrip_500mb on cloudrun"),
+            "{}",
+            g.reason
+        );
+
+        // The 500 MB transfer is a MUST: failing it fails the gate though it is not core.
+        let mut big_fails = all.clone();
+        for r in big_fails
+            .iter_mut()
+            .filter(|r| r.id == "transfer.roundtrip_500mb")
+        {
+            r.outcome = conformance::Outcome::Failed;
+        }
+        let g = parity(&inputs(conformance_summary(&run_report(big_fails))));
+        assert!(
+            !g.passed && g.reason.contains("a MUST of the plan"),
+            "{}",
+            g.reason
+        );
+    }
 
     #[test]
     fn backend_lists() {

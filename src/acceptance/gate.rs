@@ -128,6 +128,11 @@ pub struct ConformanceSummary {
     pub scenarios: u64,
     /// Scenarios where the backends behaved differently, with what differed.
     pub divergences: Vec<String>,
+    /// What the parity gate needs and the run lacks: each required case (every core case, and
+    /// the plan's MUST items such as the 500 MB transfer) that has no result on a required
+    /// backend, as "CASE on BACKEND"; a filter, `--skip-heavy` or a skipped backend shows here.
+    #[serde(default)]
+    pub missing: Vec<String>,
 }
 
 /// Everything gates may look at; missing inputs fail the gates that need them.
@@ -388,6 +393,19 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
         GateCheck::ConformanceParity => match &i.conformance {
             None => (false, "no conformance result given".into()),
             Some(c) if c.scenarios == 0 => (false, "the conformance run had no scenarios".into()),
+            Some(c) if !c.missing.is_empty() => (
+                false,
+                format!(
+                    "the conformance run is not the whole suite: {} required result(s) missing: {}{}",
+                    c.missing.len(),
+                    c.missing.join(", "),
+                    if c.divergences.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; and {} divergence(s): {}", c.divergences.len(), c.divergences.join("; "))
+                    }
+                ),
+            ),
             Some(c) if c.divergences.is_empty() => {
                 (true, format!("{} scenarios, no divergence", c.scenarios))
             }
@@ -413,27 +431,51 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
             ),
         },
         GateCheck::Monitoring => match &i.metrics {
-            None => (false, "no event-log metrics given".into()),
-            Some(m) if m.backends.is_empty() => (false, "the event log holds no executions".into()),
+            None => (
+                false,
+                "no data: no event log given (the bench writes one with --events; `gate --events FILE` judges an existing one)".into(),
+            ),
+            Some(m) if m.backends.is_empty() => (
+                false,
+                "no data: the event log holds no executions".into(),
+            ),
             Some(m) => {
+                // Every check must meet its target: an alert, a missed target, a check without
+                // data and one with too few samples all fail the gate, named.
                 let bad: Vec<String> = m
                     .backends
                     .iter()
                     .flat_map(|b| {
                         b.checks
                             .iter()
-                            .filter(|c| {
-                                !matches!(
-                                    c.status,
-                                    crate::metrics::CheckStatus::Ok
-                                        | crate::metrics::CheckStatus::NoData
+                            .filter(|c| c.status != crate::metrics::CheckStatus::Ok)
+                            .map(move |c| {
+                                let status = match c.status {
+                                    crate::metrics::CheckStatus::NoData => "no data".to_string(),
+                                    other => format!("{other:?}"),
+                                };
+                                format!(
+                                    "{} {}: {status} ({})",
+                                    b.backend,
+                                    c.name,
+                                    c.measured.map_or("-".into(), |v| format!("{v:.3}"))
                                 )
                             })
-                            .map(move |c| format!("{} {}: {:?}", b.backend, c.name, c.status))
                     })
                     .collect();
                 if bad.is_empty() {
-                    (true, "every monitoring check meets its target".into())
+                    (
+                        true,
+                        format!(
+                            "every monitoring check meets its target ({} events, {})",
+                            m.events,
+                            m.backends
+                                .iter()
+                                .map(|b| format!("{}: {} operations", b.backend, b.operations))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
                 } else {
                     (false, bad.join("; "))
                 }

@@ -75,9 +75,21 @@ struct Ctx<'a> {
     pb: &'a ProgressBar,
     /// Resident memory while the 500 MB transfers ran.
     large_rss: Mutex<Option<super::RssWindow>>,
+    /// How long each part of the run took, in order.
+    parts: Mutex<Vec<super::PartTiming>>,
 }
 
 impl Ctx<'_> {
+    /// Records that the part `name`, begun at `started`, is over.
+    fn part_done(&self, name: &str, started: Instant) {
+        if let Ok(mut p) = self.parts.lock() {
+            p.push(super::PartTiming {
+                part: name.to_string(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+
     fn cancelled(&self) -> bool {
         self.opts.cancel.is_cancelled()
     }
@@ -325,7 +337,9 @@ fn progress_bar(opts: &BenchOptions, total: u64) -> ProgressBar {
 
 fn planned_ops(opts: &BenchOptions, raw: bool, browser: bool) -> u64 {
     let n = opts.iterations as u64;
-    let mut t = opts.cold_start_iterations as u64 + n * (1 + 2 + 1 + MIXED_OPS as u64 + 1);
+    let mut t = opts.cold_start_iterations as u64
+        + n * (1 + 2 + 1 + 1)
+        + opts.mixed_rounds as u64 * MIXED_OPS as u64;
     if raw {
         t += n;
     }
@@ -430,12 +444,15 @@ async fn run_backend(
         samples: Mutex::new(Vec::new()),
         pb,
         large_rss: Mutex::new(None),
+        parts: Mutex::new(Vec::new()),
     };
     let raw = opts.raw_baselines.get(label).cloned();
     let mut setup_errors = Vec::new();
     let mut concurrency = None;
 
+    let t = Instant::now();
     cold_start(&ctx, backend).await;
+    ctx.part_done("cold starts", t);
     if !ctx.cancelled() {
         let (sb, ok) = ctx.create(backend, Measurement::Setup, true).await;
         if let Some(sb) = &sb
@@ -453,13 +470,18 @@ async fn run_backend(
         }
     }
     if opts.concurrency > 0 && !ctx.cancelled() {
+        let t = Instant::now();
         concurrency = concurrent(&ctx, backend, &mut setup_errors).await;
+        ctx.part_done("concurrency", t);
     }
     if opts.browser_starts > 0 && backend.capabilities().browser && !ctx.cancelled() {
+        let t = Instant::now();
         browser(&ctx, backend, &mut setup_errors).await;
+        ctx.part_done("browser", t);
     }
     let partial = ctx.cancelled() || !setup_errors.is_empty();
     let large_transfer_rss = ctx.large_rss.lock().ok().and_then(|g| *g);
+    let parts = ctx.parts.lock().map(|p| p.clone()).unwrap_or_default();
     let samples = ctx.samples.into_inner().unwrap_or_default();
     let report_ctx = BackendContext {
         name: label.to_string(),
@@ -474,6 +496,7 @@ async fn run_backend(
             .and_then(|r| r.transfer_description()),
         large_transfer_rss,
         setup_errors,
+        parts,
     };
     let mut report = BackendReport::from_samples(report_ctx, samples, &opts.tables);
     if !opts.keep_samples {
@@ -510,6 +533,7 @@ async fn main_phases(
     let w = opts.warmup;
 
     // Warm stateful exec.
+    let t = Instant::now();
     for i in 0..(w + n) {
         let r = ctx
             .timed(
@@ -528,7 +552,9 @@ async fn main_phases(
         }
     }
 
+    ctx.part_done("warm exec", t);
     // The raw baseline next to it.
+    let t = Instant::now();
     if let Some(raw) = raw {
         let desc = raw.description();
         for i in 0..(w + n) {
@@ -580,6 +606,8 @@ async fn main_phases(
         Some(Ok(())) => {}
     }
 
+    ctx.part_done("raw baseline", t);
+    let t = Instant::now();
     let small = format!("{}/transfer-10mib.bin", opts.workdir);
     if !transfers(
         ctx,
@@ -596,6 +624,8 @@ async fn main_phases(
     {
         return;
     }
+    ctx.part_done("10 MB transfers", t);
+    let t = Instant::now();
     if opts.include_large {
         let large = format!("{}/transfer-500mib.bin", opts.workdir);
         let lt = opts.large_op_timeout;
@@ -629,7 +659,11 @@ async fn main_phases(
         }
     }
 
+    if opts.include_large {
+        ctx.part_done("500 MB transfers", t);
+    }
     // Background process start.
+    let t = Instant::now();
     for i in 0..(w + n) {
         let record = i >= w;
         let r = ctx
@@ -675,10 +709,15 @@ async fn main_phases(
         }
     }
 
-    if !mixed(ctx, sb, w, n).await {
+    ctx.part_done("background starts", t);
+    let t = Instant::now();
+    if !mixed(ctx, sb, w, opts.mixed_rounds).await {
         return;
     }
+    ctx.part_done("mixed workload", t);
+    let t = Instant::now();
     state_consistency(ctx, sb, n, setup_errors).await;
+    ctx.part_done("state consistency", t);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1084,8 +1123,8 @@ async fn state_consistency(
         let kind = match &r {
             None => return,
             Some(Ok(())) => Some(EventKind::StateChecked),
-            Some(Err(e)) if e.class == ErrorClass::WrongResult => Some(EventKind::StateLoss),
-            Some(Err(_)) => None,
+            // An errored check could not show the state was kept: a loss too.
+            Some(Err(_)) => Some(EventKind::StateLoss),
         };
         if let Some(kind) = kind {
             let mut ev = Event::new(kind, &ctx.backend);
