@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sandbox_harness::acceptance::profile;
+use sandbox_harness::gcp::observe::CallRecorder;
 use sandbox_harness::{
     acceptance, bench, conformance, health, metrics, pipeline, preflight, report,
 };
@@ -66,9 +68,35 @@ struct MeasureArgs {
     /// Where reports go.
     #[arg(long, default_value = "reports")]
     out: std::path::PathBuf,
+    /// The Cloud Run twin's latency profile for the measurements: a built-in name (`none`,
+    /// `gcp-published`) or a profile file [default: gcp-published; conformance: none].
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+    /// Write the per-operation latency distributions the Cloud Run client observed to FILE
+    /// (the profile format: `emulator --profile FILE` replays them).
+    #[arg(long, value_name = "FILE.toml")]
+    record_profile: Option<std::path::PathBuf>,
 }
 
 impl MeasureArgs {
+    /// How the backends are opened for the measurements.
+    fn open_options(&self, recorder: Option<&CallRecorder>) -> pipeline::OpenOptions {
+        pipeline::OpenOptions {
+            profile: self.profile.clone(),
+            default_profile: Some(profile::BENCH_DEFAULT.into()),
+            recorder: recorder.cloned(),
+        }
+    }
+
+    /// How the backends are opened for conformance (same `--profile`, default `none`).
+    fn conform_options(&self) -> pipeline::OpenOptions {
+        pipeline::OpenOptions {
+            profile: self.profile.clone(),
+            default_profile: Some(profile::CONFORMANCE_DEFAULT.into()),
+            recorder: None,
+        }
+    }
+
     fn bench_settings(&self) -> pipeline::BenchSettings {
         pipeline::BenchSettings {
             options: bench::BenchOptions {
@@ -165,6 +193,9 @@ enum Command {
         /// Where the JSON and Markdown reports go.
         #[arg(long, default_value = "reports")]
         out: std::path::PathBuf,
+        /// The Cloud Run twin's latency profile (a built-in name or a file) [default: none].
+        #[arg(long, value_name = "NAME|FILE")]
+        profile: Option<String>,
     },
     /// An interactive session on a backend: each line runs statefully; `:help` lists meta-commands.
     Shell {
@@ -392,8 +423,9 @@ async fn main() -> ExitCode {
             skip_heavy,
             case_timeout_secs,
             out,
+            profile,
         } => {
-            let registry = registry();
+            let registry = conformance::default_registry_with(profile);
             let entries = match registry.select(&backend) {
                 Ok(e) => e,
                 Err(e) => return usage_error(&e),
@@ -570,12 +602,27 @@ fn fail_on(r: Result<ExitCode, pipeline::PipelineError>) -> ExitCode {
     })
 }
 
-async fn measure(
-    backends: &[pipeline::OpenBackend],
+/// Opens the backends for the measurements (the twin under `gcp-published` unless told),
+/// runs the bench, closes them, and writes the recorded profile when asked.
+async fn measure_opened(
     suites: &acceptance::Suites,
     m: &MeasureArgs,
 ) -> Result<bench::BenchReport, pipeline::PipelineError> {
-    pipeline::bench(backends, suites, m.bench_settings()).await
+    let recorder = m.record_profile.as_ref().map(|_| CallRecorder::new());
+    let backends =
+        pipeline::open_backends_with(&m.backend, &m.open_options(recorder.as_ref())).await?;
+    let report = pipeline::bench(&backends, suites, m.bench_settings()).await;
+    pipeline::close(&backends).await;
+    let report = report?;
+    if let (Some(path), Some(rec)) = (&m.record_profile, &recorder) {
+        let origin = backends
+            .iter()
+            .find(|b| b.name == "cloudrun")
+            .map_or("no Cloud Run backend".to_string(), |b| b.origin.statement());
+        let written = pipeline::write_recorded_profile(path, rec, &origin)?;
+        eprintln!("wrote {} ({written} operations)", path.display());
+    }
+    Ok(report)
 }
 
 async fn main_job(
@@ -584,10 +631,11 @@ async fn main_job(
     phase: u32,
 ) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let backends = pipeline::open_backends(&m.backend).await?;
     let conf = if no_conformance {
         None
     } else {
+        // Conformance checks behaviour on a twin of its own (profile `none` unless told).
+        let backends = pipeline::open_backends_with(&m.backend, &m.conform_options()).await?;
         let settings = pipeline::ConformSettings {
             options: conformance::RunOptions {
                 skip_heavy: m.no_large,
@@ -596,11 +644,11 @@ async fn main_job(
             out_dir: m.out.clone(),
         };
         let r = pipeline::conform(&backends, &settings).await?;
+        pipeline::close(&backends).await;
         println!("{}", conformance::render_terminal(&r));
         Some(r)
     };
-    let report = measure(&backends, &suites, &m).await?;
-    pipeline::close(&backends).await;
+    let report = measure_opened(&suites, &m).await?;
     let evidence = pipeline::GateEvidence {
         conformance: conf.as_ref().map(pipeline::conformance_summary),
         ..pipeline::GateEvidence::default()
@@ -619,9 +667,7 @@ async fn main_job(
 
 async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let backends = pipeline::open_backends(&m.backend).await?;
-    let report = measure(&backends, &suites, &m).await?;
-    pipeline::close(&backends).await;
+    let report = measure_opened(&suites, &m).await?;
     let gate = pipeline::evaluate_gate(
         1,
         &suites,
@@ -654,7 +700,7 @@ async fn gate(
     let bench_report = match existing {
         Some(path) => report::load(&path)?,
         None => {
-            let backends = pipeline::open_backends(&m.backend).await?;
+            let backends = pipeline::open_backends_with(&m.backend, &m.conform_options()).await?;
             if phase == 0 {
                 evidence.preflight = pipeline::preflight(&backends).await;
                 let url = health_url.clone().or_else(|| {
@@ -679,9 +725,8 @@ async fn gate(
                 let conf = pipeline::conform(&backends, &settings).await?;
                 evidence.conformance = Some(pipeline::conformance_summary(&conf));
             }
-            let measured = measure(&backends, &suites, &m).await?;
             pipeline::close(&backends).await;
-            measured
+            measure_opened(&suites, &m).await?
         }
     };
     let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), &evidence)?;

@@ -81,8 +81,28 @@ pub fn backend_names(spec: &str) -> Result<Vec<String>, PipelineError> {
     Ok(out)
 }
 
+/// How the Cloud Run backend is opened besides its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The twin's latency profile asked for on the command line (wins over the configuration).
+    pub profile: Option<String>,
+    /// The profile when neither the command line nor the configuration names one (the bench
+    /// measures with `gcp-published`, conformance checks behaviour with `none`).
+    pub default_profile: Option<String>,
+    /// Records every Admin API and Storage call (`bench --record-profile`).
+    pub recorder: Option<crate::gcp::observe::CallRecorder>,
+}
+
 /// Opens the named backends (Cloud Run from the environment; the embedded emulator by default).
 pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError> {
+    open_backends_with(spec, &OpenOptions::default()).await
+}
+
+/// [`open_backends`] with a twin profile and a call recorder.
+pub async fn open_backends_with(
+    spec: &str,
+    opts: &OpenOptions,
+) -> Result<Vec<OpenBackend>, PipelineError> {
     let mut out = Vec::new();
     for name in backend_names(spec)? {
         let fail = |e: &dyn std::fmt::Display| PipelineError::Backend {
@@ -104,13 +124,21 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
                 });
             }
             _ => {
-                let cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
-                let b = CloudRunBackend::connect(cfg.clone())
+                let mut cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
+                if let Some(p) = &opts.profile {
+                    cfg.latency_profile = Some(p.clone());
+                } else if cfg.latency_profile.is_none() {
+                    cfg.latency_profile = opts.default_profile.clone();
+                }
+                let mut b = CloudRunBackend::connect(cfg.clone())
                     .await
                     .map_err(|e| fail(&e))?;
+                if let Some(r) = &opts.recorder {
+                    b = b.with_recorder(r.clone());
+                }
                 let origin = if b.is_emulated() {
                     BackendOrigin::CloudRunEmulator {
-                        latency_profile: None,
+                        latency_profile: b.twin_faults(),
                     }
                 } else {
                     BackendOrigin::CloudRunGcp {
@@ -129,6 +157,28 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
         }
     }
     Ok(out)
+}
+
+/// Writes what `recorder` observed as a latency profile to `path` (named after the file),
+/// its sources naming `origin` and the time; returns how many operations it holds.
+pub fn write_recorded_profile(
+    path: &Path,
+    recorder: &crate::gcp::observe::CallRecorder,
+    origin: &str,
+) -> Result<usize, PipelineError> {
+    let name = path
+        .file_stem()
+        .map_or("recorded".into(), |s| s.to_string_lossy().into_owned());
+    let source = format!(
+        "bench --record-profile on {origin}, {}",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let profile = recorder.to_profile(&name, &source);
+    let text = profile
+        .to_toml()
+        .map_err(|e| std::io::Error::other(format!("cannot serialise the profile: {e}")))?;
+    report::write_atomic(path, text.as_bytes())?;
+    Ok(profile.latency.len())
 }
 
 /// Stops what the backends started for this run (the embedded emulator's executions).

@@ -7,6 +7,7 @@
 //! `NotMeasured`.
 
 pub mod gate;
+pub mod profile;
 
 use std::fmt;
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use gate::{GateCheck, GateInputs, GateOutcome, GateResult, Phase, PhaseFile, gate};
+pub use profile::LatencyProfile;
 
 /// The suites shipped with the harness (used when no file is given).
 pub const DEFAULT_ACCEPTANCE_TOML: &str = include_str!("../../suites/acceptance.toml");

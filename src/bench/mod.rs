@@ -289,15 +289,17 @@ impl BackendOrigin {
         match self {
             BackendOrigin::LocalDocker => "Docker engine on this host".into(),
             BackendOrigin::CloudRunEmulator { latency_profile } => {
+                let name = self.twin_profile_name().unwrap_or("none");
                 let profile = match latency_profile {
                     Some(p) if !p.is_quiet() => format!(
-                        "injected latency: API calls {}-{} ms, execution start {}-{} ms",
+                        "latency profile {name}; added latency: API calls {}-{} ms, execution \
+                         start {}-{} ms",
                         p.call_latency.min_ms,
                         p.call_latency.max_ms,
                         p.execution_start_latency.min_ms,
                         p.execution_start_latency.max_ms
                     ),
-                    _ => "no injected latency".into(),
+                    _ => format!("latency profile {name}, no other injected latency"),
                 };
                 format!(
                     "LOCAL EMULATOR of Cloud Run and Cloud Storage ({profile}); these are NOT Google Cloud figures"
@@ -312,6 +314,19 @@ impl BackendOrigin {
             BackendOrigin::Undeclared => {
                 "origin not declared by the caller; not to be read as Google Cloud figures".into()
             }
+        }
+    }
+
+    /// The Cloud Run twin's latency profile name (`none`, `gcp-published`, a recorded one),
+    /// for figures from the embedded emulator.
+    pub fn twin_profile_name(&self) -> Option<&str> {
+        match self {
+            BackendOrigin::CloudRunEmulator { latency_profile } => Some(
+                latency_profile
+                    .as_ref()
+                    .map_or("none", |f| f.profile_name()),
+            ),
+            _ => None,
         }
     }
 

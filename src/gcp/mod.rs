@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod iam;
+pub mod observe;
 pub mod retry;
 pub mod run;
 pub mod storage;

@@ -756,6 +756,7 @@ pub struct RunClient {
     base: String,
     token: Option<TokenProvider>,
     retry: RetryPolicy,
+    recorder: Option<super::observe::CallRecorder>,
 }
 
 impl std::fmt::Debug for RunClient {
@@ -782,6 +783,7 @@ impl RunClient {
             base,
             token: None,
             retry: RetryPolicy::default(),
+            recorder: None,
         })
     }
 
@@ -803,6 +805,12 @@ impl RunClient {
     /// Sends `Authorization: Bearer <token>` from `provider` on every request.
     pub fn with_token_provider(mut self, provider: TokenProvider) -> Self {
         self.token = Some(provider);
+        self
+    }
+
+    /// Records how long each call takes (`bench --record-profile`).
+    pub fn with_recorder(mut self, recorder: super::observe::CallRecorder) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -1009,7 +1017,11 @@ impl RunClient {
             timeout: e.is_timeout(),
             detail: e.to_string(),
         };
+        let sent = std::time::Instant::now();
         let resp = req.send().await.map_err(transport)?;
+        if let Some(r) = &self.recorder {
+            r.record(&super::observe::run_method(&method, path), sent.elapsed());
+        }
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {

@@ -56,6 +56,11 @@ pub struct CloudRunConfig {
     /// Service Usage base URL; `None` = the run endpoint when it is a loopback emulator, else
     /// https://serviceusage.googleapis.com.
     pub service_usage_endpoint: Option<String>,
+    /// The embedded emulator's latency profile: a built-in name (`none`, `gcp-published`) or
+    /// a profile file; `None` = what the command defaults to (see [`CloudRunConfig::twin_profile`]).
+    pub latency_profile: Option<String>,
+    /// Seed of the embedded emulator's dice (profile sampling, faults); `None` = random.
+    pub emulator_seed: Option<u64>,
 }
 
 impl Default for CloudRunConfig {
@@ -80,6 +85,8 @@ impl Default for CloudRunConfig {
             bucket_storage_class: None,
             resource_manager_endpoint: None,
             service_usage_endpoint: None,
+            latency_profile: None,
+            emulator_seed: None,
         }
     }
 }
@@ -169,6 +176,15 @@ impl CloudRunConfig {
         if let Some(v) = nonempty("CLOUDRUN_TOKEN") {
             self.token = Some(v);
         }
+        if let Some(v) = nonempty("SANDBOX_TWIN_PROFILE") {
+            self.latency_profile = Some(v);
+        }
+        if let Some(v) = nonempty("SANDBOX_TWIN_SEED") {
+            self.emulator_seed = Some(v.parse().map_err(|_| ConfigError::Invalid {
+                field: "SANDBOX_TWIN_SEED",
+                message: format!("{v:?} is not a number"),
+            })?);
+        }
         if let Some(v) = nonempty("CLOUDRUN_WORKER_IDLE_SECS") {
             self.worker_idle_secs = v.parse().map_err(|_| ConfigError::Invalid {
                 field: "CLOUDRUN_WORKER_IDLE_SECS",
@@ -210,7 +226,18 @@ impl CloudRunConfig {
                 message: "must be above 0 and below the task timeout".into(),
             });
         }
+        self.twin_profile()?;
         Ok(())
+    }
+
+    /// The embedded emulator's latency profile: `latency_profile`, else `none`. The one place
+    /// the twin's profile is decided; reports name it (`FaultConfig::profile_name`).
+    pub fn twin_profile(&self) -> Result<crate::acceptance::LatencyProfile, ConfigError> {
+        let name = self.latency_profile.as_deref().unwrap_or("none");
+        crate::acceptance::LatencyProfile::resolve(name).map_err(|e| ConfigError::Invalid {
+            field: "latency_profile",
+            message: e.to_string(),
+        })
     }
 
     /// True when no real GCP is configured: the embedded emulator is used.

@@ -89,8 +89,19 @@ impl CloudRunBackend {
         cfg.validate()
             .map_err(|e| cfg_err("connect", e.to_string()))?;
         if cfg.uses_embedded_emulator() {
+            let profile = cfg
+                .twin_profile()
+                .map_err(|e| cfg_err("connect", e.to_string()))?;
+            let emu = crate::emulator::EmulatorConfig {
+                faults: crate::emulator::faults::FaultConfig {
+                    seed: cfg.emulator_seed,
+                    profile: (!profile.is_empty()).then(|| Box::new(profile)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
             let local = Arc::new(
-                LocalCloud::start()
+                LocalCloud::start_with(emu)
                     .await
                     .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
             );
@@ -193,6 +204,22 @@ impl CloudRunBackend {
             parent,
             local: Some(local),
         })
+    }
+
+    /// Records how long each Admin API and Storage call takes (`bench --record-profile`);
+    /// give it before creating sandboxes.
+    pub fn with_recorder(mut self, recorder: crate::gcp::observe::CallRecorder) -> Self {
+        self.storage = self.storage.clone().with_recorder(recorder.clone());
+        self.run = self.run.clone().with_recorder(recorder);
+        self
+    }
+
+    /// The embedded emulator's fault and latency configuration (its profile, seed), when the
+    /// backend runs on it.
+    pub fn twin_faults(&self) -> Option<crate::emulator::faults::FaultConfig> {
+        self.local
+            .as_ref()
+            .map(|l| l.emulator().context().faults().clone())
     }
 
     /// True when this backend runs on the local emulator (reports must say so).

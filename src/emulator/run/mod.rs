@@ -37,6 +37,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::acceptance::profile;
 use crate::emulator::faults::FaultInjector;
 use crate::emulator::gcsfuse::GcsFuse;
 use crate::emulator::routes::{Api, RouteTable};
@@ -143,8 +144,15 @@ struct ExecRec {
 }
 
 enum OpRec {
-    Done { metadata: Value, response: Value },
-    Exec { execution: String },
+    /// An operation on a job or execution record; done at `ready_at` (at once when `None`).
+    Done {
+        metadata: Value,
+        response: Value,
+        ready_at: Option<Instant>,
+    },
+    Exec {
+        execution: String,
+    },
 }
 
 #[derive(Default)]
@@ -525,13 +533,20 @@ impl Inner {
     fn op_view(&self, name: &str) -> Option<Operation> {
         let op = self.operations.get(name)?;
         Some(match op {
-            OpRec::Done { metadata, response } => Operation {
-                name: name.into(),
-                metadata: Some(metadata.clone()),
-                done: true,
-                error: None,
-                response: Some(response.clone()),
-            },
+            OpRec::Done {
+                metadata,
+                response,
+                ready_at,
+            } => {
+                let done = ready_at.is_none_or(|t| Instant::now() >= t);
+                Operation {
+                    name: name.into(),
+                    metadata: Some(metadata.clone()),
+                    done,
+                    error: None,
+                    response: done.then(|| response.clone()),
+                }
+            }
             OpRec::Exec { execution } => match self.executions.get(execution) {
                 Some(e) => {
                     let x = exec_view(e);
@@ -798,6 +813,11 @@ async fn create_job(
     job.latest_created_execution = None;
     job.reconciling = false;
     job.etag = Some(format!("\"{}\"", rand_suffix(12)));
+    // The latency profile's job-create operation: done after a while, as Google's reconciles.
+    // The job itself is readable and runnable at once (the twin does not model a job that
+    // cannot run before its create operation is done; Google does not document either way).
+    let create_delay = st.cfg.faults.phase_delay(profile::JOB_CREATE_OP);
+    let create_ready = (!create_delay.is_zero()).then(|| Instant::now() + create_delay);
     let op = {
         let mut g = st.lock();
         if g.jobs.contains_key(&name) {
@@ -814,6 +834,7 @@ async fn create_job(
             OpRec::Done {
                 metadata: v.clone(),
                 response: v,
+                ready_at: create_ready,
             },
         );
         g.op_view(&op)
@@ -875,6 +896,7 @@ async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> A
             OpRec::Done {
                 metadata: v.clone(),
                 response: v,
+                ready_at: None,
             },
         );
         g.op_view(&op)
@@ -1092,6 +1114,7 @@ async fn delete_execution(State(st): St, Path((p, l, j, e)): P4, headers: Header
             OpRec::Done {
                 metadata: v.clone(),
                 response: v,
+                ready_at: None,
             },
         );
         g.op_view(&op)
@@ -1206,19 +1229,31 @@ async fn post_operation(
         Some(other) => return Err(ApiError::invalid(format!("Invalid timeout {other}"))),
     };
     let name = format!("projects/{p}/locations/{l}/operations/{o}");
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    // WaitOperation is best effort and may return before the operation is done, even at once
+    // (https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.operations/wait);
+    // the latency profile says how often and how soon.
+    if let Some(early) = st.cfg.faults.wait_returns_early() {
+        deadline = deadline.min(Instant::now() + early);
+    }
     let mut rx = st.changed.subscribe();
     loop {
-        let op = st
-            .lock()
-            .op_view(&name)
-            .ok_or_else(|| ApiError::not_found(&name))?;
+        let (op, ready_at) = {
+            let g = st.lock();
+            let op = g.op_view(&name).ok_or_else(|| ApiError::not_found(&name))?;
+            let ready_at = match g.operations.get(&name) {
+                Some(OpRec::Done { ready_at, .. }) => *ready_at,
+                _ => None,
+            };
+            (op, ready_at)
+        };
         if op.done || Instant::now() >= deadline {
             return ok(op);
         }
+        let wake = ready_at.map_or(deadline, |t| t.min(deadline));
         tokio::select! {
             r = rx.changed() => { if r.is_err() { return ok(op); } }
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }
