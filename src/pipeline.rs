@@ -108,16 +108,7 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
                 let b = CloudRunBackend::connect(cfg.clone())
                     .await
                     .map_err(|e| fail(&e))?;
-                let origin = if b.is_emulated() {
-                    BackendOrigin::CloudRunEmulator {
-                        latency_profile: None,
-                    }
-                } else {
-                    BackendOrigin::CloudRunGcp {
-                        project: cfg.project.clone(),
-                        region: Some(cfg.region.clone()),
-                    }
-                };
+                let origin = b.origin();
                 out.push(OpenBackend {
                     name,
                     local: b.local_cloud().cloned(),
@@ -187,6 +178,8 @@ pub fn load_conformance(path: &Path) -> Result<RunReport, PipelineError> {
         cleanup_errors: Vec<String>,
         #[serde(default)]
         duration_ms: u64,
+        #[serde(default)]
+        origins: std::collections::BTreeMap<String, String>,
     }
     let text = std::fs::read_to_string(path)?;
     let saved: Saved = serde_json::from_str(&text).map_err(|e| {
@@ -206,6 +199,7 @@ pub fn load_conformance(path: &Path) -> Result<RunReport, PipelineError> {
         excluded_heavy: saved.excluded_heavy,
         cleanup_errors: saved.cleanup_errors,
         duration_ms: saved.duration_ms,
+        origins: saved.origins,
     })
 }
 
