@@ -78,6 +78,12 @@ pub struct FaultConfig {
     pub worker_crash_count: u32,
     /// How many task containers start unarmed before the first armed one.
     pub worker_crash_skip: u32,
+    /// The next this many media downloads of 2 bytes or more send half their bytes and then
+    /// break the connection (as a stream cut in transit).
+    pub broken_downloads: u32,
+    /// The next this many multipart uploads are committed and then answered 503, as an
+    /// answer lost on the way back.
+    pub lost_insert_responses: u32,
 }
 
 impl FaultConfig {
@@ -104,6 +110,10 @@ pub mod kind {
     pub const START_FAILURE: &str = "execution_start_failure";
     /// A task container whose worker was armed to crash.
     pub const WORKER_CRASH: &str = "worker_crash";
+    /// A media download cut halfway.
+    pub const BROKEN_DOWNLOAD: &str = "broken_download";
+    /// An upload committed and its answer replaced by a 503.
+    pub const LOST_RESPONSE: &str = "lost_response";
 }
 
 /// What a [`FaultInjector`] has injected so far: the seed, and per kind, per API, how often.
@@ -145,6 +155,8 @@ struct Dice {
     counts: FaultCounts,
     crashes_left: u32,
     crash_skip_left: u32,
+    breaks_left: u32,
+    losses_left: u32,
 }
 
 /// The emulator's one fault layer: both API halves and the execution runner ask it.
@@ -185,6 +197,8 @@ impl FaultInjector {
                 },
                 crashes_left,
                 crash_skip_left: cfg.worker_crash_skip,
+                breaks_left: cfg.broken_downloads,
+                losses_left: cfg.lost_insert_responses,
             }),
             cfg,
         }
@@ -279,6 +293,28 @@ impl FaultInjector {
             Self::count(&mut d, kind::START_FAILURE, "run.executions");
         }
         fails
+    }
+
+    /// True when this media download is to be cut halfway (while the budget lasts).
+    pub fn break_download(&self) -> bool {
+        let mut d = self.lock();
+        if d.breaks_left == 0 {
+            return false;
+        }
+        d.breaks_left -= 1;
+        Self::count(&mut d, kind::BROKEN_DOWNLOAD, "storage.objects.get");
+        true
+    }
+
+    /// True when this committed upload's answer is to be replaced by a 503.
+    pub fn lose_insert_response(&self) -> bool {
+        let mut d = self.lock();
+        if d.losses_left == 0 {
+            return false;
+        }
+        d.losses_left -= 1;
+        Self::count(&mut d, kind::LOST_RESPONSE, "storage.objects.insert");
+        true
     }
 
     /// The crash point to arm the next task container's worker with, while the budget lasts.
