@@ -159,10 +159,7 @@ impl MeasuredDurations {
         Some(MeasuredDurations {
             exec_mean_seconds: exec,
             cold_start_seconds: cold,
-            from_emulator: matches!(
-                b.origin,
-                crate::bench::BackendOrigin::CloudRunEmulator { .. }
-            ),
+            from_emulator: b.origin.is_emulated(),
         })
     }
 }

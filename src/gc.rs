@@ -10,13 +10,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
 
 use bollard::Docker;
 use bollard::query_parameters::{ListContainersOptions, RemoveContainerOptions};
 
 use crate::backends::cloudrun::{self, CloudRunConfig, JOB_PREFIX};
-use crate::gcp::auth::TokenSource;
 use crate::gcp::run::RunClient;
 use crate::gcp::storage::{ListOptions, StorageClient, WriteOptions};
 
@@ -362,45 +360,11 @@ pub async fn cloudrun_clients(
     if cfg.uses_embedded_emulator() {
         return Ok(None);
     }
-    let project = cfg
-        .project
-        .clone()
-        .unwrap_or_else(|| "local-project".into());
-    let tokens = match (&cfg.token, cfg.storage_endpoint.is_some()) {
-        (Some(t), _) => TokenSource::Static(t.clone()),
-        (None, true) => TokenSource::Anonymous,
-        (None, false) => TokenSource::google()
-            .await
-            .map_err(|e| GcError::Config(e.to_string()))?,
-    };
-    let storage_url = cfg
-        .storage_endpoint
-        .clone()
-        .unwrap_or_else(|| crate::gcp::storage::DEFAULT_ENDPOINT.into());
-    let run_url = cfg
-        .run_endpoint
-        .clone()
-        .unwrap_or_else(|| crate::gcp::run::DEFAULT_RUN_BASE_URL.into());
-    let storage = StorageClient::new(&storage_url, tokens.clone())
+    let clients = crate::gcp::clients::GoogleClients::for_config(cfg)
+        .await
         .map_err(|e| GcError::Config(e.to_string()))?;
-    let provider: crate::gcp::run::TokenProvider = Arc::new(move || {
-        let tokens = tokens.clone();
-        Box::pin(async move {
-            tokens
-                .token()
-                .await
-                .map(|t| t.unwrap_or_default())
-                .map_err(|e| e.to_string())
-        })
-    });
-    let run = RunClient::new(&run_url)
-        .map_err(|e| GcError::Config(e.to_string()))?
-        .with_token_provider(provider);
-    Ok(Some((
-        run,
-        storage,
-        format!("projects/{project}/locations/{}", cfg.region),
-    )))
+    let parent = clients.parent(&cfg.region);
+    Ok(Some((clients.run, clients.storage, parent)))
 }
 
 /// The whole sweep the CLI runs: Docker (when reachable) and Cloud Run (when configured).

@@ -136,16 +136,7 @@ pub async fn open_backends_with(
                 if let Some(r) = &opts.recorder {
                     b = b.with_recorder(r.clone());
                 }
-                let origin = if b.is_emulated() {
-                    BackendOrigin::CloudRunEmulator {
-                        latency_profile: b.twin_faults(),
-                    }
-                } else {
-                    BackendOrigin::CloudRunGcp {
-                        project: cfg.project.clone(),
-                        region: Some(cfg.region.clone()),
-                    }
-                };
+                let origin = b.origin();
                 out.push(OpenBackend {
                     name,
                     local: b.local_cloud().cloned(),
@@ -237,6 +228,8 @@ pub fn load_conformance(path: &Path) -> Result<RunReport, PipelineError> {
         cleanup_errors: Vec<String>,
         #[serde(default)]
         duration_ms: u64,
+        #[serde(default)]
+        origins: std::collections::BTreeMap<String, String>,
     }
     let text = std::fs::read_to_string(path)?;
     let saved: Saved = serde_json::from_str(&text).map_err(|e| {
@@ -256,6 +249,7 @@ pub fn load_conformance(path: &Path) -> Result<RunReport, PipelineError> {
         excluded_heavy: saved.excluded_heavy,
         cleanup_errors: saved.cleanup_errors,
         duration_ms: saved.duration_ms,
+        origins: saved.origins,
     })
 }
 
@@ -567,6 +561,7 @@ mod tests {
             excluded_heavy: Vec::new(),
             cleanup_errors: Vec::new(),
             duration_ms: 1,
+            origins: Default::default(),
         }
     }
 

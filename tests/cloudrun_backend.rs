@@ -310,3 +310,128 @@ async fn session_state_outlives_its_worker_for_a_client_that_reattaches() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "/workspace/k\nx y 5\n");
 }
+
+/// Google's job operations reconcile for a while: `operations.get` answers `done: false` and
+/// `operations.wait` may return before the operation is done
+/// (https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.operations/wait).
+/// Creation and destruction poll until done; a create whose answer is lost (503 after the job
+/// was written) is retried by the client, meets its own job (409) and counts as created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_operations_are_polled_until_done_and_a_lost_create_answer_is_not_a_failure() {
+    use sandbox_harness::emulator::run::JobOperations;
+    let (backend, mut guard) = setup().await;
+    let run_state = guard.1.run_state().clone();
+    run_state.set_job_operations(JobOperations {
+        pending_reads: 3,
+        lost_create_responses: 1,
+        ..JobOperations::default()
+    });
+    let sb = backend
+        .create()
+        .await
+        .expect("create despite a lost answer");
+    guard.0 = Some(sb.clone());
+    let counts = run_state.job_operation_counts();
+    assert_eq!(counts.lost_responses, 1, "{counts:?}");
+    // The lost create's operation was never seen; the job was read back instead.
+    let r = sb.exec_stateful(run("s", "echo up")).await.unwrap();
+    assert_eq!(r.stdout, b"up\n");
+    run_state.set_job_operations(JobOperations {
+        pending_reads: 3,
+        ..JobOperations::default()
+    });
+    let before = run_state.job_operation_counts().pending_answers;
+    sb.destroy()
+        .await
+        .expect("destroy polls the deletion until done");
+    guard.0 = None;
+    let counts = run_state.job_operation_counts();
+    assert_eq!(
+        counts.pending_answers - before,
+        3,
+        "the deletion was answered 3 times not done (its first answer included), then done: \
+         {counts:?}"
+    );
+    assert!(backend.get(sb.id()).await.is_err(), "the job is gone");
+}
+
+/// A job operation that ends with an `error`
+/// (https://cloud.google.com/run/docs/reference/rest/Shared.Types/Operation) fails the create
+/// with the operation's message and class, after polling past its not-done answers; the job
+/// it left behind (failed Ready condition) is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_operation_fails_the_create() {
+    use sandbox_harness::emulator::run::JobOperations;
+    use sandbox_harness::gcp::run::Status;
+    let (backend, _guard) = setup().await;
+    let run_state = _guard.1.run_state().clone();
+    run_state.set_job_operations(JobOperations {
+        pending_reads: 2,
+        failing: 1,
+        error: Status {
+            code: 7,
+            message: "Permission 'iam.serviceaccounts.actAs' denied on service account".into(),
+        },
+        ..JobOperations::default()
+    });
+    let err = match backend.create().await {
+        Ok(sb) => {
+            let _ = sb.destroy().await;
+            panic!("a failed job operation must fail the create");
+        }
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::Permission, "{err}");
+    assert!(err.to_string().contains("actAs"), "{err}");
+    let counts = run_state.job_operation_counts();
+    // Two not-done answers for the create (its first answer included), two for the deletion
+    // of the job it left behind.
+    assert_eq!(
+        (counts.failed, counts.pending_answers),
+        (1, 4),
+        "{counts:?}"
+    );
+    let jobs = backend
+        .run_client()
+        .list_jobs(backend.parent(), None, None)
+        .await
+        .unwrap();
+    assert!(jobs.jobs.is_empty(), "the failed job was removed: {jobs:?}");
+}
+
+/// A job whose Ready terminal condition failed is not used, even when its operation (as the
+/// client saw it) carried no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_a_failed_terminal_condition_is_refused() {
+    use sandbox_harness::gcp::run::RunError;
+    let (backend, _guard) = setup().await;
+    let run = backend.run_client();
+    // A job the emulator marks failed (through a failing operation), read by wait_job_ready.
+    _guard
+        .1
+        .run_state()
+        .set_job_operations(sandbox_harness::emulator::run::JobOperations {
+            failing: 1,
+            error: sandbox_harness::gcp::run::Status {
+                code: 9,
+                message: "image not found".into(),
+            },
+            ..Default::default()
+        });
+    let spec = backend.job_spec("tc0000000000000000aa");
+    let name = format!("{}/jobs/sandbox-tc0000000000000000aa", backend.parent());
+    let op = run
+        .create_job(backend.parent(), "sandbox-tc0000000000000000aa", &spec)
+        .await
+        .expect("create answered");
+    assert!(op.done && op.error.is_some(), "{op:?}");
+    let err = run
+        .wait_job_ready(&name, std::time::Instant::now() + Duration::from_secs(5))
+        .await
+        .expect_err("a failed Ready condition is an error");
+    assert!(
+        matches!(&err, RunError::NotReady { message, .. } if message.contains("image not found")),
+        "{err}"
+    );
+    let _ = run.delete_job(&name).await;
+}

@@ -94,6 +94,7 @@ fn verdicts_follow_the_tables() {
         "cloudrun",
         2.5,
         BackendOrigin::CloudRunEmulator {
+            endpoint: None,
             latency_profile: None,
         },
         2,
@@ -207,6 +208,7 @@ fn markdown_labels_emulator_figures_and_shows_both_tables_side_by_side() {
             "cloudrun",
             1.2,
             BackendOrigin::CloudRunEmulator {
+                endpoint: None,
                 latency_profile: None,
             },
             0,
@@ -345,4 +347,73 @@ fn transfers_are_compared_with_the_bare_path_and_tables_end_before_text() {
             w[1]
         );
     }
+}
+
+/// The three Cloud Run origins and how every bench report format labels them: the twin as
+/// SIMULATED with its profile, a standalone emulator with its endpoint, Google Cloud with its
+/// project. Phase 3's `real_gcp` gate passes only on the last, naming the origin otherwise.
+#[test]
+fn origins_are_labelled_in_every_format_and_gate_real_gcp() {
+    use sandbox_harness::acceptance::gate::{GateInputs, gate};
+    let cases = [
+        (
+            BackendOrigin::CloudRunTwin {
+                profile: "gcp-published".into(),
+                latency_profile: None,
+            },
+            "SIMULATED: Cloud Run twin, profile gcp-published",
+            false,
+        ),
+        (
+            BackendOrigin::CloudRunEmulator {
+                endpoint: Some("http://127.0.0.1:9023".into()),
+                latency_profile: None,
+            },
+            "EMULATOR: standalone Cloud Run and Cloud Storage emulator at http://127.0.0.1:9023",
+            false,
+        ),
+        (
+            BackendOrigin::CloudRunGcp {
+                project: Some("proj-1".into()),
+                region: Some("us-central1".into()),
+            },
+            "Google Cloud (project proj-1, region us-central1)",
+            true,
+        ),
+    ];
+    for (origin, label, real) in cases {
+        let r = report(vec![backend("cloudrun", "cloudrun", 1.0, origin, 0)]);
+        let md = report::markdown::render(&r, &MarkdownOptions::default());
+        assert!(md.contains(label), "markdown lacks {label:?}:\n{md}");
+        let html = report::html::render(&r, &MarkdownOptions::default());
+        assert!(html.contains(label), "html lacks {label:?}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert!(
+            json["backends"][0]["origin_statement"]
+                .as_str()
+                .unwrap()
+                .contains(label)
+        );
+        let back: BenchReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.backends[0].origin, r.backends[0].origin);
+        let inputs = GateInputs {
+            bench: Some(r),
+            ..GateInputs::default()
+        };
+        let result = gate(3, &inputs).unwrap();
+        let g = result
+            .gates
+            .iter()
+            .find(|g| g.id == "real_gcp")
+            .expect("phase 3 has the real_gcp gate");
+        assert_eq!(g.passed, real, "{}", g.reason);
+        assert!(g.reason.contains(label), "{}", g.reason);
+        if !real {
+            assert!(g.reason.contains("not from Google Cloud"), "{}", g.reason);
+        }
+    }
+    // A report written before endpoints were recorded still reads as an emulator.
+    let old: BackendOrigin =
+        serde_json::from_str(r#"{"kind":"cloud_run_emulator","latency_profile":null}"#).unwrap();
+    assert!(old.is_emulated() && !old.is_real_gcp());
 }

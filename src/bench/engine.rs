@@ -365,7 +365,7 @@ pub async fn run(
     let started_at = Utc::now();
     let origins: Vec<(String, super::BackendOrigin)> = backends
         .iter()
-        .map(|(label, b)| (label.clone(), origin_of(&opts, label, b.name())))
+        .map(|(label, b)| (label.clone(), origin_of(&opts, label, b.as_ref())))
         .collect();
     let environment = Environment::collect(&origins).await;
     let total: u64 = backends
@@ -423,11 +423,14 @@ pub async fn run(
     }
 }
 
-fn origin_of(opts: &BenchOptions, label: &str, backend: &str) -> super::BackendOrigin {
+fn origin_of(
+    opts: &BenchOptions,
+    label: &str,
+    backend: &dyn SandboxBackend,
+) -> super::BackendOrigin {
     match opts.origins.get(label) {
         Some(o) => o.clone(),
-        None if backend == "docker" => super::BackendOrigin::LocalDocker,
-        None => super::BackendOrigin::Undeclared,
+        None => backend.origin(),
     }
 }
 
@@ -486,7 +489,7 @@ async fn run_backend(
     let report_ctx = BackendContext {
         name: label.to_string(),
         backend: backend.name().to_string(),
-        origin: origin_of(opts, label, backend.name()),
+        origin: origin_of(opts, label, backend.as_ref()),
         partial,
         concurrency,
         raw_baseline: raw.as_ref().map(|r| r.description()),

@@ -57,6 +57,9 @@ impl SandboxBackend for TamperedBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
+    fn origin(&self) -> crate::bench::BackendOrigin {
+        self.inner.origin()
+    }
     async fn create(&self) -> Result<Arc<dyn Sandbox>> {
         Ok(Arc::new(Tampered::new(
             self.inner.create().await?,

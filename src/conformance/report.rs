@@ -262,6 +262,16 @@ pub fn render_stats(report: &RunReport, style: TableStyle) -> String {
     )
 }
 
+/// Where each backend ran, one line per backend ("- cloudrun: SIMULATED: ..."); empty when
+/// no backend declared it.
+pub fn render_origins(report: &RunReport) -> String {
+    let mut out = String::new();
+    for (backend, statement) in &report.origins {
+        let _ = writeln!(out, "- {backend}: {statement}");
+    }
+    out
+}
+
 /// The failures, each with case, backend, step and message.
 pub fn render_failures(report: &RunReport) -> String {
     let mut out = String::new();
@@ -292,6 +302,7 @@ pub fn to_json(report: &RunReport) -> serde_json::Value {
         "excluded_heavy": report.excluded_heavy,
         "cleanup_errors": report.cleanup_errors,
         "duration_ms": report.duration_ms,
+        "origins": report.origins,
         "parity": parity(report),
         "documented_limitations": limitations(report)
             .iter()
@@ -315,6 +326,10 @@ pub fn to_markdown(report: &RunReport) -> String {
     let v = parity(report);
     let mut out = String::from("# Conformance report\n\n");
     let _ = writeln!(out, "**{}**\n", v.summary);
+    let origins = render_origins(report);
+    if !origins.is_empty() {
+        let _ = writeln!(out, "Where each backend ran:\n\n{origins}");
+    }
     out.push_str("## Statistics\n\n");
     out.push_str(&render_stats(report, TableStyle::Markdown));
     out.push_str("\n\n## Parity matrix\n\n");
@@ -406,8 +421,14 @@ pub fn to_markdown(report: &RunReport) -> String {
 
 /// The terminal summary: statistics, matrix, failures, verdict.
 pub fn render_terminal(report: &RunReport) -> String {
+    let origins = render_origins(report);
     format!(
-        "{}\n{}\n{}{}{}{}\n",
+        "{}{}\n{}\n{}{}{}{}\n",
+        if origins.is_empty() {
+            String::new()
+        } else {
+            format!("Where each backend ran:\n{origins}")
+        },
         render_matrix(report, TableStyle::Terminal),
         render_stats(report, TableStyle::Terminal),
         render_failures(report),
@@ -468,7 +489,42 @@ mod tests {
             excluded_heavy: vec![],
             cleanup_errors: vec![],
             duration_ms: 10,
+            origins: [
+                (
+                    "docker".to_string(),
+                    "Docker engine on this host".to_string(),
+                ),
+                (
+                    "cloudrun".to_string(),
+                    crate::bench::BackendOrigin::CloudRunTwin {
+                        profile: "none".into(),
+                        latency_profile: None,
+                    }
+                    .statement(),
+                ),
+            ]
+            .into(),
         }
+    }
+
+    /// Every conformance format names where each backend ran; the twin is SIMULATED.
+    #[test]
+    fn every_format_labels_the_origin() {
+        let r = report(vec![rec(
+            "files.a",
+            "cloudrun",
+            Outcome::Passed,
+            Level::Core,
+        )]);
+        let want = "SIMULATED: Cloud Run twin, profile none";
+        assert!(to_markdown(&r).contains(want));
+        assert!(render_terminal(&r).contains(want));
+        assert!(
+            to_json(&r)["origins"]["cloudrun"]
+                .as_str()
+                .unwrap()
+                .contains(want)
+        );
     }
 
     #[test]

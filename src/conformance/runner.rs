@@ -217,6 +217,10 @@ pub struct RunReport {
     pub cleanup_errors: Vec<String>,
     /// Wall time of the run.
     pub duration_ms: u64,
+    /// Where each backend ran, in one sentence (`SandboxBackend::origin`): Docker, Google
+    /// Cloud, a standalone emulator or the SIMULATED twin.
+    #[serde(default)]
+    pub origins: BTreeMap<String, String>,
 }
 
 impl RunReport {
@@ -343,6 +347,7 @@ pub async fn run_cases(
         excluded_heavy,
         cleanup_errors: Vec::new(),
         duration_ms: 0,
+        origins: BTreeMap::new(),
     };
     emit(
         reporters,
@@ -381,6 +386,9 @@ pub async fn run_cases(
                 continue;
             }
         };
+        report
+            .origins
+            .insert(entry.name.clone(), backend.origin().statement());
         run_backend(&entry.name, backend, &cases, opts, &mut report, reporters).await;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -785,6 +793,7 @@ mod tests {
             excluded_heavy: Vec::new(),
             cleanup_errors: Vec::new(),
             duration_ms: 0,
+            origins: BTreeMap::new(),
         };
         let rec = |o| CaseRecord {
             id: "files.a".into(),

@@ -84,6 +84,12 @@ pub struct FaultConfig {
     /// calls by method and Storage class, transfers, job-create operations, execution start
     /// phases, completion visibility, early `operations.wait` returns); `None` adds nothing.
     pub profile: Option<Box<LatencyProfile>>,
+    /// The next this many media downloads of 2 bytes or more send half their bytes and then
+    /// break the connection (as a stream cut in transit).
+    pub broken_downloads: u32,
+    /// The next this many multipart uploads are committed and then answered 503, as an
+    /// answer lost on the way back.
+    pub lost_insert_responses: u32,
 }
 
 impl FaultConfig {
@@ -121,6 +127,10 @@ pub mod kind {
     pub const PROFILE_LATENCY: &str = "profile_latency";
     /// An `operations.wait` made to return before its operation was done.
     pub const WAIT_EARLY: &str = "operations_wait_early";
+    /// A media download cut halfway.
+    pub const BROKEN_DOWNLOAD: &str = "broken_download";
+    /// An upload committed and its answer replaced by a 503.
+    pub const LOST_RESPONSE: &str = "lost_response";
 }
 
 /// What a [`FaultInjector`] has injected so far: the seed, and per kind, per API, how often.
@@ -162,6 +172,8 @@ struct Dice {
     counts: FaultCounts,
     crashes_left: u32,
     crash_skip_left: u32,
+    breaks_left: u32,
+    losses_left: u32,
 }
 
 /// The emulator's one fault layer: both API halves and the execution runner ask it.
@@ -202,6 +214,8 @@ impl FaultInjector {
                 },
                 crashes_left,
                 crash_skip_left: cfg.worker_crash_skip,
+                breaks_left: cfg.broken_downloads,
+                losses_left: cfg.lost_insert_responses,
             }),
             cfg,
         }
@@ -364,6 +378,28 @@ impl FaultInjector {
             Self::count(&mut d, kind::START_FAILURE, "run.executions");
         }
         fails
+    }
+
+    /// True when this media download is to be cut halfway (while the budget lasts).
+    pub fn break_download(&self) -> bool {
+        let mut d = self.lock();
+        if d.breaks_left == 0 {
+            return false;
+        }
+        d.breaks_left -= 1;
+        Self::count(&mut d, kind::BROKEN_DOWNLOAD, "storage.objects.get");
+        true
+    }
+
+    /// True when this committed upload's answer is to be replaced by a 503.
+    pub fn lose_insert_response(&self) -> bool {
+        let mut d = self.lock();
+        if d.losses_left == 0 {
+            return false;
+        }
+        d.losses_left -= 1;
+        Self::count(&mut d, kind::LOST_RESPONSE, "storage.objects.insert");
+        true
     }
 
     /// The crash point to arm the next task container's worker with, while the budget lasts.

@@ -2,6 +2,7 @@
 //! configurable endpoints (so the same code talks to the emulator and to Google), auth and retry.
 
 pub mod auth;
+pub mod clients;
 pub mod iam;
 pub mod observe;
 pub mod retry;

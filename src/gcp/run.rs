@@ -694,6 +694,36 @@ pub enum RunError {
     /// The client was configured wrongly.
     #[error("Cloud Run API: bad configuration: {0}")]
     Config(String),
+    /// A long-running operation finished with an error.
+    #[error("Cloud Run operation {operation} ({what}) failed: code {code}: {message}")]
+    OperationFailed {
+        /// What the operation did ("job creation"...).
+        what: String,
+        /// Operation name.
+        operation: String,
+        /// gRPC code of its error.
+        code: i32,
+        /// Its message.
+        message: String,
+    },
+    /// A resource reports a failed terminal condition.
+    #[error("Cloud Run {name} is not ready: {state}: {message}")]
+    NotReady {
+        /// Resource name.
+        name: String,
+        /// The condition's state.
+        state: String,
+        /// The condition's message.
+        message: String,
+    },
+    /// Waiting for an operation or a resource ran out of time.
+    #[error("Cloud Run: {what} did not finish in {secs} s")]
+    Deadline {
+        /// What was awaited.
+        what: String,
+        /// The limit.
+        secs: u64,
+    },
 }
 
 impl RunError {
@@ -736,7 +766,20 @@ impl RunError {
             RunError::Transport { timeout: true, .. } => ErrorKind::Timeout,
             RunError::Transport { .. } => ErrorKind::Network,
             RunError::Auth(_) => ErrorKind::Permission,
-            RunError::Decode { .. } | RunError::Config(_) => ErrorKind::Backend,
+            RunError::Decode { .. } | RunError::Config(_) | RunError::NotReady { .. } => {
+                ErrorKind::Backend
+            }
+            RunError::Deadline { .. } => ErrorKind::Timeout,
+            // google.rpc.Code of the operation's error.
+            RunError::OperationFailed { code, .. } => match code {
+                3 | 6 | 9 | 11 => ErrorKind::InvalidInput,
+                4 => ErrorKind::Timeout,
+                5 => ErrorKind::NotFound,
+                7 | 16 => ErrorKind::Permission,
+                12 => ErrorKind::Unsupported,
+                14 => ErrorKind::Network,
+                _ => ErrorKind::Backend,
+            },
         }
     }
 
@@ -749,6 +792,12 @@ impl RunError {
 /// Produces a bearer token for each request (e.g. from `gcp::auth`).
 pub type TokenProvider = Arc<dyn Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
+/// Time limit of one Admin API request (each attempt; `operations.wait` adds its own wait).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest server-side wait asked of one `operations.wait`.
+const WAIT_SLICE: Duration = Duration::from_secs(30);
+
 /// A Cloud Run Admin API v2 client.
 #[derive(Clone)]
 pub struct RunClient {
@@ -757,6 +806,7 @@ pub struct RunClient {
     token: Option<TokenProvider>,
     retry: RetryPolicy,
     recorder: Option<super::observe::CallRecorder>,
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for RunClient {
@@ -784,6 +834,7 @@ impl RunClient {
             token: None,
             retry: RetryPolicy::default(),
             recorder: None,
+            call_timeout: CALL_TIMEOUT,
         })
     }
 
@@ -814,15 +865,133 @@ impl RunClient {
         self
     }
 
+    /// Sends the bearer token of `tokens` (none when anonymous) on every request.
+    pub fn with_tokens(self, tokens: crate::gcp::auth::TokenSource) -> Self {
+        if matches!(tokens, crate::gcp::auth::TokenSource::Anonymous) {
+            return self;
+        }
+        self.with_token_provider(Arc::new(move || {
+            let tokens = tokens.clone();
+            Box::pin(async move {
+                tokens
+                    .token()
+                    .await
+                    .map(|t| t.unwrap_or_default())
+                    .map_err(|e| e.to_string())
+            })
+        }))
+    }
+
     /// Uses `policy` for retries.
     pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self
     }
 
+    /// Limits each request to `timeout` (default [`CALL_TIMEOUT`]).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
     /// The base URL.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// Polls `op` until it is done or `deadline` passes; `Ok(None)` when time ran out. Reads
+    /// are `operations.wait` calls of at most 30 s each; one that comes back early and not
+    /// done (Google's wait may) is followed by a growing pause (100 ms doubling to 5 s), so
+    /// an operation that reconciles for a while is not polled in a tight loop. The
+    /// operation's `error` is not judged here (see [`RunClient::finish_operation`]).
+    pub async fn poll_operation(
+        &self,
+        op: Operation,
+        deadline: std::time::Instant,
+    ) -> Result<Option<Operation>, RunError> {
+        let mut op = op;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            if op.done {
+                return Ok(Some(op));
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let asked = left.min(WAIT_SLICE);
+            let sent = std::time::Instant::now();
+            op = self.wait_operation(&op.name, asked).await?;
+            if !op.done && sent.elapsed() < asked {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                tokio::time::sleep(pause.min(left)).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Polls `op` (`what` names it in errors) until done: an operation that ends with an
+    /// `error`, or is not done by `deadline`, is an error.
+    pub async fn finish_operation(
+        &self,
+        op: Operation,
+        deadline: std::time::Instant,
+        what: &str,
+    ) -> Result<Operation, RunError> {
+        let started = std::time::Instant::now();
+        let name = op.name.clone();
+        let op = self
+            .poll_operation(op, deadline)
+            .await?
+            .ok_or_else(|| RunError::Deadline {
+                what: format!("{what} (operation {name})"),
+                secs: deadline.saturating_duration_since(started).as_secs(),
+            })?;
+        match &op.error {
+            Some(e) => Err(RunError::OperationFailed {
+                what: what.into(),
+                operation: op.name.clone(),
+                code: e.code,
+                message: e.message.clone(),
+            }),
+            None => Ok(op),
+        }
+    }
+
+    /// Reads job `name` until its `terminalCondition` (Ready) has succeeded: failed is an
+    /// error, and a job still reconciling at `deadline` is a [`RunError::Deadline`]. Reads
+    /// back off from 100 ms to 5 s.
+    pub async fn wait_job_ready(
+        &self,
+        name: &str,
+        deadline: std::time::Instant,
+    ) -> Result<Job, RunError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let job = self.get_job(name).await?;
+            let cond = job.terminal_condition.clone().unwrap_or_default();
+            match cond.state.as_str() {
+                "CONDITION_SUCCEEDED" => return Ok(job),
+                "CONDITION_FAILED" => {
+                    return Err(RunError::NotReady {
+                        name: name.into(),
+                        state: cond.state,
+                        message: cond.message.unwrap_or_default(),
+                    });
+                }
+                _ => {}
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(RunError::Deadline {
+                    what: format!("job {name} becoming ready"),
+                    secs: started.elapsed().as_secs(),
+                });
+            }
+            tokio::time::sleep(pause.min(left)).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
     }
 
     /// Creates job `job_id` under `parent` (`projects/{p}/locations/{l}`); returns the operation.
@@ -904,11 +1073,12 @@ impl RunClient {
         timeout: Duration,
     ) -> Result<Operation, RunError> {
         let body = serde_json::json!({ "timeout": format_duration(timeout) });
-        self.call(
+        self.call_timed(
             reqwest::Method::POST,
             &format!("v2/{name}:wait"),
             &[],
             Some(body),
+            self.call_timeout + timeout,
         )
         .await
     }
@@ -981,11 +1151,23 @@ impl RunClient {
         query: &[(&str, String)],
         body: Option<serde_json::Value>,
     ) -> Result<T, RunError> {
+        self.call_timed(method, path, query, body, self.call_timeout)
+            .await
+    }
+
+    async fn call_timed<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<T, RunError> {
         let url = format!("{}/{}", self.base, path);
         let bytes = self
             .retry
             .run(
-                |_| self.once(method.clone(), &url, path, query, body.as_ref()),
+                |_| self.once(method.clone(), &url, path, query, body.as_ref(), timeout),
                 RunError::is_retryable,
             )
             .await?;
@@ -1002,8 +1184,13 @@ impl RunClient {
         path: &str,
         query: &[(&str, String)],
         body: Option<&serde_json::Value>,
+        timeout: Duration,
     ) -> Result<bytes::Bytes, RunError> {
-        let mut req = self.http.request(method.clone(), url).query(query);
+        let mut req = self
+            .http
+            .request(method.clone(), url)
+            .query(query)
+            .timeout(timeout);
         if let Some(p) = &self.token {
             let tok = p().await.map_err(RunError::Auth)?;
             req = req.bearer_auth(tok);

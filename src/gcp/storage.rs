@@ -476,6 +476,54 @@ fn enc(s: &str) -> String {
         .replace('+', "%20")
 }
 
+/// How often one download resumes after its stream broke.
+pub const MAX_DOWNLOAD_RESUMES: u32 = 5;
+
+type BodyStream = std::pin::Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+
+/// Where a download stands, to resume it with a Range request.
+struct ResumeState {
+    client: StorageClient,
+    url: String,
+    query: Vec<(&'static str, String)>,
+    start: u64,
+    end: Option<u64>,
+    received: u64,
+    resumes_left: u32,
+}
+
+impl ResumeState {
+    /// The rest of the content, from the first byte not yet received.
+    async fn reopen(&self, op: &str) -> Result<BodyStream, StorageError> {
+        let from = self.start + self.received;
+        let range = match self.end {
+            Some(b) => format!("bytes={from}-{b}"),
+            None => format!("bytes={from}-"),
+        };
+        let r = self
+            .client
+            .send(
+                op,
+                || {
+                    self.client
+                        .http
+                        .get(&self.url)
+                        .query(&self.query)
+                        .header(reqwest::header::RANGE, &range)
+                },
+                |s| s.is_success(),
+            )
+            .await?;
+        if r.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(StorageError::Protocol {
+                op: op.into(),
+                detail: format!("resuming with {range}, got {}", r.status()),
+            });
+        }
+        Ok(Box::pin(r.bytes_stream()))
+    }
+}
+
 /// Cloud Storage JSON API client.
 #[derive(Clone)]
 pub struct StorageClient {
@@ -620,7 +668,18 @@ impl StorageClient {
         build: impl Fn() -> reqwest::RequestBuilder,
         ok: impl Fn(StatusCode) -> bool,
     ) -> Result<reqwest::Response, StorageError> {
-        self.retry
+        self.send_with(self.retry, op, build, ok).await
+    }
+
+    /// [`send`](Self::send) under `policy`.
+    async fn send_with(
+        &self,
+        policy: RetryPolicy,
+        op: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+        ok: impl Fn(StatusCode) -> bool,
+    ) -> Result<reqwest::Response, StorageError> {
+        policy
             .run(
                 |_attempt| async {
                     let req = self.tokens.authorize(build()).await.map_err(|source| {
@@ -1016,6 +1075,7 @@ impl StorageClient {
         range: Option<(u64, Option<u64>)>,
         generation: Option<i64>,
     ) -> Result<Download, StorageError> {
+        let generation_asked = generation;
         let op = "objects.download";
         let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
         let range_h = range.map(|(a, b)| match b {
@@ -1061,22 +1121,58 @@ impl StorageClient {
             None
         };
         let content_length = r.content_length();
-        let body = r.bytes_stream();
+        let body: BodyStream = Box::pin(r.bytes_stream());
+        // A stream broken in transit is resumed with a Range request for the rest, pinned to
+        // the generation first read (Google's clients do the same: "Resumable downloads",
+        // https://cloud.google.com/storage/docs/resumable-downloads), at most
+        // MAX_DOWNLOAD_RESUMES times.
+        let resume = ResumeState {
+            client: self.clone(),
+            url,
+            query: {
+                let mut q = vec![("alt", "media".to_string())];
+                if let Some(g) = generation.or(generation_asked) {
+                    q.push(("generation", g.to_string()));
+                }
+                q
+            },
+            start: range.map_or(0, |(a, _)| a),
+            end: range.and_then(|(_, b)| b),
+            received: 0,
+            resumes_left: if generation.or(generation_asked).is_some() {
+                MAX_DOWNLOAD_RESUMES
+            } else {
+                0
+            },
+        };
         let stream = futures::stream::unfold(
-            (body, 0u32, expect_crc, false),
-            move |(mut body, crc, expect, finished)| async move {
+            (body, 0u32, expect_crc, false, resume),
+            move |(mut body, crc, expect, finished, mut resume)| async move {
                 if finished {
                     return None;
                 }
-                match body.next().await {
+                let next = loop {
+                    match body.next().await {
+                        Some(Err(e)) if resume.resumes_left > 0 => {
+                            tracing::debug!(error = %e, received = resume.received, "download broken; resuming with a Range request");
+                            resume.resumes_left -= 1;
+                            match resume.reopen(op).await {
+                                Ok(b) => body = b,
+                                Err(e) => break Some(Err(e)),
+                            }
+                        }
+                        Some(Err(e)) => break Some(Err(StorageError::transport(op, &e))),
+                        Some(Ok(b)) => break Some(Ok(b)),
+                        None => break None,
+                    }
+                };
+                match next {
                     Some(Ok(b)) => {
                         let crc = crc32c::crc32c_append(crc, &b);
-                        Some((Ok(b), (body, crc, expect, false)))
+                        resume.received += b.len() as u64;
+                        Some((Ok(b), (body, crc, expect, false, resume)))
                     }
-                    Some(Err(e)) => Some((
-                        Err(StorageError::transport(op, &e)),
-                        (body, crc, expect, true),
-                    )),
+                    Some(Err(e)) => Some((Err(e), (body, crc, expect, true, resume))),
                     None => match &expect {
                         Some(want) if *want != B64.encode(crc.to_be_bytes()) => Some((
                             Err(StorageError::Corrupt {
@@ -1086,7 +1182,7 @@ impl StorageClient {
                                     B64.encode(crc.to_be_bytes())
                                 ),
                             }),
-                            (body, crc, expect, true),
+                            (body, crc, expect, true, resume),
                         )),
                         _ => None,
                     },
@@ -1142,30 +1238,97 @@ impl StorageClient {
         body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
         let body = body.freeze();
         let url = self.url(&format!("/upload/storage/v1/b/{}/o", enc(bucket)));
-        let mut q = opts.query();
-        q.push(("uploadType", "multipart".into()));
-        let r = self
-            .send(
-                op,
-                || {
-                    self.http
-                        .post(&url)
-                        .query(&q)
-                        .header(
-                            reqwest::header::CONTENT_TYPE,
-                            format!("multipart/related; boundary={boundary}"),
-                        )
-                        .body(body.clone())
-                        .timeout(self.request_timeout)
+        let mut sent = LocalHashes::default();
+        sent.update(&data);
+        let (crc, size) = (B64.encode(sent.crc.to_be_bytes()), data.len() as u64);
+        // Google's rule for objects.insert: retry only under a generation precondition
+        // ("conditionally idempotent", https://cloud.google.com/storage/docs/retry-strategy).
+        // A write without one gets it for its retries: after a retryable failure the object
+        // is read; if it holds these bytes the first attempt landed and counts, else the retry
+        // goes out with `ifGenerationMatch` of what is there (0: absent). A 412 on a retry is
+        // judged the same way: it may be the earlier attempt's own write.
+        let precondition = std::sync::Mutex::new(opts.if_generation_match);
+        let lock = || precondition.lock().unwrap_or_else(|p| p.into_inner());
+        let unconditional = opts.if_generation_match.is_none();
+        let landed = |o: &Object| {
+            o.crc32c.as_deref() == Some(crc.as_str())
+                && o.size == size
+                && opts
+                    .metadata
+                    .iter()
+                    .all(|(k, v)| o.metadata.get(k) == Some(v))
+        };
+        let obj = self
+            .retry
+            .run(
+                |attempt| {
+                    let (url, body, boundary) = (&url, &body, &boundary);
+                    let (lock, landed) = (&lock, &landed);
+                    async move {
+                        if attempt > 1 {
+                            match self.get_object_once(bucket, name).await {
+                                Ok(o) if landed(&o) => return Ok(o),
+                                Ok(o) if unconditional => *lock() = Some(o.generation),
+                                Err(e) if e.is_not_found() && unconditional => *lock() = Some(0),
+                                Err(e) => return Err(e),
+                                Ok(_) => {}
+                            }
+                        }
+                        let mut q = WriteOptions {
+                            if_generation_match: *lock(),
+                            ..opts.clone()
+                        }
+                        .query();
+                        q.push(("uploadType", "multipart".into()));
+                        let r = self
+                            .send_with(
+                                RetryPolicy::none(),
+                                op,
+                                || {
+                                    self.http
+                                        .post(url)
+                                        .query(&q)
+                                        .header(
+                                            reqwest::header::CONTENT_TYPE,
+                                            format!("multipart/related; boundary={boundary}"),
+                                        )
+                                        .body(body.clone())
+                                        .timeout(self.request_timeout)
+                                },
+                                |s| s.is_success(),
+                            )
+                            .await;
+                        match r {
+                            Ok(r) => Self::json::<Object>(op, r).await,
+                            Err(e) if attempt > 1 && e.status() == Some(412) => {
+                                match self.get_object_once(bucket, name).await {
+                                    Ok(o) if landed(&o) => Ok(o),
+                                    _ => Err(e),
+                                }
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
                 },
+                StorageError::is_retryable,
+            )
+            .await?;
+        sent.verify(op, &obj)?;
+        Ok(obj)
+    }
+
+    /// One `objects.get` of metadata, not retried (the caller's retry loop decides).
+    async fn get_object_once(&self, bucket: &str, name: &str) -> Result<Object, StorageError> {
+        let url = self.url(&format!("/storage/v1/b/{}/o/{}", enc(bucket), enc(name)));
+        let r = self
+            .send_with(
+                RetryPolicy::none(),
+                "objects.get",
+                || self.http.get(&url).timeout(self.request_timeout),
                 |s| s.is_success(),
             )
             .await?;
-        let obj: Object = Self::json(op, r).await?;
-        let mut h = LocalHashes::default();
-        h.update(&data);
-        h.verify(op, &obj)?;
-        Ok(obj)
+        Self::json("objects.get", r).await
     }
 
     /// Uploads a stream: one request when `len` is known and small, else a resumable upload in

@@ -8,7 +8,7 @@ use super::{PreflightClients, PreflightOptions};
 use crate::backends::cloudrun::{CloudRunConfig, LABEL};
 use crate::gcp::run::{
     Container, ContainerOverride, EnvVar, Execution, ExecutionTemplate, Job, Operation, Overrides,
-    ResourceRequirements, RunClient, RunError, TaskTemplate, format_duration,
+    ResourceRequirements, RunClient, TaskTemplate, format_duration,
 };
 
 /// Label marking preflight jobs (with `sandbox-harness=1`, so `gc` finds leftovers).
@@ -64,27 +64,6 @@ fn job_spec(cfg: &CloudRunConfig, image: &str, command: Vec<String>, timeout: Du
             ..ExecutionTemplate::default()
         },
         ..Job::default()
-    }
-}
-
-/// Waits for `op` until done or `deadline`; `Ok(None)` when time ran out.
-async fn wait_done(
-    run: &RunClient,
-    op: Operation,
-    deadline: Instant,
-) -> Result<Option<Operation>, RunError> {
-    let mut op = op;
-    loop {
-        if op.done {
-            return Ok(Some(op));
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(None);
-        }
-        op = run
-            .wait_operation(&op.name, left.min(Duration::from_secs(30)))
-            .await?;
     }
 }
 
@@ -156,7 +135,7 @@ async fn execute(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<String, String> {
-    match wait_done(run, created, deadline).await {
+    match run.poll_operation(created, deadline).await {
         Ok(Some(op)) => {
             if let Some(e) = op.error {
                 return Err(format!("job creation failed: {}", e.message));
@@ -179,7 +158,7 @@ async fn execute(
         .await
         .map_err(|e| format!("running it failed: {e}"))?;
     let exec_name = op.execution().map(|x| x.name);
-    let done = match wait_done(run, op, deadline).await {
+    let done = match run.poll_operation(op, deadline).await {
         Ok(Some(op)) => op,
         Ok(None) => {
             if let Some(x) = &exec_name {
@@ -228,7 +207,10 @@ async fn delete(run: &RunClient, name: &str) -> Result<(), String> {
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(format!("deleting the job failed: {e}")),
     };
-    match wait_done(run, op, Instant::now() + Duration::from_secs(120)).await {
+    match run
+        .poll_operation(op, Instant::now() + Duration::from_secs(120))
+        .await
+    {
         Ok(Some(op)) => match op.error {
             Some(e) => Err(format!("deleting the job failed: {}", e.message)),
             None => Ok(()),

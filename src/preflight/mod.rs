@@ -16,15 +16,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::acceptance::gate::PreflightSummary;
-use crate::backends::cloudrun::CloudRunConfig;
+use crate::backends::cloudrun::{CloudRunConfig, Target};
 use crate::emulator::LocalCloud;
-use crate::gcp::auth::TokenSource;
-use crate::gcp::iam::{
-    DEFAULT_RESOURCE_MANAGER_URL, DEFAULT_SERVICE_USAGE_URL, IamError, ResourceManagerClient,
-    ServiceUsageClient,
-};
+use crate::gcp::clients::{ClientsError, GoogleClients};
+use crate::gcp::iam::{ResourceManagerClient, ServiceUsageClient};
 use crate::gcp::retry::RetryPolicy;
-use crate::gcp::run::{DEFAULT_RUN_BASE_URL, RunClient};
+use crate::gcp::run::RunClient;
 use crate::gcp::storage::{Bucket, Lifecycle, LifecycleRule, StorageClient, StorageError};
 
 /// The prefix the lifecycle rule must cover.
@@ -52,8 +49,7 @@ pub const PROJECT_PERMISSIONS: [&str; 8] = [
     "run.executions.cancel",
     "run.operations.get",
 ];
-/// Project id used when an emulator is the target and none is configured.
-pub const LOCAL_PROJECT: &str = "local-project";
+pub use crate::gcp::clients::LOCAL_PROJECT;
 
 /// Ids of the checklist items, in the order they run.
 pub mod ids {
@@ -276,99 +272,33 @@ pub struct PreflightClients {
     pub emulated: bool,
 }
 
-fn is_loopback_url(u: &str) -> bool {
-    url::Url::parse(u)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .is_some_and(|h| {
-            h == "localhost"
-                || h.parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-                || h.trim_matches(|c| c == '[' || c == ']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        })
-}
-
-fn token_provider(tokens: TokenSource) -> crate::gcp::run::TokenProvider {
-    std::sync::Arc::new(move || {
-        let tokens = tokens.clone();
-        Box::pin(async move {
-            tokens
-                .token()
-                .await
-                .map(|t| t.unwrap_or_default())
-                .map_err(|e| e.to_string())
-        })
-    })
-}
-
-fn iam_cfg(e: IamError) -> PreflightError {
-    PreflightError::Config(e.to_string())
-}
-
 impl PreflightClients {
     /// Clients for the endpoints of `cfg` (real Google Cloud, or an emulator on loopback
-    /// endpoints). Fails without a project when the target is Google.
+    /// endpoints), from the one client factory. Fails without a project when the target is
+    /// Google, and on a configuration that mixes emulator and Google endpoints.
     pub async fn for_config(cfg: &CloudRunConfig) -> Result<Self, PreflightError> {
-        let endpoints = [&cfg.run_endpoint, &cfg.storage_endpoint];
-        let emulated = endpoints
-            .iter()
-            .any(|e| e.as_deref().is_some_and(is_loopback_url));
-        let project = match (&cfg.project, emulated) {
-            (Some(p), _) => p.clone(),
-            (None, true) => LOCAL_PROJECT.to_string(),
-            (None, false) => {
-                return Err(PreflightError::Config(
-                    "no GCP project: set --project, CLOUDRUN_PROJECT or GOOGLE_CLOUD_PROJECT"
-                        .into(),
-                ));
-            }
-        };
-        let tokens = match (&cfg.token, emulated) {
-            (Some(t), _) => TokenSource::Static(t.clone()),
-            (None, true) => TokenSource::Anonymous,
-            (None, false) => TokenSource::google()
-                .await
-                .map_err(|e| PreflightError::Auth(e.to_string()))?,
-        };
-        let run_url = cfg
-            .run_endpoint
-            .clone()
-            .unwrap_or_else(|| DEFAULT_RUN_BASE_URL.into());
-        let loopback_run = cfg.run_endpoint.clone().filter(|u| is_loopback_url(u));
-        let storage_url = cfg
-            .storage_endpoint
-            .clone()
-            .unwrap_or_else(|| crate::gcp::storage::DEFAULT_ENDPOINT.into());
-        let crm_url = cfg
-            .resource_manager_endpoint
-            .clone()
-            .or_else(|| loopback_run.clone())
-            .unwrap_or_else(|| DEFAULT_RESOURCE_MANAGER_URL.into());
-        let su_url = cfg
-            .service_usage_endpoint
-            .clone()
-            .or(loopback_run)
-            .unwrap_or_else(|| DEFAULT_SERVICE_USAGE_URL.into());
+        let clients = GoogleClients::for_config(cfg).await.map_err(|e| match e {
+            ClientsError::Config(m) => PreflightError::Config(m),
+            ClientsError::Auth(m) => PreflightError::Auth(m),
+        })?;
         let executor_image = cfg.executor_image.clone().ok_or_else(|| {
             "no executor image configured: build it with `sandbox-harness images`, push it to \
              your registry and set SANDBOX_EXECUTOR_IMAGE (or executor_image in the config)"
                 .to_string()
         });
-        Ok(PreflightClients {
-            storage: StorageClient::new(&storage_url, tokens.clone())
-                .map_err(|e| PreflightError::Config(e.to_string()))?,
-            run: RunClient::new(&run_url)
-                .map_err(|e| PreflightError::Config(e.to_string()))?
-                .with_token_provider(token_provider(tokens.clone())),
-            resource_manager: ResourceManagerClient::new(&crm_url, tokens.clone())
-                .map_err(iam_cfg)?,
-            service_usage: ServiceUsageClient::new(&su_url, tokens).map_err(iam_cfg)?,
-            project,
+        Ok(Self::from_clients(clients, executor_image))
+    }
+
+    fn from_clients(clients: GoogleClients, executor_image: Result<String, String>) -> Self {
+        PreflightClients {
+            emulated: !matches!(clients.target, Target::Google),
+            storage: clients.storage,
+            run: clients.run,
+            resource_manager: clients.resource_manager,
+            service_usage: clients.service_usage,
+            project: clients.project,
             executor_image,
-            emulated,
-        })
+        }
     }
 
     /// Clients for an in-process emulator; the executor image is `cfg.executor_image` or the
@@ -377,28 +307,15 @@ impl PreflightClients {
         cfg: &CloudRunConfig,
         local: &LocalCloud,
     ) -> Result<Self, PreflightError> {
-        let base = local.base_url();
         let executor_image = match &cfg.executor_image {
             Some(i) => Ok(i.clone()),
             None => crate::images::ensure_executor_image(local.docker())
                 .await
                 .map_err(|e| format!("building the executor image failed: {e}")),
         };
-        Ok(PreflightClients {
-            storage: StorageClient::new(&base, TokenSource::Anonymous)
-                .map_err(|e| PreflightError::Config(e.to_string()))?,
-            run: RunClient::new(&base).map_err(|e| PreflightError::Config(e.to_string()))?,
-            resource_manager: ResourceManagerClient::new(&base, TokenSource::Anonymous)
-                .map_err(iam_cfg)?,
-            service_usage: ServiceUsageClient::new(&base, TokenSource::Anonymous)
-                .map_err(iam_cfg)?,
-            project: cfg
-                .project
-                .clone()
-                .unwrap_or_else(|| LOCAL_PROJECT.to_string()),
-            executor_image,
-            emulated: true,
-        })
+        let clients = GoogleClients::for_local(cfg, &local.base_url())
+            .map_err(|e| PreflightError::Config(e.to_string()))?;
+        Ok(Self::from_clients(clients, executor_image))
     }
 
     /// Uses `retry` for every client.
@@ -828,8 +745,5 @@ mod tests {
         assert!(text.contains("✓ a"), "{text}");
         assert!(text.contains("✗ b"), "{text}");
         assert!(text.contains("– c"), "{text}");
-        assert!(is_loopback_url("http://127.0.0.1:9023"));
-        assert!(is_loopback_url("http://localhost:1"));
-        assert!(!is_loopback_url("https://run.googleapis.com"));
     }
 }

@@ -148,6 +148,11 @@ pub trait SandboxBackend: Send + Sync {
 
     /// Re-attaches to a live sandbox by id.
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>>;
+
+    /// Where this backend's figures come from; every report labels them with it.
+    fn origin(&self) -> crate::bench::BackendOrigin {
+        crate::bench::BackendOrigin::Undeclared
+    }
 }
 
 /// `Unsupported` (op `create`) when a capability request asks for more than `offered`.

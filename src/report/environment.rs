@@ -25,7 +25,7 @@ pub struct Environment {
     pub git_commit: Option<String>,
     /// The harness version.
     pub harness_version: String,
-    /// True when any backend's figures come from the local emulator.
+    /// True when any backend's figures come from an emulator or the twin.
     pub uses_emulator: bool,
 }
 
@@ -50,9 +50,7 @@ impl Environment {
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             docker_engine_version,
             docker_api_version,
-            uses_emulator: origins
-                .iter()
-                .any(|(_, o)| matches!(o, BackendOrigin::CloudRunEmulator { .. })),
+            uses_emulator: origins.iter().any(|(_, o)| o.is_emulated()),
             backends: origins
                 .iter()
                 .map(|(name, origin)| BackendEnvironment {

@@ -200,7 +200,7 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     }
     h.push_str("</ul>");
     if env.uses_emulator {
-        h.push_str("<p class=\"warn\">Cloud Run figures in this report come from the local emulator; they are not Google Cloud measurements.</p>");
+        h.push_str("<p class=\"warn\">Cloud Run figures in this report come from an emulator (the SIMULATED twin or a standalone emulator, as stated above); they are not Google Cloud measurements.</p>");
     }
 
     h.push_str("<h2>Verdicts</h2><table><tr><th>Backend</th><th>Table</th><th>Metric</th><th>Plan</th><th>Measured</th><th>Verdict</th></tr>");

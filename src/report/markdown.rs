@@ -155,7 +155,7 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         );
     }
     if env.uses_emulator {
-        out.push_str("\n> Cloud Run figures in this report come from the local emulator. They show the harness and the protocol over emulated APIs with the stated latency profile; they are not Google Cloud measurements.\n");
+        out.push_str("\n> Cloud Run figures in this report come from an emulator (the SIMULATED twin or a standalone emulator, as stated above). They show the harness and the protocol over emulated APIs with the stated latency profile; they are not Google Cloud measurements.\n");
     }
     let o = &report.options;
     let _ = writeln!(

@@ -227,7 +227,7 @@ impl CloudRunConfig {
             });
         }
         self.twin_profile()?;
-        Ok(())
+        self.target().map(|_| ())
     }
 
     /// The embedded emulator's latency profile: `latency_profile`, else `none`. The one place
@@ -242,7 +242,78 @@ impl CloudRunConfig {
 
     /// True when no real GCP is configured: the embedded emulator is used.
     pub fn uses_embedded_emulator(&self) -> bool {
-        self.project.is_none() && self.run_endpoint.is_none() && self.storage_endpoint.is_none()
+        self.project.is_none() && self.explicit_endpoints().is_empty()
+    }
+
+    fn explicit_endpoints(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("run_endpoint", &self.run_endpoint),
+            ("storage_endpoint", &self.storage_endpoint),
+            ("resource_manager_endpoint", &self.resource_manager_endpoint),
+            ("service_usage_endpoint", &self.service_usage_endpoint),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+
+    /// Where the clients of this configuration go, derived from the endpoints alone (never
+    /// from the project): no endpoint and no project is the embedded twin; loopback endpoints
+    /// are a standalone emulator; Google's endpoints (`*.googleapis.com`, the defaults of the
+    /// Admin and Storage endpoints left unset) are Google Cloud. A mix of emulator and Google
+    /// endpoints, and hosts that are neither, are refused: figures from such a setup could
+    /// not be labelled truthfully.
+    pub fn target(&self) -> Result<Target, ConfigError> {
+        let explicit = self.explicit_endpoints();
+        if explicit.is_empty() {
+            return Ok(if self.project.is_some() {
+                Target::Google
+            } else {
+                Target::Embedded
+            });
+        }
+        let mut emulator = Vec::new();
+        let mut google = Vec::new();
+        for (field, url) in &explicit {
+            match endpoint_kind(url) {
+                Some(EndpointKind::Loopback) => emulator.push(format!("{field}={url}")),
+                Some(EndpointKind::Google) => google.push(format!("{field}={url}")),
+                None => {
+                    return Err(ConfigError::Invalid {
+                        field,
+                        message: format!(
+                            "{url:?} is neither an emulator on this host's loopback nor a                              Google endpoint (*.googleapis.com)"
+                        ),
+                    });
+                }
+            }
+        }
+        // The Admin API and Storage endpoints default to Google when unset; the resource
+        // manager and service usage ones follow the Admin API endpoint.
+        for (field, url) in [
+            ("run_endpoint", &self.run_endpoint),
+            ("storage_endpoint", &self.storage_endpoint),
+        ] {
+            if url.is_none() {
+                google.push(format!("{field} unset (Google's)"));
+            }
+        }
+        match (emulator.first(), google.is_empty()) {
+            (None, _) => Ok(Target::Google),
+            (Some(first), true) => Ok(Target::Emulator {
+                endpoint: first
+                    .split_once('=')
+                    .map_or(first.clone(), |(_, u)| u.to_string()),
+            }),
+            (Some(_), false) => Err(ConfigError::Invalid {
+                field: "endpoints",
+                message: format!(
+                    "the configuration mixes emulator endpoints ({}) with Google Cloud ones                      ({}); point every endpoint at the emulator (CLOUD_RUN_EMULATOR_HOST and                      STORAGE_EMULATOR_HOST) or none",
+                    emulator.join(", "),
+                    google.join(", ")
+                ),
+            }),
+        }
     }
 
     /// The polling schedule of the worker and of the client waiting for answers.
@@ -257,6 +328,45 @@ impl CloudRunConfig {
     pub fn heartbeat_every(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
     }
+}
+
+/// Where a configuration's clients go (see [`CloudRunConfig::target`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// No endpoint and no project: the embedded twin started in-process.
+    Embedded,
+    /// Endpoints on this host's loopback: a standalone emulator.
+    Emulator {
+        /// The first emulator endpoint configured.
+        endpoint: String,
+    },
+    /// Google Cloud.
+    Google,
+}
+
+enum EndpointKind {
+    Loopback,
+    Google,
+}
+
+fn endpoint_kind(u: &str) -> Option<EndpointKind> {
+    let url = url::Url::parse(u).ok()?;
+    let host = url.host_str()?.trim_matches(|c| c == '[' || c == ']');
+    if host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return Some(EndpointKind::Loopback);
+    }
+    let host = host.to_ascii_lowercase();
+    (url.scheme() == "https" && (host == "googleapis.com" || host.ends_with(".googleapis.com")))
+        .then_some(EndpointKind::Google)
+}
+
+/// True when `u` is a URL whose host is this machine's loopback (an emulator).
+pub fn is_loopback_url(u: &str) -> bool {
+    matches!(endpoint_kind(u), Some(EndpointKind::Loopback))
 }
 
 /// `host:port` as Google's libraries read STORAGE_EMULATOR_HOST: a bare host gets `http://`.
@@ -278,6 +388,7 @@ mod tests {
         let env: HashMap<&str, &str> = [
             ("GOOGLE_CLOUD_PROJECT", "p1"),
             ("STORAGE_EMULATOR_HOST", "127.0.0.1:9023"),
+            ("CLOUD_RUN_EMULATOR_HOST", "127.0.0.1:9023"),
             ("SANDBOX_BUCKET", "my-bucket"),
         ]
         .into();
@@ -293,6 +404,90 @@ mod tests {
             bad.apply_env(|k| (k == "SANDBOX_BUCKET").then(|| "Bad Name".into()))
                 .is_err()
         );
+    }
+
+    /// The origin of figures comes from the endpoints, not from the project: a project with
+    /// emulator endpoints is still an emulator, and a mix is refused.
+    #[test]
+    fn target_is_derived_from_endpoints() {
+        let cfg =
+            |project: Option<&str>, run: Option<&str>, storage: Option<&str>| CloudRunConfig {
+                project: project.map(Into::into),
+                run_endpoint: run.map(Into::into),
+                storage_endpoint: storage.map(Into::into),
+                ..CloudRunConfig::default()
+            };
+        let emu = "http://127.0.0.1:9023";
+        assert_eq!(cfg(None, None, None).target().unwrap(), Target::Embedded);
+        assert_eq!(cfg(Some("p"), None, None).target().unwrap(), Target::Google);
+        assert_eq!(
+            cfg(Some("p"), Some(emu), Some(emu)).target().unwrap(),
+            Target::Emulator {
+                endpoint: emu.into()
+            }
+        );
+        assert_eq!(
+            cfg(None, Some("http://localhost:1"), Some("http://[::1]:2"))
+                .target()
+                .unwrap(),
+            Target::Emulator {
+                endpoint: "http://localhost:1".into()
+            }
+        );
+        assert_eq!(
+            cfg(
+                Some("p"),
+                Some("https://us-central1-run.googleapis.com"),
+                Some("https://storage.googleapis.com")
+            )
+            .target()
+            .unwrap(),
+            Target::Google
+        );
+        // Emulator Storage with Google's Admin API (the default when unset): refused.
+        let mixed = cfg(Some("p"), None, Some(emu));
+        let err = mixed.target().unwrap_err().to_string();
+        assert!(err.contains("mixes emulator endpoints"), "{err}");
+        assert!(err.contains("run_endpoint unset"), "{err}");
+        assert!(mixed.validate().is_err());
+        let err = cfg(Some("p"), Some(emu), Some("https://storage.googleapis.com"))
+            .target()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage_endpoint=https://storage.googleapis.com"),
+            "{err}"
+        );
+        // A host that is neither loopback nor Google's cannot be labelled: refused.
+        let err = cfg(Some("p"), Some("http://10.0.0.5:80"), Some(emu))
+            .target()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("neither an emulator"), "{err}");
+        // Plain http to Google is not Google's endpoint either.
+        assert!(
+            cfg(Some("p"), Some("http://run.googleapis.com"), None)
+                .target()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn loopback_urls() {
+        assert!(is_loopback_url("http://127.0.0.1:9023"));
+        assert!(is_loopback_url("http://localhost:1"));
+        assert!(is_loopback_url("http://[::1]:1"));
+        assert!(!is_loopback_url("https://run.googleapis.com"));
+    }
+
+    #[test]
+    fn twin_profile_defaults_to_none() {
+        assert_eq!(CloudRunConfig::default().twin_profile().unwrap().name, "none");
+        let c = CloudRunConfig {
+            latency_profile: Some("gcp-published".into()),
+            ..CloudRunConfig::default()
+        };
+        assert_eq!(c.twin_profile().unwrap().name, "gcp-published");
     }
 
     #[test]

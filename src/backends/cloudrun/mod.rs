@@ -11,21 +11,22 @@ pub mod transport;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
+use crate::bench::BackendOrigin;
 use crate::emulator::LocalCloud;
-use crate::gcp::auth::TokenSource;
+use crate::gcp::clients::{ClientsError, GoogleClients};
 use crate::gcp::run::{
-    Container, ExecutionTemplate, GcsVolumeSource, Job, ResourceRequirements, RunClient,
+    Container, ExecutionTemplate, GcsVolumeSource, Job, ResourceRequirements, RunClient, RunError,
     TaskTemplate, Volume, VolumeMount,
 };
 use crate::gcp::storage::{BucketSpec, ListOptions, StorageClient, WriteOptions};
 use crate::generic::{BucketDir, GenericConfig, GenericSandbox, Lifecycle};
 use crate::protocol::{Capabilities, Result, Sandbox, SandboxBackend, SandboxError};
 
-pub use config::CloudRunConfig;
+pub use config::{CloudRunConfig, Target};
 pub use transport::{CloudRunTransport, STATE_MOUNT, WORKSPACE_MOUNT, sandbox_prefix};
 
 /// The sandbox type this backend hands out.
@@ -77,14 +78,29 @@ pub struct CloudRunBackend {
     parent: String,
     /// Keeps the embedded emulator alive as long as the backend.
     local: Option<Arc<LocalCloud>>,
+    /// Where the figures come from, derived from the endpoints.
+    origin: BackendOrigin,
 }
+
+/// How long a new job may take to be created and become ready.
+pub const JOB_READY_LIMIT: Duration = Duration::from_secs(120);
 
 fn cfg_err(op: &str, detail: impl Into<String>) -> SandboxError {
     SandboxError::invalid("-", op, detail)
 }
 
+fn clients_err(op: &str, e: ClientsError) -> SandboxError {
+    match e {
+        ClientsError::Config(m) => cfg_err(op, m),
+        ClientsError::Auth(m) => {
+            SandboxError::new(crate::protocol::ErrorKind::Permission, "-", op, m)
+        }
+    }
+}
+
 impl CloudRunBackend {
     /// Connects with `cfg`; with no project and no endpoints, starts the embedded emulator.
+    /// A configuration that mixes emulator and Google endpoints is refused.
     pub async fn connect(cfg: CloudRunConfig) -> Result<Self> {
         cfg.validate()
             .map_err(|e| cfg_err("connect", e.to_string()))?;
@@ -107,70 +123,48 @@ impl CloudRunBackend {
             );
             return Self::with_local(cfg, local).await;
         }
-        let project = cfg.project.clone().ok_or_else(|| {
-            cfg_err(
-                "connect",
-                "no GCP project: set --project, CLOUDRUN_PROJECT or GOOGLE_CLOUD_PROJECT",
-            )
-        })?;
-        let tokens = match (&cfg.token, cfg.storage_endpoint.is_some()) {
-            (Some(t), _) => TokenSource::Static(t.clone()),
-            (None, true) => TokenSource::Anonymous,
-            (None, false) => TokenSource::google().await.map_err(|e| {
-                SandboxError::new(
-                    crate::protocol::ErrorKind::Permission,
-                    "-",
-                    "connect",
-                    e.to_string(),
-                )
-            })?,
-        };
-        let storage_url = cfg
-            .storage_endpoint
-            .clone()
-            .unwrap_or_else(|| "https://storage.googleapis.com".into());
-        let run_url = cfg
-            .run_endpoint
-            .clone()
-            .unwrap_or_else(|| "https://run.googleapis.com".into());
-        let storage = StorageClient::new(&storage_url, tokens.clone())
-            .map_err(|e| e.into_sandbox_error("-", "connect"))?;
-        let run = RunClient::new(&run_url)
-            .map_err(|e| e.into_sandbox_error("-", "connect"))?
-            .with_token_provider(token_provider(tokens));
+        let clients = GoogleClients::for_config(&cfg)
+            .await
+            .map_err(|e| clients_err("connect", e))?;
         let image = cfg.executor_image.clone().ok_or_else(|| {
             cfg_err(
                 "connect",
                 "no executor image: build it with `sandbox-harness images`, push it to your registry and set SANDBOX_EXECUTOR_IMAGE",
             )
         })?;
-        let parent = format!("projects/{project}/locations/{}", cfg.region);
+        let origin = match &clients.target {
+            Target::Emulator { endpoint } => BackendOrigin::CloudRunEmulator {
+                endpoint: Some(endpoint.clone()),
+                latency_profile: None,
+            },
+            _ => BackendOrigin::CloudRunGcp {
+                project: Some(clients.project.clone()),
+                region: Some(cfg.region.clone()),
+            },
+        };
         Ok(CloudRunBackend {
+            parent: clients.parent(&cfg.region),
+            storage: clients.storage,
+            run: clients.run,
             cfg,
-            storage,
-            run,
             image,
-            parent,
             local: None,
+            origin,
         })
     }
 
     /// Uses an already running local emulator (tests share one across backends).
     pub async fn with_local(cfg: CloudRunConfig, local: Arc<LocalCloud>) -> Result<Self> {
-        let storage = StorageClient::new(&local.base_url(), TokenSource::Anonymous)
-            .map_err(|e| e.into_sandbox_error("-", "connect"))?;
-        let run =
-            RunClient::new(&local.base_url()).map_err(|e| e.into_sandbox_error("-", "connect"))?;
+        let clients = GoogleClients::for_local(&cfg, &local.base_url())
+            .map_err(|e| clients_err("connect", e))?;
+        let (storage, run) = (clients.storage, clients.run);
         let image = match &cfg.executor_image {
             Some(i) => i.clone(),
             None => crate::images::ensure_executor_image(local.docker())
                 .await
                 .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
         };
-        let project = cfg
-            .project
-            .clone()
-            .unwrap_or_else(|| "local-project".into());
+        let project = clients.project;
         match storage.get_bucket(&cfg.bucket).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => {
@@ -196,6 +190,12 @@ impl CloudRunBackend {
             Err(e) => return Err(e.into_sandbox_error("-", "connect")),
         }
         let parent = format!("projects/{project}/locations/{}", cfg.region);
+        // The label names the profile the running emulator applies, whoever started it.
+        let faults = local.emulator().context().faults().clone();
+        let origin = BackendOrigin::CloudRunTwin {
+            profile: faults.profile_name().to_string(),
+            latency_profile: Some(faults),
+        };
         Ok(CloudRunBackend {
             cfg,
             storage,
@@ -203,6 +203,7 @@ impl CloudRunBackend {
             image,
             parent,
             local: Some(local),
+            origin,
         })
     }
 
@@ -222,9 +223,10 @@ impl CloudRunBackend {
             .map(|l| l.emulator().context().faults().clone())
     }
 
-    /// True when this backend runs on the local emulator (reports must say so).
+    /// True when this backend runs on the embedded twin or a standalone emulator (reports
+    /// must say so).
     pub fn is_emulated(&self) -> bool {
-        self.local.is_some()
+        self.origin.is_emulated()
     }
 
     /// The embedded emulator this backend runs on, if any.
@@ -358,6 +360,43 @@ impl CloudRunBackend {
         }
     }
 
+    /// Creates job `name` for sandbox `id` and waits until it is ready: the operation polled
+    /// until done (its `error` fails the call), then the job's `terminalCondition` checked.
+    /// The client retries a create whose answer was lost; the retry then meets the first
+    /// attempt's job (409 ALREADY_EXISTS, or 412), which counts as created when it carries
+    /// this sandbox's label (job ids are random, so nobody else wrote it).
+    async fn create_job(
+        &self,
+        id: &str,
+        name: &str,
+        deadline: Instant,
+    ) -> std::result::Result<(), RunError> {
+        match self
+            .run
+            .create_job(
+                &self.parent,
+                &format!("{JOB_PREFIX}{id}"),
+                &self.job_spec(id),
+            )
+            .await
+        {
+            Ok(op) => {
+                self.run
+                    .finish_operation(op, deadline, "job creation")
+                    .await?;
+            }
+            Err(e) if matches!(e.status(), Some(409 | 412)) => {
+                let job = self.run.get_job(name).await?;
+                if job.labels.get(LABEL_SANDBOX).map(String::as_str) != Some(id) {
+                    return Err(e);
+                }
+                tracing::debug!(sandbox_id = %id, "a retried job create met its own first attempt");
+            }
+            Err(e) => return Err(e),
+        }
+        self.run.wait_job_ready(name, deadline).await.map(|_| ())
+    }
+
     fn sandbox(&self, id: &str, fresh: bool) -> Arc<CloudRunSandbox> {
         let transport = CloudRunTransport::new(
             id,
@@ -401,45 +440,22 @@ impl CloudRunBackend {
     /// Creates a sandbox and returns the concrete type.
     pub async fn create_cloudrun(&self) -> Result<Arc<CloudRunSandbox>> {
         let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
-        let op = self
-            .run
-            .create_job(
-                &self.parent,
-                &format!("{JOB_PREFIX}{id}"),
-                &self.job_spec(&id),
-            )
-            .await
-            .map_err(|e| e.into_sandbox_error(&id, "create"))?;
-        if !op.done {
-            let done = self
-                .run
-                .wait_operation(&op.name, Duration::from_secs(60))
-                .await
-                .map_err(|e| e.into_sandbox_error(&id, "create"))?;
-            if !done.done {
-                return Err(SandboxError::timeout(
-                    &id,
-                    "create",
-                    "job creation did not finish in 60 s",
-                ));
+        let name = self.job_name(&id);
+        let deadline = Instant::now() + JOB_READY_LIMIT;
+        let created = self.create_job(&id, &name, deadline).await;
+        if let Err(e) = created {
+            // A job whose creation failed may still exist (with a failed Ready condition).
+            if let Ok(op) = self.run.delete_job(&name).await {
+                let _ = self
+                    .run
+                    .poll_operation(op, Instant::now() + Duration::from_secs(30))
+                    .await;
             }
+            return Err(e.into_sandbox_error(&id, "create"));
         }
         tracing::info!(target: "sandbox_harness::events", event = "sandbox_created", backend = "cloudrun", sandbox_id = %id);
         Ok(self.sandbox(&id, true))
     }
-}
-
-fn token_provider(tokens: TokenSource) -> crate::gcp::run::TokenProvider {
-    Arc::new(move || {
-        let tokens = tokens.clone();
-        Box::pin(async move {
-            tokens
-                .token()
-                .await
-                .map(|t| t.unwrap_or_default())
-                .map_err(|e| e.to_string())
-        })
-    })
 }
 
 #[async_trait]
@@ -450,6 +466,10 @@ impl SandboxBackend for CloudRunBackend {
 
     fn capabilities(&self) -> Capabilities {
         CAPABILITIES
+    }
+
+    fn origin(&self) -> BackendOrigin {
+        self.origin.clone()
     }
 
     async fn create(&self) -> Result<Arc<dyn Sandbox>> {
@@ -503,19 +523,27 @@ impl Lifecycle for CloudRunLifecycle {
         }
         // Wait for the cancelled executions to end (their containers are gone then), so a
         // destroyed sandbox leaves nothing running behind, even if the caller exits next.
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        // Reads back off (50 ms doubling to 2 s): Cloud Run takes seconds to stop a task.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut pause = Duration::from_millis(50);
         for name in &running {
             loop {
                 match self.run.get_execution(name).await {
-                    Ok(e) if !e.is_done() && std::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(50)).await
+                    Ok(e) if !e.is_done() && Instant::now() < deadline => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
                     }
                     _ => break,
                 }
             }
         }
         match self.run.delete_job(&self.job).await {
-            Ok(_) => {}
+            Ok(deletion) => {
+                self.run
+                    .finish_operation(deletion, Instant::now() + JOB_READY_LIMIT, "job deletion")
+                    .await
+                    .map_err(|e| e.into_sandbox_error(&self.id, op))?;
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into_sandbox_error(&self.id, op)),
         }

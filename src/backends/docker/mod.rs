@@ -426,6 +426,10 @@ impl SandboxBackend for DockerBackend {
         c
     }
 
+    fn origin(&self) -> crate::bench::BackendOrigin {
+        crate::bench::BackendOrigin::LocalDocker
+    }
+
     async fn create(&self) -> Result<Arc<dyn Sandbox>> {
         Ok(self.create_docker().await?)
     }

@@ -2,7 +2,10 @@
 //! REST/JSON, with every task attempt run as a Docker container (see `runner`).
 //!
 //! Behaviour chosen where the real API is not mirrored exactly (documented here once):
-//! - Job create/delete operations are `done` at once (the real ones reconcile for a while).
+//! - Job create/delete operations are `done` at once (the real ones reconcile for a while),
+//!   unless [`JobOperations`] says otherwise: then they report `done: false` for a number of
+//!   reads (`:wait` included, which then returns before the operation is done), end with an
+//!   error, or the create is applied and its answer lost (a 503), as tests of clients need.
 //! - Deleting a job cancels its running executions (their containers are killed and removed)
 //!   and deletes them with it; an operation of a deleted execution reports `done` with a
 //!   NOT_FOUND error. Deleting a running execution cancels it first, the same way.
@@ -144,10 +147,15 @@ struct ExecRec {
 }
 
 enum OpRec {
-    /// An operation on a job or execution record; done at `ready_at` (at once when `None`).
+    /// An operation on a job or execution record.
     Done {
         metadata: Value,
         response: Value,
+        /// Reads left that answer `done: false`.
+        pending_reads: u32,
+        /// The error the operation ends with (no response then).
+        error: Option<Status>,
+        /// Not done before this instant (the profile's operation duration; at once when `None`).
         ready_at: Option<Instant>,
     },
     Exec {
@@ -155,11 +163,74 @@ enum OpRec {
     },
 }
 
+/// How the emulator answers job create/delete operations; set at run time with
+/// [`RunState::set_job_operations`]. The default answers `done` at once.
+///
+/// Google's job operations reconcile for a while (an `operations.get` answers `done: false`,
+/// and `operations.wait` may return before the operation is done: "the method is not
+/// guaranteed to wait until the specified time", <https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.operations/wait>),
+/// and a finished operation may carry an `error` instead of a `response`
+/// (<https://cloud.google.com/run/docs/reference/rest/Shared.Types/Operation>).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobOperations {
+    /// Reads (get or `:wait`) of a new job operation that answer `done: false` first.
+    pub pending_reads: u32,
+    /// The next this many job operations end with `error` (a create leaves the job with a
+    /// failed Ready terminal condition; a delete leaves the job in place).
+    pub failing: u32,
+    /// The error of failing operations (gRPC code, message).
+    pub error: Status,
+    /// The next this many job creates are applied and then answered 503, as a response lost
+    /// on the way back (the client's retry meets its own job: 409 ALREADY_EXISTS).
+    pub lost_create_responses: u32,
+}
+
+/// Counts of what [`JobOperations`] did, for tests to prove it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobOperationCounts {
+    /// Reads answered `done: false` on purpose.
+    pub pending_answers: u64,
+    /// Operations ended with an error on purpose.
+    pub failed: u64,
+    /// Creates whose answer was replaced by a 503.
+    pub lost_responses: u64,
+}
+
 #[derive(Default)]
 struct Inner {
     jobs: BTreeMap<String, Job>,
     executions: BTreeMap<String, ExecRec>,
     operations: HashMap<String, OpRec>,
+    job_ops: JobOperations,
+    job_op_counts: JobOperationCounts,
+}
+
+impl Inner {
+    /// A job operation as [`JobOperations`] says; returns it and whether it fails.
+    fn job_op(
+        &mut self,
+        parent: &str,
+        resource: Value,
+        ready_at: Option<Instant>,
+    ) -> (String, bool) {
+        let error = (self.job_ops.failing > 0).then(|| {
+            self.job_ops.failing -= 1;
+            self.job_op_counts.failed += 1;
+            self.job_ops.error.clone()
+        });
+        let failed = error.is_some();
+        let op = self.new_op(
+            parent,
+            OpRec::Done {
+                metadata: resource.clone(),
+                response: resource,
+                pending_reads: self.job_ops.pending_reads,
+                error,
+                ready_at,
+            },
+        );
+        (op, failed)
+    }
 }
 
 /// The live state of the Cloud Run half: resources, running executions, operations.
@@ -234,6 +305,16 @@ impl RunState {
     /// The configuration.
     pub fn config(&self) -> &RunConfig {
         &self.cfg
+    }
+
+    /// How job create/delete operations are answered from now on.
+    pub fn set_job_operations(&self, ops: JobOperations) {
+        self.lock().job_ops = ops;
+    }
+
+    /// What [`JobOperations`] did so far.
+    pub fn job_operation_counts(&self) -> JobOperationCounts {
+        self.lock().job_op_counts
     }
 
     /// Tells the runner where the emulator's APIs listen (`host:port`). Task containers then
@@ -536,15 +617,18 @@ impl Inner {
             OpRec::Done {
                 metadata,
                 response,
+                pending_reads,
+                error,
                 ready_at,
             } => {
-                let done = ready_at.is_none_or(|t| Instant::now() >= t);
+                let done = *pending_reads == 0 && ready_at.is_none_or(|t| Instant::now() >= t);
+                let error = error.clone().filter(|_| done);
                 Operation {
                     name: name.into(),
                     metadata: Some(metadata.clone()),
                     done,
-                    error: None,
-                    response: done.then(|| response.clone()),
+                    response: (done && error.is_none()).then(|| response.clone()),
+                    error,
                 }
             }
             OpRec::Exec { execution } => match self.executions.get(execution) {
@@ -572,6 +656,18 @@ impl Inner {
                 },
             },
         })
+    }
+
+    /// An operation as one read answers it: a pending job operation counts the read down.
+    fn read_op(&mut self, name: &str) -> Option<Operation> {
+        let view = self.op_view(name)?;
+        if let Some(OpRec::Done { pending_reads, .. }) = self.operations.get_mut(name)
+            && *pending_reads > 0
+        {
+            *pending_reads -= 1;
+            self.job_op_counts.pending_answers += 1;
+        }
+        Some(view)
     }
 
     fn new_op(&mut self, parent: &str, rec: OpRec) -> String {
@@ -827,20 +923,39 @@ async fn create_job(
                 format!("Resource '{name}' already exists."),
             ));
         }
+        let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL), create_ready);
+        if failed {
+            job.terminal_condition = Some(cond(
+                "Ready",
+                "CONDITION_FAILED",
+                Some(g.job_ops.error.message.clone()),
+                &job.create_time,
+            ));
+            if let Some(OpRec::Done {
+                metadata, response, ..
+            }) = g.operations.get_mut(&op)
+            {
+                *metadata = typed(&job, JOB_TYPE_URL);
+                *response = metadata.clone();
+            }
+        }
         g.jobs.insert(name.clone(), job.clone());
-        let v = typed(&job, JOB_TYPE_URL);
-        let op = g.new_op(
-            &parent,
-            OpRec::Done {
-                metadata: v.clone(),
-                response: v,
-                ready_at: create_ready,
-            },
-        );
-        g.op_view(&op)
+        let lost = g.job_ops.lost_create_responses > 0;
+        if lost {
+            g.job_ops.lost_create_responses -= 1;
+            g.job_op_counts.lost_responses += 1;
+        }
+        (g.read_op(&op), lost)
     };
     st.bump();
-    ok(op)
+    match op {
+        (_, true) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The service is currently unavailable (emulator: the job was created and this answer dropped).",
+        )),
+        (op, false) => ok(op),
+    }
 }
 
 async fn list_jobs(State(st): St, Path((p, l)): P2, Query(q): Q, headers: HeaderMap) -> ApiResult {
@@ -877,6 +992,10 @@ async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> A
         let job = g
             .job_view(&name)
             .ok_or_else(|| ApiError::not_found(&name))?;
+        let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL), None);
+        if failed {
+            return ok(g.read_op(&op));
+        }
         g.jobs.remove(&name);
         let prefix = format!("{name}/executions/");
         let execs: Vec<String> = g
@@ -890,16 +1009,7 @@ async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> A
                 rec.cancel.cancel();
             }
         }
-        let v = typed(&job, JOB_TYPE_URL);
-        let op = g.new_op(
-            &parent,
-            OpRec::Done {
-                metadata: v.clone(),
-                response: v,
-                ready_at: None,
-            },
-        );
-        g.op_view(&op)
+        g.read_op(&op)
     };
     st.bump();
     ok(op)
@@ -1114,6 +1224,8 @@ async fn delete_execution(State(st): St, Path((p, l, j, e)): P4, headers: Header
             OpRec::Done {
                 metadata: v.clone(),
                 response: v,
+                pending_reads: 0,
+                error: None,
                 ready_at: None,
             },
         );
@@ -1203,7 +1315,7 @@ async fn get_task(State(st): St, Path((p, l, j, e, t)): P5, headers: HeaderMap) 
 async fn get_operation(State(st): St, Path((p, l, o)): P3, headers: HeaderMap) -> ApiResult {
     st.guard("run.operations.get", &headers).await?;
     let name = format!("projects/{p}/locations/{l}/operations/{o}");
-    let op = st.lock().op_view(&name);
+    let op = st.lock().read_op(&name);
     ok(op.ok_or_else(|| ApiError::not_found(&name))?)
 }
 
@@ -1238,16 +1350,21 @@ async fn post_operation(
     }
     let mut rx = st.changed.subscribe();
     loop {
-        let (op, ready_at) = {
-            let g = st.lock();
-            let op = g.op_view(&name).ok_or_else(|| ApiError::not_found(&name))?;
-            let ready_at = match g.operations.get(&name) {
-                Some(OpRec::Done { ready_at, .. }) => *ready_at,
-                _ => None,
+        let (op, pending, ready_at) = {
+            let mut g = st.lock();
+            let (pending, ready_at) = match g.operations.get(&name) {
+                Some(OpRec::Done {
+                    pending_reads,
+                    ready_at,
+                    ..
+                }) => (*pending_reads > 0, *ready_at),
+                _ => (false, None),
             };
-            (op, ready_at)
+            (g.read_op(&name), pending, ready_at)
         };
-        if op.done || Instant::now() >= deadline {
+        let op = op.ok_or_else(|| ApiError::not_found(&name))?;
+        // A pending job operation returns before it is done, as Google's wait may.
+        if op.done || pending || Instant::now() >= deadline {
             return ok(op);
         }
         let wake = ready_at.map_or(deadline, |t| t.min(deadline));

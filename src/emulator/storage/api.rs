@@ -317,7 +317,8 @@ pub async fn get_object(
         Some("media") => {
             let (m, file) = ctx.storage.open_object(&bucket, &name).await?;
             check_read_preconditions(&uri, &m)?;
-            media_response(&ctx, m, file, &headers).await
+            let resp = media_response(&ctx, m, file, &headers).await?;
+            Ok(maybe_break(&ctx, resp))
         }
         Some(other) => Err(ApiError::bad_request(format!(
             "Invalid value for alt: {other} (json or media)"
@@ -337,7 +338,8 @@ pub async fn download_object(
     ctx.storage.maybe_sweep(&bucket).await;
     let (m, file) = ctx.storage.open_object(&bucket, &name).await?;
     check_read_preconditions(&uri, &m)?;
-    media_response(&ctx, m, file, &headers).await
+    let resp = media_response(&ctx, m, file, &headers).await?;
+    Ok(maybe_break(&ctx, resp))
 }
 
 /// The request's `Content-Length` (0 when absent or malformed).
@@ -347,6 +349,47 @@ fn content_length(headers: &HeaderMap) -> u64 {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Applies the broken-download fault ([`FaultConfig::broken_downloads`]) to a media answer.
+///
+/// [`FaultConfig::broken_downloads`]: crate::emulator::faults::FaultConfig::broken_downloads
+fn maybe_break(ctx: &EmulatorContext, mut resp: Response) -> Response {
+    let len = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if len >= 2 && ctx.injector.break_download() {
+        // Half the bytes, then an error: the server drops the connection mid-body.
+        use futures::StreamExt as _;
+        let body = std::mem::replace(resp.body_mut(), Body::empty());
+        let half = (len / 2) as usize;
+        let cut = futures::stream::unfold(
+            (body.into_data_stream(), 0usize),
+            move |(mut s, sent)| async move {
+                if sent >= half {
+                    return Some((
+                        Err(std::io::Error::other("injected fault: connection broken")),
+                        (s, usize::MAX),
+                    ))
+                    .filter(|_| sent != usize::MAX);
+                }
+                match s.next().await {
+                    Some(Ok(mut b)) => {
+                        b.truncate(half - sent);
+                        let n = b.len();
+                        Some((Ok(b), (s, sent + n)))
+                    }
+                    Some(Err(e)) => Some((Err(std::io::Error::other(e)), (s, usize::MAX))),
+                    None => None,
+                }
+            },
+        );
+        *resp.body_mut() = Body::from_stream(cut);
+    }
+    resp
 }
 
 fn check_read_preconditions(uri: &Uri, m: &ObjectMeta) -> Result<(), ApiError> {
@@ -738,7 +781,13 @@ pub async fn upload_post(
             Ok(object_response(StatusCode::OK, &m, &ctx, &bucket))
         }
         Some("multipart") => {
-            multipart_upload(&ctx, &bucket, &uri, ctype.as_deref(), body, pre).await
+            let r = multipart_upload(&ctx, &bucket, &uri, ctype.as_deref(), body, pre).await?;
+            if ctx.injector.lose_insert_response() {
+                return Err(ApiError::unavailable(
+                    "injected fault: the object was written and this answer dropped".to_string(),
+                ));
+            }
+            Ok(r)
         }
         Some("resumable") => {
             let mut new: NewObject = ctx.json_body(body).await?;
