@@ -287,9 +287,24 @@ pub async fn bench(
 /// The projected Cloud Run cost from a bench report, when it measured Cloud Run.
 pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
     let measured = cost::MeasuredDurations::from_report(report, "cloudrun")?;
+    // The deployment the bench ran (recorded by the Cloud Run phase probe); a report without
+    // it is priced with the default configuration, and says so.
+    let recorded = report
+        .backend("cloudrun")
+        .and_then(|b| b.phases.as_ref())
+        .and_then(|p| p.deployment.clone());
+    let (deployment, source) = match recorded {
+        Some(d) => (d, "the configuration the bench ran"),
+        None => (
+            cost::Deployment::builtin(),
+            "default configuration: the report records none",
+        ),
+    };
     Some(cost::project(
         &suites.prices,
         &suites.cost_profile,
+        &deployment,
+        source,
         measured,
         &suites.monitoring,
     ))

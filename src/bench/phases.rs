@@ -127,9 +127,9 @@ pub struct PhaseReport {
     /// Sandbox creation from zero and from the warm pool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub creation: Vec<CreationFigure>,
-    /// The backend settings the figures (and the cost model) depend on, as name = value.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub settings: Vec<(String, String)>,
+    /// The Cloud Run deployment the figures were taken on (the cost model prices it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<crate::cost::Deployment>,
     /// Problems met while probing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
@@ -194,13 +194,19 @@ pub fn render(report: &PhaseReport) -> String {
         ));
         out.push('\n');
     }
-    if !report.settings.is_empty() {
-        let s: Vec<String> = report
-            .settings
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
-        let _ = writeln!(out, "Settings: {}", s.join(", "));
+    if let Some(d) = &report.deployment {
+        let _ = writeln!(
+            out,
+            "Deployment: {} vCPU / {} GiB, polls ({}) every {}-{} ms, heartbeat every {} s, worker idle timeout {} s, warm pool of {}.",
+            d.vcpu,
+            d.memory_gib,
+            d.worker_poll_method,
+            d.poll_min_ms,
+            d.poll_max_ms,
+            d.heartbeat_secs,
+            d.worker_idle_secs,
+            d.pool_size
+        );
     }
     for e in &report.errors {
         let _ = writeln!(out, "Probe problem: {e}");
@@ -247,6 +253,6 @@ mod tests {
             ..PhaseReport::default()
         });
         assert!(text.contains("client -> worker"), "{text}");
-        assert!(text.contains("63 %"), "{text}");
+        assert!(text.contains("| 25 %"), "{text}");
     }
 }
