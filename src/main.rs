@@ -63,9 +63,23 @@ struct MeasureArgs {
     /// Where reports go.
     #[arg(long, default_value = "reports")]
     out: std::path::PathBuf,
+    /// Cloud Run warm pool: keep N worker executions started for `create` to claim (billed
+    /// while they wait; default: CLOUDRUN_POOL_SIZE or the config file, else 0).
+    #[arg(long, value_name = "N")]
+    pool_size: Option<usize>,
 }
 
 impl MeasureArgs {
+    async fn open(&self) -> Result<Vec<pipeline::OpenBackend>, pipeline::PipelineError> {
+        pipeline::open_backends_with(
+            &self.backend,
+            &pipeline::OpenOptions {
+                pool_size: self.pool_size,
+            },
+        )
+        .await
+    }
+
     fn bench_settings(&self) -> pipeline::BenchSettings {
         pipeline::BenchSettings {
             options: bench::BenchOptions {
@@ -580,7 +594,7 @@ async fn main_job(
     phase: u32,
 ) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let backends = pipeline::open_backends(&m.backend).await?;
+    let backends = m.open().await?;
     let conf = if no_conformance {
         None
     } else {
@@ -615,7 +629,7 @@ async fn main_job(
 
 async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let backends = pipeline::open_backends(&m.backend).await?;
+    let backends = m.open().await?;
     let report = measure(&backends, &suites, &m).await?;
     pipeline::close(&backends).await;
     let gate = pipeline::evaluate_gate(
@@ -650,7 +664,7 @@ async fn gate(
     let bench_report = match existing {
         Some(path) => report::load(&path)?,
         None => {
-            let backends = pipeline::open_backends(&m.backend).await?;
+            let backends = m.open().await?;
             if phase == 0 {
                 evidence.preflight = pipeline::preflight(&backends).await;
                 let url = health_url.clone().or_else(|| {

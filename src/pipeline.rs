@@ -57,6 +57,17 @@ pub struct OpenBackend {
     pub raw: Option<Arc<dyn bench::RawBaseline>>,
     /// The embedded emulator a Cloud Run backend runs on.
     pub local: Option<Arc<crate::emulator::LocalCloud>>,
+    /// The backend's per-phase probe, when it has one (Cloud Run).
+    pub probe: Option<Arc<dyn bench::phases::PhaseProbe>>,
+    /// The Cloud Run backend itself (its warm pool is shut down on close).
+    pub cloudrun: Option<Arc<CloudRunBackend>>,
+}
+
+/// Overrides of the backends' configuration from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Cloud Run warm pool size (`--pool-size`); `None` keeps the configured one.
+    pub pool_size: Option<usize>,
 }
 
 /// Parses `docker`, `cloudrun`, `all` or a comma-separated list.
@@ -83,6 +94,14 @@ pub fn backend_names(spec: &str) -> Result<Vec<String>, PipelineError> {
 
 /// Opens the named backends (Cloud Run from the environment; the embedded emulator by default).
 pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError> {
+    open_backends_with(spec, &OpenOptions::default()).await
+}
+
+/// [`open_backends`] with command-line overrides.
+pub async fn open_backends_with(
+    spec: &str,
+    options: &OpenOptions,
+) -> Result<Vec<OpenBackend>, PipelineError> {
     let mut out = Vec::new();
     for name in backend_names(spec)? {
         let fail = |e: &dyn std::fmt::Display| PipelineError::Backend {
@@ -101,13 +120,21 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
                     origin: BackendOrigin::LocalDocker,
                     raw: Some(raw),
                     local: None,
+                    probe: None,
+                    cloudrun: None,
                 });
             }
             _ => {
-                let cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
-                let b = CloudRunBackend::connect(cfg.clone())
-                    .await
-                    .map_err(|e| fail(&e))?;
+                let mut cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
+                if let Some(n) = options.pool_size {
+                    cfg.pool_size = n;
+                    cfg.validate().map_err(|e| fail(&e))?;
+                }
+                let b = Arc::new(
+                    CloudRunBackend::connect(cfg.clone())
+                        .await
+                        .map_err(|e| fail(&e))?,
+                );
                 let origin = if b.is_emulated() {
                     BackendOrigin::CloudRunEmulator {
                         latency_profile: None,
@@ -118,12 +145,17 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
                         region: Some(cfg.region.clone()),
                     }
                 };
+                let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
+                    crate::backends::cloudrun::probe::CloudRunPhaseProbe::new(b.clone()),
+                );
                 out.push(OpenBackend {
                     name,
                     local: b.local_cloud().cloned(),
-                    backend: Arc::new(b),
+                    backend: b.clone(),
                     origin,
                     raw: None,
+                    probe: Some(probe),
+                    cloudrun: Some(b),
                 });
             }
         }
@@ -134,6 +166,9 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
 /// Stops what the backends started for this run (the embedded emulator's executions).
 pub async fn close(backends: &[OpenBackend]) {
     for b in backends {
+        if let Some(c) = &b.cloudrun {
+            c.shutdown().await;
+        }
         if let Some(local) = &b.local {
             local.shutdown().await;
         }
@@ -262,6 +297,9 @@ pub async fn bench(
         opts.origins.insert(b.name.clone(), b.origin.clone());
         if let Some(raw) = &b.raw {
             opts.raw_baselines.insert(b.name.clone(), raw.clone());
+        }
+        if let Some(probe) = &b.probe {
+            opts.phase_probes.insert(b.name.clone(), probe.clone());
         }
     }
     let ctrl_c = settings

@@ -79,7 +79,9 @@ impl PhaseTimeline {
 }
 
 fn seconds_between(a: DateTime<Utc>, b: DateTime<Utc>) -> f64 {
-    (b - a).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
+    let d = b - a;
+    d.num_nanoseconds()
+        .map_or_else(|| d.num_milliseconds() as f64 / 1e3, |ns| ns as f64 / 1e9)
 }
 
 /// Sandbox creation measured one way (from zero, or claimed from a warm pool).
