@@ -544,6 +544,19 @@ mod tests {
         profile
     }
 
+    /// The quiet profile's projection of the deployment `cfg` runs.
+    fn priced(cfg: &CloudRunConfig) -> CostBreakdown {
+        let d = Deployment::from_config(cfg).unwrap();
+        project(
+            &Prices::builtin(),
+            &quiet_profile(),
+            &d,
+            "test",
+            measured(),
+            &Monitoring::builtin(),
+        )
+    }
+
     #[test]
     fn shipped_files_parse() {
         let p = Prices::builtin();
@@ -610,29 +623,16 @@ mod tests {
 
     #[test]
     fn polling_lines_follow_the_configuration_in_use() {
-        let prices = Prices::builtin();
-        let profile = quiet_profile();
         let mut cfg = CloudRunConfig::default();
-        let project_cfg = |cfg: &CloudRunConfig| {
-            let d = Deployment::from_config(cfg).unwrap();
-            project(
-                &prices,
-                &profile,
-                &d,
-                "test",
-                measured(),
-                &Monitoring::builtin(),
-            )
-        };
         let slow = {
             cfg.poll_min_ms = 500;
             cfg.poll_max_ms = 4000;
-            project_cfg(&cfg)
+            priced(&cfg)
         };
         let fast = {
             cfg.poll_min_ms = 10;
             cfg.poll_max_ms = 100;
-            project_cfg(&cfg)
+            priced(&cfg)
         };
         for b in [&slow, &fast] {
             let d = &b.deployment;
@@ -663,9 +663,9 @@ mod tests {
                 > line(&slow, "Client answer polls").quantity
         );
         cfg.heartbeat_secs = 10;
-        let hb10 = project_cfg(&cfg);
+        let hb10 = priced(&cfg);
         cfg.heartbeat_secs = 5;
-        let hb5 = project_cfg(&cfg);
+        let hb5 = priced(&cfg);
         assert!(line(&hb10, "Worker heartbeats").item.contains("every 10 s"));
         assert!(
             line(&hb5, "Worker heartbeats").quantity > line(&hb10, "Worker heartbeats").quantity
@@ -678,36 +678,14 @@ mod tests {
     /// as `min_billed_seconds_per_instance`).
     #[test]
     fn the_warm_pool_is_priced_from_its_size_and_the_minimum_per_instance() {
-        let prices = Prices::builtin();
-        let profile = quiet_profile();
         let mut cfg = CloudRunConfig {
             worker_idle_secs: 30,
             ..CloudRunConfig::default()
         };
-        let none = {
-            let d = Deployment::from_config(&cfg).unwrap();
-            project(
-                &prices,
-                &profile,
-                &d,
-                "test",
-                measured(),
-                &Monitoring::builtin(),
-            )
-        };
+        let none = priced(&cfg);
         assert!(!none.items.iter().any(|i| i.item.starts_with("Warm pool")));
         cfg.pool_size = 2;
-        let two = {
-            let d = Deployment::from_config(&cfg).unwrap();
-            project(
-                &prices,
-                &profile,
-                &d,
-                "test",
-                measured(),
-                &Monitoring::builtin(),
-            )
-        };
+        let two = priced(&cfg);
         let pool = line(&two, "Warm pool: 2 idle executions");
         // Each execution lives 5 s (start) + 30 s (idle) and is billed 60 s: 2 x month / 35 s
         // executions.
@@ -724,15 +702,7 @@ mod tests {
         assert!(line(&two, "Warm pool heartbeats").quantity > 0.0);
         // A longer idle timeout than the minimum is billed as it is.
         cfg.worker_idle_secs = 115;
-        let d = Deployment::from_config(&cfg).unwrap();
-        let long = project(
-            &prices,
-            &profile,
-            &d,
-            "test",
-            measured(),
-            &Monitoring::builtin(),
-        );
+        let long = priced(&cfg);
         let pool = line(&long, "Warm pool: 2 idle executions");
         assert!(
             (pool.quantity - 2.0 * month).abs() < 1e-6,

@@ -473,4 +473,90 @@ mod tests {
         ));
         assert!(backend_names(" , ").is_err());
     }
+
+    /// The cost table prices the deployment the bench recorded: a report taken with another
+    /// configuration gets other polling and pool lines.
+    #[test]
+    fn the_cost_follows_the_recorded_configuration() {
+        use crate::bench::{BackendContext, BackendReport, Measurement, Sample};
+        let report_with = |cfg: Option<&CloudRunConfig>| {
+            let samples = (0..3)
+                .map(|_| Sample {
+                    measurement: Measurement::WarmExec,
+                    op: "exec_stateful".into(),
+                    started_at: chrono::Utc::now(),
+                    duration_us: 200_000,
+                    ok: true,
+                    error_class: None,
+                    exit_code: Some(0),
+                    detail: None,
+                })
+                .collect();
+            let backend = BackendReport::from_samples(
+                BackendContext {
+                    name: "cloudrun".into(),
+                    backend: "cloudrun".into(),
+                    phases: cfg.map(|c| bench::phases::PhaseReport {
+                        deployment: Some(cost::Deployment::from_config(c).unwrap()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                samples,
+                &crate::acceptance::Tables::builtin(),
+            );
+            BenchReport {
+                schema_version: bench::SCHEMA_VERSION,
+                started_at: chrono::Utc::now(),
+                finished_at: chrono::Utc::now(),
+                partial: false,
+                partial_reason: None,
+                environment: Default::default(),
+                options: bench::OptionsRecord::from(&BenchOptions::default()),
+                backends: vec![backend],
+            }
+        };
+        let suites = Suites::builtin();
+        let polls = |c: &CostBreakdown| {
+            c.items
+                .iter()
+                .find(|i| i.item.starts_with("Worker inbox polls"))
+                .map(|i| (i.item.clone(), i.quantity))
+                .unwrap()
+        };
+        let default = cost_of(&report_with(None), &suites).unwrap();
+        assert!(
+            default
+                .deployment_source
+                .starts_with("default configuration")
+        );
+        let cfg = CloudRunConfig {
+            poll_min_ms: 200,
+            poll_max_ms: 5000,
+            pool_size: 3,
+            ..CloudRunConfig::default()
+        };
+        let ran = cost_of(&report_with(Some(&cfg)), &suites).unwrap();
+        assert_eq!(ran.deployment_source, "the configuration the bench ran");
+        assert!(
+            polls(&ran).0.contains("every 200-5000 ms"),
+            "{:?}",
+            polls(&ran)
+        );
+        assert!(
+            polls(&ran).1 < polls(&default).1,
+            "a slower schedule polls less"
+        );
+        assert!(
+            ran.items
+                .iter()
+                .any(|i| i.item.starts_with("Warm pool: 3 idle"))
+        );
+        assert!(
+            !default
+                .items
+                .iter()
+                .any(|i| i.item.starts_with("Warm pool"))
+        );
+    }
 }
