@@ -128,8 +128,11 @@ pub fn default_registry() -> Registry {
     });
     r.register("cloudrun", || async {
         use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
-        let cfg =
+        let mut cfg =
             CloudRunConfig::from_env().map_err(|e| FactoryError::NotConfigured(e.to_string()))?;
+        // No warm pool here: nothing would shut it down (`pipeline::open_backends_with` runs
+        // one and closes it).
+        cfg.pool_size = 0;
         match CloudRunBackend::connect(cfg).await {
             Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
             Err(e)
