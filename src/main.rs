@@ -76,6 +76,10 @@ struct MeasureArgs {
     /// (the profile format: `emulator --profile FILE` replays them).
     #[arg(long, value_name = "FILE.toml")]
     record_profile: Option<std::path::PathBuf>,
+    /// Cloud Run warm pool: keep N worker executions started for `create` to claim (billed
+    /// while they wait; default: CLOUDRUN_POOL_SIZE or the config file, else 0).
+    #[arg(long, value_name = "N")]
+    pool_size: Option<usize>,
 }
 
 impl MeasureArgs {
@@ -85,6 +89,7 @@ impl MeasureArgs {
             profile: self.profile.clone(),
             default_profile: Some(profile::BENCH_DEFAULT.into()),
             recorder: recorder.cloned(),
+            pool_size: self.pool_size,
         }
     }
 
@@ -94,6 +99,7 @@ impl MeasureArgs {
             profile: self.profile.clone(),
             default_profile: Some(profile::CONFORMANCE_DEFAULT.into()),
             recorder: None,
+            pool_size: self.pool_size,
         }
     }
 

@@ -57,6 +57,10 @@ pub struct OpenBackend {
     pub raw: Option<Arc<dyn bench::RawBaseline>>,
     /// The embedded emulator a Cloud Run backend runs on.
     pub local: Option<Arc<crate::emulator::LocalCloud>>,
+    /// The backend's per-phase probe, when it has one (Cloud Run).
+    pub probe: Option<Arc<dyn bench::phases::PhaseProbe>>,
+    /// The Cloud Run backend itself (its warm pool is shut down on close).
+    pub cloudrun: Option<Arc<CloudRunBackend>>,
 }
 
 /// Parses `docker`, `cloudrun`, `all` or a comma-separated list.
@@ -91,6 +95,8 @@ pub struct OpenOptions {
     pub default_profile: Option<String>,
     /// Records every Admin API and Storage call (`bench --record-profile`).
     pub recorder: Option<crate::gcp::observe::CallRecorder>,
+    /// Cloud Run warm pool size (`--pool-size`); `None` keeps the configured one.
+    pub pool_size: Option<usize>,
 }
 
 /// Opens the named backends (Cloud Run from the environment; the embedded emulator by default).
@@ -98,7 +104,7 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
     open_backends_with(spec, &OpenOptions::default()).await
 }
 
-/// [`open_backends`] with a twin profile and a call recorder.
+/// [`open_backends`] with command-line overrides (twin profile, call recorder, warm pool).
 pub async fn open_backends_with(
     spec: &str,
     opts: &OpenOptions,
@@ -121,6 +127,8 @@ pub async fn open_backends_with(
                     origin: BackendOrigin::LocalDocker,
                     raw: Some(raw),
                     local: None,
+                    probe: None,
+                    cloudrun: None,
                 });
             }
             _ => {
@@ -130,19 +138,29 @@ pub async fn open_backends_with(
                 } else if cfg.latency_profile.is_none() {
                     cfg.latency_profile = opts.default_profile.clone();
                 }
+                if let Some(n) = opts.pool_size {
+                    cfg.pool_size = n;
+                    cfg.validate().map_err(|e| fail(&e))?;
+                }
                 let mut b = CloudRunBackend::connect(cfg.clone())
                     .await
                     .map_err(|e| fail(&e))?;
                 if let Some(r) = &opts.recorder {
                     b = b.with_recorder(r.clone());
                 }
+                let b = Arc::new(b);
                 let origin = b.origin();
+                let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
+                    crate::backends::cloudrun::probe::CloudRunPhaseProbe::new(b.clone()),
+                );
                 out.push(OpenBackend {
                     name,
                     local: b.local_cloud().cloned(),
-                    backend: Arc::new(b),
+                    backend: b.clone(),
                     origin,
                     raw: None,
+                    probe: Some(probe),
+                    cloudrun: Some(b),
                 });
             }
         }
@@ -175,6 +193,9 @@ pub fn write_recorded_profile(
 /// Stops what the backends started for this run (the embedded emulator's executions).
 pub async fn close(backends: &[OpenBackend]) {
     for b in backends {
+        if let Some(c) = &b.cloudrun {
+            c.shutdown().await;
+        }
         if let Some(local) = &b.local {
             local.shutdown().await;
         }
@@ -354,6 +375,9 @@ pub async fn bench(
         if let Some(raw) = &b.raw {
             opts.raw_baselines.insert(b.name.clone(), raw.clone());
         }
+        if let Some(probe) = &b.probe {
+            opts.phase_probes.insert(b.name.clone(), probe.clone());
+        }
     }
     let ctrl_c = settings
         .ctrl_c
@@ -378,9 +402,24 @@ pub async fn bench(
 /// The projected Cloud Run cost from a bench report, when it measured Cloud Run.
 pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
     let measured = cost::MeasuredDurations::from_report(report, "cloudrun")?;
+    // The deployment the bench ran (recorded by the Cloud Run phase probe); a report without
+    // it is priced with the default configuration, and says so.
+    let recorded = report
+        .backend("cloudrun")
+        .and_then(|b| b.phases.as_ref())
+        .and_then(|p| p.deployment.clone());
+    let (deployment, source) = match recorded {
+        Some(d) => (d, "the configuration the bench ran"),
+        None => (
+            cost::Deployment::builtin(),
+            "default configuration: the report records none",
+        ),
+    };
     Some(cost::project(
         &suites.prices,
         &suites.cost_profile,
+        &deployment,
+        source,
         measured,
         &suites.monitoring,
     ))
@@ -642,5 +681,91 @@ mod tests {
             Err(PipelineError::UnknownBackend(n)) if n == "k8s"
         ));
         assert!(backend_names(" , ").is_err());
+    }
+
+    /// The cost table prices the deployment the bench recorded: a report taken with another
+    /// configuration gets other polling and pool lines.
+    #[test]
+    fn the_cost_follows_the_recorded_configuration() {
+        use crate::bench::{BackendContext, BackendReport, Measurement, Sample};
+        let report_with = |cfg: Option<&CloudRunConfig>| {
+            let samples = (0..3)
+                .map(|_| Sample {
+                    measurement: Measurement::WarmExec,
+                    op: "exec_stateful".into(),
+                    started_at: chrono::Utc::now(),
+                    duration_us: 200_000,
+                    ok: true,
+                    error_class: None,
+                    exit_code: Some(0),
+                    detail: None,
+                })
+                .collect();
+            let backend = BackendReport::from_samples(
+                BackendContext {
+                    name: "cloudrun".into(),
+                    backend: "cloudrun".into(),
+                    phases: cfg.map(|c| bench::phases::PhaseReport {
+                        deployment: Some(cost::Deployment::from_config(c).unwrap()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                samples,
+                &crate::acceptance::Tables::builtin(),
+            );
+            BenchReport {
+                schema_version: bench::SCHEMA_VERSION,
+                started_at: chrono::Utc::now(),
+                finished_at: chrono::Utc::now(),
+                partial: false,
+                partial_reason: None,
+                environment: Default::default(),
+                options: bench::OptionsRecord::from(&BenchOptions::default()),
+                backends: vec![backend],
+            }
+        };
+        let suites = Suites::builtin();
+        let polls = |c: &CostBreakdown| {
+            c.items
+                .iter()
+                .find(|i| i.item.starts_with("Worker inbox polls"))
+                .map(|i| (i.item.clone(), i.quantity))
+                .unwrap()
+        };
+        let default = cost_of(&report_with(None), &suites).unwrap();
+        assert!(
+            default
+                .deployment_source
+                .starts_with("default configuration")
+        );
+        let cfg = CloudRunConfig {
+            poll_min_ms: 200,
+            poll_max_ms: 5000,
+            pool_size: 3,
+            ..CloudRunConfig::default()
+        };
+        let ran = cost_of(&report_with(Some(&cfg)), &suites).unwrap();
+        assert_eq!(ran.deployment_source, "the configuration the bench ran");
+        assert!(
+            polls(&ran).0.contains("every 200-5000 ms"),
+            "{:?}",
+            polls(&ran)
+        );
+        assert!(
+            polls(&ran).1 < polls(&default).1,
+            "a slower schedule polls less"
+        );
+        assert!(
+            ran.items
+                .iter()
+                .any(|i| i.item.starts_with("Warm pool: 3 idle"))
+        );
+        assert!(
+            !default
+                .items
+                .iter()
+                .any(|i| i.item.starts_with("Warm pool"))
+        );
     }
 }

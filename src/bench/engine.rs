@@ -482,6 +482,10 @@ async fn run_backend(
         browser(&ctx, backend, &mut setup_errors).await;
         ctx.part_done("browser", t);
     }
+    let phases = match opts.phase_probes.get(label) {
+        Some(probe) if !ctx.cancelled() => Some(run_probe(probe.as_ref(), opts).await),
+        _ => None,
+    };
     let partial = ctx.cancelled() || !setup_errors.is_empty();
     let large_transfer_rss = ctx.large_rss.lock().ok().and_then(|g| *g);
     let parts = ctx.parts.lock().map(|p| p.clone()).unwrap_or_default();
@@ -498,6 +502,7 @@ async fn run_backend(
             .filter(|_| opts.include_large)
             .and_then(|r| r.transfer_description()),
         large_transfer_rss,
+        phases,
         setup_errors,
         parts,
     };
@@ -506,6 +511,28 @@ async fn run_backend(
         report.samples.clear();
     }
     report
+}
+
+/// Runs a backend's phase probe (not a measurement: it leaves no samples; a failure is kept
+/// in the probe's report).
+async fn run_probe(
+    probe: &dyn super::phases::PhaseProbe,
+    opts: &BenchOptions,
+) -> super::phases::PhaseReport {
+    let creations = opts.cold_start_iterations.max(1);
+    let deadline = opts.op_timeout * (2 * creations as u32 + 2);
+    let res = tokio::select! {
+        _ = opts.cancel.cancelled() => Err("cancelled".to_string()),
+        r = tokio::time::timeout(deadline, probe.probe(creations)) => match r {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("the phase probe did not finish within {deadline:?}")),
+        },
+    };
+    res.unwrap_or_else(|e| super::phases::PhaseReport {
+        errors: vec![e],
+        ..Default::default()
+    })
 }
 
 async fn cold_start(ctx: &Ctx<'_>, backend: &Arc<dyn SandboxBackend>) {

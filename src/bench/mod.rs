@@ -4,6 +4,7 @@
 pub mod data;
 pub mod events;
 pub mod memory;
+pub mod phases;
 pub mod raw_docker;
 pub mod stats;
 
@@ -463,6 +464,8 @@ pub struct BenchOptions {
     pub origins: BTreeMap<String, BackendOrigin>,
     /// Raw baselines, by backend label.
     pub raw_baselines: BTreeMap<String, Arc<dyn RawBaseline>>,
+    /// Per-phase probes (cold start and warm command breakdowns), by backend label.
+    pub phase_probes: BTreeMap<String, Arc<dyn phases::PhaseProbe>>,
     /// Scratch directory inside each sandbox.
     pub workdir: String,
     /// Keep raw samples in the report.
@@ -488,6 +491,7 @@ impl Default for BenchOptions {
             events: None,
             origins: BTreeMap::new(),
             raw_baselines: BTreeMap::new(),
+            phase_probes: BTreeMap::new(),
             workdir: "/workspace/.sandbox-harness-bench".into(),
             keep_samples: true,
         }
@@ -655,6 +659,10 @@ pub struct BackendReport {
     /// emulator, when used, is in the same process and counted too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub large_transfer_rss: Option<RssWindow>,
+    /// Where the time of a cold start and of a warm command goes, from the backend's phase
+    /// probe (none for backends without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<phases::PhaseReport>,
     /// Each table row judged.
     pub verdicts: Vec<RowVerdict>,
     /// Set-up problems that stopped measurements.
@@ -792,6 +800,8 @@ pub struct BackendContext {
     pub raw_transfer: Option<String>,
     /// Resident memory during the 500 MB transfers.
     pub large_transfer_rss: Option<RssWindow>,
+    /// The phase probe's findings.
+    pub phases: Option<phases::PhaseReport>,
     /// Set-up problems.
     pub setup_errors: Vec<String>,
     /// How long each part took.
@@ -953,6 +963,7 @@ impl BackendReport {
             concurrency,
             raw_baseline,
             large_transfer_rss: ctx.large_transfer_rss,
+            phases: ctx.phases,
             verdicts: Vec::new(),
             setup_errors: ctx.setup_errors,
             parts: ctx.parts,

@@ -138,6 +138,9 @@ pub fn default_registry_with(twin_profile: Option<String>) -> Registry {
             use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
             let mut cfg = CloudRunConfig::from_env()
                 .map_err(|e| FactoryError::NotConfigured(e.to_string()))?;
+            // No warm pool here: nothing would shut it down (`pipeline::open_backends_with`
+            // runs one and closes it).
+            cfg.pool_size = 0;
             if twin_profile.is_some() {
                 cfg.latency_profile = twin_profile;
             }

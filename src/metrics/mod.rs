@@ -20,6 +20,8 @@ pub struct MetricsOptions {
     pub prices: Prices,
     /// Usage profile for the projection.
     pub cost_profile: CostProfile,
+    /// The Cloud Run deployment priced (the default configuration's unless set).
+    pub deployment: cost::Deployment,
     /// Backends whose events project a Cloud Run cost (by backend name).
     pub cost_backends: Vec<String>,
     /// The events come from the emulator (labels the cost projection).
@@ -32,6 +34,7 @@ impl Default for MetricsOptions {
             monitoring: Monitoring::builtin(),
             prices: Prices::builtin(),
             cost_profile: CostProfile::builtin(),
+            deployment: cost::Deployment::builtin(),
             cost_backends: vec!["cloudrun".into()],
             from_emulator: false,
         }
@@ -250,6 +253,8 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
             cost::project(
                 &opts.prices,
                 &opts.cost_profile,
+                &opts.deployment,
+                "the default Cloud Run configuration",
                 MeasuredDurations {
                     exec_mean_seconds,
                     cold_start_seconds: cold,

@@ -482,6 +482,7 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         );
     }
 
+    out.push_str(&phases_section(&backends));
     if let Some(c) = &opts.cost {
         out.push_str("## Cost projection (Cloud Run)\n\n");
         out.push_str(&c.render());
@@ -503,6 +504,26 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     if !setup.is_empty() {
         out.push_str("## Set-up problems\n\n");
         out.push_str(&setup.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+/// The per-phase breakdowns of every backend (or why a backend has none), as text.
+pub fn phases_section(backends: &[&BackendReport]) -> String {
+    if backends.iter().all(|b| b.phases.is_none()) {
+        return String::new();
+    }
+    let mut out = String::from("## Where the time goes\n\n");
+    for b in backends {
+        let _ = writeln!(out, "### {} ({})\n", b.name, b.origin_statement);
+        match &b.phases {
+            Some(p) => out.push_str(&crate::bench::phases::render(p)),
+            None => out.push_str(
+                "No per-phase breakdown: this backend has no phase probe (a Docker command is one \
+                 round trip on an open agent stream; its raw baseline above shows the engine's part).\n",
+            ),
+        }
         out.push('\n');
     }
     out

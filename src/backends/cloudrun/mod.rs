@@ -7,6 +7,8 @@
 //! local emulator (`crate::emulator::LocalCloud`), so everything works offline.
 
 pub mod config;
+pub mod pool;
+pub mod probe;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -36,6 +38,8 @@ pub type CloudRunSandbox = GenericSandbox<CloudRunTransport>;
 pub const LABEL: &str = "sandbox-harness";
 /// Label holding the sandbox id.
 pub const LABEL_SANDBOX: &str = "sandbox-harness-sandbox";
+/// Label of jobs the warm pool created (claimed or not).
+pub const LABEL_POOL: &str = "sandbox-harness-pool";
 /// The harness's bookkeeping on the worker's own file system (FIFOs, pids, spools, session
 /// state as commands write it).
 pub const LOCAL_BOOKKEEPING: &str = "/tmp/.sandbox-harness";
@@ -80,6 +84,8 @@ pub struct CloudRunBackend {
     local: Option<Arc<LocalCloud>>,
     /// Where the figures come from, derived from the endpoints.
     origin: BackendOrigin,
+    /// Pre-started worker executions `create` claims (`pool_size` > 0).
+    pool: Option<Arc<pool::WarmPool>>,
 }
 
 /// How long a new job may take to be created and become ready.
@@ -150,7 +156,38 @@ impl CloudRunBackend {
             image,
             local: None,
             origin,
-        })
+            pool: None,
+        }
+        .with_pool())
+    }
+
+    /// Starts the warm pool when the configuration asks for one.
+    fn with_pool(mut self) -> Self {
+        if self.cfg.pool_size > 0 {
+            self.pool = Some(pool::WarmPool::start(pool::PoolSetup {
+                size: self.cfg.pool_size,
+                run: self.run.clone(),
+                storage: self.storage.clone(),
+                cfg: self.cfg.clone(),
+                image: self.image.clone(),
+                parent: self.parent.clone(),
+                local: self.local.clone(),
+            }));
+        }
+        self
+    }
+
+    /// The warm pool, when configured.
+    pub fn pool(&self) -> Option<&Arc<pool::WarmPool>> {
+        self.pool.as_ref()
+    }
+
+    /// Stops the warm pool and removes every execution, job and object it holds for sandboxes
+    /// nobody claimed. Claimed sandboxes are the caller's to destroy.
+    pub async fn shutdown(&self) {
+        if let Some(p) = &self.pool {
+            p.shutdown().await;
+        }
     }
 
     /// Uses an already running local emulator (tests share one across backends).
@@ -204,7 +241,9 @@ impl CloudRunBackend {
             parent,
             local: Some(local),
             origin,
-        })
+            pool: None,
+        }
+        .with_pool())
     }
 
     /// Records how long each Admin API and Storage call takes (`bench --record-profile`);
@@ -260,141 +299,7 @@ impl CloudRunBackend {
 
     /// The job resource of a new sandbox.
     pub fn job_spec(&self, id: &str) -> Job {
-        let prefix = sandbox_prefix(id);
-        let idle_ms = self.cfg.worker_idle_secs * 1000;
-        let lifetime_ms = self.cfg.task_timeout_secs.saturating_sub(60).max(60) * 1000;
-        let mut limits = BTreeMap::new();
-        limits.insert("cpu".to_string(), self.cfg.cpu.clone());
-        limits.insert("memory".to_string(), self.cfg.memory.clone());
-        let mut labels = BTreeMap::new();
-        labels.insert(LABEL.to_string(), "1".to_string());
-        labels.insert(LABEL_SANDBOX.to_string(), id.to_string());
-        // The workspace is written through the API too (transfers), so its volume caches no
-        // metadata: with Cloud Run's default 60 s stat cache and 5 s negative cache, a command
-        // would see an uploaded file stale or missing. The state volume is written by the
-        // worker alone and keeps the defaults, except for missing entries.
-        let gcs = |dir: String, options: &[&str]| GcsVolumeSource {
-            bucket: self.cfg.bucket.clone(),
-            read_only: false,
-            mount_options: std::iter::once(format!("only-dir={dir}"))
-                .chain(options.iter().map(|o| o.to_string()))
-                .collect(),
-        };
-        Job {
-            labels,
-            template: ExecutionTemplate {
-                task_count: Some(1),
-                parallelism: Some(1),
-                template: TaskTemplate {
-                    containers: vec![Container {
-                        name: Some("executor".into()),
-                        image: self.image.clone(),
-                        command: vec![crate::images::EXECUTOR_PATH.into()],
-                        args: vec![
-                            "worker".into(),
-                            "--bucket".into(),
-                            self.cfg.bucket.clone(),
-                            "--prefix".into(),
-                            prefix.clone(),
-                            "--idle-timeout-ms".into(),
-                            idle_ms.to_string(),
-                            "--poll-min-ms".into(),
-                            self.cfg.poll_min_ms.to_string(),
-                            "--poll-max-ms".into(),
-                            self.cfg.poll_max_ms.to_string(),
-                            "--heartbeat-ms".into(),
-                            (self.cfg.heartbeat_secs * 1000).to_string(),
-                            "--max-lifetime-ms".into(),
-                            lifetime_ms.to_string(),
-                            "--mirror".into(),
-                            format!("{LOCAL_BOOKKEEPING}/sessions={DURABLE_BOOKKEEPING}/sessions"),
-                        ],
-                        resources: Some(ResourceRequirements { limits }),
-                        volume_mounts: vec![
-                            VolumeMount {
-                                name: "state".into(),
-                                mount_path: STATE_MOUNT.into(),
-                            },
-                            VolumeMount {
-                                name: "workspace".into(),
-                                mount_path: WORKSPACE_MOUNT.into(),
-                            },
-                        ],
-                        working_dir: Some(WORKSPACE_MOUNT.into()),
-                        ..Container::default()
-                    }],
-                    volumes: vec![
-                        Volume {
-                            name: "state".into(),
-                            gcs: Some(gcs(
-                                prefix.trim_end_matches('/').to_string(),
-                                &["metadata-cache-negative-ttl-secs=0"],
-                            )),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "workspace".into(),
-                            gcs: Some(gcs(
-                                format!("{prefix}workspace"),
-                                &[
-                                    "metadata-cache-ttl-secs=0",
-                                    "metadata-cache-negative-ttl-secs=0",
-                                    // chmod is ignored: files are executable, so a script
-                                    // an agent writes and runs works as on Docker.
-                                    "file-mode=755",
-                                    // A directory rename moves each object (not atomic).
-                                    "rename-dir-limit=10000",
-                                ],
-                            )),
-                            ..Volume::default()
-                        },
-                    ],
-                    max_retries: Some(0),
-                    timeout: Some(format!("{}s", self.cfg.task_timeout_secs)),
-                    service_account: self.cfg.service_account.clone(),
-                    ..TaskTemplate::default()
-                },
-                ..ExecutionTemplate::default()
-            },
-            ..Job::default()
-        }
-    }
-
-    /// Creates job `name` for sandbox `id` and waits until it is ready: the operation polled
-    /// until done (its `error` fails the call), then the job's `terminalCondition` checked.
-    /// The client retries a create whose answer was lost; the retry then meets the first
-    /// attempt's job (409 ALREADY_EXISTS, or 412), which counts as created when it carries
-    /// this sandbox's label (job ids are random, so nobody else wrote it).
-    async fn create_job(
-        &self,
-        id: &str,
-        name: &str,
-        deadline: Instant,
-    ) -> std::result::Result<(), RunError> {
-        match self
-            .run
-            .create_job(
-                &self.parent,
-                &format!("{JOB_PREFIX}{id}"),
-                &self.job_spec(id),
-            )
-            .await
-        {
-            Ok(op) => {
-                self.run
-                    .finish_operation(op, deadline, "job creation")
-                    .await?;
-            }
-            Err(e) if matches!(e.status(), Some(409 | 412)) => {
-                let job = self.run.get_job(name).await?;
-                if job.labels.get(LABEL_SANDBOX).map(String::as_str) != Some(id) {
-                    return Err(e);
-                }
-                tracing::debug!(sandbox_id = %id, "a retried job create met its own first attempt");
-            }
-            Err(e) => return Err(e),
-        }
-        self.run.wait_job_ready(name, deadline).await.map(|_| ())
+        job_spec(&self.cfg, &self.image, id, false)
     }
 
     fn sandbox(&self, id: &str, fresh: bool) -> Arc<CloudRunSandbox> {
@@ -437,25 +342,185 @@ impl CloudRunBackend {
         Arc::new(GenericSandbox::new(transport, lifecycle, generic, fresh))
     }
 
-    /// Creates a sandbox and returns the concrete type.
+    /// Creates a sandbox and returns the concrete type: claims a pre-started one from the
+    /// warm pool when there is one ready, else creates one from zero.
     pub async fn create_cloudrun(&self) -> Result<Arc<CloudRunSandbox>> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
-        let name = self.job_name(&id);
-        let deadline = Instant::now() + JOB_READY_LIMIT;
-        let created = self.create_job(&id, &name, deadline).await;
-        if let Err(e) = created {
-            // A job whose creation failed may still exist (with a failed Ready condition).
-            if let Ok(op) = self.run.delete_job(&name).await {
-                let _ = self
-                    .run
-                    .poll_operation(op, Instant::now() + Duration::from_secs(30))
-                    .await;
-            }
-            return Err(e.into_sandbox_error(&id, "create"));
+        if let Some(entry) = self.pool.as_ref().and_then(|p| p.claim()) {
+            let sb = self.sandbox(&entry.id, true);
+            sb.transport().adopt_execution(&entry.execution).await;
+            tracing::info!(target: "sandbox_harness::events", event = "sandbox_created", backend = "cloudrun", sandbox_id = %entry.id, from = "warm_pool", execution_id = %entry.execution);
+            return Ok(sb);
         }
+        self.create_from_zero().await
+    }
+
+    /// Creates a sandbox from zero (a new job; its first command starts the worker), whether
+    /// or not a warm pool is configured.
+    pub async fn create_from_zero(&self) -> Result<Arc<CloudRunSandbox>> {
+        let id = new_sandbox_id();
+        create_job(&self.run, &self.parent, &id, &self.job_spec(&id)).await?;
         tracing::info!(target: "sandbox_harness::events", event = "sandbox_created", backend = "cloudrun", sandbox_id = %id);
         Ok(self.sandbox(&id, true))
     }
+}
+
+/// A new sandbox id (20 hex digits).
+fn new_sandbox_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..20].to_string()
+}
+
+/// The job resource of sandbox `id` running `image`; `pooled` marks a warm-pool job (label
+/// `sandbox-harness-pool`, so gc can tell them apart).
+pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str, pooled: bool) -> Job {
+    let prefix = sandbox_prefix(id);
+    let idle_ms = cfg.worker_idle_secs * 1000;
+    let lifetime_ms = cfg.task_timeout_secs.saturating_sub(60).max(60) * 1000;
+    let mut limits = BTreeMap::new();
+    limits.insert("cpu".to_string(), cfg.cpu.clone());
+    limits.insert("memory".to_string(), cfg.memory.clone());
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL.to_string(), "1".to_string());
+    labels.insert(LABEL_SANDBOX.to_string(), id.to_string());
+    if pooled {
+        labels.insert(LABEL_POOL.to_string(), "1".to_string());
+    }
+    // The workspace is written through the API too (transfers), so its volume caches no
+    // metadata: with Cloud Run's default 60 s stat cache and 5 s negative cache, a command
+    // would see an uploaded file stale or missing. The state volume is written by the
+    // worker alone and keeps the defaults, except for missing entries.
+    let gcs = |dir: String, options: &[&str]| GcsVolumeSource {
+        bucket: cfg.bucket.clone(),
+        read_only: false,
+        mount_options: std::iter::once(format!("only-dir={dir}"))
+            .chain(options.iter().map(|o| o.to_string()))
+            .collect(),
+    };
+    Job {
+        labels,
+        template: ExecutionTemplate {
+            task_count: Some(1),
+            parallelism: Some(1),
+            template: TaskTemplate {
+                containers: vec![Container {
+                    name: Some("executor".into()),
+                    image: image.to_string(),
+                    command: vec![crate::images::EXECUTOR_PATH.into()],
+                    args: vec![
+                        "worker".into(),
+                        "--bucket".into(),
+                        cfg.bucket.clone(),
+                        "--prefix".into(),
+                        prefix.clone(),
+                        "--idle-timeout-ms".into(),
+                        idle_ms.to_string(),
+                        "--poll-min-ms".into(),
+                        cfg.poll_min_ms.to_string(),
+                        "--poll-max-ms".into(),
+                        cfg.poll_max_ms.to_string(),
+                        "--heartbeat-ms".into(),
+                        (cfg.heartbeat_secs * 1000).to_string(),
+                        "--max-lifetime-ms".into(),
+                        lifetime_ms.to_string(),
+                        "--mirror".into(),
+                        format!("{LOCAL_BOOKKEEPING}/sessions={DURABLE_BOOKKEEPING}/sessions"),
+                    ],
+                    resources: Some(ResourceRequirements { limits }),
+                    volume_mounts: vec![
+                        VolumeMount {
+                            name: "state".into(),
+                            mount_path: STATE_MOUNT.into(),
+                        },
+                        VolumeMount {
+                            name: "workspace".into(),
+                            mount_path: WORKSPACE_MOUNT.into(),
+                        },
+                    ],
+                    working_dir: Some(WORKSPACE_MOUNT.into()),
+                    ..Container::default()
+                }],
+                volumes: vec![
+                    Volume {
+                        name: "state".into(),
+                        gcs: Some(gcs(
+                            prefix.trim_end_matches('/').to_string(),
+                            &["metadata-cache-negative-ttl-secs=0"],
+                        )),
+                        ..Volume::default()
+                    },
+                    Volume {
+                        name: "workspace".into(),
+                        gcs: Some(gcs(
+                            format!("{prefix}workspace"),
+                            &[
+                                "metadata-cache-ttl-secs=0",
+                                "metadata-cache-negative-ttl-secs=0",
+                                // chmod is ignored: files are executable, so a script
+                                // an agent writes and runs works as on Docker.
+                                "file-mode=755",
+                                // A directory rename moves each object (not atomic).
+                                "rename-dir-limit=10000",
+                            ],
+                        )),
+                        ..Volume::default()
+                    },
+                ],
+                max_retries: Some(0),
+                timeout: Some(format!("{}s", cfg.task_timeout_secs)),
+                service_account: cfg.service_account.clone(),
+                ..TaskTemplate::default()
+            },
+            ..ExecutionTemplate::default()
+        },
+        ..Job::default()
+    }
+}
+
+/// Creates the job of sandbox `id` from `spec` and waits until it is ready; a job whose
+/// creation failed is deleted again (it may exist with a failed Ready condition).
+async fn create_job(run: &RunClient, parent: &str, id: &str, spec: &Job) -> Result<()> {
+    let name = format!("{parent}/jobs/{JOB_PREFIX}{id}");
+    let deadline = Instant::now() + JOB_READY_LIMIT;
+    if let Err(e) = create_job_ready(run, parent, id, &name, spec, deadline).await {
+        if let Ok(op) = run.delete_job(&name).await {
+            let _ = run
+                .poll_operation(op, Instant::now() + Duration::from_secs(30))
+                .await;
+        }
+        return Err(e.into_sandbox_error(id, "create"));
+    }
+    Ok(())
+}
+
+/// Creates job `name` for sandbox `id` and waits until it is ready: the operation polled
+/// until done (its `error` fails the call), then the job's `terminalCondition` checked.
+/// The client retries a create whose answer was lost; the retry then meets the first
+/// attempt's job (409 ALREADY_EXISTS, or 412), which counts as created when it carries
+/// this sandbox's label (job ids are random, so nobody else wrote it).
+async fn create_job_ready(
+    run: &RunClient,
+    parent: &str,
+    id: &str,
+    name: &str,
+    spec: &Job,
+    deadline: Instant,
+) -> std::result::Result<(), RunError> {
+    match run
+        .create_job(parent, &format!("{JOB_PREFIX}{id}"), spec)
+        .await
+    {
+        Ok(op) => {
+            run.finish_operation(op, deadline, "job creation").await?;
+        }
+        Err(e) if matches!(e.status(), Some(409 | 412)) => {
+            let job = run.get_job(name).await?;
+            if job.labels.get(LABEL_SANDBOX).map(String::as_str) != Some(id) {
+                return Err(e);
+            }
+            tracing::debug!(sandbox_id = %id, "a retried job create met its own first attempt");
+        }
+        Err(e) => return Err(e),
+    }
+    run.wait_job_ready(name, deadline).await.map(|_| ())
 }
 
 #[async_trait]
