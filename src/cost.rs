@@ -26,8 +26,14 @@ pub struct JobPrices {
     pub vcpu_second_usd: f64,
     /// USD per GiB-second.
     pub gib_second_usd: f64,
-    /// Seconds billed at least for each instance (execution) started.
+    /// Seconds billed at least for each instance (execution) started (60 when a prices file
+    /// predates this field).
+    #[serde(default = "one_minute")]
     pub min_billed_seconds_per_instance: f64,
+}
+
+fn one_minute() -> f64 {
+    60.0
 }
 
 /// Cloud Storage prices.
