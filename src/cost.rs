@@ -425,6 +425,15 @@ mod tests {
     }
 
     #[test]
+    fn the_cost_profile_prices_the_job_the_backend_configures() {
+        let cfg = crate::backends::cloudrun::CloudRunConfig::default();
+        let r = CostProfile::builtin().resources;
+        assert_eq!(cfg.cpu.parse::<f64>().ok(), Some(r.vcpu));
+        let mib: f64 = cfg.memory.strip_suffix("Mi").unwrap().parse().unwrap();
+        assert_eq!(mib / 1024.0, r.memory_gib);
+    }
+
+    #[test]
     fn budget_and_alert() {
         let prices = Prices::builtin();
         let mut profile = CostProfile::builtin();

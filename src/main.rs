@@ -57,7 +57,8 @@ struct MeasureArgs {
     /// Leave out the 500 MB transfers.
     #[arg(long)]
     no_large: bool,
-    /// Write execution events to this JSON-lines file.
+    /// Execution events: the JSON-lines file the bench writes (`run` and `gate` default to
+    /// OUT/events.jsonl); with `gate --report`, the existing log the monitoring gate judges.
     #[arg(long, value_name = "PATH.jsonl")]
     events: Option<std::path::PathBuf>,
     /// Acceptance tables, phases and prices from this folder (default: the built-in suites/).
@@ -69,6 +70,13 @@ struct MeasureArgs {
 }
 
 impl MeasureArgs {
+    /// The event log of a measuring run: `--events`, or OUT/events.jsonl.
+    fn events_or_default(&self) -> std::path::PathBuf {
+        self.events
+            .clone()
+            .unwrap_or_else(|| self.out.join("events.jsonl"))
+    }
+
     fn bench_settings(&self) -> pipeline::BenchSettings {
         pipeline::BenchSettings {
             options: bench::BenchOptions {
@@ -599,10 +607,14 @@ async fn main_job(
         println!("{}", conformance::render_terminal(&r));
         Some(r)
     };
-    let report = measure(&backends, &suites, &m).await?;
+    let events = m.events_or_default();
+    let mut settings = m.bench_settings();
+    settings.events = Some(events.clone());
+    let report = pipeline::bench(&backends, &suites, settings).await?;
     pipeline::close(&backends).await;
     let evidence = pipeline::GateEvidence {
         conformance: conf.as_ref().map(pipeline::conformance_summary),
+        metrics: Some(pipeline::metrics_of(&events, &suites, Some(&report))?),
         ..pipeline::GateEvidence::default()
     };
     let gate = pipeline::evaluate_gate(phase, &suites, Some(&report), &evidence)?;
@@ -651,6 +663,7 @@ async fn gate(
             p,
         )?));
     }
+    let mut events = m.events.clone();
     let bench_report = match existing {
         Some(path) => report::load(&path)?,
         None => {
@@ -679,11 +692,18 @@ async fn gate(
                 let conf = pipeline::conform(&backends, &settings).await?;
                 evidence.conformance = Some(pipeline::conformance_summary(&conf));
             }
-            let measured = measure(&backends, &suites, &m).await?;
+            let log = m.events_or_default();
+            let mut settings = m.bench_settings();
+            settings.events = Some(log.clone());
+            events = Some(log);
+            let measured = pipeline::bench(&backends, &suites, settings).await?;
             pipeline::close(&backends).await;
             measured
         }
     };
+    if let Some(log) = &events {
+        evidence.metrics = Some(pipeline::metrics_of(log, &suites, Some(&bench_report))?);
+    }
     let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), &evidence)?;
     let written =
         pipeline::write_bench_reports(&bench_report, &suites, phase, Some(result.clone()), &m.out)?;
