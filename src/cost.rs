@@ -723,6 +723,16 @@ mod tests {
     }
 
     #[test]
+    fn the_cost_model_prices_the_job_the_backend_configures() {
+        // The plan's job: 1 CPU, 512Mi (the 2 GiB of an older cost file priced 4x the memory).
+        let cfg = crate::backends::cloudrun::CloudRunConfig::default();
+        let d = Deployment::from_config(&cfg).unwrap();
+        assert_eq!(d.vcpu, 1.0);
+        assert_eq!(d.memory_gib, 0.5);
+        assert_eq!(Deployment::builtin().memory_gib, 0.5);
+    }
+
+    #[test]
     fn budget_and_alert() {
         let prices = Prices::builtin();
         let mut profile = CostProfile::builtin();

@@ -59,7 +59,8 @@ struct MeasureArgs {
     /// Leave out the 500 MB transfers.
     #[arg(long)]
     no_large: bool,
-    /// Write execution events to this JSON-lines file.
+    /// Execution events: the JSON-lines file the bench writes (`run` and `gate` default to
+    /// OUT/events.jsonl); with `gate --report`, the existing log the monitoring gate judges.
     #[arg(long, value_name = "PATH.jsonl")]
     events: Option<std::path::PathBuf>,
     /// Acceptance tables, phases and prices from this folder (default: the built-in suites/).
@@ -101,6 +102,13 @@ impl MeasureArgs {
             recorder: None,
             pool_size: self.pool_size,
         }
+    }
+
+    /// The event log of a measuring run: `--events`, or OUT/events.jsonl.
+    fn events_or_default(&self) -> std::path::PathBuf {
+        self.events
+            .clone()
+            .unwrap_or_else(|| self.out.join("events.jsonl"))
     }
 
     fn bench_settings(&self) -> pipeline::BenchSettings {
@@ -613,11 +621,16 @@ fn fail_on(r: Result<ExitCode, pipeline::PipelineError>) -> ExitCode {
 async fn measure_opened(
     suites: &acceptance::Suites,
     m: &MeasureArgs,
+    events: Option<std::path::PathBuf>,
 ) -> Result<bench::BenchReport, pipeline::PipelineError> {
     let recorder = m.record_profile.as_ref().map(|_| CallRecorder::new());
     let backends =
         pipeline::open_backends_with(&m.backend, &m.open_options(recorder.as_ref())).await?;
-    let report = pipeline::bench(&backends, suites, m.bench_settings()).await;
+    let mut settings = m.bench_settings();
+    if events.is_some() {
+        settings.events = events;
+    }
+    let report = pipeline::bench(&backends, suites, settings).await;
     pipeline::close(&backends).await;
     let report = report?;
     if let (Some(path), Some(rec)) = (&m.record_profile, &recorder) {
@@ -654,9 +667,11 @@ async fn main_job(
         println!("{}", conformance::render_terminal(&r));
         Some(r)
     };
-    let report = measure_opened(&suites, &m).await?;
+    let events = m.events_or_default();
+    let report = measure_opened(&suites, &m, Some(events.clone())).await?;
     let evidence = pipeline::GateEvidence {
         conformance: conf.as_ref().map(pipeline::conformance_summary),
+        metrics: Some(pipeline::metrics_of(&events, &suites, Some(&report))?),
         ..pipeline::GateEvidence::default()
     };
     let gate = pipeline::evaluate_gate(phase, &suites, Some(&report), &evidence)?;
@@ -673,7 +688,7 @@ async fn main_job(
 
 async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let report = measure_opened(&suites, &m).await?;
+    let report = measure_opened(&suites, &m, None).await?;
     let gate = pipeline::evaluate_gate(
         1,
         &suites,
@@ -703,6 +718,7 @@ async fn gate(
             p,
         )?));
     }
+    let mut events = m.events.clone();
     let bench_report = match existing {
         Some(path) => report::load(&path)?,
         None => {
@@ -732,9 +748,14 @@ async fn gate(
                 evidence.conformance = Some(pipeline::conformance_summary(&conf));
             }
             pipeline::close(&backends).await;
-            measure_opened(&suites, &m).await?
+            let log = m.events_or_default();
+            events = Some(log.clone());
+            measure_opened(&suites, &m, Some(log)).await?
         }
     };
+    if let Some(log) = &events {
+        evidence.metrics = Some(pipeline::metrics_of(log, &suites, Some(&bench_report))?);
+    }
     let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), &evidence)?;
     let written =
         pipeline::write_bench_reports(&bench_report, &suites, phase, Some(result.clone()), &m.out)?;

@@ -40,6 +40,9 @@ pub enum PipelineError {
     /// The events file could not be created.
     #[error(transparent)]
     Events(#[from] bench::events::EventsError),
+    /// The events file could not be read.
+    #[error(transparent)]
+    ReadEvents(#[from] bench::events::ReadEventsError),
     /// Other I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -434,6 +437,30 @@ pub struct GateEvidence {
     pub preflight: Option<acceptance::gate::PreflightSummary>,
     /// Health endpoint latencies.
     pub health: Option<Vec<acceptance::gate::HealthMeasurement>>,
+    /// Monitoring figures from the bench's event log.
+    pub metrics: Option<crate::metrics::MetricsReport>,
+}
+
+/// The monitoring figures of an event log, judged with the suites' thresholds and prices; a
+/// Cloud Run bench on the emulator labels the cost projection so.
+pub fn metrics_of(
+    events: &Path,
+    suites: &Suites,
+    bench: Option<&BenchReport>,
+) -> Result<crate::metrics::MetricsReport, PipelineError> {
+    let from_emulator = bench.is_some_and(|b| {
+        b.backends
+            .iter()
+            .any(|x| matches!(x.origin, BackendOrigin::CloudRunEmulator { .. }))
+    });
+    let opts = crate::metrics::MetricsOptions {
+        monitoring: suites.monitoring.clone(),
+        prices: suites.prices,
+        cost_profile: suites.cost_profile,
+        from_emulator,
+        ..crate::metrics::MetricsOptions::default()
+    };
+    Ok(crate::metrics::from_events(events, &opts)?)
 }
 
 /// Evaluates the gates of `phase` with what was measured.
@@ -452,8 +479,8 @@ pub fn evaluate_gate(
         conformance: evidence.conformance.clone(),
         preflight: evidence.preflight.clone(),
         health: evidence.health.clone(),
+        metrics: evidence.metrics.clone(),
         cost: bench.and_then(|b| cost_of(b, suites)),
-        ..GateInputs::default()
     };
     Ok(acceptance::gate(phase, &inputs)?)
 }
@@ -508,6 +535,11 @@ pub async fn health(
                 .as_ref()
                 .filter(|_| e.ok == e.attempts)
                 .map(|l| l.p50_seconds * 1000.0),
+            p99_ms: e
+                .latency
+                .as_ref()
+                .filter(|_| e.ok == e.attempts)
+                .map(|l| l.p99_seconds * 1000.0),
         })
         .collect()
 }

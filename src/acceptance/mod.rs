@@ -796,13 +796,15 @@ pub struct HealthEndpoint {
 }
 
 impl HealthEndpoint {
-    /// Judges a measured latency in milliseconds.
-    pub fn verdict(&self, measured_ms: Option<f64>) -> Verdict {
-        match measured_ms.filter(|m| m.is_finite()) {
-            None => Verdict::NotMeasured,
-            Some(m) if m < self.target_lt_ms => Verdict::MeetsTarget,
-            Some(m) if m <= self.max_acceptable_ms => Verdict::Acceptable,
-            Some(_) => Verdict::Fails,
+    /// Judges an endpoint as the plan's table reads: the typical figure (p50, ms) against the
+    /// target, the tail (p99, ms; with few probes the largest one) against max acceptable.
+    pub fn verdict(&self, p50_ms: Option<f64>, p99_ms: Option<f64>) -> Verdict {
+        let finite = |v: Option<f64>| v.filter(|m| m.is_finite());
+        match (finite(p50_ms), finite(p99_ms)) {
+            (None, _) | (_, None) => Verdict::NotMeasured,
+            (_, Some(tail)) if tail > self.max_acceptable_ms => Verdict::Fails,
+            (Some(m), _) if m < self.target_lt_ms => Verdict::MeetsTarget,
+            (Some(_), _) => Verdict::Acceptable,
         }
     }
 }
@@ -1001,10 +1003,13 @@ target = { lt_seconds = 1.0, le_seconds = 2.0 }
 
     #[test]
     fn health_verdicts() {
+        // /health: target < 100 ms, max acceptable 200 ms.
         let h = &HealthTable::builtin().endpoints[0];
-        assert_eq!(h.verdict(Some(50.0)), Verdict::MeetsTarget);
-        assert_eq!(h.verdict(Some(150.0)), Verdict::Acceptable);
-        assert_eq!(h.verdict(Some(250.0)), Verdict::Fails);
+        assert_eq!(h.verdict(Some(50.0), Some(90.0)), Verdict::MeetsTarget);
+        assert_eq!(h.verdict(Some(150.0), Some(190.0)), Verdict::Acceptable);
+        // A good median does not hide a tail beyond max acceptable.
+        assert_eq!(h.verdict(Some(50.0), Some(250.0)), Verdict::Fails);
+        assert_eq!(h.verdict(Some(50.0), None), Verdict::NotMeasured);
     }
 }
 
