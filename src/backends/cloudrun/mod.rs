@@ -82,6 +82,110 @@ pub struct CloudRunBackend {
     origin: BackendOrigin,
 }
 
+/// The job resource of sandbox `id` with executor `image`: the worker container, the state
+/// and workspace Cloud Storage volumes, limits, timeout and service account of `cfg`. The
+/// backend creates every sandbox with it and the preflight's test job uses it too.
+pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str) -> Job {
+    let prefix = sandbox_prefix(id);
+    let idle_ms = cfg.worker_idle_secs * 1000;
+    let lifetime_ms = cfg.task_timeout_secs.saturating_sub(60).max(60) * 1000;
+    let mut limits = BTreeMap::new();
+    limits.insert("cpu".to_string(), cfg.cpu.clone());
+    limits.insert("memory".to_string(), cfg.memory.clone());
+    let mut labels = BTreeMap::new();
+    labels.insert(LABEL.to_string(), "1".to_string());
+    labels.insert(LABEL_SANDBOX.to_string(), id.to_string());
+    // The workspace is written through the API too (transfers), so its volume caches no
+    // metadata: with Cloud Run's default 60 s stat cache and 5 s negative cache, a command
+    // would see an uploaded file stale or missing. The state volume is written by the
+    // worker alone and keeps the defaults, except for missing entries.
+    let gcs = |dir: String, options: &[&str]| GcsVolumeSource {
+        bucket: cfg.bucket.clone(),
+        read_only: false,
+        mount_options: std::iter::once(format!("only-dir={dir}"))
+            .chain(options.iter().map(|o| o.to_string()))
+            .collect(),
+    };
+    Job {
+        labels,
+        template: ExecutionTemplate {
+            task_count: Some(1),
+            parallelism: Some(1),
+            template: TaskTemplate {
+                containers: vec![Container {
+                    name: Some("executor".into()),
+                    image: image.to_string(),
+                    command: vec![crate::images::EXECUTOR_PATH.into()],
+                    args: vec![
+                        "worker".into(),
+                        "--bucket".into(),
+                        cfg.bucket.clone(),
+                        "--prefix".into(),
+                        prefix.clone(),
+                        "--idle-timeout-ms".into(),
+                        idle_ms.to_string(),
+                        "--poll-min-ms".into(),
+                        cfg.poll_min_ms.to_string(),
+                        "--poll-max-ms".into(),
+                        cfg.poll_max_ms.to_string(),
+                        "--heartbeat-ms".into(),
+                        (cfg.heartbeat_secs * 1000).to_string(),
+                        "--max-lifetime-ms".into(),
+                        lifetime_ms.to_string(),
+                        "--mirror".into(),
+                        format!("{LOCAL_BOOKKEEPING}/sessions={DURABLE_BOOKKEEPING}/sessions"),
+                    ],
+                    resources: Some(ResourceRequirements { limits }),
+                    volume_mounts: vec![
+                        VolumeMount {
+                            name: "state".into(),
+                            mount_path: STATE_MOUNT.into(),
+                        },
+                        VolumeMount {
+                            name: "workspace".into(),
+                            mount_path: WORKSPACE_MOUNT.into(),
+                        },
+                    ],
+                    working_dir: Some(WORKSPACE_MOUNT.into()),
+                    ..Container::default()
+                }],
+                volumes: vec![
+                    Volume {
+                        name: "state".into(),
+                        gcs: Some(gcs(
+                            prefix.trim_end_matches('/').to_string(),
+                            &["metadata-cache-negative-ttl-secs=0"],
+                        )),
+                        ..Volume::default()
+                    },
+                    Volume {
+                        name: "workspace".into(),
+                        gcs: Some(gcs(
+                            format!("{prefix}workspace"),
+                            &[
+                                "metadata-cache-ttl-secs=0",
+                                "metadata-cache-negative-ttl-secs=0",
+                                // chmod is ignored: files are executable, so a script
+                                // an agent writes and runs works as on Docker.
+                                "file-mode=755",
+                                // A directory rename moves each object (not atomic).
+                                "rename-dir-limit=10000",
+                            ],
+                        )),
+                        ..Volume::default()
+                    },
+                ],
+                max_retries: Some(0),
+                timeout: Some(format!("{}s", cfg.task_timeout_secs)),
+                service_account: cfg.service_account.clone(),
+                ..TaskTemplate::default()
+            },
+            ..ExecutionTemplate::default()
+        },
+        ..Job::default()
+    }
+}
+
 /// How long a new job may take to be created and become ready.
 pub const JOB_READY_LIMIT: Duration = Duration::from_secs(120);
 
@@ -229,106 +333,9 @@ impl CloudRunBackend {
         format!("{}/jobs/{JOB_PREFIX}{id}", self.parent)
     }
 
-    /// The job resource of a new sandbox.
+    /// The job resource of a new sandbox (see [`job_spec`]).
     pub fn job_spec(&self, id: &str) -> Job {
-        let prefix = sandbox_prefix(id);
-        let idle_ms = self.cfg.worker_idle_secs * 1000;
-        let lifetime_ms = self.cfg.task_timeout_secs.saturating_sub(60).max(60) * 1000;
-        let mut limits = BTreeMap::new();
-        limits.insert("cpu".to_string(), self.cfg.cpu.clone());
-        limits.insert("memory".to_string(), self.cfg.memory.clone());
-        let mut labels = BTreeMap::new();
-        labels.insert(LABEL.to_string(), "1".to_string());
-        labels.insert(LABEL_SANDBOX.to_string(), id.to_string());
-        // The workspace is written through the API too (transfers), so its volume caches no
-        // metadata: with Cloud Run's default 60 s stat cache and 5 s negative cache, a command
-        // would see an uploaded file stale or missing. The state volume is written by the
-        // worker alone and keeps the defaults, except for missing entries.
-        let gcs = |dir: String, options: &[&str]| GcsVolumeSource {
-            bucket: self.cfg.bucket.clone(),
-            read_only: false,
-            mount_options: std::iter::once(format!("only-dir={dir}"))
-                .chain(options.iter().map(|o| o.to_string()))
-                .collect(),
-        };
-        Job {
-            labels,
-            template: ExecutionTemplate {
-                task_count: Some(1),
-                parallelism: Some(1),
-                template: TaskTemplate {
-                    containers: vec![Container {
-                        name: Some("executor".into()),
-                        image: self.image.clone(),
-                        command: vec![crate::images::EXECUTOR_PATH.into()],
-                        args: vec![
-                            "worker".into(),
-                            "--bucket".into(),
-                            self.cfg.bucket.clone(),
-                            "--prefix".into(),
-                            prefix.clone(),
-                            "--idle-timeout-ms".into(),
-                            idle_ms.to_string(),
-                            "--poll-min-ms".into(),
-                            self.cfg.poll_min_ms.to_string(),
-                            "--poll-max-ms".into(),
-                            self.cfg.poll_max_ms.to_string(),
-                            "--heartbeat-ms".into(),
-                            (self.cfg.heartbeat_secs * 1000).to_string(),
-                            "--max-lifetime-ms".into(),
-                            lifetime_ms.to_string(),
-                            "--mirror".into(),
-                            format!("{LOCAL_BOOKKEEPING}/sessions={DURABLE_BOOKKEEPING}/sessions"),
-                        ],
-                        resources: Some(ResourceRequirements { limits }),
-                        volume_mounts: vec![
-                            VolumeMount {
-                                name: "state".into(),
-                                mount_path: STATE_MOUNT.into(),
-                            },
-                            VolumeMount {
-                                name: "workspace".into(),
-                                mount_path: WORKSPACE_MOUNT.into(),
-                            },
-                        ],
-                        working_dir: Some(WORKSPACE_MOUNT.into()),
-                        ..Container::default()
-                    }],
-                    volumes: vec![
-                        Volume {
-                            name: "state".into(),
-                            gcs: Some(gcs(
-                                prefix.trim_end_matches('/').to_string(),
-                                &["metadata-cache-negative-ttl-secs=0"],
-                            )),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "workspace".into(),
-                            gcs: Some(gcs(
-                                format!("{prefix}workspace"),
-                                &[
-                                    "metadata-cache-ttl-secs=0",
-                                    "metadata-cache-negative-ttl-secs=0",
-                                    // chmod is ignored: files are executable, so a script
-                                    // an agent writes and runs works as on Docker.
-                                    "file-mode=755",
-                                    // A directory rename moves each object (not atomic).
-                                    "rename-dir-limit=10000",
-                                ],
-                            )),
-                            ..Volume::default()
-                        },
-                    ],
-                    max_retries: Some(0),
-                    timeout: Some(format!("{}s", self.cfg.task_timeout_secs)),
-                    service_account: self.cfg.service_account.clone(),
-                    ..TaskTemplate::default()
-                },
-                ..ExecutionTemplate::default()
-            },
-            ..Job::default()
-        }
+        job_spec(&self.cfg, &self.image, id)
     }
 
     /// Creates job `name` for sandbox `id` and waits until it is ready: the operation polled
