@@ -367,3 +367,78 @@ async fn failing_test_command_reports_its_exit_code() {
     assert!(r.render().contains("✗ run.test_job"));
     assert_eq!(r.exit_code(), 1);
 }
+
+/// `preflight --fix` on a fresh project: the bucket is created as the plan sets it up
+/// (us-central1, STANDARD, the 7-day lifecycle rule on sessions/), and the whole checklist then
+/// passes, the test job included: the real sandbox job spec, whose command writes and reads a
+/// file through both Cloud Storage volumes. Bucket resource fields as the JSON API documents
+/// them (https://cloud.google.com/storage/docs/json_api/v1/buckets/insert).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fix_creates_the_bucket_on_a_fresh_project_and_then_passes() {
+    let cfg = config();
+    let (_cloud, clients, storage) = setup(EmulatorConfig::default(), None, &cfg).await;
+    let fix = PreflightOptions {
+        fix: true,
+        ..PreflightOptions::default()
+    };
+    let r = preflight::run(&cfg, &clients, &fix).await;
+    assert_status(&r, ids::BUCKET_EXISTS, Status::Pass);
+    assert!(
+        item(&r, ids::BUCKET_EXISTS).reason.contains("created"),
+        "{}",
+        r.render()
+    );
+    let b = storage.get_bucket(BUCKET).await.expect("the bucket exists");
+    assert_eq!(b.location.as_deref(), Some("US-CENTRAL1"));
+    assert_eq!(b.storage_class.as_deref(), Some("STANDARD"));
+    assert_eq!(
+        b.lifecycle.expect("lifecycle set").rule,
+        vec![LifecycleRule::delete_after_days(7, &["sessions/"])]
+    );
+    assert!(r.passed, "{}", r.render());
+    let job = &item(&r, ids::TEST_JOB).reason;
+    assert!(
+        job.contains("succeeded") && job.contains("deleted"),
+        "{job}"
+    );
+    // The test job left nothing under sessions/.
+    let (left, _) = storage
+        .list_all(
+            BUCKET,
+            &sandbox_harness::gcp::storage::ListOptions {
+                prefix: Some("sessions/".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    // And a second run, without --fix, passes as is.
+    let mut strict = cfg.clone();
+    strict.bucket_location = Some("us-central1".into());
+    strict.bucket_storage_class = Some("STANDARD".into());
+    let again = preflight::run(&strict, &clients, &no_job()).await;
+    assert!(again.passed, "{}", again.render());
+}
+
+/// The test job writes through the mounts: a command that reads a file the mount does not
+/// have fails it, so a test job that passes proved the volumes work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_job_runs_the_sandbox_spec_with_its_volumes() {
+    let cfg = config();
+    let spec = BucketSpec {
+        lifecycle: Some(sessions_rule()),
+        ..plain_bucket()
+    };
+    let (_cloud, clients, _) = setup(EmulatorConfig::default(), Some(spec), &cfg).await;
+    let opts = PreflightOptions {
+        test_command: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "mountpoint -q /workspace || grep -q ' /workspace ' /proc/mounts".into(),
+        ]),
+        ..PreflightOptions::default()
+    };
+    let r = preflight::run(&cfg, &clients, &opts).await;
+    assert_status(&r, ids::TEST_JOB, Status::Pass);
+}

@@ -20,7 +20,8 @@ use crate::gcp::storage::{BucketSpec, StorageClient};
 /// Flags of `sandbox-harness preflight`.
 #[derive(Debug, Clone, Args)]
 pub struct PreflightArgs {
-    /// Repair what can be repaired (sets the sessions/ lifecycle rule).
+    /// Repair what can be repaired: create a missing bucket (the configured or the plan's
+    /// location and class, with the lifecycle rule), set the sessions/ lifecycle rule.
     #[arg(long)]
     pub fix: bool,
     /// Also write the report as JSON to PATH.

@@ -1,70 +1,45 @@
 //! The preflight's test job: create a job with the executor image, run it with overrides, wait
 //! for the execution, delete the job (always, once created).
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{PreflightClients, PreflightOptions};
 use crate::backends::cloudrun::{CloudRunConfig, LABEL};
 use crate::gcp::run::{
-    Container, ContainerOverride, EnvVar, Execution, ExecutionTemplate, Job, Operation, Overrides,
-    ResourceRequirements, RunClient, TaskTemplate, format_duration,
+    ContainerOverride, EnvVar, Execution, Job, Operation, Overrides, RunClient, format_duration,
 };
 
 /// Label marking preflight jobs (with `sandbox-harness=1`, so `gc` finds leftovers).
 pub const PURPOSE_LABEL: &str = "sandbox-harness-purpose";
 
-/// The default test command: the executor's worker on the test job's own `sessions/` prefix
-/// (which the 7-day lifecycle rule and `gc` clean), exiting 0 after a short idle time, so it
-/// reaches Cloud Storage as a sandbox's worker does.
-fn default_command(cfg: &CloudRunConfig, id: &str) -> Vec<String> {
-    vec![
-        crate::images::EXECUTOR_PATH.into(),
-        "worker".into(),
-        "--bucket".into(),
-        cfg.bucket.clone(),
-        "--prefix".into(),
-        crate::backends::cloudrun::sandbox_prefix(id),
-        "--idle-timeout-ms".into(),
-        "200".into(),
-        "--poll-min-ms".into(),
-        "20".into(),
-        "--poll-max-ms".into(),
-        "100".into(),
-        "--max-lifetime-ms".into(),
-        "20000".into(),
-    ]
+/// The default test command: a constant script that writes a file through each Cloud Storage
+/// volume of the sandbox job spec (workspace and state), reads it back and compares, then
+/// removes it; a failed step exits non-zero and fails the execution.
+const MOUNT_CHECK: &str = "set -e\n\
+for d in /workspace /sandbox-state; do\n\
+  f=\"$d/.preflight-check\"\n\
+  echo preflight-write-read > \"$f\"\n\
+  test \"$(cat \"$f\")\" = preflight-write-read\n\
+  rm \"$f\"\n\
+  echo \"$d: written, read back and removed\"\n\
+done\n";
+
+fn default_command() -> Vec<String> {
+    vec!["/bin/sh".into(), "-c".into(), MOUNT_CHECK.into()]
 }
 
-fn job_spec(cfg: &CloudRunConfig, image: &str, command: Vec<String>, timeout: Duration) -> Job {
-    let mut labels = BTreeMap::new();
-    labels.insert(LABEL.to_string(), "1".to_string());
-    labels.insert(PURPOSE_LABEL.to_string(), "preflight".to_string());
-    let mut limits = BTreeMap::new();
-    limits.insert("cpu".to_string(), cfg.cpu.clone());
-    limits.insert("memory".to_string(), cfg.memory.clone());
-    Job {
-        labels,
-        template: ExecutionTemplate {
-            task_count: Some(1),
-            parallelism: Some(1),
-            template: TaskTemplate {
-                containers: vec![Container {
-                    name: Some("preflight".into()),
-                    image: image.to_string(),
-                    command,
-                    resources: Some(ResourceRequirements { limits }),
-                    ..Container::default()
-                }],
-                max_retries: Some(0),
-                timeout: Some(format_duration(timeout)),
-                service_account: cfg.service_account.clone(),
-                ..TaskTemplate::default()
-            },
-            ..ExecutionTemplate::default()
-        },
-        ..Job::default()
+/// The real sandbox job spec of sandbox `id` (volumes, limits, service account), labelled as
+/// a preflight job, with `command` in place of the worker.
+fn test_job_spec(cfg: &CloudRunConfig, image: &str, id: &str, command: Vec<String>) -> Job {
+    let mut spec = crate::backends::cloudrun::job_spec(cfg, image, id, false);
+    spec.labels
+        .insert(PURPOSE_LABEL.to_string(), "preflight".to_string());
+    spec.labels.insert(LABEL.to_string(), "1".to_string());
+    if let Some(c) = spec.template.template.containers.first_mut() {
+        c.command = command;
+        c.args.clear();
     }
+    spec
 }
 
 /// Why the execution failed, from its first task's last attempt.
@@ -98,17 +73,14 @@ pub(super) async fn round_trip(
         "preflight-{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let command = opts
-        .test_command
-        .clone()
-        .unwrap_or_else(|| default_command(cfg, &id));
+    let command = opts.test_command.clone().unwrap_or_else(default_command);
     if command.is_empty() {
         return Err("the test command is empty".into());
     }
     let run = &clients.run;
     let parent = format!("projects/{}/locations/{}", clients.project, cfg.region);
     let name = format!("{parent}/jobs/{id}");
-    let spec = job_spec(cfg, &image, command, opts.job_timeout);
+    let spec = test_job_spec(cfg, &image, &id, command);
     let deadline = Instant::now() + opts.job_timeout + Duration::from_secs(60);
     let created = match run.create_job(&parent, &id, &spec).await {
         Ok(op) => op,
@@ -116,6 +88,7 @@ pub(super) async fn round_trip(
     };
     let ran = execute(run, &name, created, deadline, opts.job_timeout).await;
     let deleted = delete(run, &name).await;
+    remove_objects(clients, &cfg.bucket, &id).await;
     match (ran, deleted) {
         (Ok(ran), Ok(())) => Ok(format!(
             "job {id} created, ran with image {image} ({ran}) and deleted"
@@ -198,6 +171,23 @@ async fn execute(
             _ => failure_detail(run, &execution).await,
         };
         Err(format!("execution {short} failed: {detail}"))
+    }
+}
+
+/// Removes what the test job left under its `sessions/` prefix (best effort: the 7-day
+/// lifecycle rule and `gc` catch the rest).
+async fn remove_objects(clients: &PreflightClients, bucket: &str, id: &str) {
+    let opts = crate::gcp::storage::ListOptions {
+        prefix: Some(crate::backends::cloudrun::sandbox_prefix(id)),
+        ..Default::default()
+    };
+    if let Ok((objects, _)) = clients.storage.list_all(bucket, &opts).await {
+        for o in objects {
+            let _ = clients
+                .storage
+                .delete_object(bucket, &o.name, &Default::default())
+                .await;
+        }
     }
 }
 

@@ -38,16 +38,27 @@ pub const BUCKET_PERMISSIONS: [&str; 5] = [
     "storage.objects.delete",
     "storage.buckets.get",
 ];
-/// Permissions the harness needs on the project.
-pub const PROJECT_PERMISSIONS: [&str; 8] = [
+/// Permissions the harness needs on the project: what the backend, `gc` and this preflight
+/// call (jobs, executions, tasks, operations), and `iam.serviceAccounts.actAs`, without
+/// which a job that runs as a service account cannot be created
+/// (https://cloud.google.com/run/docs/reference/iam/permissions,
+/// https://cloud.google.com/run/docs/securing/service-identity). `actAs` granted on the
+/// service account alone, not the project, is not seen here.
+pub const PROJECT_PERMISSIONS: [&str; 14] = [
     "run.jobs.create",
     "run.jobs.get",
+    "run.jobs.list",
     "run.jobs.delete",
     "run.jobs.run",
     "run.jobs.runWithOverrides",
     "run.executions.get",
+    "run.executions.list",
     "run.executions.cancel",
+    "run.executions.delete",
+    "run.tasks.get",
+    "run.tasks.list",
     "run.operations.get",
+    "iam.serviceAccounts.actAs",
 ];
 pub use crate::gcp::clients::LOCAL_PROJECT;
 
@@ -479,6 +490,26 @@ pub async fn run(
             ));
             Some(b)
         }
+        Err(e) if e.status() == Some(404) && opts.fix => match create_bucket(cfg, clients).await {
+            Ok(b) => {
+                checks.push(item.done(
+                        Status::Pass,
+                        format!(
+                            "bucket {bucket_name} created (fix): {}, {}, sessions/ deleted after {SESSIONS_TTL_DAYS} days",
+                            b.location.as_deref().unwrap_or("location not reported"),
+                            b.storage_class.as_deref().unwrap_or("class not reported")
+                        ),
+                    ));
+                Some(b)
+            }
+            Err(e) => {
+                checks.push(item.done(
+                    Status::Fail,
+                    format!("bucket {bucket_name} does not exist and creating it failed: {e}"),
+                ));
+                None
+            }
+        },
         Err(e) => {
             checks.push(item.done(Status::Fail, storage_reason(bucket_name, &e)));
             None
@@ -605,6 +636,44 @@ pub async fn run(
         passed,
         checks,
     }
+}
+
+/// The plan's bucket location when none is configured (Phase 0: us-central1).
+pub const PLAN_LOCATION: &str = "US-CENTRAL1";
+/// The plan's storage class when none is configured.
+pub const PLAN_STORAGE_CLASS: &str = "STANDARD";
+
+/// Creates the state bucket as the plan sets it up: the configured (else the plan's) location
+/// and class, and the 7-day lifecycle rule on `sessions/`.
+async fn create_bucket(
+    cfg: &CloudRunConfig,
+    clients: &PreflightClients,
+) -> Result<Bucket, StorageError> {
+    clients
+        .storage
+        .insert_bucket(
+            &clients.project,
+            &crate::gcp::storage::BucketSpec {
+                name: cfg.bucket.clone(),
+                location: Some(
+                    cfg.bucket_location
+                        .clone()
+                        .unwrap_or_else(|| PLAN_LOCATION.into()),
+                ),
+                storage_class: Some(
+                    cfg.bucket_storage_class
+                        .clone()
+                        .unwrap_or_else(|| PLAN_STORAGE_CLASS.into()),
+                ),
+                lifecycle: Some(Lifecycle {
+                    rule: vec![LifecycleRule::delete_after_days(
+                        SESSIONS_TTL_DAYS,
+                        &[SESSIONS_PREFIX],
+                    )],
+                }),
+            },
+        )
+        .await
 }
 
 fn permissions_result(item: Item, wanted: &[&str], granted: &[String], on: &str) -> CheckResult {

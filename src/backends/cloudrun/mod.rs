@@ -297,7 +297,7 @@ impl CloudRunBackend {
         format!("{}/jobs/{JOB_PREFIX}{id}", self.parent)
     }
 
-    /// The job resource of a new sandbox.
+    /// The job resource of a new sandbox (see [`job_spec`]).
     pub fn job_spec(&self, id: &str) -> Job {
         job_spec(&self.cfg, &self.image, id, false)
     }
@@ -369,8 +369,10 @@ fn new_sandbox_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..20].to_string()
 }
 
-/// The job resource of sandbox `id` running `image`; `pooled` marks a warm-pool job (label
-/// `sandbox-harness-pool`, so gc can tell them apart).
+/// The job resource of sandbox `id` with executor `image`: the worker container, the state
+/// and workspace Cloud Storage volumes, limits, timeout and service account of `cfg`; `pooled`
+/// marks a warm-pool job (label `sandbox-harness-pool`, so gc can tell them apart). The
+/// backend creates every sandbox with it and the preflight's test job uses it too.
 pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str, pooled: bool) -> Job {
     let prefix = sandbox_prefix(id);
     let idle_ms = cfg.worker_idle_secs * 1000;
