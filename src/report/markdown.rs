@@ -162,6 +162,14 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         o.concurrency,
         o.browser_starts
     );
+    for (label, b) in &o.budgets {
+        let _ = writeln!(
+            out,
+            "{label}: {} iterations and {} cold starts (a smaller budget: its latency profile \
+             makes each cold start cost tens of seconds).\n",
+            b.iterations, b.cold_start_iterations
+        );
+    }
     out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row.\n\n");
 
     let backends: Vec<&BackendReport> = report.backends.iter().collect();
