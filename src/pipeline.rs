@@ -360,6 +360,13 @@ pub struct BenchSettings {
     pub ctrl_c: bool,
 }
 
+/// The Cloud Run twin's budget under a profile whose executions take seconds to start: each
+/// cold start costs tens of seconds, each Storage call tens of ms.
+pub const TWIN_BUDGET: bench::BackendBudget = bench::BackendBudget {
+    iterations: 10,
+    cold_start_iterations: 2,
+};
+
 /// Runs the benchmark on opened backends.
 pub async fn bench(
     backends: &[OpenBackend],
@@ -374,6 +381,25 @@ pub async fn bench(
     };
     opts.events = writer.clone();
     for b in backends {
+        // The twin under a profile with slow executions: a small fixed number of cold
+        // samples and fewer iterations keep the main job short (see README, profiles).
+        let slow_twin = match &b.origin {
+            bench::BackendOrigin::CloudRunEmulator {
+                latency_profile: Some(f),
+                ..
+            }
+            | bench::BackendOrigin::CloudRunTwin {
+                latency_profile: Some(f),
+                ..
+            } => f.profile.as_ref().is_some_and(|p| {
+                p.phase(crate::acceptance::profile::EXEC_SCHEDULING)
+                    .is_some_and(|d| d.p50_ms >= 5_000.0)
+            }),
+            _ => false,
+        };
+        if slow_twin {
+            opts.budgets.insert(b.name.clone(), TWIN_BUDGET);
+        }
         opts.origins.insert(b.name.clone(), b.origin.clone());
         if let Some(raw) = &b.raw {
             opts.raw_baselines.insert(b.name.clone(), raw.clone());
@@ -451,7 +477,7 @@ pub fn metrics_of(
     let from_emulator = bench.is_some_and(|b| {
         b.backends
             .iter()
-            .any(|x| matches!(x.origin, BackendOrigin::CloudRunEmulator { .. }))
+            .any(|x| x.origin.is_emulated())
     });
     let opts = crate::metrics::MetricsOptions {
         monitoring: suites.monitoring.clone(),

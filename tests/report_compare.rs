@@ -82,6 +82,7 @@ fn report(backends: Vec<BackendReport>) -> BenchReport {
             browser_starts: 0,
             include_large: false,
             op_timeout_seconds: 60.0,
+            budgets: Default::default(),
         },
         backends,
     }

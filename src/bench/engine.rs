@@ -440,6 +440,7 @@ async fn run_backend(
     opts: &BenchOptions,
     pb: &ProgressBar,
 ) -> BackendReport {
+    let opts = &*opts.for_backend(label);
     let ctx = Ctx {
         label: label.to_string(),
         backend: backend.name().to_string(),

@@ -472,6 +472,33 @@ pub struct BenchOptions {
     pub workdir: String,
     /// Keep raw samples in the report.
     pub keep_samples: bool,
+    /// Fewer iterations and cold starts for some backends (by label): the Cloud Run twin
+    /// under a realistic profile spends tens of seconds per cold start and tens of ms per
+    /// Storage call, and the main job must stay short.
+    pub budgets: BTreeMap<String, BackendBudget>,
+}
+
+/// A backend's own iteration counts (see [`BenchOptions::budgets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendBudget {
+    /// Recorded iterations per measurement.
+    pub iterations: usize,
+    /// Recorded cold starts.
+    pub cold_start_iterations: usize,
+}
+
+impl BenchOptions {
+    /// The options `label` is measured with: its budget, capped by the run's own counts.
+    pub fn for_backend(&self, label: &str) -> std::borrow::Cow<'_, BenchOptions> {
+        match self.budgets.get(label) {
+            Some(b) => std::borrow::Cow::Owned(BenchOptions {
+                iterations: b.iterations.min(self.iterations).max(1),
+                cold_start_iterations: b.cold_start_iterations.min(self.cold_start_iterations),
+                ..self.clone()
+            }),
+            None => std::borrow::Cow::Borrowed(self),
+        }
+    }
 }
 
 impl Default for BenchOptions {
@@ -496,6 +523,7 @@ impl Default for BenchOptions {
             phase_probes: BTreeMap::new(),
             workdir: "/workspace/.sandbox-harness-bench".into(),
             keep_samples: true,
+            budgets: BTreeMap::new(),
         }
     }
 }
@@ -523,6 +551,9 @@ pub struct OptionsRecord {
     pub include_large: bool,
     /// Per-operation deadline, s.
     pub op_timeout_seconds: f64,
+    /// Backends measured with fewer iterations and cold starts, by label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub budgets: BTreeMap<String, BackendBudget>,
 }
 
 impl From<&BenchOptions> for OptionsRecord {
@@ -537,6 +568,20 @@ impl From<&BenchOptions> for OptionsRecord {
             browser_starts: o.browser_starts,
             include_large: o.include_large,
             op_timeout_seconds: o.op_timeout.as_secs_f64(),
+            budgets: o
+                .budgets
+                .keys()
+                .map(|k| {
+                    let b = o.for_backend(k);
+                    (
+                        k.clone(),
+                        BackendBudget {
+                            iterations: b.iterations,
+                            cold_start_iterations: b.cold_start_iterations,
+                        },
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -1079,5 +1124,39 @@ impl BackendReport {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backend_budget_caps_its_counts_and_is_recorded() {
+        let mut o = BenchOptions {
+            iterations: 20,
+            cold_start_iterations: 1,
+            ..BenchOptions::default()
+        };
+        o.budgets.insert(
+            "cloudrun".into(),
+            BackendBudget {
+                iterations: 10,
+                cold_start_iterations: 2,
+            },
+        );
+        let c = o.for_backend("cloudrun");
+        assert_eq!((c.iterations, c.cold_start_iterations), (10, 1));
+        let d = o.for_backend("docker");
+        assert_eq!((d.iterations, d.cold_start_iterations), (20, 1));
+        let rec = OptionsRecord::from(&o);
+        assert_eq!(rec.iterations, 20);
+        assert_eq!(
+            rec.budgets["cloudrun"],
+            BackendBudget {
+                iterations: 10,
+                cold_start_iterations: 1
+            }
+        );
     }
 }
