@@ -171,13 +171,13 @@ impl Tamper {
             Tamper::ExecExitDropped => "exec.exit_code",
             Tamper::EnterNeverPressed => "interactive.press_enter",
             Tamper::KillProcessNoop => "interactive.kill_reader",
-            Tamper::ListIgnoresSession => "background.*",
+            Tamper::ListIgnoresSession => "background.list_filters_by_session",
             Tamper::KillBackgroundNoop => "background.start_list_kill",
             Tamper::ViewShellEmpty => "exec.running_then_wait",
-            Tamper::WaitExitDropped => "exec.*",
+            Tamper::WaitExitDropped => "exec.wait_reports_exit_code",
             Tamper::EnsureReadyFailsAgain => "lifecycle.ensure_ready_repeatable",
             Tamper::GetUnknownAsBackend => "lifecycle.get_unknown_id",
-            Tamper::UploadErrorsHidden => "transfer.*",
+            Tamper::UploadErrorsHidden => "files.upload_bad_path_rejected",
             Tamper::SearchBadRegexAccepted => "files.search_bad_regex",
         }
     }
