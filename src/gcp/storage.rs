@@ -575,7 +575,7 @@ impl StorageClient {
         match emulator_endpoint_from_env() {
             Some(url) => Self::new(&url, TokenSource::Anonymous),
             None => {
-                let t = TokenSource::google()
+                let t = TokenSource::google(None)
                     .await
                     .map_err(|source| StorageError::Auth {
                         op: "from_env".into(),

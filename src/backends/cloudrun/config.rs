@@ -56,6 +56,11 @@ pub struct CloudRunConfig {
     /// Service Usage base URL; `None` = the run endpoint when it is a loopback emulator, else
     /// https://serviceusage.googleapis.com.
     pub service_usage_endpoint: Option<String>,
+    /// A Google credentials file (service-account key, user ADC, external account /
+    /// Workload Identity Federation, impersonation); `None` = Application Default Credentials.
+    pub credentials_file: Option<String>,
+    /// Project billed for API quota, sent as `x-goog-user-project` with Google credentials.
+    pub quota_project: Option<String>,
     /// Name of the latency profile the embedded twin applies ("none": no injected latency).
     /// Only labels figures here; see [`CloudRunConfig::twin_profile`].
     pub profile: String,
@@ -83,6 +88,8 @@ impl Default for CloudRunConfig {
             bucket_storage_class: None,
             resource_manager_endpoint: None,
             service_usage_endpoint: None,
+            credentials_file: None,
+            quota_project: None,
             profile: "none".into(),
         }
     }
@@ -169,6 +176,12 @@ impl CloudRunConfig {
         }
         if let Some(v) = nonempty("SANDBOX_BUCKET_STORAGE_CLASS") {
             self.bucket_storage_class = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUDRUN_CREDENTIALS_FILE") {
+            self.credentials_file = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUDRUN_QUOTA_PROJECT") {
+            self.quota_project = Some(v);
         }
         if let Some(v) = nonempty("CLOUDRUN_TOKEN") {
             self.token = Some(v);
