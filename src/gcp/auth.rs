@@ -71,7 +71,8 @@ impl TokenSource {
 
     /// The credentials of one JSON credentials file, by its `type`: `service_account` (a
     /// key), `authorized_user` (user ADC), `external_account` (Workload Identity Federation)
-    /// or `impersonated_service_account`.
+    /// or `impersonated_service_account`. Call it inside a Tokio runtime (the credentials
+    /// refresh their token in the background).
     pub fn from_file(path: &Path, quota_project: Option<&str>) -> Result<TokenSource, AuthError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| AuthError(format!("reading {}: {e}", path.display())))?;
