@@ -811,6 +811,34 @@ impl StorageClient {
             .unwrap_or_default())
     }
 
+    /// The bucket's IAM policy bindings: role -> members.
+    pub async fn get_bucket_iam_policy(
+        &self,
+        bucket: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, StorageError> {
+        let url = self.url(&format!("/storage/v1/b/{}/iam", enc(bucket)));
+        let r = self
+            .send(
+                "buckets.getIamPolicy",
+                || self.http.get(&url).timeout(self.request_timeout),
+                |s| s.is_success(),
+            )
+            .await?;
+        let v: Value = Self::json("buckets.getIamPolicy", r).await?;
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for b in v["bindings"].as_array().into_iter().flatten() {
+            let members = b["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_string));
+            if let Some(role) = b["role"].as_str() {
+                out.entry(role.to_string()).or_default().extend(members);
+            }
+        }
+        Ok(out)
+    }
+
     // ---------------- objects ----------------
 
     /// An object's metadata.
