@@ -1282,12 +1282,18 @@ impl StorageClient {
                     let (lock, landed) = (&lock, &landed);
                     async move {
                         if attempt > 1 {
+                            // A failed read here is retryable or not as itself; a 404 only
+                            // says the earlier attempt did not land.
                             match self.get_object_once(bucket, name).await {
                                 Ok(o) if landed(&o) => return Ok(o),
                                 Ok(o) if unconditional => *lock() = Some(o.generation),
-                                Err(e) if e.is_not_found() && unconditional => *lock() = Some(0),
-                                Err(e) => return Err(e),
                                 Ok(_) => {}
+                                Err(e) if e.is_not_found() => {
+                                    if unconditional {
+                                        *lock() = Some(0);
+                                    }
+                                }
+                                Err(e) => return Err(e),
                             }
                         }
                         let mut q = WriteOptions {
