@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sandbox_harness::acceptance::profile;
+use sandbox_harness::gcp::observe::CallRecorder;
 use sandbox_harness::{
     acceptance, bench, conformance, health, metrics, pipeline, preflight, report,
 };
@@ -42,6 +44,9 @@ struct MeasureArgs {
     /// Recorded iterations per measurement.
     #[arg(long, default_value_t = 20)]
     iterations: usize,
+    /// Rounds of the mixed workload (7 cheap operations each) the success and error rates stand on.
+    #[arg(long, default_value_t = bench::DEFAULT_MIXED_ROUNDS)]
+    mixed_rounds: usize,
     /// Sessions at once in the concurrency measurement (0 skips it).
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
@@ -54,7 +59,8 @@ struct MeasureArgs {
     /// Leave out the 500 MB transfers.
     #[arg(long)]
     no_large: bool,
-    /// Write execution events to this JSON-lines file.
+    /// Execution events: the JSON-lines file the bench writes (`run` and `gate` default to
+    /// OUT/events.jsonl); with `gate --report`, the existing log the monitoring gate judges.
     #[arg(long, value_name = "PATH.jsonl")]
     events: Option<std::path::PathBuf>,
     /// Acceptance tables, phases and prices from this folder (default: the built-in suites/).
@@ -63,13 +69,53 @@ struct MeasureArgs {
     /// Where reports go.
     #[arg(long, default_value = "reports")]
     out: std::path::PathBuf,
+    /// The Cloud Run twin's latency profile for the measurements: a built-in name (`none`,
+    /// `gcp-published`) or a profile file [default: gcp-published; conformance: none].
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+    /// Write the per-operation latency distributions the Cloud Run client observed to FILE
+    /// (the profile format: `emulator --profile FILE` replays them).
+    #[arg(long, value_name = "FILE.toml")]
+    record_profile: Option<std::path::PathBuf>,
+    /// Cloud Run warm pool: keep N worker executions started for `create` to claim (billed
+    /// while they wait; default: CLOUDRUN_POOL_SIZE or the config file, else 0).
+    #[arg(long, value_name = "N")]
+    pool_size: Option<usize>,
 }
 
 impl MeasureArgs {
+    /// How the backends are opened for the measurements.
+    fn open_options(&self, recorder: Option<&CallRecorder>) -> pipeline::OpenOptions {
+        pipeline::OpenOptions {
+            profile: self.profile.clone(),
+            default_profile: Some(profile::BENCH_DEFAULT.into()),
+            recorder: recorder.cloned(),
+            pool_size: self.pool_size,
+        }
+    }
+
+    /// How the backends are opened for conformance (same `--profile`, default `none`).
+    fn conform_options(&self) -> pipeline::OpenOptions {
+        pipeline::OpenOptions {
+            profile: self.profile.clone(),
+            default_profile: Some(profile::CONFORMANCE_DEFAULT.into()),
+            recorder: None,
+            pool_size: self.pool_size,
+        }
+    }
+
+    /// The event log of a measuring run: `--events`, or OUT/events.jsonl.
+    fn events_or_default(&self) -> std::path::PathBuf {
+        self.events
+            .clone()
+            .unwrap_or_else(|| self.out.join("events.jsonl"))
+    }
+
     fn bench_settings(&self) -> pipeline::BenchSettings {
         pipeline::BenchSettings {
             options: bench::BenchOptions {
                 iterations: self.iterations.max(1),
+                mixed_rounds: self.mixed_rounds,
                 cold_start_iterations: self.cold_starts,
                 concurrency: self.concurrency,
                 browser_starts: self.browser_starts,
@@ -161,6 +207,9 @@ enum Command {
         /// Where the JSON and Markdown reports go.
         #[arg(long, default_value = "reports")]
         out: std::path::PathBuf,
+        /// The Cloud Run twin's latency profile (a built-in name or a file) [default: none].
+        #[arg(long, value_name = "NAME|FILE")]
+        profile: Option<String>,
     },
     /// An interactive session on a backend: each line runs statefully; `:help` lists meta-commands.
     Shell {
@@ -388,8 +437,9 @@ async fn main() -> ExitCode {
             skip_heavy,
             case_timeout_secs,
             out,
+            profile,
         } => {
-            let registry = registry();
+            let registry = conformance::default_registry_with(profile);
             let entries = match registry.select(&backend) {
                 Ok(e) => e,
                 Err(e) => return usage_error(&e),
@@ -566,12 +616,32 @@ fn fail_on(r: Result<ExitCode, pipeline::PipelineError>) -> ExitCode {
     })
 }
 
-async fn measure(
-    backends: &[pipeline::OpenBackend],
+/// Opens the backends for the measurements (the twin under `gcp-published` unless told),
+/// runs the bench, closes them, and writes the recorded profile when asked.
+async fn measure_opened(
     suites: &acceptance::Suites,
     m: &MeasureArgs,
+    events: Option<std::path::PathBuf>,
 ) -> Result<bench::BenchReport, pipeline::PipelineError> {
-    pipeline::bench(backends, suites, m.bench_settings()).await
+    let recorder = m.record_profile.as_ref().map(|_| CallRecorder::new());
+    let backends =
+        pipeline::open_backends_with(&m.backend, &m.open_options(recorder.as_ref())).await?;
+    let mut settings = m.bench_settings();
+    if events.is_some() {
+        settings.events = events;
+    }
+    let report = pipeline::bench(&backends, suites, settings).await;
+    pipeline::close(&backends).await;
+    let report = report?;
+    if let (Some(path), Some(rec)) = (&m.record_profile, &recorder) {
+        let origin = backends
+            .iter()
+            .find(|b| b.name == "cloudrun")
+            .map_or("no Cloud Run backend".to_string(), |b| b.origin.statement());
+        let written = pipeline::write_recorded_profile(path, rec, &origin)?;
+        eprintln!("wrote {} ({written} operations)", path.display());
+    }
+    Ok(report)
 }
 
 async fn main_job(
@@ -580,10 +650,11 @@ async fn main_job(
     phase: u32,
 ) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let backends = pipeline::open_backends(&m.backend).await?;
     let conf = if no_conformance {
         None
     } else {
+        // Conformance checks behaviour on a twin of its own (profile `none` unless told).
+        let backends = pipeline::open_backends_with(&m.backend, &m.conform_options()).await?;
         let settings = pipeline::ConformSettings {
             options: conformance::RunOptions {
                 skip_heavy: m.no_large,
@@ -592,13 +663,15 @@ async fn main_job(
             out_dir: m.out.clone(),
         };
         let r = pipeline::conform(&backends, &settings).await?;
+        pipeline::close(&backends).await;
         println!("{}", conformance::render_terminal(&r));
         Some(r)
     };
-    let report = measure(&backends, &suites, &m).await?;
-    pipeline::close(&backends).await;
+    let events = m.events_or_default();
+    let report = measure_opened(&suites, &m, Some(events.clone())).await?;
     let evidence = pipeline::GateEvidence {
         conformance: conf.as_ref().map(pipeline::conformance_summary),
+        metrics: Some(pipeline::metrics_of(&events, &suites, Some(&report))?),
         ..pipeline::GateEvidence::default()
     };
     let gate = pipeline::evaluate_gate(phase, &suites, Some(&report), &evidence)?;
@@ -606,18 +679,16 @@ async fn main_job(
         pipeline::write_bench_reports(&report, &suites, phase, Some(gate.clone()), &m.out)?;
     print_bench(&report, &suites, phase, &gate, &written);
     let conf_failed = conf.as_ref().is_some_and(|c| c.exit_code(false) != 0);
-    Ok(if conf_failed || report.partial {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    let verdict = pipeline::job_verdict(&gate, conf_failed, &report);
+    for f in &verdict.failures {
+        eprintln!("sandbox-harness: FAIL {f}");
+    }
+    Ok(ExitCode::from(verdict.exit_code))
 }
 
 async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
-    let backends = pipeline::open_backends(&m.backend).await?;
-    let report = measure(&backends, &suites, &m).await?;
-    pipeline::close(&backends).await;
+    let report = measure_opened(&suites, &m, None).await?;
     let gate = pipeline::evaluate_gate(
         1,
         &suites,
@@ -647,10 +718,11 @@ async fn gate(
             p,
         )?));
     }
+    let mut events = m.events.clone();
     let bench_report = match existing {
         Some(path) => report::load(&path)?,
         None => {
-            let backends = pipeline::open_backends(&m.backend).await?;
+            let backends = pipeline::open_backends_with(&m.backend, &m.conform_options()).await?;
             if phase == 0 {
                 evidence.preflight = pipeline::preflight(&backends).await;
                 let url = health_url.clone().or_else(|| {
@@ -675,11 +747,15 @@ async fn gate(
                 let conf = pipeline::conform(&backends, &settings).await?;
                 evidence.conformance = Some(pipeline::conformance_summary(&conf));
             }
-            let measured = measure(&backends, &suites, &m).await?;
             pipeline::close(&backends).await;
-            measured
+            let log = m.events_or_default();
+            events = Some(log.clone());
+            measure_opened(&suites, &m, Some(log)).await?
         }
     };
+    if let Some(log) = &events {
+        evidence.metrics = Some(pipeline::metrics_of(log, &suites, Some(&bench_report))?);
+    }
     let result = pipeline::evaluate_gate(phase, &suites, Some(&bench_report), &evidence)?;
     let written =
         pipeline::write_bench_reports(&bench_report, &suites, phase, Some(result.clone()), &m.out)?;

@@ -40,6 +40,9 @@ pub enum PipelineError {
     /// The events file could not be created.
     #[error(transparent)]
     Events(#[from] bench::events::EventsError),
+    /// The events file could not be read.
+    #[error(transparent)]
+    ReadEvents(#[from] bench::events::ReadEventsError),
     /// Other I/O.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -57,6 +60,10 @@ pub struct OpenBackend {
     pub raw: Option<Arc<dyn bench::RawBaseline>>,
     /// The embedded emulator a Cloud Run backend runs on.
     pub local: Option<Arc<crate::emulator::LocalCloud>>,
+    /// The backend's per-phase probe, when it has one (Cloud Run).
+    pub probe: Option<Arc<dyn bench::phases::PhaseProbe>>,
+    /// The Cloud Run backend itself (its warm pool is shut down on close).
+    pub cloudrun: Option<Arc<CloudRunBackend>>,
 }
 
 /// Parses `docker`, `cloudrun`, `all` or a comma-separated list.
@@ -81,8 +88,30 @@ pub fn backend_names(spec: &str) -> Result<Vec<String>, PipelineError> {
     Ok(out)
 }
 
+/// How the Cloud Run backend is opened besides its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The twin's latency profile asked for on the command line (wins over the configuration).
+    pub profile: Option<String>,
+    /// The profile when neither the command line nor the configuration names one (the bench
+    /// measures with `gcp-published`, conformance checks behaviour with `none`).
+    pub default_profile: Option<String>,
+    /// Records every Admin API and Storage call (`bench --record-profile`).
+    pub recorder: Option<crate::gcp::observe::CallRecorder>,
+    /// Cloud Run warm pool size (`--pool-size`); `None` keeps the configured one.
+    pub pool_size: Option<usize>,
+}
+
 /// Opens the named backends (Cloud Run from the environment; the embedded emulator by default).
 pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError> {
+    open_backends_with(spec, &OpenOptions::default()).await
+}
+
+/// [`open_backends`] with command-line overrides (twin profile, call recorder, warm pool).
+pub async fn open_backends_with(
+    spec: &str,
+    opts: &OpenOptions,
+) -> Result<Vec<OpenBackend>, PipelineError> {
     let mut out = Vec::new();
     for name in backend_names(spec)? {
         let fail = |e: &dyn std::fmt::Display| PipelineError::Backend {
@@ -101,20 +130,40 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
                     origin: BackendOrigin::LocalDocker,
                     raw: Some(raw),
                     local: None,
+                    probe: None,
+                    cloudrun: None,
                 });
             }
             _ => {
-                let cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
-                let b = CloudRunBackend::connect(cfg.clone())
+                let mut cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
+                if let Some(p) = &opts.profile {
+                    cfg.latency_profile = Some(p.clone());
+                } else if cfg.latency_profile.is_none() {
+                    cfg.latency_profile = opts.default_profile.clone();
+                }
+                if let Some(n) = opts.pool_size {
+                    cfg.pool_size = n;
+                    cfg.validate().map_err(|e| fail(&e))?;
+                }
+                let mut b = CloudRunBackend::connect(cfg.clone())
                     .await
                     .map_err(|e| fail(&e))?;
+                if let Some(r) = &opts.recorder {
+                    b = b.with_recorder(r.clone());
+                }
+                let b = Arc::new(b);
                 let origin = b.origin();
+                let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
+                    crate::backends::cloudrun::probe::CloudRunPhaseProbe::new(b.clone()),
+                );
                 out.push(OpenBackend {
                     name,
                     local: b.local_cloud().cloned(),
-                    backend: Arc::new(b),
+                    backend: b.clone(),
                     origin,
                     raw: None,
+                    probe: Some(probe),
+                    cloudrun: Some(b),
                 });
             }
         }
@@ -122,9 +171,34 @@ pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError
     Ok(out)
 }
 
+/// Writes what `recorder` observed as a latency profile to `path` (named after the file),
+/// its sources naming `origin` and the time; returns how many operations it holds.
+pub fn write_recorded_profile(
+    path: &Path,
+    recorder: &crate::gcp::observe::CallRecorder,
+    origin: &str,
+) -> Result<usize, PipelineError> {
+    let name = path
+        .file_stem()
+        .map_or("recorded".into(), |s| s.to_string_lossy().into_owned());
+    let source = format!(
+        "bench --record-profile on {origin}, {}",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let profile = recorder.to_profile(&name, &source);
+    let text = profile
+        .to_toml()
+        .map_err(|e| std::io::Error::other(format!("cannot serialise the profile: {e}")))?;
+    report::write_atomic(path, text.as_bytes())?;
+    Ok(profile.latency.len())
+}
+
 /// Stops what the backends started for this run (the embedded emulator's executions).
 pub async fn close(backends: &[OpenBackend]) {
     for b in backends {
+        if let Some(c) = &b.cloudrun {
+            c.shutdown().await;
+        }
         if let Some(local) = &b.local {
             local.shutdown().await;
         }
@@ -203,7 +277,22 @@ pub fn load_conformance(path: &Path) -> Result<RunReport, PipelineError> {
     })
 }
 
-/// The gate's view of a conformance run.
+/// The backends the parity gate needs results from.
+pub const PARITY_BACKENDS: [&str; 2] = ["docker", "cloudrun"];
+
+/// The cases the parity gate needs on every backend of [`PARITY_BACKENDS`]: every built-in core
+/// case, and the heavy ones (the 500 MB transfer: the plan's files-up-to-500 MB MUST).
+pub fn required_cases() -> Result<Vec<conformance::Case>, PipelineError> {
+    Ok(conformance::builtin_cases()
+        .map_err(|e| PipelineError::Cases(e.to_string()))?
+        .into_iter()
+        .filter(|c| c.level == conformance::Level::Core || c.heavy)
+        .collect())
+}
+
+/// The gate's view of a conformance run: divergences, and what the run lacks of the whole
+/// suite ([`required_cases`] on [`PARITY_BACKENDS`]). A required case that is not core (the
+/// 500 MB transfer) must pass too.
 pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceSummary {
     let verdict = conformance::parity(report);
     let mut divergences: Vec<String> = verdict
@@ -220,11 +309,43 @@ pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceS
     for (backend, why) in &report.skipped_backends {
         divergences.push(format!("{backend} skipped: {why}"));
     }
+    let mut missing = Vec::new();
+    match required_cases() {
+        Err(e) => missing.push(format!("the required case list cannot be built: {e}")),
+        Ok(required) => {
+            for backend in PARITY_BACKENDS {
+                for case in &required {
+                    let rec = report
+                        .records
+                        .iter()
+                        .find(|r| r.id == case.id && r.backend == backend);
+                    match rec {
+                        None => missing.push(format!("{} on {backend}", case.id)),
+                        Some(r)
+                            if case.level != conformance::Level::Core
+                                && !matches!(
+                                    r.outcome,
+                                    conformance::Outcome::Passed | conformance::Outcome::Divergent
+                                ) =>
+                        {
+                            divergences.push(format!(
+                                "{} on {backend}: {} (a MUST of the plan)",
+                                case.id,
+                                r.outcome.as_str()
+                            ))
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
     let cases: std::collections::BTreeSet<&str> =
         report.records.iter().map(|r| r.id.as_str()).collect();
     acceptance::gate::ConformanceSummary {
         scenarios: cases.len() as u64,
         divergences,
+        missing,
     }
 }
 
@@ -238,6 +359,13 @@ pub struct BenchSettings {
     /// Stop cleanly on Ctrl-C.
     pub ctrl_c: bool,
 }
+
+/// The Cloud Run twin's budget under a profile whose executions take seconds to start: each
+/// cold start costs tens of seconds, each Storage call tens of ms.
+pub const TWIN_BUDGET: bench::BackendBudget = bench::BackendBudget {
+    iterations: 10,
+    cold_start_iterations: 2,
+};
 
 /// Runs the benchmark on opened backends.
 pub async fn bench(
@@ -253,9 +381,31 @@ pub async fn bench(
     };
     opts.events = writer.clone();
     for b in backends {
+        // The twin under a profile with slow executions: a small fixed number of cold
+        // samples and fewer iterations keep the main job short (see README, profiles).
+        let slow_twin = match &b.origin {
+            bench::BackendOrigin::CloudRunEmulator {
+                latency_profile: Some(f),
+                ..
+            }
+            | bench::BackendOrigin::CloudRunTwin {
+                latency_profile: Some(f),
+                ..
+            } => f.profile.as_ref().is_some_and(|p| {
+                p.phase(crate::acceptance::profile::EXEC_SCHEDULING)
+                    .is_some_and(|d| d.p50_ms >= 5_000.0)
+            }),
+            _ => false,
+        };
+        if slow_twin {
+            opts.budgets.insert(b.name.clone(), TWIN_BUDGET);
+        }
         opts.origins.insert(b.name.clone(), b.origin.clone());
         if let Some(raw) = &b.raw {
             opts.raw_baselines.insert(b.name.clone(), raw.clone());
+        }
+        if let Some(probe) = &b.probe {
+            opts.phase_probes.insert(b.name.clone(), probe.clone());
         }
     }
     let ctrl_c = settings
@@ -281,9 +431,24 @@ pub async fn bench(
 /// The projected Cloud Run cost from a bench report, when it measured Cloud Run.
 pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
     let measured = cost::MeasuredDurations::from_report(report, "cloudrun")?;
+    // The deployment the bench ran (recorded by the Cloud Run phase probe); a report without
+    // it is priced with the default configuration, and says so.
+    let recorded = report
+        .backend("cloudrun")
+        .and_then(|b| b.phases.as_ref())
+        .and_then(|p| p.deployment.clone());
+    let (deployment, source) = match recorded {
+        Some(d) => (d, "the configuration the bench ran"),
+        None => (
+            cost::Deployment::builtin(),
+            "default configuration: the report records none",
+        ),
+    };
     Some(cost::project(
         &suites.prices,
         &suites.cost_profile,
+        &deployment,
+        source,
         measured,
         &suites.monitoring,
     ))
@@ -298,6 +463,30 @@ pub struct GateEvidence {
     pub preflight: Option<acceptance::gate::PreflightSummary>,
     /// Health endpoint latencies.
     pub health: Option<Vec<acceptance::gate::HealthMeasurement>>,
+    /// Monitoring figures from the bench's event log.
+    pub metrics: Option<crate::metrics::MetricsReport>,
+}
+
+/// The monitoring figures of an event log, judged with the suites' thresholds and prices; a
+/// Cloud Run bench on the emulator labels the cost projection so.
+pub fn metrics_of(
+    events: &Path,
+    suites: &Suites,
+    bench: Option<&BenchReport>,
+) -> Result<crate::metrics::MetricsReport, PipelineError> {
+    let from_emulator = bench.is_some_and(|b| {
+        b.backends
+            .iter()
+            .any(|x| x.origin.is_emulated())
+    });
+    let opts = crate::metrics::MetricsOptions {
+        monitoring: suites.monitoring.clone(),
+        prices: suites.prices,
+        cost_profile: suites.cost_profile,
+        from_emulator,
+        ..crate::metrics::MetricsOptions::default()
+    };
+    Ok(crate::metrics::from_events(events, &opts)?)
 }
 
 /// Evaluates the gates of `phase` with what was measured.
@@ -316,8 +505,8 @@ pub fn evaluate_gate(
         conformance: evidence.conformance.clone(),
         preflight: evidence.preflight.clone(),
         health: evidence.health.clone(),
+        metrics: evidence.metrics.clone(),
         cost: bench.and_then(|b| cost_of(b, suites)),
-        ..GateInputs::default()
     };
     Ok(acceptance::gate(phase, &inputs)?)
 }
@@ -372,6 +561,11 @@ pub async fn health(
                 .as_ref()
                 .filter(|_| e.ok == e.attempts)
                 .map(|l| l.p50_seconds * 1000.0),
+            p99_ms: e
+                .latency
+                .as_ref()
+                .filter(|_| e.ok == e.attempts)
+                .map(|l| l.p99_seconds * 1000.0),
         })
         .collect()
 }
@@ -393,12 +587,144 @@ pub fn write_bench_reports(
     Ok(report::write_all(report, out_dir, &md)?)
 }
 
+/// What the main job (`run`) concludes: its exit code and each reason it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobVerdict {
+    /// 0 when nothing failed, 1 otherwise.
+    pub exit_code: u8,
+    /// One line per failure: each failed gate with the rows it names, a failed conformance run,
+    /// a partial bench.
+    pub failures: Vec<String>,
+}
+
+/// The main job's verdict: it fails exactly when the phase's gates fail (as `gate` does, naming
+/// each failing gate and the rows in its reason), when the conformance run failed, or when the
+/// bench is partial.
+pub fn job_verdict(gate: &GateResult, conformance_failed: bool, bench: &BenchReport) -> JobVerdict {
+    let mut failures: Vec<String> = gate
+        .gates
+        .iter()
+        .filter(|g| !g.passed)
+        .map(|g| format!("phase {} gate {} failed: {}", gate.phase, g.id, g.reason))
+        .collect();
+    if conformance_failed {
+        failures.push("the conformance run failed (see the parity matrix)".into());
+    }
+    if bench.partial {
+        failures.push(format!(
+            "the bench is partial: {}",
+            bench.partial_reason.as_deref().unwrap_or("incomplete")
+        ));
+    }
+    JobVerdict {
+        exit_code: u8::from(!failures.is_empty()),
+        failures,
+    }
+}
+
 /// Default per-case time limit of pipeline conformance runs.
 pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(id: &str, backend: &str, outcome: conformance::Outcome) -> conformance::CaseRecord {
+        let case = required_cases()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap();
+        conformance::CaseRecord {
+            id: id.into(),
+            area: case.area,
+            level: case.level,
+            backend: backend.into(),
+            outcome,
+            duration_ms: 1,
+            error: None,
+            failed_step: None,
+            limitation: None,
+            divergence: None,
+        }
+    }
+
+    fn run_report(records: Vec<conformance::CaseRecord>) -> RunReport {
+        RunReport {
+            backends: PARITY_BACKENDS.iter().map(|b| b.to_string()).collect(),
+            skipped_backends: Default::default(),
+            records,
+            stats: Default::default(),
+            excluded_heavy: Vec::new(),
+            cleanup_errors: Vec::new(),
+            duration_ms: 1,
+            origins: Default::default(),
+        }
+    }
+
+    #[test]
+    fn the_parity_gate_needs_the_whole_suite_on_both_backends() {
+        let required = required_cases().unwrap();
+        assert!(required.iter().any(|c| c.id == "transfer.roundtrip_500mb"));
+        let all: Vec<conformance::CaseRecord> = PARITY_BACKENDS
+            .iter()
+            .flat_map(|b| {
+                required
+                    .iter()
+                    .map(move |c| record(&c.id, b, conformance::Outcome::Passed))
+            })
+            .collect();
+        let inputs = |c: acceptance::gate::ConformanceSummary| GateInputs {
+            conformance: Some(c),
+            ..GateInputs::default()
+        };
+        let parity = |i: &GateInputs| {
+            acceptance::gate(1, i)
+                .unwrap()
+                .gates
+                .into_iter()
+                .find(|g| g.id == "conformance_parity")
+                .unwrap()
+        };
+        let full = conformance_summary(&run_report(all.clone()));
+        assert!(full.missing.is_empty(), "{:?}", full.missing);
+        let g = parity(&inputs(full));
+        assert!(g.passed, "{}", g.reason);
+
+        // A filtered run: only the stateful cases.
+        let filtered: Vec<_> = all
+            .iter()
+            .filter(|r| r.id.starts_with("stateful."))
+            .cloned()
+            .collect();
+        let g = parity(&inputs(conformance_summary(&run_report(filtered))));
+        assert!(!g.passed);
+        assert!(
+            g.reason.contains("lifecycle.identity on docker"),
+            "{}",
+            g.reason
+        );
+        assert!(
+            g.reason.contains("transfer.roundtrip_500mb on cloudrun"),
+            "{}",
+            g.reason
+        );
+
+        // The 500 MB transfer is a MUST: failing it fails the gate though it is not core.
+        let mut big_fails = all.clone();
+        for r in big_fails
+            .iter_mut()
+            .filter(|r| r.id == "transfer.roundtrip_500mb")
+        {
+            r.outcome = conformance::Outcome::Failed;
+        }
+        let g = parity(&inputs(conformance_summary(&run_report(big_fails))));
+        assert!(
+            !g.passed && g.reason.contains("a MUST of the plan"),
+            "{}",
+            g.reason
+        );
+    }
 
     #[test]
     fn backend_lists() {
@@ -413,5 +739,91 @@ mod tests {
             Err(PipelineError::UnknownBackend(n)) if n == "k8s"
         ));
         assert!(backend_names(" , ").is_err());
+    }
+
+    /// The cost table prices the deployment the bench recorded: a report taken with another
+    /// configuration gets other polling and pool lines.
+    #[test]
+    fn the_cost_follows_the_recorded_configuration() {
+        use crate::bench::{BackendContext, BackendReport, Measurement, Sample};
+        let report_with = |cfg: Option<&CloudRunConfig>| {
+            let samples = (0..3)
+                .map(|_| Sample {
+                    measurement: Measurement::WarmExec,
+                    op: "exec_stateful".into(),
+                    started_at: chrono::Utc::now(),
+                    duration_us: 200_000,
+                    ok: true,
+                    error_class: None,
+                    exit_code: Some(0),
+                    detail: None,
+                })
+                .collect();
+            let backend = BackendReport::from_samples(
+                BackendContext {
+                    name: "cloudrun".into(),
+                    backend: "cloudrun".into(),
+                    phases: cfg.map(|c| bench::phases::PhaseReport {
+                        deployment: Some(cost::Deployment::from_config(c).unwrap()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                samples,
+                &crate::acceptance::Tables::builtin(),
+            );
+            BenchReport {
+                schema_version: bench::SCHEMA_VERSION,
+                started_at: chrono::Utc::now(),
+                finished_at: chrono::Utc::now(),
+                partial: false,
+                partial_reason: None,
+                environment: Default::default(),
+                options: bench::OptionsRecord::from(&BenchOptions::default()),
+                backends: vec![backend],
+            }
+        };
+        let suites = Suites::builtin();
+        let polls = |c: &CostBreakdown| {
+            c.items
+                .iter()
+                .find(|i| i.item.starts_with("Worker inbox polls"))
+                .map(|i| (i.item.clone(), i.quantity))
+                .unwrap()
+        };
+        let default = cost_of(&report_with(None), &suites).unwrap();
+        assert!(
+            default
+                .deployment_source
+                .starts_with("default configuration")
+        );
+        let cfg = CloudRunConfig {
+            poll_min_ms: 200,
+            poll_max_ms: 5000,
+            pool_size: 3,
+            ..CloudRunConfig::default()
+        };
+        let ran = cost_of(&report_with(Some(&cfg)), &suites).unwrap();
+        assert_eq!(ran.deployment_source, "the configuration the bench ran");
+        assert!(
+            polls(&ran).0.contains("every 200-5000 ms"),
+            "{:?}",
+            polls(&ran)
+        );
+        assert!(
+            polls(&ran).1 < polls(&default).1,
+            "a slower schedule polls less"
+        );
+        assert!(
+            ran.items
+                .iter()
+                .any(|i| i.item.starts_with("Warm pool: 3 idle"))
+        );
+        assert!(
+            !default
+                .items
+                .iter()
+                .any(|i| i.item.starts_with("Warm pool"))
+        );
     }
 }

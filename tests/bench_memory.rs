@@ -21,6 +21,8 @@ fn backend(cfg: MemoryConfig) -> Vec<(String, Arc<dyn SandboxBackend>)> {
 fn small_opts() -> BenchOptions {
     BenchOptions {
         iterations: 6,
+        // 350 mixed operations: enough for a "> 99 %" claim (300), quick on the double.
+        mixed_rounds: 50,
         warmup: 1,
         cold_start_iterations: 2,
         concurrency: 2,
@@ -240,4 +242,111 @@ async fn gate_passes_on_healthy_data_and_fails_on_an_unreachable_threshold() {
         acc.reason
     );
     assert!(g.render().contains("FAIL"));
+}
+
+const COLD_TABLES: &str = r#"
+[[table]]
+id = "memory"
+backend = "memory"
+title = "Memory double"
+citation = "test"
+[[table.row]]
+metric = "cold_start"
+statistic = "p50"
+plan = "< 10 s"
+target = { lt_seconds = 10.0 }
+[[table.row]]
+metric = "success_rate"
+statistic = "rate"
+plan = "> 99.5 % / > 99 %"
+target = { gt_percent = 99.5 }
+acceptable = { gt_percent = 99.0 }
+"#;
+
+const COLD_PHASES: &str = r#"
+[[phase]]
+number = 1
+name = "test"
+[[phase.gate]]
+id = "acceptance"
+check = "acceptance"
+backend = "memory"
+level = "acceptable"
+description = "acceptable met"
+"#;
+
+/// One failed cold start among twenty: its latency row, which judges only the nineteen that
+/// succeeded, must still fail and say why, and the main job's verdict must fail naming it.
+#[tokio::test]
+async fn one_failing_cold_start_among_twenty_fails_the_row_and_the_run() {
+    let tables = Tables::parse(COLD_TABLES, "test").unwrap();
+    let opts = BenchOptions {
+        warmup: 0,
+        cold_start_iterations: 20,
+        tables: tables.clone(),
+        ..small_opts()
+    };
+    // The cold starts are the run's first creates: the 7th is one of them.
+    let cfg = MemoryConfig {
+        fail_nth: vec![("create".into(), 7, ErrorKind::Backend)],
+        ..Default::default()
+    };
+    let r = bench::run(backend(cfg), opts).await;
+    let b = r.backend("memory").unwrap();
+    let cold = &b.measurements[&Measurement::ColdStart];
+    assert_eq!((cold.attempted, cold.succeeded), (20, 19));
+    assert_eq!(cold.errors[&ErrorClass::Backend], 1);
+    let row = b
+        .verdicts
+        .iter()
+        .find(|v| v.row.metric.as_str() == "cold_start")
+        .unwrap();
+    assert_eq!(row.verdict, acceptance::Verdict::Fails);
+    assert_eq!(row.note.as_deref(), Some("1 of 20 failed (backend: 1)"));
+    // The failed create counts in the success rate, over every operation.
+    assert_eq!(b.rates.errors_by_class[&ErrorClass::Backend], 1);
+    assert_eq!(b.rates.succeeded + 1, b.rates.operations);
+
+    let suites = acceptance::Suites {
+        tables,
+        phases: PhaseFile::parse(COLD_PHASES, "test").unwrap(),
+        ..acceptance::Suites::builtin()
+    };
+    let gate = sandbox_harness::pipeline::evaluate_gate(
+        1,
+        &suites,
+        Some(&r),
+        &sandbox_harness::pipeline::GateEvidence::default(),
+    )
+    .unwrap();
+    let verdict = sandbox_harness::pipeline::job_verdict(&gate, false, &r);
+    assert_eq!(verdict.exit_code, 1);
+    assert_eq!(verdict.failures.len(), 1, "{:?}", verdict.failures);
+    assert!(
+        verdict.failures[0].contains("gate acceptance failed")
+            && verdict.failures[0].contains("Cold start fails"),
+        "{:?}",
+        verdict.failures
+    );
+
+    // The same run without the planted failure passes.
+    let clean = bench::run(
+        backend(MemoryConfig::default()),
+        BenchOptions {
+            warmup: 0,
+            cold_start_iterations: 20,
+            tables: suites.tables.clone(),
+            ..small_opts()
+        },
+    )
+    .await;
+    let gate = sandbox_harness::pipeline::evaluate_gate(
+        1,
+        &suites,
+        Some(&clean),
+        &sandbox_harness::pipeline::GateEvidence::default(),
+    )
+    .unwrap();
+    let verdict = sandbox_harness::pipeline::job_verdict(&gate, false, &clean);
+    assert_eq!(verdict.exit_code, 0, "{:?}", verdict.failures);
 }

@@ -1,5 +1,6 @@
-//! `sandbox-harness gate --phase 1` as CI runs it: exit 0 on a healthy setup, non-zero naming
-//! the failed gate when a threshold is made unreachable. The measurements are real (a short
+//! `sandbox-harness gate` as CI runs it: phase 1 fails naming the missing cases of a filtered
+//! conformance run and the row an unreachable threshold fails; phase 2 judges the bench's own
+//! event log and fails with "no data" without one. The measurements are real (a short
 //! Cloud Run bench on the embedded emulator, and a conformance subset on both backends); the
 //! team's own acceptance table is given with `--suites` (here: the plan's rows that this short
 //! run measures).
@@ -58,21 +59,33 @@ fn gate(dir: &Path, suites: &Path) -> std::process::Output {
     ])
 }
 
+fn gate_line<'a>(text: &'a str, id: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.trim_start_matches('|').trim_start().starts_with(id))
+        .unwrap_or_else(|| panic!("no `{id}` row in:\n{text}"))
+}
+
 #[test]
-fn gate_phase_1_passes_when_healthy_and_fails_on_an_unreachable_threshold() {
+fn gate_phase_1_needs_the_whole_suite_and_phase_2_judges_the_event_log() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
+    let events = dir.path().join("events.jsonl");
+    // 90 mixed rounds: 630 cheap operations, enough for the "> 99.5 %" claim (600).
     let bench = harness(&[
         "bench",
         "--backend",
         "cloudrun",
         "--iterations",
         "3",
+        "--mixed-rounds",
+        "90",
         "--cold-starts",
         "1",
         "--concurrency",
         "0",
         "--no-large",
+        "--events",
+        events.to_str().unwrap(),
         "--out",
         out,
     ]);
@@ -96,14 +109,24 @@ fn gate_phase_1_passes_when_healthy_and_fails_on_an_unreachable_threshold() {
         String::from_utf8_lossy(&conform.stderr)
     );
 
+    // A filtered conformance run is not evidence of parity: the gate names what is missing.
     let healthy = dir.path().join("healthy");
     std::fs::create_dir_all(&healthy).unwrap();
     std::fs::write(healthy.join("acceptance.toml"), table("2.0", "3.0")).unwrap();
     let g = gate(dir.path(), &healthy);
     let text = String::from_utf8_lossy(&g.stdout);
-    assert_eq!(g.status.code(), Some(0), "{text}");
+    assert_eq!(g.status.code(), Some(1), "{text}");
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains("| FAIL")).collect();
+    assert_eq!(failed.len(), 1, "{text}");
     assert!(
-        text.contains("Phase 1 (Parity and acceptance): all gates pass."),
+        failed[0].contains("conformance_parity")
+            && failed[0].contains("not the whole suite")
+            && failed[0].contains("lifecycle.identity on docker")
+            && failed[0].contains("transfer.roundtrip_500mb on cloudrun"),
+        "{text}"
+    );
+    assert!(
+        gate_line(&text, "cloudrun_acceptable").contains("| pass"),
         "{text}"
     );
 
@@ -117,10 +140,42 @@ fn gate_phase_1_passes_when_healthy_and_fails_on_an_unreachable_threshold() {
     let g = gate(dir.path(), &impossible);
     let text = String::from_utf8_lossy(&g.stdout);
     assert_eq!(g.status.code(), Some(1), "{text}");
-    let failed: Vec<&str> = text.lines().filter(|l| l.contains("| FAIL")).collect();
-    assert_eq!(failed.len(), 1, "{text}");
+    let line = gate_line(&text, "cloudrun_acceptable");
     assert!(
-        failed[0].contains("cloudrun_acceptable") && failed[0].contains("Warm execution"),
+        line.contains("| FAIL") && line.contains("Warm execution"),
+        "{text}"
+    );
+
+    // Phase 2: the monitoring gate judges the bench's own event log, and fails without one.
+    let phase2 = |extra: &[&str]| {
+        let report = dir.path().join("latest.json");
+        let suites = healthy.to_str().unwrap().to_string();
+        let gate_out = dir.path().join("gate2");
+        let mut args = vec![
+            "gate",
+            "--phase",
+            "2",
+            "--report",
+            report.to_str().unwrap(),
+            "--suites",
+            &suites,
+            "--out",
+            gate_out.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        String::from_utf8_lossy(&harness(&refs).stdout).into_owned()
+    };
+    let text = phase2(&["--events", events.to_str().unwrap()]);
+    let line = gate_line(&text, "monitoring");
+    assert!(line.contains("| pass"), "{text}");
+    let text = phase2(&[]);
+    let line = gate_line(&text, "monitoring");
+    assert!(
+        line.contains("| FAIL") && line.contains("no data"),
         "{text}"
     );
 }

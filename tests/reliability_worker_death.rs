@@ -37,6 +37,11 @@ async fn cancel_and_wait(backend: &CloudRunBackend, exec: &str) {
         .cancel_execution(exec)
         .await
         .expect("cancel");
+    wait_done(backend, exec, Duration::from_secs(60)).await;
+}
+
+/// Waits until Cloud Run reports `exec` finished; fails the test after `limit`.
+async fn wait_done(backend: &CloudRunBackend, exec: &str, limit: Duration) {
     let t = Instant::now();
     while !backend
         .run_client()
@@ -45,7 +50,7 @@ async fn cancel_and_wait(backend: &CloudRunBackend, exec: &str) {
         .expect("get execution")
         .is_done()
     {
-        assert!(t.elapsed() < Duration::from_secs(60), "{exec} never ended");
+        assert!(t.elapsed() < limit, "{exec} never ended");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -84,6 +89,12 @@ enum Death {
     KilledWhileRunning,
     /// The task reaches its execution timeout while the command runs.
     TimeoutWhileRunning,
+    /// The command stages a write on the workspace volume beyond the job's memory limit and
+    /// the instance is killed for it: Cloud Storage FUSE stages written files in the
+    /// instance's memory until close, and Cloud Run stops an instance past its limit
+    /// (https://cloud.google.com/run/docs/configuring/jobs/cloud-storage-volume-mounts,
+    /// "Memory requirements"; https://cloud.google.com/run/docs/configuring/jobs/memory-limits).
+    OutOfMemoryWhileRunning,
     /// The worker crashes when the request shows up, before claiming it.
     CrashBeforeClaim,
     /// The worker runs the request, then crashes before its answer is in place.
@@ -136,6 +147,10 @@ async fn worker_death(death: Death) {
     }
     let command = match death {
         Death::CrashWhileAnswering => "echo ran >> /workspace/w/side-effect",
+        // Twice the job's 512Mi, written in one open file so it is staged until close.
+        Death::OutOfMemoryWhileRunning => {
+            "touch /tmp/sleeping; head -c 1073741824 /dev/zero > /workspace/w/big; sleep 60"
+        }
         _ => "touch /tmp/sleeping; sleep 60",
     };
     let runner = {
@@ -184,6 +199,12 @@ async fn worker_death(death: Death) {
             exec
         }
         Death::TimeoutWhileRunning => first.clone(),
+        Death::OutOfMemoryWhileRunning => {
+            // How long staging 512 MiB takes depends on the machine's load; the bound below
+            // starts once Cloud Run has ended the execution.
+            wait_done(&backend, &first, Duration::from_secs(300)).await;
+            first.clone()
+        }
         Death::CrashBeforeClaim | Death::CrashWhileAnswering => {
             // The armed worker may be gone already: look for any execution but the first.
             let job = format!("{}/jobs/sandbox-{}", backend.parent(), sb.id());
@@ -277,6 +298,11 @@ async fn cloudrun_worker_killed_while_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudrun_worker_timeout_while_running() {
     worker_death(Death::TimeoutWhileRunning).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudrun_worker_out_of_memory_while_running() {
+    worker_death(Death::OutOfMemoryWhileRunning).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

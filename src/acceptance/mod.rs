@@ -7,6 +7,7 @@
 //! `NotMeasured`.
 
 pub mod gate;
+pub mod profile;
 
 use std::fmt;
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 pub use gate::{GateCheck, GateInputs, GateOutcome, GateResult, Phase, PhaseFile, gate};
+pub use profile::LatencyProfile;
 
 /// The suites shipped with the harness (used when no file is given).
 pub const DEFAULT_ACCEPTANCE_TOML: &str = include_str!("../../suites/acceptance.toml");
@@ -575,6 +577,9 @@ pub enum Verdict {
     NoThreshold,
     /// Nothing was measured for the row (skipped, failed setup, or cancelled).
     NotMeasured,
+    /// The figure is within a bound, but too few samples stand behind it to claim so (see
+    /// [`Bound::required_samples`]); never counts as meeting anything.
+    InsufficientSamples,
 }
 
 impl Verdict {
@@ -586,6 +591,7 @@ impl Verdict {
             Verdict::Fails => "fails",
             Verdict::NoThreshold => "no threshold",
             Verdict::NotMeasured => "not measured",
+            Verdict::InsufficientSamples => "insufficient samples",
         }
     }
 
@@ -612,6 +618,81 @@ pub enum Level {
     Target,
     /// The acceptable column (or the target when a row has no acceptable bound).
     Acceptable,
+}
+
+/// Samples a claim about `statistic` against `bound` needs before it can be called met.
+///
+/// Rates: with no failure seen in n operations, a 95 % upper bound on the failure rate is about
+/// 3/n (the "rule of three"), so claiming a failure rate below f needs n >= 3/f: "> 99.5 %"
+/// (f = 0.5 %) needs 600, "> 99 %" 300, "< 0.1 %" 3000. A bound that allows no failure at all
+/// ("100 %", alert on any loss) is a count, not an estimate: one check is enough to judge it.
+/// Latencies: percentile q is distinct from the largest sample only with n >= 1/(1-q): p90 needs
+/// 10, p95 20, p99 100; a median, mean or maximum is judged on whatever was measured.
+pub fn required_samples(statistic: Statistic, bound: &Bound) -> u64 {
+    let by_fraction = |f: f64| -> u64 {
+        if f <= 0.0 {
+            return 1;
+        }
+        // Round away float noise (3 / 0.005 = 599.999...) before taking the ceiling.
+        (((3.0 / f) * 1e6).round() / 1e6).ceil().max(1.0) as u64
+    };
+    match bound.unit {
+        Unit::Percent => match bound.cmp {
+            // A success-type bound: the failures it allows are what is left of 100 %.
+            Cmp::Gt | Cmp::Ge => by_fraction((100.0 - bound.value) / 100.0),
+            // An error-type bound: the failures it allows are the bound itself.
+            Cmp::Lt | Cmp::Le => by_fraction(bound.value / 100.0),
+        },
+        Unit::Seconds => match statistic {
+            Statistic::P90 => 10,
+            Statistic::P95 => 20,
+            Statistic::P99 => 100,
+            Statistic::P50 | Statistic::Max | Statistic::Mean | Statistic::Rate => 1,
+        },
+    }
+}
+
+/// The note of a verdict that lacks samples: "insufficient samples (n, need N)".
+pub fn insufficient_note(n: u64, need: u64) -> String {
+    format!("insufficient samples ({n}, need {need})")
+}
+
+/// Judges a figure against a row as [`verdict`] does, knowing the `n` samples behind it: a bound
+/// the figure satisfies counts only when `n` reaches [`required_samples`] for it; otherwise the
+/// verdict is [`Verdict::InsufficientSamples`] with a note saying how many are needed. A figure
+/// outside every bound fails whatever `n` is.
+pub fn verdict_with_samples(row: &Row, measured: Option<f64>, n: u64) -> (Verdict, Option<String>) {
+    let plain = verdict(row, measured);
+    let need = |b: Option<Bound>| b.map_or(0, |b| required_samples(row.statistic, &b));
+    match plain {
+        Verdict::MeetsTarget => {
+            let t = need(row.target);
+            if n >= t {
+                return (Verdict::MeetsTarget, None);
+            }
+            let a = need(row.acceptable);
+            if row.acceptable.is_some() && n >= a {
+                return (
+                    Verdict::Acceptable,
+                    Some(format!("target needs {t} samples, have {n}")),
+                );
+            }
+            let least = if row.acceptable.is_some() { a } else { t };
+            (
+                Verdict::InsufficientSamples,
+                Some(insufficient_note(n, least)),
+            )
+        }
+        Verdict::Acceptable => {
+            let a = need(row.acceptable);
+            if n >= a {
+                (Verdict::Acceptable, None)
+            } else {
+                (Verdict::InsufficientSamples, Some(insufficient_note(n, a)))
+            }
+        }
+        other => (other, None),
+    }
 }
 
 /// Judges a measured figure (seconds, or percent for rates) against a row.
@@ -663,6 +744,12 @@ pub struct Monitoring {
     pub error_rate_target_lt_percent: f64,
     /// Error rate alert.
     pub error_rate_alert_gt_percent: f64,
+    /// Success rate target (the plan: > 99.5 %).
+    #[serde(default = "default_success_target")]
+    pub success_rate_target_gt_percent: f64,
+    /// Success rate alert (the plan: alert below 99 %).
+    #[serde(default = "default_success_alert")]
+    pub success_rate_alert_lt_percent: f64,
     /// Monthly cost budget.
     pub cost_budget_usd_per_month: f64,
     /// Monthly cost alert.
@@ -671,6 +758,14 @@ pub struct Monitoring {
     pub state_consistency_target_percent: f64,
     /// Alert when more state losses than this are seen.
     pub state_loss_alert_gt_count: u64,
+}
+
+fn default_success_target() -> f64 {
+    99.5
+}
+
+fn default_success_alert() -> f64 {
+    99.0
 }
 
 impl Monitoring {
@@ -701,13 +796,15 @@ pub struct HealthEndpoint {
 }
 
 impl HealthEndpoint {
-    /// Judges a measured latency in milliseconds.
-    pub fn verdict(&self, measured_ms: Option<f64>) -> Verdict {
-        match measured_ms.filter(|m| m.is_finite()) {
-            None => Verdict::NotMeasured,
-            Some(m) if m < self.target_lt_ms => Verdict::MeetsTarget,
-            Some(m) if m <= self.max_acceptable_ms => Verdict::Acceptable,
-            Some(_) => Verdict::Fails,
+    /// Judges an endpoint as the plan's table reads: the typical figure (p50, ms) against the
+    /// target, the tail (p99, ms; with few probes the largest one) against max acceptable.
+    pub fn verdict(&self, p50_ms: Option<f64>, p99_ms: Option<f64>) -> Verdict {
+        let finite = |v: Option<f64>| v.filter(|m| m.is_finite());
+        match (finite(p50_ms), finite(p99_ms)) {
+            (None, _) | (_, None) => Verdict::NotMeasured,
+            (_, Some(tail)) if tail > self.max_acceptable_ms => Verdict::Fails,
+            (Some(m), _) if m < self.target_lt_ms => Verdict::MeetsTarget,
+            (Some(_), _) => Verdict::Acceptable,
         }
     }
 }
@@ -841,11 +938,78 @@ target = { lt_seconds = 1.0, le_seconds = 2.0 }
     }
 
     #[test]
+    fn required_samples_follow_the_rule_of_three_and_the_percentile() {
+        let pct = |spec: BoundSpec| Bound::from_spec(&spec).unwrap();
+        let gt = |v| {
+            pct(BoundSpec {
+                gt_percent: Some(v),
+                ..Default::default()
+            })
+        };
+        let lt = |v| {
+            pct(BoundSpec {
+                lt_percent: Some(v),
+                ..Default::default()
+            })
+        };
+        assert_eq!(required_samples(Statistic::Rate, &gt(99.5)), 600);
+        assert_eq!(required_samples(Statistic::Rate, &gt(99.0)), 300);
+        assert_eq!(required_samples(Statistic::Rate, &lt(0.1)), 3000);
+        let all = pct(BoundSpec {
+            ge_percent: Some(100.0),
+            ..Default::default()
+        });
+        assert_eq!(required_samples(Statistic::Rate, &all), 1);
+        let secs = pct(BoundSpec {
+            lt_seconds: Some(1.0),
+            ..Default::default()
+        });
+        assert_eq!(required_samples(Statistic::P99, &secs), 100);
+        assert_eq!(required_samples(Statistic::P50, &secs), 1);
+    }
+
+    #[test]
+    fn too_few_samples_never_meet() {
+        let mut r = row(
+            BoundSpec {
+                gt_percent: Some(99.5),
+                ..Default::default()
+            },
+            Some(BoundSpec {
+                gt_percent: Some(99.0),
+                ..Default::default()
+            }),
+        );
+        r.metric = MetricId::SuccessRate;
+        r.statistic = Statistic::Rate;
+        assert_eq!(
+            verdict_with_samples(&r, Some(100.0), 140),
+            (
+                Verdict::InsufficientSamples,
+                Some("insufficient samples (140, need 300)".into())
+            )
+        );
+        let (v, note) = verdict_with_samples(&r, Some(100.0), 450);
+        assert_eq!(v, Verdict::Acceptable);
+        assert!(note.unwrap().contains("target needs 600"));
+        assert_eq!(
+            verdict_with_samples(&r, Some(100.0), 600),
+            (Verdict::MeetsTarget, None)
+        );
+        // Failures seen are evidence whatever n is.
+        assert_eq!(verdict_with_samples(&r, Some(90.0), 10).0, Verdict::Fails);
+        assert!(!Verdict::InsufficientSamples.satisfies(Level::Acceptable));
+    }
+
+    #[test]
     fn health_verdicts() {
+        // /health: target < 100 ms, max acceptable 200 ms.
         let h = &HealthTable::builtin().endpoints[0];
-        assert_eq!(h.verdict(Some(50.0)), Verdict::MeetsTarget);
-        assert_eq!(h.verdict(Some(150.0)), Verdict::Acceptable);
-        assert_eq!(h.verdict(Some(250.0)), Verdict::Fails);
+        assert_eq!(h.verdict(Some(50.0), Some(90.0)), Verdict::MeetsTarget);
+        assert_eq!(h.verdict(Some(150.0), Some(190.0)), Verdict::Acceptable);
+        // A good median does not hide a tail beyond max acceptable.
+        assert_eq!(h.verdict(Some(50.0), Some(250.0)), Verdict::Fails);
+        assert_eq!(h.verdict(Some(50.0), None), Verdict::NotMeasured);
     }
 }
 

@@ -75,9 +75,21 @@ struct Ctx<'a> {
     pb: &'a ProgressBar,
     /// Resident memory while the 500 MB transfers ran.
     large_rss: Mutex<Option<super::RssWindow>>,
+    /// How long each part of the run took, in order.
+    parts: Mutex<Vec<super::PartTiming>>,
 }
 
 impl Ctx<'_> {
+    /// Records that the part `name`, begun at `started`, is over.
+    fn part_done(&self, name: &str, started: Instant) {
+        if let Ok(mut p) = self.parts.lock() {
+            p.push(super::PartTiming {
+                part: name.to_string(),
+                seconds: started.elapsed().as_secs_f64(),
+            });
+        }
+    }
+
     fn cancelled(&self) -> bool {
         self.opts.cancel.is_cancelled()
     }
@@ -325,7 +337,9 @@ fn progress_bar(opts: &BenchOptions, total: u64) -> ProgressBar {
 
 fn planned_ops(opts: &BenchOptions, raw: bool, browser: bool) -> u64 {
     let n = opts.iterations as u64;
-    let mut t = opts.cold_start_iterations as u64 + n * (1 + 2 + 1 + MIXED_OPS as u64 + 1);
+    let mut t = opts.cold_start_iterations as u64
+        + n * (1 + 2 + 1 + 1)
+        + opts.mixed_rounds as u64 * MIXED_OPS as u64;
     if raw {
         t += n;
     }
@@ -426,6 +440,7 @@ async fn run_backend(
     opts: &BenchOptions,
     pb: &ProgressBar,
 ) -> BackendReport {
+    let opts = &*opts.for_backend(label);
     let ctx = Ctx {
         label: label.to_string(),
         backend: backend.name().to_string(),
@@ -433,12 +448,15 @@ async fn run_backend(
         samples: Mutex::new(Vec::new()),
         pb,
         large_rss: Mutex::new(None),
+        parts: Mutex::new(Vec::new()),
     };
     let raw = opts.raw_baselines.get(label).cloned();
     let mut setup_errors = Vec::new();
     let mut concurrency = None;
 
+    let t = Instant::now();
     cold_start(&ctx, backend).await;
+    ctx.part_done("cold starts", t);
     if !ctx.cancelled() {
         let (sb, ok) = ctx.create(backend, Measurement::Setup, true).await;
         if let Some(sb) = &sb
@@ -456,13 +474,22 @@ async fn run_backend(
         }
     }
     if opts.concurrency > 0 && !ctx.cancelled() {
+        let t = Instant::now();
         concurrency = concurrent(&ctx, backend, &mut setup_errors).await;
+        ctx.part_done("concurrency", t);
     }
     if opts.browser_starts > 0 && backend.capabilities().browser && !ctx.cancelled() {
+        let t = Instant::now();
         browser(&ctx, backend, &mut setup_errors).await;
+        ctx.part_done("browser", t);
     }
+    let phases = match opts.phase_probes.get(label) {
+        Some(probe) if !ctx.cancelled() => Some(run_probe(probe.as_ref(), opts).await),
+        _ => None,
+    };
     let partial = ctx.cancelled() || !setup_errors.is_empty();
     let large_transfer_rss = ctx.large_rss.lock().ok().and_then(|g| *g);
+    let parts = ctx.parts.lock().map(|p| p.clone()).unwrap_or_default();
     let samples = ctx.samples.into_inner().unwrap_or_default();
     let report_ctx = BackendContext {
         name: label.to_string(),
@@ -476,13 +503,37 @@ async fn run_backend(
             .filter(|_| opts.include_large)
             .and_then(|r| r.transfer_description()),
         large_transfer_rss,
+        phases,
         setup_errors,
+        parts,
     };
     let mut report = BackendReport::from_samples(report_ctx, samples, &opts.tables);
     if !opts.keep_samples {
         report.samples.clear();
     }
     report
+}
+
+/// Runs a backend's phase probe (not a measurement: it leaves no samples; a failure is kept
+/// in the probe's report).
+async fn run_probe(
+    probe: &dyn super::phases::PhaseProbe,
+    opts: &BenchOptions,
+) -> super::phases::PhaseReport {
+    let creations = opts.cold_start_iterations.max(1);
+    let deadline = opts.op_timeout * (2 * creations as u32 + 2);
+    let res = tokio::select! {
+        _ = opts.cancel.cancelled() => Err("cancelled".to_string()),
+        r = tokio::time::timeout(deadline, probe.probe(creations)) => match r {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("the phase probe did not finish within {deadline:?}")),
+        },
+    };
+    res.unwrap_or_else(|e| super::phases::PhaseReport {
+        errors: vec![e],
+        ..Default::default()
+    })
 }
 
 async fn cold_start(ctx: &Ctx<'_>, backend: &Arc<dyn SandboxBackend>) {
@@ -513,6 +564,7 @@ async fn main_phases(
     let w = opts.warmup;
 
     // Warm stateful exec.
+    let t = Instant::now();
     for i in 0..(w + n) {
         let r = ctx
             .timed(
@@ -531,7 +583,9 @@ async fn main_phases(
         }
     }
 
+    ctx.part_done("warm exec", t);
     // The raw baseline next to it.
+    let t = Instant::now();
     if let Some(raw) = raw {
         let desc = raw.description();
         for i in 0..(w + n) {
@@ -583,6 +637,8 @@ async fn main_phases(
         Some(Ok(())) => {}
     }
 
+    ctx.part_done("raw baseline", t);
+    let t = Instant::now();
     let small = format!("{}/transfer-10mib.bin", opts.workdir);
     if !transfers(
         ctx,
@@ -599,6 +655,8 @@ async fn main_phases(
     {
         return;
     }
+    ctx.part_done("10 MB transfers", t);
+    let t = Instant::now();
     if opts.include_large {
         let large = format!("{}/transfer-500mib.bin", opts.workdir);
         let lt = opts.large_op_timeout;
@@ -632,7 +690,11 @@ async fn main_phases(
         }
     }
 
+    if opts.include_large {
+        ctx.part_done("500 MB transfers", t);
+    }
     // Background process start.
+    let t = Instant::now();
     for i in 0..(w + n) {
         let record = i >= w;
         let r = ctx
@@ -678,10 +740,15 @@ async fn main_phases(
         }
     }
 
-    if !mixed(ctx, sb, w, n).await {
+    ctx.part_done("background starts", t);
+    let t = Instant::now();
+    if !mixed(ctx, sb, w, opts.mixed_rounds).await {
         return;
     }
+    ctx.part_done("mixed workload", t);
+    let t = Instant::now();
     state_consistency(ctx, sb, n, setup_errors).await;
+    ctx.part_done("state consistency", t);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1087,8 +1154,8 @@ async fn state_consistency(
         let kind = match &r {
             None => return,
             Some(Ok(())) => Some(EventKind::StateChecked),
-            Some(Err(e)) if e.class == ErrorClass::WrongResult => Some(EventKind::StateLoss),
-            Some(Err(_)) => None,
+            // An errored check could not show the state was kept: a loss too.
+            Some(Err(_)) => Some(EventKind::StateLoss),
         };
         if let Some(kind) = kind {
             let mut ev = Event::new(kind, &ctx.backend);

@@ -28,12 +28,16 @@ pub struct MemoryConfig {
     pub fail_every: Option<(u64, ErrorKind)>,
     /// Every n-th stateful command forgets the session's cwd and env first.
     pub lose_state_every: Option<u64>,
+    /// Planted failures: the n-th call (1-based, counted per operation name across the
+    /// backend, e.g. `("create", 7)`) fails with the class.
+    pub fail_nth: Vec<(String, u64, ErrorKind)>,
 }
 
 /// The in-memory backend.
 pub struct MemoryBackend {
     cfg: MemoryConfig,
     ops: Arc<AtomicU64>,
+    per_op: Arc<Mutex<BTreeMap<String, u64>>>,
     next_id: AtomicU64,
 }
 
@@ -43,6 +47,7 @@ impl MemoryBackend {
         MemoryBackend {
             cfg,
             ops: Arc::new(AtomicU64::new(0)),
+            per_op: Arc::new(Mutex::new(BTreeMap::new())),
             next_id: AtomicU64::new(1),
         }
     }
@@ -67,6 +72,7 @@ impl SandboxBackend for MemoryBackend {
             id,
             cfg: self.cfg.clone(),
             ops: self.ops.clone(),
+            per_op: self.per_op.clone(),
             state_cmds: AtomicU64::new(0),
             inner: Mutex::new(Inner::default()),
         };
@@ -96,6 +102,7 @@ pub struct MemorySandbox {
     id: String,
     cfg: MemoryConfig,
     ops: Arc<AtomicU64>,
+    per_op: Arc<Mutex<BTreeMap<String, u64>>>,
     state_cmds: AtomicU64,
     inner: Mutex<Inner>,
 }
@@ -111,6 +118,25 @@ impl MemorySandbox {
             && n.is_multiple_of(every)
         {
             return Err(SandboxError::new(kind, &self.id, op, "injected failure"));
+        }
+        if !self.cfg.fail_nth.is_empty() {
+            let nth = {
+                let mut g = self
+                    .per_op
+                    .lock()
+                    .map_err(|_| SandboxError::backend(&self.id, op, "state poisoned"))?;
+                let c = g.entry(op.to_string()).or_default();
+                *c += 1;
+                *c
+            };
+            if let Some((_, _, kind)) = self
+                .cfg
+                .fail_nth
+                .iter()
+                .find(|(o, n, _)| o == op && *n == nth)
+            {
+                return Err(SandboxError::new(*kind, &self.id, op, "planted failure"));
+            }
         }
         Ok(())
     }

@@ -109,6 +109,12 @@ impl Registry {
 /// configuration) and `cloudrun` (configured from the environment; the embedded emulator when
 /// no GCP project is set).
 pub fn default_registry() -> Registry {
+    default_registry_with(None)
+}
+
+/// [`default_registry`] with the Cloud Run twin's latency profile set (a built-in name or a
+/// file; `None`: the configuration's, else `none`).
+pub fn default_registry_with(twin_profile: Option<String>) -> Registry {
     let mut r = Registry::new();
     r.register("docker", || async {
         use crate::backends::docker::{DockerBackend, DockerConfig};
@@ -126,24 +132,33 @@ pub fn default_registry() -> Registry {
             Err(e) => Err(FactoryError::Failed(e.to_string())),
         }
     });
-    r.register("cloudrun", || async {
-        use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
-        let cfg =
-            CloudRunConfig::from_env().map_err(|e| FactoryError::NotConfigured(e.to_string()))?;
-        match CloudRunBackend::connect(cfg).await {
-            Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout
-                ) =>
-            {
-                Err(FactoryError::Unreachable(e.to_string()))
+    r.register("cloudrun", move || {
+        let twin_profile = twin_profile.clone();
+        async move {
+            use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
+            let mut cfg = CloudRunConfig::from_env()
+                .map_err(|e| FactoryError::NotConfigured(e.to_string()))?;
+            // No warm pool here: nothing would shut it down (`pipeline::open_backends_with`
+            // runs one and closes it).
+            cfg.pool_size = 0;
+            if twin_profile.is_some() {
+                cfg.latency_profile = twin_profile;
             }
-            Err(e) if e.kind() == crate::protocol::ErrorKind::InvalidInput => {
-                Err(FactoryError::NotConfigured(e.to_string()))
+            match CloudRunBackend::connect(cfg).await {
+                Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout
+                    ) =>
+                {
+                    Err(FactoryError::Unreachable(e.to_string()))
+                }
+                Err(e) if e.kind() == crate::protocol::ErrorKind::InvalidInput => {
+                    Err(FactoryError::NotConfigured(e.to_string()))
+                }
+                Err(e) => Err(FactoryError::Failed(e.to_string())),
             }
-            Err(e) => Err(FactoryError::Failed(e.to_string())),
         }
     });
     r

@@ -10,6 +10,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use crate::acceptance::profile::{self, LatencyProfile};
+
 /// A latency distribution in milliseconds: uniform between `min_ms` and `max_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub struct Latency {
@@ -78,6 +80,10 @@ pub struct FaultConfig {
     pub worker_crash_count: u32,
     /// How many task containers start unarmed before the first armed one.
     pub worker_crash_skip: u32,
+    /// The latency and lifecycle profile sampled on top of the flat latencies above (API
+    /// calls by method and Storage class, transfers, job-create operations, execution start
+    /// phases, completion visibility, early `operations.wait` returns); `None` adds nothing.
+    pub profile: Option<Box<LatencyProfile>>,
     /// The next this many media downloads of 2 bytes or more send half their bytes and then
     /// break the connection (as a stream cut in transit).
     pub broken_downloads: u32,
@@ -91,8 +97,15 @@ impl FaultConfig {
     pub fn is_quiet(&self) -> bool {
         FaultConfig {
             seed: None,
+            profile: None,
             ..self.clone()
         } == FaultConfig::default()
+            && self.profile.as_ref().is_none_or(|p| p.is_empty())
+    }
+
+    /// The name of the profile in use ("none" without one): what reports label the twin with.
+    pub fn profile_name(&self) -> &str {
+        self.profile.as_ref().map_or("none", |p| p.name.as_str())
     }
 }
 
@@ -110,6 +123,10 @@ pub mod kind {
     pub const START_FAILURE: &str = "execution_start_failure";
     /// A task container whose worker was armed to crash.
     pub const WORKER_CRASH: &str = "worker_crash";
+    /// Latency drawn from the profile (counted per operation key or method id).
+    pub const PROFILE_LATENCY: &str = "profile_latency";
+    /// An `operations.wait` made to return before its operation was done.
+    pub const WAIT_EARLY: &str = "operations_wait_early";
     /// A media download cut halfway.
     pub const BROKEN_DOWNLOAD: &str = "broken_download";
     /// An upload committed and its answer replaced by a 503.
@@ -237,6 +254,70 @@ impl FaultInjector {
         delay
     }
 
+    fn draw(d: &mut Dice, key: &str, dist: &profile::Dist) -> Duration {
+        let delay = dist.quantile(d.rng.random::<f64>());
+        Self::count(d, kind::PROFILE_LATENCY, key);
+        *d.counts
+            .latency_ms
+            .entry(kind::PROFILE_LATENCY.to_string())
+            .or_default() += delay.as_millis() as u64;
+        delay
+    }
+
+    /// A delay drawn for lifecycle phase `key` of the profile (zero without one).
+    pub fn phase_delay(&self, key: &str) -> Duration {
+        let Some(dist) = self.cfg.profile.as_ref().and_then(|p| p.phase(key)) else {
+            return Duration::ZERO;
+        };
+        Self::draw(&mut self.lock(), key, dist)
+    }
+
+    /// An image pull of `size_bytes`: the profile's fixed part plus the size at its pull rate.
+    pub fn image_pull_delay(&self, size_bytes: u64) -> Duration {
+        let base = self.phase_delay(profile::EXEC_IMAGE_PULL);
+        let rate = self
+            .cfg
+            .profile
+            .as_ref()
+            .map_or(0.0, |p| p.lifecycle.image_pull_mib_per_s);
+        if rate <= 0.0 {
+            return base;
+        }
+        base + Duration::from_secs_f64(size_bytes as f64 / (rate * 1024.0 * 1024.0))
+    }
+
+    /// How long moving `bytes` through the Storage API takes at the profile's rate.
+    pub fn transfer_delay(&self, bytes: u64) -> Duration {
+        match self
+            .cfg
+            .profile
+            .as_ref()
+            .and_then(|p| p.throughput.as_ref())
+        {
+            Some(t) if bytes > 0 => {
+                Duration::from_secs_f64(bytes as f64 / (t.applied_mib_s() * 1024.0 * 1024.0))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Whether this `operations.wait` returns before its operation is done, and after how
+    /// long (`None`: it waits as asked).
+    pub fn wait_returns_early(&self) -> Option<Duration> {
+        let p = self.cfg.profile.as_ref()?;
+        let prob = p.lifecycle.wait_early_probability;
+        let dist = p.phase(profile::WAIT_EARLY)?;
+        if prob <= 0.0 {
+            return None;
+        }
+        let mut d = self.lock();
+        if d.rng.random::<f64>() >= prob {
+            return None;
+        }
+        Self::count(&mut d, kind::WAIT_EARLY, "run.operations.wait");
+        Some(Self::draw(&mut d, profile::WAIT_EARLY, dist))
+    }
+
     /// Applies the call latency for `endpoint`, then rolls the 429/503 dice: `Some(status)` is
     /// the error status to answer with.
     pub async fn call(&self, endpoint: &str) -> Option<u16> {
@@ -245,7 +326,11 @@ impl FaultInjector {
         }
         let (delay, status) = {
             let mut d = self.lock();
-            let delay = Self::latency(&mut d, kind::CALL_LATENCY, endpoint, &self.cfg.call_latency);
+            let mut delay =
+                Self::latency(&mut d, kind::CALL_LATENCY, endpoint, &self.cfg.call_latency);
+            if let Some(dist) = self.cfg.profile.as_ref().and_then(|p| p.call(endpoint)) {
+                delay += Self::draw(&mut d, endpoint, dist);
+            }
             let p = |m: &BTreeMap<String, f64>| {
                 m.get(endpoint)
                     .or_else(|| m.get("*"))

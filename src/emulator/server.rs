@@ -288,6 +288,15 @@ impl EmulatorContext {
         }
     }
 
+    /// Waits as long as moving `bytes` through the Storage API takes at the latency profile's
+    /// transfer rate (nothing without a profile rate).
+    pub async fn transfer(&self, bytes: u64) {
+        let d = self.injector.transfer_delay(bytes);
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+
     /// Reads a JSON request body with the configured size limit (empty body = `{}`):
     /// 413 when too large, 400 when malformed.
     pub async fn json_body<T: DeserializeOwned>(&self, body: Body) -> Result<T, ApiError> {

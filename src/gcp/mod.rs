@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod clients;
 pub mod iam;
+pub mod observe;
 pub mod retry;
 pub mod run;
 pub mod storage;

@@ -806,6 +806,7 @@ pub struct RunClient {
     token: Option<TokenProvider>,
     tokens: crate::gcp::auth::TokenSource,
     retry: RetryPolicy,
+    recorder: Option<super::observe::CallRecorder>,
     call_timeout: Duration,
 }
 
@@ -834,6 +835,7 @@ impl RunClient {
             token: None,
             tokens: crate::gcp::auth::TokenSource::Anonymous,
             retry: RetryPolicy::default(),
+            recorder: None,
             call_timeout: CALL_TIMEOUT,
         })
     }
@@ -863,6 +865,12 @@ impl RunClient {
     /// on every request.
     pub fn with_tokens(mut self, tokens: crate::gcp::auth::TokenSource) -> Self {
         self.tokens = tokens;
+        self
+    }
+
+    /// Records how long each call takes (`bench --record-profile`).
+    pub fn with_recorder(mut self, recorder: super::observe::CallRecorder) -> Self {
+        self.recorder = Some(recorder);
         self
     }
 
@@ -1194,7 +1202,11 @@ impl RunClient {
             timeout: e.is_timeout(),
             detail: e.to_string(),
         };
+        let sent = std::time::Instant::now();
         let resp = req.send().await.map_err(transport)?;
+        if let Some(r) = &self.recorder {
+            r.record(&super::observe::run_method(&method, path), sent.elapsed());
+        }
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(transport)?;
         if (200..300).contains(&status) {

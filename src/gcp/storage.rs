@@ -534,6 +534,7 @@ pub struct StorageClient {
     chunk_size: usize,
     simple_limit: usize,
     request_timeout: Duration,
+    recorder: Option<super::observe::CallRecorder>,
 }
 
 impl fmt::Debug for StorageClient {
@@ -567,6 +568,7 @@ impl StorageClient {
             chunk_size: DEFAULT_CHUNK_SIZE,
             simple_limit: DEFAULT_CHUNK_SIZE,
             request_timeout: Duration::from_secs(120),
+            recorder: None,
         })
     }
 
@@ -584,6 +586,12 @@ impl StorageClient {
                 Self::new(DEFAULT_ENDPOINT, t)
             }
         }
+    }
+
+    /// Records how long each call takes (`bench --record-profile`).
+    pub fn with_recorder(mut self, recorder: super::observe::CallRecorder) -> Self {
+        self.recorder = Some(recorder);
+        self
     }
 
     /// Replaces the retry policy.
@@ -680,10 +688,14 @@ impl StorageClient {
                             source,
                         }
                     })?;
+                    let sent = std::time::Instant::now();
                     let resp = req
                         .send()
                         .await
                         .map_err(|e| StorageError::transport(op, &e))?;
+                    if let Some(r) = &self.recorder {
+                        r.record(&super::observe::storage_method(op), sent.elapsed());
+                    }
                     if ok(resp.status()) {
                         Ok(resp)
                     } else {

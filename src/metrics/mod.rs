@@ -20,6 +20,8 @@ pub struct MetricsOptions {
     pub prices: Prices,
     /// Usage profile for the projection.
     pub cost_profile: CostProfile,
+    /// The Cloud Run deployment priced (the default configuration's unless set).
+    pub deployment: cost::Deployment,
     /// Backends whose events project a Cloud Run cost (by backend name).
     pub cost_backends: Vec<String>,
     /// The events come from the emulator (labels the cost projection).
@@ -32,6 +34,7 @@ impl Default for MetricsOptions {
             monitoring: Monitoring::builtin(),
             prices: Prices::builtin(),
             cost_profile: CostProfile::builtin(),
+            deployment: cost::Deployment::builtin(),
             cost_backends: vec!["cloudrun".into()],
             from_emulator: false,
         }
@@ -50,6 +53,9 @@ pub enum CheckStatus {
     Alert,
     /// Nothing to judge.
     NoData,
+    /// A figure within its target, but with too few samples behind it to claim so (see
+    /// `acceptance::required_samples`); the check's name says how many are needed.
+    InsufficientSamples,
 }
 
 /// One monitoring check.
@@ -187,6 +193,9 @@ pub fn from_event_list(events: &[Event], opts: &MetricsOptions) -> MetricsReport
     }
 }
 
+/// Samples before a p99 is reported as a p99 (below, it is the largest of n).
+pub const P99_MIN_SAMPLES: u64 = 100;
+
 fn pct(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 * 100.0 / whole as f64)
 }
@@ -244,6 +253,8 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
             cost::project(
                 &opts.prices,
                 &opts.cost_profile,
+                &opts.deployment,
+                "the default Cloud Run configuration",
                 MeasuredDurations {
                     exec_mean_seconds,
                     cold_start_seconds: cold,
@@ -266,6 +277,26 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
         };
     let p50 = exec_latency.as_ref().map(|s| s.p50_seconds);
     let p99 = exec_latency.as_ref().map(|s| s.p99_seconds);
+    let exec_n = exec_latency.as_ref().map_or(0, |s| s.count);
+    // A status that reached its target with fewer samples than the claim needs says so.
+    let enough = |status: CheckStatus, n: u64, need: u64| {
+        if status == CheckStatus::Ok && n < need {
+            CheckStatus::InsufficientSamples
+        } else {
+            status
+        }
+    };
+    let rule_of_three = |percent_allowed: f64| {
+        crate::acceptance::required_samples(
+            crate::acceptance::Statistic::Rate,
+            &crate::acceptance::Bound {
+                cmp: crate::acceptance::Cmp::Lt,
+                value: percent_allowed,
+                unit: crate::acceptance::Unit::Percent,
+                range_low: None,
+            },
+        )
+    };
     checks.push(MonitoringCheck {
         name: "execution latency p50 (s)".into(),
         threshold: format!("< {} s", m.exec_latency_p50_target_lt_seconds),
@@ -274,16 +305,45 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
             false
         }),
     });
+    let p99_name = if exec_n >= P99_MIN_SAMPLES {
+        "execution latency p99 (s)".to_string()
+    } else {
+        format!("execution latency p99 (s): max of {exec_n}, p99 needs {P99_MIN_SAMPLES} samples")
+    };
     checks.push(MonitoringCheck {
-        name: "execution latency p99 (s)".into(),
+        name: p99_name,
         threshold: format!(
             "< {} s, alert > {} s",
             m.exec_latency_p99_target_lt_seconds, m.exec_latency_p99_alert_gt_seconds
         ),
         measured: p99,
-        status: three(p99, &|v| v < m.exec_latency_p99_target_lt_seconds, &|v| {
-            v > m.exec_latency_p99_alert_gt_seconds
-        }),
+        status: enough(
+            three(p99, &|v| v < m.exec_latency_p99_target_lt_seconds, &|v| {
+                v > m.exec_latency_p99_alert_gt_seconds
+            }),
+            exec_n,
+            P99_MIN_SAMPLES,
+        ),
+    });
+    let success_need = rule_of_three(100.0 - m.success_rate_target_gt_percent);
+    checks.push(MonitoringCheck {
+        name: format!(
+            "success rate (%) over {operations} operations (target needs {success_need})"
+        ),
+        threshold: format!(
+            "> {} %, alert < {} %",
+            m.success_rate_target_gt_percent, m.success_rate_alert_lt_percent
+        ),
+        measured: success_percent,
+        status: enough(
+            three(
+                success_percent,
+                &|v| v > m.success_rate_target_gt_percent,
+                &|v| v < m.success_rate_alert_lt_percent,
+            ),
+            operations,
+            success_need,
+        ),
     });
     checks.push(MonitoringCheck {
         name: "error rate (%)".into(),
@@ -292,10 +352,14 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
             m.error_rate_target_lt_percent, m.error_rate_alert_gt_percent
         ),
         measured: error_percent,
-        status: three(
-            error_percent,
-            &|v| v < m.error_rate_target_lt_percent,
-            &|v| v > m.error_rate_alert_gt_percent,
+        status: enough(
+            three(
+                error_percent,
+                &|v| v < m.error_rate_target_lt_percent,
+                &|v| v > m.error_rate_alert_gt_percent,
+            ),
+            operations,
+            rule_of_three(m.error_rate_target_lt_percent),
         ),
     });
     let consistency = pct(state_checks, state_checks + state_losses);

@@ -219,9 +219,13 @@ pub struct EmulatorArgs {
     /// Require bearer tokens issued by the emulator's /token or metadata endpoints.
     #[arg(long)]
     pub auth: bool,
-    /// Latency added to every API call, ms: `MIN-MAX` or `N`.
+    /// Latency added to every API call, ms: `MIN-MAX` or `N` (on top of `--profile`).
     #[arg(long, value_name = "MIN-MAX")]
     pub latency_ms: Option<String>,
+    /// Latency and lifecycle profile: a built-in name (`none`, `gcp-published`) or a profile
+    /// file, such as one `bench --record-profile` wrote (suites/profiles/ has the format).
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
     /// Probability (0..1) of answering 503 on any API call.
     #[arg(long, value_name = "P")]
     pub p503: Option<f64>,
@@ -295,6 +299,10 @@ impl EmulatorArgs {
         };
         if let Some(l) = &self.latency_ms {
             faults.call_latency = parse_latency(l)?;
+        }
+        if let Some(p) = &self.profile {
+            let p = crate::acceptance::LatencyProfile::resolve(p).map_err(|e| e.to_string())?;
+            faults.profile = (!p.is_empty()).then(|| Box::new(p));
         }
         if let Some(p) = self.p503 {
             faults.p503.insert("*".into(), probability("--p503", p)?);
@@ -472,5 +480,39 @@ mod tests {
         assert_eq!((l.per_second, l.burst), (2.5, 9));
         assert!(cfg(&["--object-mutation-rate", "-1"]).is_err());
         assert!(cfg(&["--object-mutation-burst", "0"]).is_err());
+    }
+
+    #[test]
+    fn profile_flag_takes_a_name_or_a_file_and_keeps_latency_ms() {
+        let c = cfg(&[
+            "--profile",
+            "gcp-published",
+            "--latency-ms",
+            "5-9",
+            "--seed",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(c.faults.profile_name(), "gcp-published");
+        assert_eq!(
+            (c.faults.call_latency.min_ms, c.faults.call_latency.max_ms),
+            (5, 9)
+        );
+        assert_eq!(c.faults.seed, Some(4));
+        assert_eq!(cfg(&["--profile", "none"]).unwrap().faults.profile, None);
+        let err = cfg(&["--profile", "/no/such/profile.toml"]).unwrap_err();
+        assert!(err.contains("no such profile"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(
+            &bad,
+            "name = \"x\"\n[latency.\"storage.read\"]\np50_ms = 1\n",
+        )
+        .unwrap();
+        let err = cfg(&["--profile", bad.to_str().unwrap()]).unwrap_err();
+        assert!(
+            err.contains("cannot parse") && err.contains("min_ms"),
+            "{err}"
+        );
     }
 }

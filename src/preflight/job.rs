@@ -31,7 +31,7 @@ fn default_command() -> Vec<String> {
 /// The real sandbox job spec of sandbox `id` (volumes, limits, service account), labelled as
 /// a preflight job, with `command` in place of the worker.
 fn test_job_spec(cfg: &CloudRunConfig, image: &str, id: &str, command: Vec<String>) -> Job {
-    let mut spec = crate::backends::cloudrun::job_spec(cfg, image, id);
+    let mut spec = crate::backends::cloudrun::job_spec(cfg, image, id, false);
     spec.labels
         .insert(PURPOSE_LABEL.to_string(), "preflight".to_string());
     spec.labels.insert(LABEL.to_string(), "1".to_string());

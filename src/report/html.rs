@@ -300,6 +300,27 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             bars_svg("p50 latency by backend", "s", &side)
         );
     }
+    let backends: Vec<&crate::bench::BackendReport> = report.backends.iter().collect();
+    let phases = super::markdown::phases_section(&backends);
+    if !phases.is_empty() {
+        let _ = write!(h, "<h2>Where the time goes</h2>");
+        for b in &report.backends {
+            let Some(p) = &b.phases else { continue };
+            for t in [&p.cold_start, &p.warm_command].into_iter().flatten() {
+                let bars: Vec<(String, f64)> = t
+                    .phases
+                    .iter()
+                    .map(|ph| (ph.name.clone(), ph.seconds.max(0.0)))
+                    .collect();
+                let _ = write!(
+                    h,
+                    "{}",
+                    bars_svg(&format!("{}: {}", b.name, t.what), "s", &bars)
+                );
+            }
+        }
+        let _ = write!(h, "<pre>{}</pre>", escape(&phases));
+    }
     if let Some(c) = &opts.cost {
         let _ = write!(
             h,

@@ -110,6 +110,16 @@ fn table_section(out: &mut String, t: &Table, backends: &[&BackendReport]) {
     out.push('\n');
 }
 
+/// A p99 cell: the p99 with at least `metrics::P99_MIN_SAMPLES` samples, otherwise what it
+/// really is, the largest of n.
+fn p99_cell(l: &crate::bench::Summary) -> String {
+    if l.count >= crate::metrics::P99_MIN_SAMPLES {
+        fmt_seconds(l.p99_seconds)
+    } else {
+        format!("max of {}: {}", l.count, fmt_seconds(l.max_seconds))
+    }
+}
+
 /// Renders the Markdown report.
 pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     let mut out = String::new();
@@ -162,7 +172,15 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         o.concurrency,
         o.browser_starts
     );
-    out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row.\n\n");
+    for (label, b) in &o.budgets {
+        let _ = writeln!(
+            out,
+            "{label}: {} iterations and {} cold starts (a smaller budget: its latency profile \
+             makes each cold start cost tens of seconds).\n",
+            b.iterations, b.cold_start_iterations
+        );
+    }
+    out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row over the successful samples, and fail when any sample of the measurement failed. The success rate counts every operation the bench performed. A rate bound is met only with enough operations behind it (3/n rule at 95 %: > 99.5 % needs 600, > 99 % 300, < 0.1 % 3000), a p99 only with 100 samples; below that the verdict is \"insufficient samples\".\n\n");
 
     let backends: Vec<&BackendReport> = report.backends.iter().collect();
 
@@ -248,14 +266,24 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             };
             let l = s.latency.as_ref();
             let f = |v: Option<f64>| v.map_or("-".into(), fmt_seconds);
+            let errors = if s.errors.is_empty() {
+                "-".to_string()
+            } else {
+                s.errors
+                    .iter()
+                    .map(|(c, n)| format!("{}: {n}", c.as_str()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
             rows.push(vec![
                 b.name.clone(),
                 m.as_str().to_string(),
                 format!("{}/{}", s.succeeded, s.attempted),
+                errors,
                 f(l.map(|l| l.p50_seconds)),
                 f(l.map(|l| l.p90_seconds)),
                 f(l.map(|l| l.p95_seconds)),
-                f(l.map(|l| l.p99_seconds)),
+                l.map_or("-".into(), p99_cell),
                 f(l.map(|l| l.max_seconds)),
                 s.throughput_p50_mib_per_second
                     .map_or("-".into(), |t| format!("{t:.1} MiB/s")),
@@ -267,6 +295,7 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             "Backend",
             "Measurement",
             "ok/attempted",
+            "errors",
             "p50",
             "p90",
             "p95",
@@ -276,6 +305,20 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         ],
         &rows,
     ));
+    out.push('\n');
+
+    out.push_str("## Time per part\n\n");
+    let mut rows = Vec::new();
+    for b in &backends {
+        for p in &b.parts {
+            rows.push(vec![
+                b.name.clone(),
+                p.part.clone(),
+                format!("{:.1} s", p.seconds),
+            ]);
+        }
+    }
+    out.push_str(&render_table(&["Backend", "Part", "wall time"], &rows));
     out.push('\n');
 
     out.push_str("## Errors, state and concurrency\n\n");
@@ -308,11 +351,7 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
                 )
             }),
             b.exec_latency.as_ref().map_or("-".into(), |l| {
-                format!(
-                    "p50 {} / p99 {}",
-                    fmt_seconds(l.p50_seconds),
-                    fmt_seconds(l.p99_seconds)
-                )
+                format!("p50 {} / p99 {}", fmt_seconds(l.p50_seconds), p99_cell(l))
             }),
         ]);
     }
@@ -451,6 +490,7 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         );
     }
 
+    out.push_str(&phases_section(&backends));
     if let Some(c) = &opts.cost {
         out.push_str("## Cost projection (Cloud Run)\n\n");
         out.push_str(&c.render());
@@ -472,6 +512,26 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     if !setup.is_empty() {
         out.push_str("## Set-up problems\n\n");
         out.push_str(&setup.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+/// The per-phase breakdowns of every backend (or why a backend has none), as text.
+pub fn phases_section(backends: &[&BackendReport]) -> String {
+    if backends.iter().all(|b| b.phases.is_none()) {
+        return String::new();
+    }
+    let mut out = String::from("## Where the time goes\n\n");
+    for b in backends {
+        let _ = writeln!(out, "### {} ({})\n", b.name, b.origin_statement);
+        match &b.phases {
+            Some(p) => out.push_str(&crate::bench::phases::render(p)),
+            None => out.push_str(
+                "No per-phase breakdown: this backend has no phase probe (a Docker command is one \
+                 round trip on an open agent stream; its raw baseline above shows the engine's part).\n",
+            ),
+        }
         out.push('\n');
     }
     out

@@ -48,6 +48,21 @@ pub struct Response {
     pub error: Option<String>,
     /// Milliseconds the process ran.
     pub duration_ms: u64,
+    /// When the Cloud Run worker took and ran the request, by its clock (the bench's
+    /// per-phase breakdown of a warm command reads it; absent from other agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<WorkerTiming>,
+}
+
+/// Unix milliseconds, by the worker's clock, of the steps of one request the worker served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerTiming {
+    /// Its claim was created.
+    pub claimed_ms: u64,
+    /// The process started (after the request object was read).
+    pub run_started_ms: u64,
+    /// The process ended; the answer's write starts.
+    pub run_ended_ms: u64,
 }
 
 /// Unix time in milliseconds.
@@ -79,6 +94,7 @@ pub fn execute(req: &Request) -> Response {
         timed_out: false,
         error: Some(msg),
         duration_ms: started.elapsed().as_millis() as u64,
+        timing: None,
     };
     let Some((prog, args)) = req.argv.split_first() else {
         return fail("empty argv".into());
@@ -188,6 +204,7 @@ pub fn execute(req: &Request) -> Response {
         timed_out,
         error: None,
         duration_ms: started.elapsed().as_millis() as u64,
+        timing: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn refusal(id: String, why: String) -> Response {
         timed_out: false,
         error: Some(why),
         duration_ms: 0,
+        timing: None,
     }
 }
 

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::exec::{Request, Response, execute, now_ms, valid_request_id};
+use crate::exec::{Request, Response, WorkerTiming, execute, now_ms, valid_request_id};
 use crate::gcs::{Bucket, StoreError};
 
 /// Inbox folder name (under the sandbox prefix).
@@ -70,6 +70,11 @@ pub fn run_claim(execution: &str) -> Vec<u8> {
 pub fn withdraw_claim(client: &str) -> Vec<u8> {
     format!("withdrawn by {client}").into_bytes()
 }
+
+/// The Cloud Storage JSON API method each inbox poll of the worker makes (one per poll; see
+/// `scan`). The cost model prices polls by this method's operation class, so whoever changes
+/// how the worker polls changes this too.
+pub const POLL_METHOD: &str = "objects.list";
 
 /// When polling starts over and how far it backs off: the interval starts at `min` after
 /// activity and doubles after each empty poll up to `max`.
@@ -322,6 +327,7 @@ fn refusal(id: &str, why: String) -> Response {
         timed_out: false,
         error: Some(why),
         duration_ms: 0,
+        timing: None,
     }
 }
 
@@ -346,13 +352,26 @@ impl Shared {
 }
 
 /// Runs one claimed request and writes its answer.
-fn serve_one(bucket: Arc<dyn Bucket>, cfg: WorkerConfig, id: String, shared: Arc<Shared>) {
+fn serve_one(
+    bucket: Arc<dyn Bucket>,
+    cfg: WorkerConfig,
+    id: String,
+    shared: Arc<Shared>,
+    claimed_ms: u64,
+) {
     let inbox = inbox_object(&cfg.prefix, &id);
     let resp = match bucket.read(&inbox) {
         Ok(b) => match serde_json::from_slice::<Request>(&b) {
             Ok(req) if req.id == id => {
                 let _ = bucket.delete(&inbox);
-                execute(&req)
+                let run_started_ms = now_ms();
+                let mut resp = execute(&req);
+                resp.timing = Some(WorkerTiming {
+                    claimed_ms,
+                    run_started_ms,
+                    run_ended_ms: now_ms(),
+                });
+                resp
             }
             Ok(req) => refusal(
                 &id,
@@ -408,12 +427,13 @@ fn scan(
     for id in ids {
         match claim(bucket.as_ref(), cfg, &id) {
             Ok(Claim::Ours) => {
+                let claimed_ms = now_ms();
                 seen.insert(id.clone());
                 picked += 1;
                 shared.in_flight.fetch_add(1, Ordering::SeqCst);
                 shared.touch();
                 let (bucket, cfg, shared) = (bucket.clone(), cfg.clone(), shared.clone());
-                std::thread::spawn(move || serve_one(bucket, cfg, id, shared));
+                std::thread::spawn(move || serve_one(bucket, cfg, id, shared, claimed_ms));
             }
             Ok(Claim::Taken) => {
                 // Withdrawn, or a stray copy a retried insert left: not ours to run.
@@ -619,7 +639,11 @@ mod tests {
         let served = run_worker(&cfg("exec-1"), b.clone()).unwrap();
         assert_eq!(served, 1);
         let resp = answer(b.as_ref(), "0001-x");
-        assert_eq!(B64.decode(resp.stdout_b64).unwrap(), b"hi\n");
+        assert_eq!(B64.decode(&resp.stdout_b64).unwrap(), b"hi\n");
+        let t = resp
+            .timing
+            .expect("the worker reports when it took and ran the request");
+        assert!(t.claimed_ms <= t.run_started_ms && t.run_started_ms <= t.run_ended_ms);
         assert!(b.read(&inbox_object(P, "0001-x")).is_err(), "inbox emptied");
         assert_eq!(
             b.read(&claim_object(P, "0001-x")).unwrap(),

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 /// Default state bucket, as in the migration plan.
 pub const DEFAULT_BUCKET: &str = "manus-sandbox-state";
 
+/// The largest warm pool the configuration accepts.
+pub const MAX_POOL_SIZE: usize = 50;
+
 /// Settings of the Cloud Run Jobs backend.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +43,9 @@ pub struct CloudRunConfig {
     /// How often the worker rewrites its heartbeat, seconds (Cloud Storage allows about one
     /// write a second to one object; 5-10 s leaves room).
     pub heartbeat_secs: u64,
+    /// Worker executions kept started and idle for `create` to claim (the warm pool); 0 (the
+    /// default) turns the pool off. Each is billed while it waits.
+    pub pool_size: usize,
     /// Cloud Run Admin API base URL; `None` = https://run.googleapis.com.
     pub run_endpoint: Option<String>,
     /// Cloud Storage base URL; `None` = STORAGE_EMULATOR_HOST or https://storage.googleapis.com.
@@ -61,9 +67,11 @@ pub struct CloudRunConfig {
     pub credentials_file: Option<String>,
     /// Project billed for API quota, sent as `x-goog-user-project` with Google credentials.
     pub quota_project: Option<String>,
-    /// Name of the latency profile the embedded twin applies ("none": no injected latency).
-    /// Only labels figures here; see [`CloudRunConfig::twin_profile`].
-    pub profile: String,
+    /// The embedded emulator's latency profile: a built-in name (`none`, `gcp-published`) or
+    /// a profile file; `None` = what the command defaults to (see [`CloudRunConfig::twin_profile`]).
+    pub latency_profile: Option<String>,
+    /// Seed of the embedded emulator's dice (profile sampling, faults); `None` = random.
+    pub emulator_seed: Option<u64>,
 }
 
 impl Default for CloudRunConfig {
@@ -81,6 +89,7 @@ impl Default for CloudRunConfig {
             poll_min_ms: 25,
             poll_max_ms: 1000,
             heartbeat_secs: 5,
+            pool_size: 0,
             run_endpoint: None,
             storage_endpoint: None,
             token: None,
@@ -90,7 +99,8 @@ impl Default for CloudRunConfig {
             service_usage_endpoint: None,
             credentials_file: None,
             quota_project: None,
-            profile: "none".into(),
+            latency_profile: None,
+            emulator_seed: None,
         }
     }
 }
@@ -186,10 +196,25 @@ impl CloudRunConfig {
         if let Some(v) = nonempty("CLOUDRUN_TOKEN") {
             self.token = Some(v);
         }
+        if let Some(v) = nonempty("SANDBOX_TWIN_PROFILE") {
+            self.latency_profile = Some(v);
+        }
+        if let Some(v) = nonempty("SANDBOX_TWIN_SEED") {
+            self.emulator_seed = Some(v.parse().map_err(|_| ConfigError::Invalid {
+                field: "SANDBOX_TWIN_SEED",
+                message: format!("{v:?} is not a number"),
+            })?);
+        }
         if let Some(v) = nonempty("CLOUDRUN_WORKER_IDLE_SECS") {
             self.worker_idle_secs = v.parse().map_err(|_| ConfigError::Invalid {
                 field: "CLOUDRUN_WORKER_IDLE_SECS",
                 message: format!("{v:?} is not a number of seconds"),
+            })?;
+        }
+        if let Some(v) = nonempty("CLOUDRUN_POOL_SIZE") {
+            self.pool_size = v.parse().map_err(|_| ConfigError::Invalid {
+                field: "CLOUDRUN_POOL_SIZE",
+                message: format!("{v:?} is not a number of executions"),
             })?;
         }
         self.validate()
@@ -221,27 +246,35 @@ impl CloudRunConfig {
                 message: "must be between 1 and 60".into(),
             });
         }
+        if self.pool_size > MAX_POOL_SIZE {
+            return Err(ConfigError::Invalid {
+                field: "pool_size",
+                message: format!("at most {MAX_POOL_SIZE} pre-started executions"),
+            });
+        }
         if self.worker_idle_secs == 0 || self.worker_idle_secs >= self.task_timeout_secs {
             return Err(ConfigError::Invalid {
                 field: "worker_idle_secs",
                 message: "must be above 0 and below the task timeout".into(),
             });
         }
+        self.twin_profile()?;
         self.target().map(|_| ())
+    }
+
+    /// The embedded emulator's latency profile: `latency_profile`, else `none`. The one place
+    /// the twin's profile is decided; reports name it (`FaultConfig::profile_name`).
+    pub fn twin_profile(&self) -> Result<crate::acceptance::LatencyProfile, ConfigError> {
+        let name = self.latency_profile.as_deref().unwrap_or("none");
+        crate::acceptance::LatencyProfile::resolve(name).map_err(|e| ConfigError::Invalid {
+            field: "latency_profile",
+            message: e.to_string(),
+        })
     }
 
     /// True when no real GCP is configured: the embedded emulator is used.
     pub fn uses_embedded_emulator(&self) -> bool {
         self.project.is_none() && self.explicit_endpoints().is_empty()
-    }
-
-    /// The latency profile the embedded twin runs with (labels its figures).
-    pub fn twin_profile(&self) -> &str {
-        if self.profile.trim().is_empty() {
-            "none"
-        } else {
-            self.profile.trim()
-        }
     }
 
     fn explicit_endpoints(&self) -> Vec<(&'static str, &str)> {
@@ -326,6 +359,45 @@ impl CloudRunConfig {
     /// The worker's heartbeat interval.
     pub fn heartbeat_every(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// The task's vCPU limit as a number (`"1"`, `"2"`, `"500m"`), as Cloud Run bills it.
+    pub fn vcpu(&self) -> Result<f64, ConfigError> {
+        let bad = || ConfigError::Invalid {
+            field: "cpu",
+            message: format!("{:?} is not a CPU quantity", self.cpu),
+        };
+        match self.cpu.strip_suffix('m') {
+            Some(milli) => milli.parse::<f64>().map(|m| m / 1000.0).map_err(|_| bad()),
+            None => self.cpu.parse::<f64>().map_err(|_| bad()),
+        }
+        .and_then(|v| if v > 0.0 { Ok(v) } else { Err(bad()) })
+    }
+
+    /// The task's memory limit in GiB (`"512Mi"`, `"2Gi"`, `"1G"`), as Cloud Run bills it.
+    pub fn memory_gib(&self) -> Result<f64, ConfigError> {
+        let bad = || ConfigError::Invalid {
+            field: "memory",
+            message: format!("{:?} is not a memory quantity", self.memory),
+        };
+        const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+        let units: [(&str, f64); 6] = [
+            ("Gi", 1.0),
+            ("Mi", 1.0 / 1024.0),
+            ("Ki", 1.0 / (1024.0 * 1024.0)),
+            ("G", 1e9 / GIB),
+            ("M", 1e6 / GIB),
+            ("k", 1e3 / GIB),
+        ];
+        let (num, scale) = units
+            .iter()
+            .find_map(|(u, f)| self.memory.strip_suffix(u).map(|n| (n, *f)))
+            .unwrap_or((self.memory.as_str(), 1.0 / GIB));
+        num.parse::<f64>()
+            .ok()
+            .filter(|v| *v > 0.0)
+            .map(|v| v * scale)
+            .ok_or_else(bad)
     }
 }
 
@@ -481,12 +553,42 @@ mod tests {
 
     #[test]
     fn twin_profile_defaults_to_none() {
-        assert_eq!(CloudRunConfig::default().twin_profile(), "none");
+        assert_eq!(CloudRunConfig::default().twin_profile().unwrap().name, "none");
         let c = CloudRunConfig {
-            profile: "gcp-published".into(),
+            latency_profile: Some("gcp-published".into()),
             ..CloudRunConfig::default()
         };
-        assert_eq!(c.twin_profile(), "gcp-published");
+        assert_eq!(c.twin_profile().unwrap().name, "gcp-published");
+    }
+
+    #[test]
+    fn resources_and_pool_size() {
+        let mut c = CloudRunConfig::default();
+        assert_eq!(c.vcpu().unwrap(), 1.0);
+        assert_eq!(c.memory_gib().unwrap(), 0.5);
+        c.cpu = "500m".into();
+        c.memory = "2Gi".into();
+        assert_eq!(c.vcpu().unwrap(), 0.5);
+        assert_eq!(c.memory_gib().unwrap(), 2.0);
+        c.memory = "lots".into();
+        assert!(matches!(
+            c.memory_gib(),
+            Err(ConfigError::Invalid {
+                field: "memory",
+                ..
+            })
+        ));
+        let mut p = CloudRunConfig::default();
+        p.apply_env(|k| (k == "CLOUDRUN_POOL_SIZE").then(|| "2".into()))
+            .unwrap();
+        assert_eq!(p.pool_size, 2);
+        assert!(
+            CloudRunConfig::default()
+                .apply_env(|k| (k == "CLOUDRUN_POOL_SIZE").then(|| "many".into()))
+                .is_err()
+        );
+        p.pool_size = MAX_POOL_SIZE + 1;
+        assert!(p.validate().is_err());
     }
 
     #[test]

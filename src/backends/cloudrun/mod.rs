@@ -7,6 +7,8 @@
 //! local emulator (`crate::emulator::LocalCloud`), so everything works offline.
 
 pub mod config;
+pub mod pool;
+pub mod probe;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -36,6 +38,8 @@ pub type CloudRunSandbox = GenericSandbox<CloudRunTransport>;
 pub const LABEL: &str = "sandbox-harness";
 /// Label holding the sandbox id.
 pub const LABEL_SANDBOX: &str = "sandbox-harness-sandbox";
+/// Label of jobs the warm pool created (claimed or not).
+pub const LABEL_POOL: &str = "sandbox-harness-pool";
 /// The harness's bookkeeping on the worker's own file system (FIFOs, pids, spools, session
 /// state as commands write it).
 pub const LOCAL_BOOKKEEPING: &str = "/tmp/.sandbox-harness";
@@ -80,12 +84,296 @@ pub struct CloudRunBackend {
     local: Option<Arc<LocalCloud>>,
     /// Where the figures come from, derived from the endpoints.
     origin: BackendOrigin,
+    /// Pre-started worker executions `create` claims (`pool_size` > 0).
+    pool: Option<Arc<pool::WarmPool>>,
+}
+
+/// How long a new job may take to be created and become ready.
+pub const JOB_READY_LIMIT: Duration = Duration::from_secs(120);
+
+fn cfg_err(op: &str, detail: impl Into<String>) -> SandboxError {
+    SandboxError::invalid("-", op, detail)
+}
+
+fn clients_err(op: &str, e: ClientsError) -> SandboxError {
+    match e {
+        ClientsError::Config(m) => cfg_err(op, m),
+        ClientsError::Auth(m) => {
+            SandboxError::new(crate::protocol::ErrorKind::Permission, "-", op, m)
+        }
+    }
+}
+
+impl CloudRunBackend {
+    /// Connects with `cfg`; with no project and no endpoints, starts the embedded emulator.
+    /// A configuration that mixes emulator and Google endpoints is refused.
+    pub async fn connect(cfg: CloudRunConfig) -> Result<Self> {
+        cfg.validate()
+            .map_err(|e| cfg_err("connect", e.to_string()))?;
+        if cfg.uses_embedded_emulator() {
+            let profile = cfg
+                .twin_profile()
+                .map_err(|e| cfg_err("connect", e.to_string()))?;
+            let emu = crate::emulator::EmulatorConfig {
+                faults: crate::emulator::faults::FaultConfig {
+                    seed: cfg.emulator_seed,
+                    profile: (!profile.is_empty()).then(|| Box::new(profile)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let local = Arc::new(
+                LocalCloud::start_with(emu)
+                    .await
+                    .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
+            );
+            return Self::with_local(cfg, local).await;
+        }
+        let clients = GoogleClients::for_config(&cfg)
+            .await
+            .map_err(|e| clients_err("connect", e))?;
+        let image = cfg.executor_image.clone().ok_or_else(|| {
+            cfg_err(
+                "connect",
+                "no executor image: build it with `sandbox-harness images`, push it to your registry and set SANDBOX_EXECUTOR_IMAGE",
+            )
+        })?;
+        let origin = match &clients.target {
+            Target::Emulator { endpoint } => BackendOrigin::CloudRunEmulator {
+                endpoint: Some(endpoint.clone()),
+                latency_profile: None,
+            },
+            _ => BackendOrigin::CloudRunGcp {
+                project: Some(clients.project.clone()),
+                region: Some(cfg.region.clone()),
+            },
+        };
+        Ok(CloudRunBackend {
+            parent: clients.parent(&cfg.region),
+            storage: clients.storage,
+            run: clients.run,
+            cfg,
+            image,
+            local: None,
+            origin,
+            pool: None,
+        }
+        .with_pool())
+    }
+
+    /// Starts the warm pool when the configuration asks for one.
+    fn with_pool(mut self) -> Self {
+        if self.cfg.pool_size > 0 {
+            self.pool = Some(pool::WarmPool::start(pool::PoolSetup {
+                size: self.cfg.pool_size,
+                run: self.run.clone(),
+                storage: self.storage.clone(),
+                cfg: self.cfg.clone(),
+                image: self.image.clone(),
+                parent: self.parent.clone(),
+                local: self.local.clone(),
+            }));
+        }
+        self
+    }
+
+    /// The warm pool, when configured.
+    pub fn pool(&self) -> Option<&Arc<pool::WarmPool>> {
+        self.pool.as_ref()
+    }
+
+    /// Stops the warm pool and removes every execution, job and object it holds for sandboxes
+    /// nobody claimed. Claimed sandboxes are the caller's to destroy.
+    pub async fn shutdown(&self) {
+        if let Some(p) = &self.pool {
+            p.shutdown().await;
+        }
+    }
+
+    /// Uses an already running local emulator (tests share one across backends).
+    pub async fn with_local(cfg: CloudRunConfig, local: Arc<LocalCloud>) -> Result<Self> {
+        let clients = GoogleClients::for_local(&cfg, &local.base_url())
+            .map_err(|e| clients_err("connect", e))?;
+        let (storage, run) = (clients.storage, clients.run);
+        let image = match &cfg.executor_image {
+            Some(i) => i.clone(),
+            None => crate::images::ensure_executor_image(local.docker())
+                .await
+                .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
+        };
+        let project = clients.project;
+        match storage.get_bucket(&cfg.bucket).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {
+                // Set up as the migration plan's Phase 0 sets up the real bucket: session state
+                // expires after 7 days.
+                storage
+                    .insert_bucket(
+                        &project,
+                        &BucketSpec {
+                            name: cfg.bucket.clone(),
+                            lifecycle: Some(crate::gcp::storage::Lifecycle {
+                                rule: vec![crate::gcp::storage::LifecycleRule::delete_after_days(
+                                    7,
+                                    &["sessions/"],
+                                )],
+                            }),
+                            ..BucketSpec::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.into_sandbox_error("-", "connect"))?;
+            }
+            Err(e) => return Err(e.into_sandbox_error("-", "connect")),
+        }
+        let parent = format!("projects/{project}/locations/{}", cfg.region);
+        // The label names the profile the running emulator applies, whoever started it.
+        let faults = local.emulator().context().faults().clone();
+        let origin = BackendOrigin::CloudRunTwin {
+            profile: faults.profile_name().to_string(),
+            latency_profile: Some(faults),
+        };
+        Ok(CloudRunBackend {
+            cfg,
+            storage,
+            run,
+            image,
+            parent,
+            local: Some(local),
+            origin,
+            pool: None,
+        }
+        .with_pool())
+    }
+
+    /// Records how long each Admin API and Storage call takes (`bench --record-profile`);
+    /// give it before creating sandboxes.
+    pub fn with_recorder(mut self, recorder: crate::gcp::observe::CallRecorder) -> Self {
+        self.storage = self.storage.clone().with_recorder(recorder.clone());
+        self.run = self.run.clone().with_recorder(recorder);
+        self
+    }
+
+    /// The embedded emulator's fault and latency configuration (its profile, seed), when the
+    /// backend runs on it.
+    pub fn twin_faults(&self) -> Option<crate::emulator::faults::FaultConfig> {
+        self.local
+            .as_ref()
+            .map(|l| l.emulator().context().faults().clone())
+    }
+
+    /// True when this backend runs on the embedded twin or a standalone emulator (reports
+    /// must say so).
+    pub fn is_emulated(&self) -> bool {
+        self.origin.is_emulated()
+    }
+
+    /// The embedded emulator this backend runs on, if any.
+    pub fn local_cloud(&self) -> Option<&Arc<LocalCloud>> {
+        self.local.as_ref()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CloudRunConfig {
+        &self.cfg
+    }
+
+    /// The Storage client (preflight and gc use it).
+    pub fn storage(&self) -> &StorageClient {
+        &self.storage
+    }
+
+    /// The Cloud Run client (preflight and gc use it).
+    pub fn run_client(&self) -> &RunClient {
+        &self.run
+    }
+
+    /// `projects/<p>/locations/<region>`.
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+
+    fn job_name(&self, id: &str) -> String {
+        format!("{}/jobs/{JOB_PREFIX}{id}", self.parent)
+    }
+
+    /// The job resource of a new sandbox (see [`job_spec`]).
+    pub fn job_spec(&self, id: &str) -> Job {
+        job_spec(&self.cfg, &self.image, id, false)
+    }
+
+    fn sandbox(&self, id: &str, fresh: bool) -> Arc<CloudRunSandbox> {
+        let transport = CloudRunTransport::new(
+            id,
+            self.storage.clone(),
+            self.run.clone(),
+            self.cfg.bucket.clone(),
+            self.job_name(id),
+            self.cfg.poll(),
+            self.cfg.heartbeat_every(),
+        );
+        let lifecycle = Arc::new(CloudRunLifecycle {
+            id: id.to_string(),
+            job: self.job_name(id),
+            bucket: self.cfg.bucket.clone(),
+            storage: self.storage.clone(),
+            run: self.run.clone(),
+            _local: self.local.clone(),
+        });
+        let generic = GenericConfig {
+            // FIFOs, pids and spools need POSIX: the container's own file system. What must
+            // outlive the worker goes to the state volume (Cloud Storage FUSE rules).
+            bookkeeping_dir: LOCAL_BOOKKEEPING.into(),
+            durable_dir: Some(DURABLE_BOOKKEEPING.into()),
+            bucket_dirs: vec![
+                BucketDir {
+                    mount: WORKSPACE_MOUNT.into(),
+                    prefix_len: format!("{}workspace/", sandbox_prefix(id)).len(),
+                },
+                BucketDir {
+                    mount: STATE_MOUNT.into(),
+                    prefix_len: sandbox_prefix(id).len(),
+                },
+            ],
+            capabilities: CAPABILITIES,
+            backend_name: "cloudrun",
+            ..GenericConfig::default()
+        };
+        Arc::new(GenericSandbox::new(transport, lifecycle, generic, fresh))
+    }
+
+    /// Creates a sandbox and returns the concrete type: claims a pre-started one from the
+    /// warm pool when there is one ready, else creates one from zero.
+    pub async fn create_cloudrun(&self) -> Result<Arc<CloudRunSandbox>> {
+        if let Some(entry) = self.pool.as_ref().and_then(|p| p.claim()) {
+            let sb = self.sandbox(&entry.id, true);
+            sb.transport().adopt_execution(&entry.execution).await;
+            tracing::info!(target: "sandbox_harness::events", event = "sandbox_created", backend = "cloudrun", sandbox_id = %entry.id, from = "warm_pool", execution_id = %entry.execution);
+            return Ok(sb);
+        }
+        self.create_from_zero().await
+    }
+
+    /// Creates a sandbox from zero (a new job; its first command starts the worker), whether
+    /// or not a warm pool is configured.
+    pub async fn create_from_zero(&self) -> Result<Arc<CloudRunSandbox>> {
+        let id = new_sandbox_id();
+        create_job(&self.run, &self.parent, &id, &self.job_spec(&id)).await?;
+        tracing::info!(target: "sandbox_harness::events", event = "sandbox_created", backend = "cloudrun", sandbox_id = %id);
+        Ok(self.sandbox(&id, true))
+    }
+}
+
+/// A new sandbox id (20 hex digits).
+fn new_sandbox_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..20].to_string()
 }
 
 /// The job resource of sandbox `id` with executor `image`: the worker container, the state
-/// and workspace Cloud Storage volumes, limits, timeout and service account of `cfg`. The
+/// and workspace Cloud Storage volumes, limits, timeout and service account of `cfg`; `pooled`
+/// marks a warm-pool job (label `sandbox-harness-pool`, so gc can tell them apart). The
 /// backend creates every sandbox with it and the preflight's test job uses it too.
-pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str) -> Job {
+pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str, pooled: bool) -> Job {
     let prefix = sandbox_prefix(id);
     let idle_ms = cfg.worker_idle_secs * 1000;
     let lifetime_ms = cfg.task_timeout_secs.saturating_sub(60).max(60) * 1000;
@@ -95,6 +383,9 @@ pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str) -> Job {
     let mut labels = BTreeMap::new();
     labels.insert(LABEL.to_string(), "1".to_string());
     labels.insert(LABEL_SANDBOX.to_string(), id.to_string());
+    if pooled {
+        labels.insert(LABEL_POOL.to_string(), "1".to_string());
+    }
     // The workspace is written through the API too (transfers), so its volume caches no
     // metadata: with Cloud Run's default 60 s stat cache and 5 s negative cache, a command
     // would see an uploaded file stale or missing. The state volume is written by the
@@ -186,254 +477,52 @@ pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str) -> Job {
     }
 }
 
-/// How long a new job may take to be created and become ready.
-pub const JOB_READY_LIMIT: Duration = Duration::from_secs(120);
-
-fn cfg_err(op: &str, detail: impl Into<String>) -> SandboxError {
-    SandboxError::invalid("-", op, detail)
+/// Creates the job of sandbox `id` from `spec` and waits until it is ready; a job whose
+/// creation failed is deleted again (it may exist with a failed Ready condition).
+async fn create_job(run: &RunClient, parent: &str, id: &str, spec: &Job) -> Result<()> {
+    let name = format!("{parent}/jobs/{JOB_PREFIX}{id}");
+    let deadline = Instant::now() + JOB_READY_LIMIT;
+    if let Err(e) = create_job_ready(run, parent, id, &name, spec, deadline).await {
+        if let Ok(op) = run.delete_job(&name).await {
+            let _ = run
+                .poll_operation(op, Instant::now() + Duration::from_secs(30))
+                .await;
+        }
+        return Err(e.into_sandbox_error(id, "create"));
+    }
+    Ok(())
 }
 
-fn clients_err(op: &str, e: ClientsError) -> SandboxError {
-    match e {
-        ClientsError::Config(m) => cfg_err(op, m),
-        ClientsError::Auth(m) => {
-            SandboxError::new(crate::protocol::ErrorKind::Permission, "-", op, m)
+/// Creates job `name` for sandbox `id` and waits until it is ready: the operation polled
+/// until done (its `error` fails the call), then the job's `terminalCondition` checked.
+/// The client retries a create whose answer was lost; the retry then meets the first
+/// attempt's job (409 ALREADY_EXISTS, or 412), which counts as created when it carries
+/// this sandbox's label (job ids are random, so nobody else wrote it).
+async fn create_job_ready(
+    run: &RunClient,
+    parent: &str,
+    id: &str,
+    name: &str,
+    spec: &Job,
+    deadline: Instant,
+) -> std::result::Result<(), RunError> {
+    match run
+        .create_job(parent, &format!("{JOB_PREFIX}{id}"), spec)
+        .await
+    {
+        Ok(op) => {
+            run.finish_operation(op, deadline, "job creation").await?;
         }
-    }
-}
-
-impl CloudRunBackend {
-    /// Connects with `cfg`; with no project and no endpoints, starts the embedded emulator.
-    /// A configuration that mixes emulator and Google endpoints is refused.
-    pub async fn connect(cfg: CloudRunConfig) -> Result<Self> {
-        cfg.validate()
-            .map_err(|e| cfg_err("connect", e.to_string()))?;
-        if cfg.uses_embedded_emulator() {
-            let local = Arc::new(
-                LocalCloud::start()
-                    .await
-                    .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
-            );
-            return Self::with_local(cfg, local).await;
-        }
-        let clients = GoogleClients::for_config(&cfg)
-            .await
-            .map_err(|e| clients_err("connect", e))?;
-        let image = cfg.executor_image.clone().ok_or_else(|| {
-            cfg_err(
-                "connect",
-                "no executor image: build it with `sandbox-harness images`, push it to your registry and set SANDBOX_EXECUTOR_IMAGE",
-            )
-        })?;
-        let origin = match &clients.target {
-            Target::Emulator { endpoint } => BackendOrigin::CloudRunEmulator {
-                endpoint: Some(endpoint.clone()),
-                latency_profile: None,
-            },
-            _ => BackendOrigin::CloudRunGcp {
-                project: Some(clients.project.clone()),
-                region: Some(cfg.region.clone()),
-            },
-        };
-        Ok(CloudRunBackend {
-            parent: clients.parent(&cfg.region),
-            storage: clients.storage,
-            run: clients.run,
-            cfg,
-            image,
-            local: None,
-            origin,
-        })
-    }
-
-    /// Uses an already running local emulator (tests share one across backends).
-    pub async fn with_local(cfg: CloudRunConfig, local: Arc<LocalCloud>) -> Result<Self> {
-        let clients = GoogleClients::for_local(&cfg, &local.base_url())
-            .map_err(|e| clients_err("connect", e))?;
-        let (storage, run) = (clients.storage, clients.run);
-        let image = match &cfg.executor_image {
-            Some(i) => i.clone(),
-            None => crate::images::ensure_executor_image(local.docker())
-                .await
-                .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
-        };
-        let project = clients.project;
-        match storage.get_bucket(&cfg.bucket).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => {
-                // Set up as the migration plan's Phase 0 sets up the real bucket: session state
-                // expires after 7 days.
-                storage
-                    .insert_bucket(
-                        &project,
-                        &BucketSpec {
-                            name: cfg.bucket.clone(),
-                            lifecycle: Some(crate::gcp::storage::Lifecycle {
-                                rule: vec![crate::gcp::storage::LifecycleRule::delete_after_days(
-                                    7,
-                                    &["sessions/"],
-                                )],
-                            }),
-                            ..BucketSpec::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| e.into_sandbox_error("-", "connect"))?;
+        Err(e) if matches!(e.status(), Some(409 | 412)) => {
+            let job = run.get_job(name).await?;
+            if job.labels.get(LABEL_SANDBOX).map(String::as_str) != Some(id) {
+                return Err(e);
             }
-            Err(e) => return Err(e.into_sandbox_error("-", "connect")),
+            tracing::debug!(sandbox_id = %id, "a retried job create met its own first attempt");
         }
-        let parent = format!("projects/{project}/locations/{}", cfg.region);
-        let origin = BackendOrigin::CloudRunTwin {
-            profile: cfg.twin_profile().to_string(),
-            latency_profile: None,
-        };
-        Ok(CloudRunBackend {
-            cfg,
-            storage,
-            run,
-            image,
-            parent,
-            local: Some(local),
-            origin,
-        })
+        Err(e) => return Err(e),
     }
-
-    /// True when this backend runs on the embedded twin or a standalone emulator (reports
-    /// must say so).
-    pub fn is_emulated(&self) -> bool {
-        self.origin.is_emulated()
-    }
-
-    /// The embedded emulator this backend runs on, if any.
-    pub fn local_cloud(&self) -> Option<&Arc<LocalCloud>> {
-        self.local.as_ref()
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &CloudRunConfig {
-        &self.cfg
-    }
-
-    /// The Storage client (preflight and gc use it).
-    pub fn storage(&self) -> &StorageClient {
-        &self.storage
-    }
-
-    /// The Cloud Run client (preflight and gc use it).
-    pub fn run_client(&self) -> &RunClient {
-        &self.run
-    }
-
-    /// `projects/<p>/locations/<region>`.
-    pub fn parent(&self) -> &str {
-        &self.parent
-    }
-
-    fn job_name(&self, id: &str) -> String {
-        format!("{}/jobs/{JOB_PREFIX}{id}", self.parent)
-    }
-
-    /// The job resource of a new sandbox (see [`job_spec`]).
-    pub fn job_spec(&self, id: &str) -> Job {
-        job_spec(&self.cfg, &self.image, id)
-    }
-
-    /// Creates job `name` for sandbox `id` and waits until it is ready: the operation polled
-    /// until done (its `error` fails the call), then the job's `terminalCondition` checked.
-    /// The client retries a create whose answer was lost; the retry then meets the first
-    /// attempt's job (409 ALREADY_EXISTS, or 412), which counts as created when it carries
-    /// this sandbox's label (job ids are random, so nobody else wrote it).
-    async fn create_job(
-        &self,
-        id: &str,
-        name: &str,
-        deadline: Instant,
-    ) -> std::result::Result<(), RunError> {
-        match self
-            .run
-            .create_job(
-                &self.parent,
-                &format!("{JOB_PREFIX}{id}"),
-                &self.job_spec(id),
-            )
-            .await
-        {
-            Ok(op) => {
-                self.run
-                    .finish_operation(op, deadline, "job creation")
-                    .await?;
-            }
-            Err(e) if matches!(e.status(), Some(409 | 412)) => {
-                let job = self.run.get_job(name).await?;
-                if job.labels.get(LABEL_SANDBOX).map(String::as_str) != Some(id) {
-                    return Err(e);
-                }
-                tracing::debug!(sandbox_id = %id, "a retried job create met its own first attempt");
-            }
-            Err(e) => return Err(e),
-        }
-        self.run.wait_job_ready(name, deadline).await.map(|_| ())
-    }
-
-    fn sandbox(&self, id: &str, fresh: bool) -> Arc<CloudRunSandbox> {
-        let transport = CloudRunTransport::new(
-            id,
-            self.storage.clone(),
-            self.run.clone(),
-            self.cfg.bucket.clone(),
-            self.job_name(id),
-            self.cfg.poll(),
-            self.cfg.heartbeat_every(),
-        );
-        let lifecycle = Arc::new(CloudRunLifecycle {
-            id: id.to_string(),
-            job: self.job_name(id),
-            bucket: self.cfg.bucket.clone(),
-            storage: self.storage.clone(),
-            run: self.run.clone(),
-            _local: self.local.clone(),
-        });
-        let generic = GenericConfig {
-            // FIFOs, pids and spools need POSIX: the container's own file system. What must
-            // outlive the worker goes to the state volume (Cloud Storage FUSE rules).
-            bookkeeping_dir: LOCAL_BOOKKEEPING.into(),
-            durable_dir: Some(DURABLE_BOOKKEEPING.into()),
-            bucket_dirs: vec![
-                BucketDir {
-                    mount: WORKSPACE_MOUNT.into(),
-                    prefix_len: format!("{}workspace/", sandbox_prefix(id)).len(),
-                },
-                BucketDir {
-                    mount: STATE_MOUNT.into(),
-                    prefix_len: sandbox_prefix(id).len(),
-                },
-            ],
-            capabilities: CAPABILITIES,
-            backend_name: "cloudrun",
-            ..GenericConfig::default()
-        };
-        Arc::new(GenericSandbox::new(transport, lifecycle, generic, fresh))
-    }
-
-    /// Creates a sandbox and returns the concrete type.
-    pub async fn create_cloudrun(&self) -> Result<Arc<CloudRunSandbox>> {
-        let id = uuid::Uuid::new_v4().simple().to_string()[..20].to_string();
-        let name = self.job_name(&id);
-        let deadline = Instant::now() + JOB_READY_LIMIT;
-        let created = self.create_job(&id, &name, deadline).await;
-        if let Err(e) = created {
-            // A job whose creation failed may still exist (with a failed Ready condition).
-            if let Ok(op) = self.run.delete_job(&name).await {
-                let _ = self
-                    .run
-                    .poll_operation(op, Instant::now() + Duration::from_secs(30))
-                    .await;
-            }
-            return Err(e.into_sandbox_error(&id, "create"));
-        }
-        tracing::info!(target: "sandbox_harness::events", event = "sandbox_created", backend = "cloudrun", sandbox_id = %id);
-        Ok(self.sandbox(&id, true))
-    }
+    run.wait_job_ready(name, deadline).await.map(|_| ())
 }
 
 #[async_trait]

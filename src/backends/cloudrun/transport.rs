@@ -17,6 +17,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -25,7 +26,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sandbox_executor::exec::{Request, Response, now_ms};
+use sandbox_executor::exec::{Request, Response, WorkerTiming, now_ms};
 use sandbox_executor::worker::{
     HEARTBEAT, Heartbeat, PollSchedule, claim_object, inbox_object, outbox_object, withdraw_claim,
 };
@@ -47,6 +48,71 @@ pub const WORKSPACE_MOUNT: &str = "/workspace";
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
 /// How long to wait for a started execution's worker to take a request before giving up.
 const COLD_START_LIMIT: Duration = Duration::from_secs(120);
+
+/// When this client started a worker execution (its clock), and which one: the cold-start
+/// breakdown reads the execution's own timestamps from the Admin API afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionStart {
+    /// `jobs/...:run` sent.
+    pub run_sent: DateTime<Utc>,
+    /// Its answer (the execution exists) received.
+    pub run_returned: DateTime<Utc>,
+    /// The execution's full resource name.
+    pub execution: String,
+}
+
+/// The steps of the last request this transport served, each by the clock that saw it: the
+/// client's (`sent`, `queued`, `answered`), Cloud Storage's (`answer_created`, only while
+/// answer tracing is on: it costs one metadata read) and the worker's (`worker`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestTrace {
+    /// The request's inbox object insert was sent.
+    pub sent: DateTime<Utc>,
+    /// That insert returned.
+    pub queued: DateTime<Utc>,
+    /// When the worker claimed and ran it.
+    pub worker: Option<WorkerTiming>,
+    /// The answer object's creation time.
+    pub answer_created: Option<DateTime<Utc>>,
+    /// The answer's body was in the client's hands.
+    pub answered: DateTime<Utc>,
+}
+
+/// What [`CloudRunTransport::take_answer`] learned besides the output.
+struct AnswerMeta {
+    worker: Option<WorkerTiming>,
+    created: Option<DateTime<Utc>>,
+    received: DateTime<Utc>,
+}
+
+/// Reads the worker heartbeat of the sandbox under `prefix` whose job is `job` (execution
+/// as a full resource name: the worker knows only the short name Cloud Run gives it in
+/// `CLOUD_RUN_EXECUTION`), with its age by the server's clock, and the object's generation.
+pub async fn read_heartbeat(
+    storage: &StorageClient,
+    bucket: &str,
+    prefix: &str,
+    job: &str,
+) -> std::result::Result<Option<(Heartbeat, i64)>, StorageError> {
+    let (obj, date) = match storage
+        .get_object_at(bucket, &format!("{prefix}{HEARTBEAT}"))
+        .await
+    {
+        Ok(v) => v,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let updated = obj.updated.map(|t| t.timestamp_millis());
+    let now = date.map(|t| t.timestamp_millis());
+    Ok(
+        Heartbeat::from_metadata(&obj.metadata, updated, now).map(|mut hb| {
+            if !hb.execution.is_empty() && !hb.execution.contains('/') {
+                hb.execution = format!("{job}/executions/{}", hb.execution);
+            }
+            (hb, obj.generation)
+        }),
+    )
+}
 
 /// The object prefix of a sandbox: `sessions/<id>/`.
 pub fn sandbox_prefix(sandbox_id: &str) -> String {
@@ -124,6 +190,10 @@ pub struct CloudRunTransport {
     /// Names this client in the claims it creates to withdraw requests.
     client_id: String,
     worker: Mutex<WorkerView>,
+    /// Read the answer object's creation time for [`RequestTrace::answer_created`].
+    trace_answers: AtomicBool,
+    last_request: std::sync::Mutex<Option<RequestTrace>>,
+    last_start: std::sync::Mutex<Option<ExecutionStart>>,
 }
 
 impl CloudRunTransport {
@@ -150,7 +220,48 @@ impl CloudRunTransport {
             heartbeat_every,
             client_id: uuid::Uuid::new_v4().simple().to_string(),
             worker: Mutex::new(WorkerView::default()),
+            trace_answers: AtomicBool::new(false),
+            last_request: std::sync::Mutex::new(None),
+            last_start: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Counts on `execution` (full name), just started for this sandbox by somebody else (the
+    /// warm pool), as if this client had started it.
+    pub async fn adopt_execution(&self, execution: &str) {
+        let mut view = self.worker.lock().await;
+        view.execution = Some(execution.to_string());
+        view.started_at = Some(Instant::now());
+        view.seen_alive = Some(Instant::now());
+        view.trusted = true;
+        view.checked = None;
+    }
+
+    /// Turns on reading each answer object's creation time (one metadata read per request,
+    /// after the answer is in hand), for [`RequestTrace::answer_created`].
+    pub fn set_answer_tracing(&self, on: bool) {
+        self.trace_answers.store(on, Ordering::SeqCst);
+    }
+
+    /// The steps of the last request served.
+    pub fn last_request_trace(&self) -> Option<RequestTrace> {
+        self.last_request
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The last worker execution this client started.
+    pub fn last_execution_start(&self) -> Option<ExecutionStart> {
+        self.last_start
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The live worker's heartbeat, if any (the bench reads when the worker started).
+    pub async fn worker_heartbeat(&self, op: &str) -> Result<Option<Heartbeat>> {
+        Ok(self.heartbeat(op).await?.map(|(hb, _)| hb))
     }
 
     fn object(&self, rel: &str) -> String {
@@ -165,25 +276,9 @@ impl CloudRunTransport {
     /// short name Cloud Run gives it in `CLOUD_RUN_EXECUTION`), its age by the server's clock,
     /// and the object's generation.
     async fn heartbeat(&self, op: &str) -> Result<Option<(Heartbeat, i64)>> {
-        let (obj, date) = match self
-            .storage
-            .get_object_at(&self.bucket, &self.object(HEARTBEAT))
+        read_heartbeat(&self.storage, &self.bucket, &self.prefix, &self.job)
             .await
-        {
-            Ok(v) => v,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(self.serr(op, e)),
-        };
-        let updated = obj.updated.map(|t| t.timestamp_millis());
-        let now = date.map(|t| t.timestamp_millis());
-        Ok(
-            Heartbeat::from_metadata(&obj.metadata, updated, now).map(|mut hb| {
-                if !hb.execution.is_empty() && !hb.execution.contains('/') {
-                    hb.execution = format!("{}/executions/{}", self.job, hb.execution);
-                }
-                (hb, obj.generation)
-            }),
-        )
+            .map_err(|e| self.serr(op, e))
     }
 
     /// Removes the heartbeat a finished execution left behind (only if it is still that
@@ -248,12 +343,18 @@ impl CloudRunTransport {
             }
         }
         let started = Instant::now();
+        let run_sent = Utc::now();
         let operation = self
             .run
             .run_job(&self.job, None)
             .await
             .map_err(|e| e.into_sandbox_error(&self.sandbox_id, op))?;
         let execution = operation.execution().map(|e| e.name).unwrap_or_default();
+        *self.last_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(ExecutionStart {
+            run_sent,
+            run_returned: Utc::now(),
+            execution: execution.clone(),
+        });
         tracing::info!(
             target: "sandbox_harness::events",
             event = "job_execution_started",
@@ -338,7 +439,7 @@ impl CloudRunTransport {
 
     /// The worker's answer to request `id`, if it is there yet. The answer and the claim are
     /// removed in the background once read.
-    async fn take_answer(&self, op: &str, id: &str) -> Result<Option<RawOutput>> {
+    async fn take_answer(&self, op: &str, id: &str) -> Result<Option<(RawOutput, AnswerMeta)>> {
         let outbox = outbox_object(&self.prefix, id);
         let d = match self.storage.download(&self.bucket, &outbox, None).await {
             Ok(d) => d,
@@ -346,15 +447,44 @@ impl CloudRunTransport {
             Err(e) => return Err(self.serr(op, e)),
         };
         let bytes = d.collect().await.map_err(|e| self.serr(op, e))?;
+        let received = Utc::now();
+        let created = if self.trace_answers.load(Ordering::SeqCst) {
+            self.storage
+                .get_object_at(&self.bucket, &outbox)
+                .await
+                .ok()
+                .and_then(|(o, _)| o.time_created)
+        } else {
+            None
+        };
         self.clean_up(vec![outbox, claim_object(&self.prefix, id)]);
         let resp: Response = serde_json::from_slice(&bytes).map_err(|e| {
             SandboxError::backend(&self.sandbox_id, op, format!("bad worker response: {e}"))
         })?;
+        let worker = resp.timing;
         let out = output_from_response(&self.sandbox_id, op, resp)?;
         let mut view = self.worker.lock().await;
         view.seen_alive = Some(Instant::now());
         view.trusted = view.execution.is_some();
-        Ok(Some(out))
+        Ok(Some((
+            out,
+            AnswerMeta {
+                worker,
+                created,
+                received,
+            },
+        )))
+    }
+
+    /// Keeps the steps of a served request (see [`RequestTrace`]).
+    fn record(&self, sent: DateTime<Utc>, queued: DateTime<Utc>, meta: AnswerMeta) {
+        *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = Some(RequestTrace {
+            sent,
+            queued,
+            worker: meta.worker,
+            answer_created: meta.created,
+            answered: meta.received,
+        });
     }
 
     /// Deletes protocol objects off the critical path (best effort: a leftover is removed with
@@ -461,7 +591,9 @@ impl Transport for CloudRunTransport {
                 .map_err(|e| SandboxError::backend(&self.sandbox_id, op, e.to_string()))
         };
         self.ensure_worker(op, false).await?;
+        let mut sent = Utc::now();
         let mut queued_at = self.enqueue(op, &request.id, encode(&request)?).await?;
+        let mut queued = Utc::now();
         let mut requeued = 0;
         // The worker enforces the deadline itself; allow it time to start and to answer.
         let limit = req.deadline + COLD_START_LIMIT;
@@ -469,8 +601,9 @@ impl Transport for CloudRunTransport {
         loop {
             tokio::time::sleep(wait).await;
             wait = self.poll.next(wait);
-            if let Some(out) = self.take_answer(op, &request.id).await? {
+            if let Some((out, meta)) = self.take_answer(op, &request.id).await? {
                 tracing::debug!(sandbox = %self.sandbox_id, op, ms = started.elapsed().as_millis() as u64, "request served");
+                self.record(sent, queued, meta);
                 return Ok(out);
             }
             if started.elapsed() > limit {
@@ -490,7 +623,8 @@ impl Transport for CloudRunTransport {
                 continue;
             };
             // An answer written before the end still counts.
-            if let Some(out) = self.take_answer(op, &request.id).await? {
+            if let Some((out, meta)) = self.take_answer(op, &request.id).await? {
+                self.record(sent, queued, meta);
                 return Ok(out);
             }
             if !self.withdraw(op, &request.id).await? {
@@ -521,7 +655,9 @@ impl Transport for CloudRunTransport {
             requeued += 1;
             self.ensure_worker(op, true).await?;
             request.id = Self::new_request_id();
+            sent = Utc::now();
             queued_at = self.enqueue(op, &request.id, encode(&request)?).await?;
+            queued = Utc::now();
             wait = self.poll.min;
         }
     }

@@ -40,6 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::acceptance::profile;
 use crate::emulator::faults::FaultInjector;
 use crate::emulator::gcsfuse::GcsFuse;
 use crate::emulator::routes::{Api, RouteTable};
@@ -146,6 +147,7 @@ struct ExecRec {
 }
 
 enum OpRec {
+    /// An operation on a job or execution record.
     Done {
         metadata: Value,
         response: Value,
@@ -153,6 +155,8 @@ enum OpRec {
         pending_reads: u32,
         /// The error the operation ends with (no response then).
         error: Option<Status>,
+        /// Not done before this instant (the profile's operation duration; at once when `None`).
+        ready_at: Option<Instant>,
     },
     Exec {
         execution: String,
@@ -203,7 +207,12 @@ struct Inner {
 
 impl Inner {
     /// A job operation as [`JobOperations`] says; returns it and whether it fails.
-    fn job_op(&mut self, parent: &str, resource: Value) -> (String, bool) {
+    fn job_op(
+        &mut self,
+        parent: &str,
+        resource: Value,
+        ready_at: Option<Instant>,
+    ) -> (String, bool) {
         let error = (self.job_ops.failing > 0).then(|| {
             self.job_ops.failing -= 1;
             self.job_op_counts.failed += 1;
@@ -217,6 +226,7 @@ impl Inner {
                 response: resource,
                 pending_reads: self.job_ops.pending_reads,
                 error,
+                ready_at,
             },
         );
         (op, failed)
@@ -606,27 +616,21 @@ impl Inner {
         Some(match op {
             OpRec::Done {
                 metadata,
-                pending_reads: 1..,
-                ..
-            } => Operation {
-                name: name.into(),
-                metadata: Some(metadata.clone()),
-                done: false,
-                error: None,
-                response: None,
-            },
-            OpRec::Done {
-                metadata,
                 response,
+                pending_reads,
                 error,
-                ..
-            } => Operation {
-                name: name.into(),
-                metadata: Some(metadata.clone()),
-                done: true,
-                error: error.clone(),
-                response: error.is_none().then(|| response.clone()),
-            },
+                ready_at,
+            } => {
+                let done = *pending_reads == 0 && ready_at.is_none_or(|t| Instant::now() >= t);
+                let error = error.clone().filter(|_| done);
+                Operation {
+                    name: name.into(),
+                    metadata: Some(metadata.clone()),
+                    done,
+                    response: (done && error.is_none()).then(|| response.clone()),
+                    error,
+                }
+            }
             OpRec::Exec { execution } => match self.executions.get(execution) {
                 Some(e) => {
                     let x = exec_view(e);
@@ -905,6 +909,11 @@ async fn create_job(
     job.latest_created_execution = None;
     job.reconciling = false;
     job.etag = Some(format!("\"{}\"", rand_suffix(12)));
+    // The latency profile's job-create operation: done after a while, as Google's reconciles.
+    // The job itself is readable and runnable at once (the twin does not model a job that
+    // cannot run before its create operation is done; Google does not document either way).
+    let create_delay = st.cfg.faults.phase_delay(profile::JOB_CREATE_OP);
+    let create_ready = (!create_delay.is_zero()).then(|| Instant::now() + create_delay);
     let op = {
         let mut g = st.lock();
         if g.jobs.contains_key(&name) {
@@ -914,7 +923,7 @@ async fn create_job(
                 format!("Resource '{name}' already exists."),
             ));
         }
-        let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL));
+        let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL), create_ready);
         if failed {
             job.terminal_condition = Some(cond(
                 "Ready",
@@ -983,7 +992,7 @@ async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> A
         let job = g
             .job_view(&name)
             .ok_or_else(|| ApiError::not_found(&name))?;
-        let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL));
+        let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL), None);
         if failed {
             return ok(g.read_op(&op));
         }
@@ -1217,6 +1226,7 @@ async fn delete_execution(State(st): St, Path((p, l, j, e)): P4, headers: Header
                 response: v,
                 pending_reads: 0,
                 error: None,
+                ready_at: None,
             },
         );
         g.op_view(&op)
@@ -1331,28 +1341,36 @@ async fn post_operation(
         Some(other) => return Err(ApiError::invalid(format!("Invalid timeout {other}"))),
     };
     let name = format!("projects/{p}/locations/{l}/operations/{o}");
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    // WaitOperation is best effort and may return before the operation is done, even at once
+    // (https://cloud.google.com/run/docs/reference/rest/v2/projects.locations.operations/wait);
+    // the latency profile says how often and how soon.
+    if let Some(early) = st.cfg.faults.wait_returns_early() {
+        deadline = deadline.min(Instant::now() + early);
+    }
     let mut rx = st.changed.subscribe();
     loop {
-        let (op, pending) = {
+        let (op, pending, ready_at) = {
             let mut g = st.lock();
-            let pending = matches!(
-                g.operations.get(&name),
+            let (pending, ready_at) = match g.operations.get(&name) {
                 Some(OpRec::Done {
-                    pending_reads: 1..,
+                    pending_reads,
+                    ready_at,
                     ..
-                })
-            );
-            (g.read_op(&name), pending)
+                }) => (*pending_reads > 0, *ready_at),
+                _ => (false, None),
+            };
+            (g.read_op(&name), pending, ready_at)
         };
         let op = op.ok_or_else(|| ApiError::not_found(&name))?;
         // A pending job operation returns before it is done, as Google's wait may.
         if op.done || pending || Instant::now() >= deadline {
             return ok(op);
         }
+        let wake = ready_at.map_or(deadline, |t| t.min(deadline));
         tokio::select! {
             r = rx.changed() => { if r.is_err() { return ok(op); } }
-            _ = tokio::time::sleep_until(deadline.into()) => {}
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }

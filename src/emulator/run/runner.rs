@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXECUTION_LABEL, Phase, RunState, cancelled_result, now, rand_suffix, spec};
+use crate::acceptance::profile;
 use crate::emulator::gcsfuse::{self, Budget, MountHandle, MountOptions};
 use crate::gcp::run::{Container, Status, TaskAttemptResult, TaskTemplate};
 
@@ -54,7 +55,10 @@ fn failure(code: i32, message: String, exit_code: Option<i32>) -> Outcome {
 /// Drives an execution from pending to its end; never panics on engine errors.
 pub(super) async fn run_execution(st: Arc<RunState>, plan: ExecPlan, cancel: CancellationToken) {
     let plan = Arc::new(plan);
-    let delay = st.cfg.faults.execution_start_delay();
+    // Injected start latency, then the latency profile's scheduling phase (an instance is
+    // found for the execution); image pull and container start are per task attempt.
+    let delay =
+        st.cfg.faults.execution_start_delay() + st.cfg.faults.phase_delay(profile::EXEC_SCHEDULING);
     let cancelled_early = tokio::select! {
         _ = tokio::time::sleep(delay) => false,
         _ = cancel.cancelled() => true,
@@ -158,7 +162,17 @@ async fn run_task(
             *ph = Phase::Running;
             t.start_time = Some(now());
         });
-        match run_attempt(&st, &plan, index, attempt, &cancel).await {
+        let outcome = run_attempt(&st, &plan, index, attempt, &cancel).await;
+        // The latency profile: the task's end reaches its status (and the execution's) after
+        // a while.
+        if !matches!(outcome, Outcome::Cancelled) {
+            let d = st.cfg.faults.phase_delay(profile::EXEC_COMPLETION_VISIBLE);
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = cancel.cancelled() => {}
+            }
+        }
+        match outcome {
             Outcome::Succeeded => {
                 st.update_task(name, index, |t, ph| {
                     *ph = Phase::Succeeded;
@@ -229,6 +243,22 @@ async fn run_attempt(
         attempt,
         rand_suffix(6)
     );
+    // The latency profile's image pull (fixed part plus size at the pull rate) and container
+    // start; the image is already local, so only the time is modelled.
+    let pull_and_start = {
+        let f = &st.cfg.faults;
+        let size = match f.config().profile.as_ref() {
+            Some(p) if p.lifecycle.image_pull_mib_per_s > 0.0 => image_size(docker, plan).await,
+            _ => 0,
+        };
+        f.image_pull_delay(size) + f.phase_delay(profile::EXEC_CONTAINER_START)
+    };
+    if !pull_and_start.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(pull_and_start) => {}
+            _ = cancel.cancelled() => return Outcome::Cancelled,
+        }
+    }
     let opts = CreateContainerOptionsBuilder::new().name(&cname).build();
     let id = match docker.create_container(Some(opts), body).await {
         Ok(r) => r.id,
@@ -247,6 +277,20 @@ async fn run_attempt(
     // The container is gone: unmount its Cloud Storage volumes.
     drop(mounts);
     out
+}
+
+/// The size of the task's image as the engine reports it (0 when unknown).
+async fn image_size(docker: &Docker, plan: &ExecPlan) -> u64 {
+    let Some(c) = plan.template.containers.first() else {
+        return 0;
+    };
+    match docker.inspect_image(&c.image).await {
+        Ok(i) => i.size.unwrap_or(0).max(0) as u64,
+        Err(e) => {
+            tracing::debug!(image = %c.image, error = %e, "image size unknown");
+            0
+        }
+    }
 }
 
 /// The container's memory limit in bytes, if it sets one.

@@ -347,7 +347,7 @@ pub async fn get_object(
         Some("media") => {
             let (m, file) = ctx.storage.open_object(&bucket, &name).await?;
             check_read_preconditions(&uri, &m)?;
-            let resp = media_response(m, file, &headers).await?;
+            let resp = media_response(&ctx, m, file, &headers).await?;
             Ok(maybe_break(&ctx, resp))
         }
         Some(other) => Err(ApiError::bad_request(format!(
@@ -368,8 +368,17 @@ pub async fn download_object(
     ctx.storage.maybe_sweep(&bucket).await;
     let (m, file) = ctx.storage.open_object(&bucket, &name).await?;
     check_read_preconditions(&uri, &m)?;
-    let resp = media_response(m, file, &headers).await?;
+    let resp = media_response(&ctx, m, file, &headers).await?;
     Ok(maybe_break(&ctx, resp))
+}
+
+/// The request's `Content-Length` (0 when absent or malformed).
+fn content_length(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Applies the broken-download fault ([`FaultConfig::broken_downloads`]) to a media answer.
@@ -456,6 +465,7 @@ pub fn parse_range(h: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, Api
 }
 
 async fn media_response(
+    ctx: &EmulatorContext,
     m: ObjectMeta,
     mut file: tokio::fs::File,
     headers: &HeaderMap,
@@ -468,6 +478,9 @@ async fn media_response(
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
         None => (StatusCode::OK, 0, m.size),
     };
+    // The latency profile's transfer rate (the twin delays the first byte by the whole
+    // transfer's time rather than pacing the stream).
+    ctx.transfer(len).await;
     if start > 0 {
         file.seek(SeekFrom::Start(start)).await?;
     }
@@ -770,6 +783,7 @@ pub async fn upload_post(
     body: Body,
 ) -> Result<Response, ApiError> {
     ctx.inject("storage.objects.insert").await?;
+    ctx.transfer(content_length(&headers)).await;
     require_bucket(&ctx, &bucket)?;
     let pre = Preconditions::from_query(uri.query())?;
     let ctype = headers
@@ -1163,6 +1177,7 @@ pub async fn upload_put(
     body: Body,
 ) -> Result<Response, ApiError> {
     ctx.inject("storage.objects.insert").await?;
+    ctx.transfer(content_length(&headers)).await;
     let (_, sess) = session(&ctx, &uri)?;
     let mut s = sess.lock().await;
     let cr = match headers.get(header::CONTENT_RANGE) {
