@@ -553,7 +553,10 @@ mod tests {
 
     #[test]
     fn twin_profile_defaults_to_none() {
-        assert_eq!(CloudRunConfig::default().twin_profile().unwrap().name, "none");
+        assert_eq!(
+            CloudRunConfig::default().twin_profile().unwrap().name,
+            "none"
+        );
         let c = CloudRunConfig {
             latency_profile: Some("gcp-published".into()),
             ..CloudRunConfig::default()
