@@ -474,11 +474,7 @@ pub fn metrics_of(
     suites: &Suites,
     bench: Option<&BenchReport>,
 ) -> Result<crate::metrics::MetricsReport, PipelineError> {
-    let from_emulator = bench.is_some_and(|b| {
-        b.backends
-            .iter()
-            .any(|x| x.origin.is_emulated())
-    });
+    let from_emulator = bench.is_some_and(|b| b.backends.iter().any(|x| x.origin.is_emulated()));
     let opts = crate::metrics::MetricsOptions {
         monitoring: suites.monitoring.clone(),
         prices: suites.prices,

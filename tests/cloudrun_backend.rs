@@ -435,3 +435,48 @@ async fn a_job_with_a_failed_terminal_condition_is_refused() {
     );
     let _ = run.delete_job(&name).await;
 }
+
+/// The origin of the figures follows the endpoints: the embedded twin is SIMULATED with its
+/// profile, the same emulator reached through loopback endpoints is a standalone emulator
+/// even with a project set, and a mix of emulator and Google endpoints is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_follows_the_endpoints_and_mixed_endpoints_are_refused() {
+    let (backend, guard) = setup().await;
+    let twin = backend.origin();
+    assert!(
+        twin.statement()
+            .starts_with("SIMULATED: Cloud Run twin, profile none"),
+        "{}",
+        twin.statement()
+    );
+    let base = guard.1.base_url();
+    let standalone = CloudRunBackend::connect(CloudRunConfig {
+        project: Some("looks-real".into()),
+        run_endpoint: Some(base.clone()),
+        storage_endpoint: Some(base.clone()),
+        executor_image: Some("sandbox-harness/executor:any".into()),
+        ..CloudRunConfig::default()
+    })
+    .await
+    .expect("connects to the standalone emulator");
+    let o = standalone.origin();
+    assert!(o.is_emulated() && !o.is_real_gcp(), "{o:?}");
+    assert!(o.statement().contains("EMULATOR"), "{}", o.statement());
+    assert!(o.statement().contains(&base), "{}", o.statement());
+    let err = match CloudRunBackend::connect(CloudRunConfig {
+        project: Some("p".into()),
+        storage_endpoint: Some(base.clone()),
+        executor_image: Some("sandbox-harness/executor:any".into()),
+        ..CloudRunConfig::default()
+    })
+    .await
+    {
+        Ok(_) => panic!("a mix of emulator and Google endpoints must be refused"),
+        Err(e) => e,
+    };
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(
+        err.to_string().contains("mixes emulator endpoints"),
+        "{err}"
+    );
+}

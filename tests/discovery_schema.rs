@@ -561,6 +561,7 @@ async fn drive_storage(base: &str) {
     c.test_iam_permissions(bucket, &["storage.objects.get"])
         .await
         .unwrap();
+    c.get_bucket_iam_policy(bucket).await.unwrap();
     let ok = |r: &reqwest::Response, what: &str| {
         assert!(r.status().is_success(), "{what}: {}", r.status());
     };

@@ -442,3 +442,40 @@ async fn test_job_runs_the_sandbox_spec_with_its_volumes() {
     let r = preflight::run(&cfg, &clients, &opts).await;
     assert_status(&r, ids::TEST_JOB, Status::Pass);
 }
+
+/// The runtime service account needs object access on the bucket: the bucket's IAM policy
+/// must grant it an object role (https://cloud.google.com/storage/docs/access-control/iam-roles);
+/// the check names the account and what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_service_account_needs_object_access_on_the_bucket() {
+    let mut cfg = config();
+    let sa = "runner@local-project.iam.gserviceaccount.com";
+    cfg.service_account = Some(sa.into());
+    let spec = BucketSpec {
+        lifecycle: Some(sessions_rule()),
+        ..plain_bucket()
+    };
+    let (_cloud, clients, _) = setup(EmulatorConfig::default(), Some(spec.clone()), &cfg).await;
+    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    assert_status(&r, ids::IAM_BUCKET, Status::Fail);
+    let why = &item(&r, ids::IAM_BUCKET).reason;
+    assert!(
+        why.contains(sa) && why.contains("roles/storage.objectUser"),
+        "{why}"
+    );
+
+    let emu = EmulatorConfig {
+        bucket_object_users: BTreeSet::from([format!("serviceAccount:{sa}")]),
+        ..EmulatorConfig::default()
+    };
+    let (_cloud2, clients, _) = setup(emu, Some(spec), &cfg).await;
+    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    assert_status(&r, ids::IAM_BUCKET, Status::Pass);
+    assert!(
+        item(&r, ids::IAM_BUCKET)
+            .reason
+            .contains("has roles/storage.objectUser"),
+        "{}",
+        r.render()
+    );
+}

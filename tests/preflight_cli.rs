@@ -199,3 +199,53 @@ fn preflight_subcommand_marks_exit_codes_and_json() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only to the embedded emulator"));
 }
+
+/// `preflight --fix` against a fresh project on a standalone emulator (its endpoints in
+/// CLOUD_RUN_EMULATOR_HOST and STORAGE_EMULATOR_HOST): the bucket is created in us-central1,
+/// STANDARD, with the 7-day sessions/ rule, the run passes, and the report says emulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_fix_on_a_fresh_emulator_project_creates_the_bucket() {
+    let local = sandbox_harness::emulator::LocalCloud::start()
+        .await
+        .expect("emulator starts");
+    let base = local.base_url();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("preflight.json");
+    let out = command()
+        .env("CLOUD_RUN_EMULATOR_HOST", &base)
+        .env("STORAGE_EMULATOR_HOST", &base)
+        .args([
+            "preflight",
+            "--fix",
+            "--skip-job",
+            "--bucket",
+            "fresh-state-bucket",
+            "--json",
+        ])
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run preflight");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: PreflightReport = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(report.passed && report.emulated, "{text}");
+    let exists = report.check(ids::BUCKET_EXISTS).unwrap();
+    assert_eq!(exists.status, Status::Pass);
+    assert!(exists.reason.contains("created"), "{}", exists.reason);
+    let storage = StorageClient::new(&base, TokenSource::Anonymous).unwrap();
+    let b = storage.get_bucket("fresh-state-bucket").await.unwrap();
+    assert_eq!(b.location.as_deref(), Some("US-CENTRAL1"));
+    assert_eq!(b.storage_class.as_deref(), Some("STANDARD"));
+    let rules = b.lifecycle.expect("lifecycle").rule;
+    assert_eq!(
+        rules,
+        vec![sandbox_harness::gcp::storage::LifecycleRule::delete_after_days(7, &["sessions/"])]
+    );
+    local.shutdown().await;
+}

@@ -158,3 +158,30 @@ async fn a_broken_download_resumes_with_range() {
     assert_eq!(part, data.slice(1000..201_000));
     assert_eq!(injected(&emu, kind::BROKEN_DOWNLOAD), 2);
 }
+
+/// A conditional create (only if absent) whose first attempt failed without writing is
+/// retried: the object's absence on the retry is not an error.
+#[tokio::test]
+async fn a_conditional_create_is_retried_after_a_failure_that_wrote_nothing() {
+    let mut faults = FaultConfig {
+        seed: Some(3),
+        ..Default::default()
+    };
+    faults.p503.insert("storage.objects.insert".into(), 0.5);
+    let (emu, c) = env(faults).await;
+    let opts = WriteOptions {
+        if_generation_match: Some(0),
+        ..Default::default()
+    };
+    for i in 0..10 {
+        c.insert_object(
+            "bkt",
+            &format!("new-{i}"),
+            Bytes::from(format!("{i}")),
+            &opts,
+        )
+        .await
+        .expect("created despite 503s");
+    }
+    assert!(injected(&emu, kind::HTTP_503) > 0, "the dice injected 503s");
+}

@@ -330,7 +330,10 @@ impl BackendOrigin {
                 "EMULATOR: standalone Cloud Run and Cloud Storage emulator at {} ({}); these are \
                  NOT Google Cloud figures",
                 endpoint.as_deref().unwrap_or("an unrecorded endpoint"),
-                match (latency_profile.as_ref().map(|f| f.profile_name()), injected(latency_profile)) {
+                match (
+                    latency_profile.as_ref().map(|f| f.profile_name()),
+                    injected(latency_profile)
+                ) {
                     (Some(name), Some(l)) => format!("latency profile {name}, {l}"),
                     (Some(name), None) => format!("latency profile {name}"),
                     (None, Some(l)) => l,

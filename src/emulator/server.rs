@@ -63,6 +63,9 @@ pub struct EmulatorConfig {
     pub faults: FaultConfig,
     /// IAM permissions that testIamPermissions (bucket and project) reports as not granted.
     pub denied_permissions: BTreeSet<String>,
+    /// Members (e.g. "serviceAccount:runner@p.iam.gserviceaccount.com") the bucket IAM
+    /// policy grants `roles/storage.objectUser`.
+    pub bucket_object_users: BTreeSet<String>,
     /// Service names (e.g. "run.googleapis.com") Service Usage reports as DISABLED.
     pub disabled_services: BTreeSet<String>,
     /// Largest accepted JSON request body (and multipart metadata part), bytes; larger is 413.
@@ -84,6 +87,7 @@ impl Default for EmulatorConfig {
             auth: AuthMode::Off,
             faults: FaultConfig::default(),
             denied_permissions: BTreeSet::new(),
+            bucket_object_users: BTreeSet::new(),
             disabled_services: BTreeSet::new(),
             max_json_body: 1024 * 1024,
             lifecycle_sweep_interval: Duration::from_secs(60),

@@ -66,9 +66,13 @@ impl GoogleClients {
         let tokens = match (&cfg.token, &target) {
             (Some(t), _) => TokenSource::Static(t.clone()),
             (None, Target::Emulator { .. }) => TokenSource::Anonymous,
-            (None, _) => TokenSource::google()
-                .await
-                .map_err(|e| ClientsError::Auth(e.to_string()))?,
+            (None, _) => match &cfg.credentials_file {
+                Some(f) => {
+                    TokenSource::from_file(std::path::Path::new(f), cfg.quota_project.as_deref())
+                }
+                None => TokenSource::google(cfg.quota_project.as_deref()).await,
+            }
+            .map_err(|e| ClientsError::Auth(e.to_string()))?,
         };
         let emulator_run = match &target {
             Target::Emulator { .. } => cfg.run_endpoint.clone(),

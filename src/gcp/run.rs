@@ -804,6 +804,7 @@ pub struct RunClient {
     http: reqwest::Client,
     base: String,
     token: Option<TokenProvider>,
+    tokens: crate::gcp::auth::TokenSource,
     retry: RetryPolicy,
     recorder: Option<super::observe::CallRecorder>,
     call_timeout: Duration,
@@ -832,6 +833,7 @@ impl RunClient {
             http,
             base,
             token: None,
+            tokens: crate::gcp::auth::TokenSource::Anonymous,
             retry: RetryPolicy::default(),
             recorder: None,
             call_timeout: CALL_TIMEOUT,
@@ -859,27 +861,17 @@ impl RunClient {
         self
     }
 
+    /// Sends the headers of `tokens` (bearer token, quota project; nothing when anonymous)
+    /// on every request.
+    pub fn with_tokens(mut self, tokens: crate::gcp::auth::TokenSource) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
     /// Records how long each call takes (`bench --record-profile`).
     pub fn with_recorder(mut self, recorder: super::observe::CallRecorder) -> Self {
         self.recorder = Some(recorder);
         self
-    }
-
-    /// Sends the bearer token of `tokens` (none when anonymous) on every request.
-    pub fn with_tokens(self, tokens: crate::gcp::auth::TokenSource) -> Self {
-        if matches!(tokens, crate::gcp::auth::TokenSource::Anonymous) {
-            return self;
-        }
-        self.with_token_provider(Arc::new(move || {
-            let tokens = tokens.clone();
-            Box::pin(async move {
-                tokens
-                    .token()
-                    .await
-                    .map(|t| t.unwrap_or_default())
-                    .map_err(|e| e.to_string())
-            })
-        }))
     }
 
     /// Uses `policy` for retries.
@@ -1194,6 +1186,12 @@ impl RunClient {
         if let Some(p) = &self.token {
             let tok = p().await.map_err(RunError::Auth)?;
             req = req.bearer_auth(tok);
+        } else {
+            req = self
+                .tokens
+                .authorize(req)
+                .await
+                .map_err(|e| RunError::Auth(e.to_string()))?;
         }
         if let Some(b) = body {
             req = req.json(b);

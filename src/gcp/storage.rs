@@ -577,7 +577,7 @@ impl StorageClient {
         match emulator_endpoint_from_env() {
             Some(url) => Self::new(&url, TokenSource::Anonymous),
             None => {
-                let t = TokenSource::google()
+                let t = TokenSource::google(None)
                     .await
                     .map_err(|source| StorageError::Auth {
                         op: "from_env".into(),
@@ -821,6 +821,34 @@ impl StorageClient {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// The bucket's IAM policy bindings: role -> members.
+    pub async fn get_bucket_iam_policy(
+        &self,
+        bucket: &str,
+    ) -> Result<BTreeMap<String, Vec<String>>, StorageError> {
+        let url = self.url(&format!("/storage/v1/b/{}/iam", enc(bucket)));
+        let r = self
+            .send(
+                "buckets.getIamPolicy",
+                || self.http.get(&url).timeout(self.request_timeout),
+                |s| s.is_success(),
+            )
+            .await?;
+        let v: Value = Self::json("buckets.getIamPolicy", r).await?;
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for b in v["bindings"].as_array().into_iter().flatten() {
+            let members = b["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.as_str().map(str::to_string));
+            if let Some(role) = b["role"].as_str() {
+                out.entry(role.to_string()).or_default().extend(members);
+            }
+        }
+        Ok(out)
     }
 
     // ---------------- objects ----------------
@@ -1266,12 +1294,18 @@ impl StorageClient {
                     let (lock, landed) = (&lock, &landed);
                     async move {
                         if attempt > 1 {
+                            // A failed read here is retryable or not as itself; a 404 only
+                            // says the earlier attempt did not land.
                             match self.get_object_once(bucket, name).await {
                                 Ok(o) if landed(&o) => return Ok(o),
                                 Ok(o) if unconditional => *lock() = Some(o.generation),
-                                Err(e) if e.is_not_found() && unconditional => *lock() = Some(0),
-                                Err(e) => return Err(e),
                                 Ok(_) => {}
+                                Err(e) if e.is_not_found() => {
+                                    if unconditional {
+                                        *lock() = Some(0);
+                                    }
+                                }
+                                Err(e) => return Err(e),
                             }
                         }
                         let mut q = WriteOptions {

@@ -561,7 +561,13 @@ pub async fn run(
             .test_iam_permissions(bucket_name, &BUCKET_PERMISSIONS)
             .await
         {
-            Ok(granted) => permissions_result(item, &BUCKET_PERMISSIONS, &granted, "bucket"),
+            Ok(granted) => match &cfg.service_account {
+                None => permissions_result(item, &BUCKET_PERMISSIONS, &granted, "bucket"),
+                Some(sa) => {
+                    let caller = permissions_result(item, &BUCKET_PERMISSIONS, &granted, "bucket");
+                    runtime_account_access(caller, clients, bucket_name, sa).await
+                }
+            },
             Err(e) => item.done(
                 Status::Fail,
                 format!("testIamPermissions on the bucket failed: {e}"),
@@ -636,6 +642,51 @@ pub async fn run(
         passed,
         checks,
     }
+}
+
+/// Bucket roles that let a job's service account read, write, list and delete objects.
+pub const OBJECT_ROLES: [&str; 3] = [
+    "roles/storage.objectUser",
+    "roles/storage.objectAdmin",
+    "roles/storage.admin",
+];
+
+/// Adds the runtime service account's access (the bucket's IAM policy grants it one of
+/// [`OBJECT_ROLES`]) to the bucket permission check.
+async fn runtime_account_access(
+    mut caller: CheckResult,
+    clients: &PreflightClients,
+    bucket: &str,
+    sa: &str,
+) -> CheckResult {
+    let member = format!("serviceAccount:{sa}");
+    let found = match clients.storage.get_bucket_iam_policy(bucket).await {
+        Ok(policy) => OBJECT_ROLES
+            .iter()
+            .find(|r| policy.get(**r).is_some_and(|m| m.contains(&member)))
+            .map(|r| r.to_string())
+            .ok_or_else(|| {
+                format!(
+                    "the runtime service account {sa} has none of {} on the bucket's policy \
+                     (grant roles/storage.objectUser on the bucket; a project-level grant is \
+                     not visible here)",
+                    OBJECT_ROLES.join(", ")
+                )
+            }),
+        Err(e) => Err(format!("reading the bucket's IAM policy failed: {e}")),
+    };
+    match found {
+        Ok(role) => caller.reason = format!("{}; {sa} has {role} on it", caller.reason),
+        Err(why) => {
+            caller.status = Status::Fail;
+            caller.reason = if caller.reason.starts_with("missing") {
+                format!("{}; {why}", caller.reason)
+            } else {
+                why
+            };
+        }
+    }
+    caller
 }
 
 /// The plan's bucket location when none is configured (Phase 0: us-central1).

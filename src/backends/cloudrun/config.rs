@@ -62,6 +62,11 @@ pub struct CloudRunConfig {
     /// Service Usage base URL; `None` = the run endpoint when it is a loopback emulator, else
     /// https://serviceusage.googleapis.com.
     pub service_usage_endpoint: Option<String>,
+    /// A Google credentials file (service-account key, user ADC, external account /
+    /// Workload Identity Federation, impersonation); `None` = Application Default Credentials.
+    pub credentials_file: Option<String>,
+    /// Project billed for API quota, sent as `x-goog-user-project` with Google credentials.
+    pub quota_project: Option<String>,
     /// The embedded emulator's latency profile: a built-in name (`none`, `gcp-published`) or
     /// a profile file; `None` = what the command defaults to (see [`CloudRunConfig::twin_profile`]).
     pub latency_profile: Option<String>,
@@ -92,6 +97,8 @@ impl Default for CloudRunConfig {
             bucket_storage_class: None,
             resource_manager_endpoint: None,
             service_usage_endpoint: None,
+            credentials_file: None,
+            quota_project: None,
             latency_profile: None,
             emulator_seed: None,
         }
@@ -179,6 +186,12 @@ impl CloudRunConfig {
         }
         if let Some(v) = nonempty("SANDBOX_BUCKET_STORAGE_CLASS") {
             self.bucket_storage_class = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUDRUN_CREDENTIALS_FILE") {
+            self.credentials_file = Some(v);
+        }
+        if let Some(v) = nonempty("CLOUDRUN_QUOTA_PROJECT") {
+            self.quota_project = Some(v);
         }
         if let Some(v) = nonempty("CLOUDRUN_TOKEN") {
             self.token = Some(v);
@@ -540,7 +553,10 @@ mod tests {
 
     #[test]
     fn twin_profile_defaults_to_none() {
-        assert_eq!(CloudRunConfig::default().twin_profile().unwrap().name, "none");
+        assert_eq!(
+            CloudRunConfig::default().twin_profile().unwrap().name,
+            "none"
+        );
         let c = CloudRunConfig {
             latency_profile: Some("gcp-published".into()),
             ..CloudRunConfig::default()

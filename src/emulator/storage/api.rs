@@ -197,6 +197,36 @@ pub async fn delete_bucket(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// GET /storage/v1/b/{bucket}/iam: the emulator's bucket policy grants
+/// `roles/storage.objectUser` to the members of [`EmulatorConfig::bucket_object_users`] and
+/// nothing else (no other IAM is modelled).
+///
+/// [`EmulatorConfig::bucket_object_users`]: crate::emulator::EmulatorConfig::bucket_object_users
+pub async fn bucket_iam_policy(
+    State(ctx): State<EmulatorContext>,
+    UrlPath(bucket): UrlPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    ctx.inject("storage.buckets.getIamPolicy").await?;
+    if !ctx.storage.has_bucket(&bucket) {
+        return Err(ApiError::not_found(format!(
+            "The specified bucket does not exist: {bucket}"
+        )));
+    }
+    let members: Vec<&String> = ctx.config.bucket_object_users.iter().collect();
+    let bindings = if members.is_empty() {
+        json!([])
+    } else {
+        json!([{"role": "roles/storage.objectUser", "members": members}])
+    };
+    Ok(Json(json!({
+        "kind": "storage#policy",
+        "resourceId": format!("projects/_/buckets/{bucket}"),
+        "version": 1,
+        "etag": "CAE=",
+        "bindings": bindings,
+    })))
+}
+
 /// GET /storage/v1/b/{bucket}/iam/testPermissions
 pub async fn bucket_test_permissions(
     State(ctx): State<EmulatorContext>,

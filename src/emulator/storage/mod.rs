@@ -73,6 +73,12 @@ pub fn routes(ctx: EmulatorContext) -> RouteTable {
         )
         .route(
             Method::GET,
+            "/storage/v1/b/{bucket}/iam",
+            g(&["storage.buckets.getIamPolicy"]),
+            api::bucket_iam_policy,
+        )
+        .route(
+            Method::GET,
             "/storage/v1/b/{bucket}/iam/testPermissions",
             g(&["storage.buckets.testIamPermissions"]),
             api::bucket_test_permissions,
