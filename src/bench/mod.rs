@@ -362,18 +362,6 @@ impl BackendOrigin {
         }
     }
 
-    /// The Cloud Run twin's latency profile name (`none`, `gcp-published`, a recorded one),
-    /// for figures from the embedded emulator.
-    pub fn twin_profile_name(&self) -> Option<&str> {
-        match self {
-            BackendOrigin::CloudRunTwin { profile, .. } => Some(profile),
-            BackendOrigin::CloudRunEmulator {
-                latency_profile, ..
-            } => latency_profile.as_ref().map(|f| f.profile_name()),
-            _ => None,
-        }
-    }
-
     /// True only for real Google Cloud.
     pub fn is_real_gcp(&self) -> bool {
         matches!(self, BackendOrigin::CloudRunGcp { .. })

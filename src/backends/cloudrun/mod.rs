@@ -254,14 +254,6 @@ impl CloudRunBackend {
         self
     }
 
-    /// The embedded emulator's fault and latency configuration (its profile, seed), when the
-    /// backend runs on it.
-    pub fn twin_faults(&self) -> Option<crate::emulator::faults::FaultConfig> {
-        self.local
-            .as_ref()
-            .map(|l| l.emulator().context().faults().clone())
-    }
-
     /// True when this backend runs on the embedded twin or a standalone emulator (reports
     /// must say so).
     pub fn is_emulated(&self) -> bool {
