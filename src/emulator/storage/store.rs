@@ -231,14 +231,30 @@ pub struct Preconditions {
 impl Preconditions {
     /// Parses them from a query string; 400 on a non-integer value.
     pub fn from_query(q: Option<&str>) -> Result<Self, ApiError> {
+        Self::parse(
+            q,
+            [
+                "generation",
+                "ifGenerationMatch",
+                "ifGenerationNotMatch",
+                "ifMetagenerationMatch",
+                "ifMetagenerationNotMatch",
+            ],
+        )
+    }
+
+    /// Parses the five conditions from a query string, named (in order) generation,
+    /// generation match, generation not-match, metageneration match and not-match; 400 on a
+    /// non-integer value.
+    fn parse(q: Option<&str>, names: [&str; 5]) -> Result<Self, ApiError> {
         let mut p = Preconditions::default();
         for (k, v) in url::form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
-            let slot = match k.as_ref() {
-                "ifGenerationMatch" => &mut p.if_generation_match,
-                "ifGenerationNotMatch" => &mut p.if_generation_not_match,
-                "ifMetagenerationMatch" => &mut p.if_metageneration_match,
-                "ifMetagenerationNotMatch" => &mut p.if_metageneration_not_match,
-                "generation" => &mut p.generation,
+            let slot = match names.iter().position(|n| *n == k.as_ref()) {
+                Some(0) => &mut p.generation,
+                Some(1) => &mut p.if_generation_match,
+                Some(2) => &mut p.if_generation_not_match,
+                Some(3) => &mut p.if_metageneration_match,
+                Some(4) => &mut p.if_metageneration_not_match,
                 _ => continue,
             };
             *slot = Some(
@@ -1343,22 +1359,23 @@ pub struct SourcePreconditions {
 impl SourcePreconditions {
     /// The `sourceGeneration` and `ifSource...` parameters of a query string.
     pub fn from_query(q: Option<&str>) -> Result<Self, ApiError> {
-        let mut p = SourcePreconditions::default();
-        for (k, v) in url::form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
-            let slot = match k.as_ref() {
-                "sourceGeneration" => &mut p.generation,
-                "ifSourceGenerationMatch" => &mut p.if_generation_match,
-                "ifSourceGenerationNotMatch" => &mut p.if_generation_not_match,
-                "ifSourceMetagenerationMatch" => &mut p.if_metageneration_match,
-                "ifSourceMetagenerationNotMatch" => &mut p.if_metageneration_not_match,
-                _ => continue,
-            };
-            *slot = Some(
-                v.parse()
-                    .map_err(|_| ApiError::bad_request(format!("Invalid value for {k}: {v}")))?,
-            );
-        }
-        Ok(p)
+        let p = Preconditions::parse(
+            q,
+            [
+                "sourceGeneration",
+                "ifSourceGenerationMatch",
+                "ifSourceGenerationNotMatch",
+                "ifSourceMetagenerationMatch",
+                "ifSourceMetagenerationNotMatch",
+            ],
+        )?;
+        Ok(SourcePreconditions {
+            generation: p.generation,
+            if_generation_match: p.if_generation_match,
+            if_generation_not_match: p.if_generation_not_match,
+            if_metageneration_match: p.if_metageneration_match,
+            if_metageneration_not_match: p.if_metageneration_not_match,
+        })
     }
 
     fn check(&self, m: &ObjectMeta) -> Result<(), ApiError> {
