@@ -8,11 +8,11 @@ use std::time::Duration;
 use crate::acceptance;
 use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
 use crate::backends::docker::{DockerBackend, DockerConfig};
-use crate::bench::{self, BackendOrigin, BenchOptions, BenchReport, EventWriter};
+use crate::bench::{self, BenchOptions, BenchReport, EventWriter};
 use crate::conformance::{self, Registry, RunOptions, RunReport};
 use crate::cost::{self, CostBreakdown};
 use crate::gate::{self, GateInputs, GateResult};
-use crate::protocol::SandboxBackend;
+use crate::protocol::{BackendOrigin, SandboxBackend};
 use crate::report::{self, MarkdownOptions};
 use crate::suites::{self, Suites};
 
@@ -156,7 +156,7 @@ pub async fn open_backends_with(
                 let b = Arc::new(b);
                 let origin = b.origin();
                 let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
-                    crate::backends::cloudrun::probe::CloudRunPhaseProbe::new(b.clone()),
+                    crate::bench::cloudrun_probe::CloudRunPhaseProbe::new(b.clone()),
                 );
                 out.push(OpenBackend {
                     name,
@@ -385,11 +385,11 @@ pub async fn bench(
         // The twin under a profile with slow executions: a small fixed number of cold
         // samples and fewer iterations keep the main job short (see README, profiles).
         let slow_twin = match &b.origin {
-            bench::BackendOrigin::CloudRunEmulator {
+            BackendOrigin::CloudRunEmulator {
                 latency_profile: Some(f),
                 ..
             }
-            | bench::BackendOrigin::CloudRunTwin {
+            | BackendOrigin::CloudRunTwin {
                 latency_profile: Some(f),
                 ..
             } => f.profile.as_ref().is_some_and(|p| {

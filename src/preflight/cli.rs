@@ -11,11 +11,11 @@ use clap::Args;
 
 use super::{PreflightClients, PreflightError, PreflightOptions, PreflightReport};
 use crate::backends::cloudrun::CloudRunConfig;
-use crate::emulator::faults::{FaultConfig, Latency};
 use crate::emulator::storage::MutationLimit;
 use crate::emulator::{AuthMode, EmulatorConfig, LocalCloud};
 use crate::gcp::auth::TokenSource;
 use crate::gcp::storage::{BucketSpec, StorageClient};
+use crate::suites::faults::{FaultConfig, Latency};
 
 /// Flags of `sandbox-harness preflight`.
 #[derive(Debug, Clone, Args)]
