@@ -6,6 +6,7 @@
 //! names (`c{n}-NAME`) and a private directory `/workspace/conformance/{case id}`; sandboxes are
 //! destroyed after the area even when a case fails, times out or panics.
 
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod broken;
 mod browser;
 pub mod case;
