@@ -16,9 +16,12 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod shell;
+pub mod steps;
 pub mod text;
 
-pub use case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level};
+pub use case::{
+    Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level, Outcome,
+};
 pub use registry::{
     BackendEntry, BackendFactory, FactoryError, Registry, default_registry, default_registry_with,
 };
@@ -26,9 +29,10 @@ pub use report::{
     ParityVerdict, parity, render_matrix, render_terminal, to_json, to_markdown, write_reports,
 };
 pub use runner::{
-    CaseRecord, LoadError, Outcome, Reporter, RunEvent, RunOptions, RunReport, SandboxGuard,
-    Statistics, builtin_cases, load_cases, run, run_cases, run_with_reporters,
+    CaseRecord, LoadError, Reporter, RunEvent, RunOptions, RunReport, Statistics, builtin_cases,
+    load_cases, run, run_cases, run_with_reporters,
 };
+pub use steps::SandboxGuard;
 
 /// A reporter that prints one line per finished case (and failure details) to a writer.
 pub struct ConsoleReporter<W: std::io::Write + Send> {
