@@ -592,7 +592,7 @@ async fn main() -> ExitCode {
                 older_than,
                 ..Default::default()
             };
-            let (items, errors) = sandbox_harness::gc::run(&opts).await;
+            let (items, errors) = sandbox_harness::gc::gc_all(&opts).await;
             print!("{}", sandbox_harness::gc::render(&items, dry_run));
             for e in &errors {
                 eprintln!("sandbox-harness: gc: {e}");

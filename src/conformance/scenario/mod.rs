@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::protocol::ErrorKind;
 
-use super::case::{Capability, Level};
+use super::case::{Capability, CaseLevel};
 
 mod exec;
 mod parse;
@@ -295,7 +295,7 @@ pub struct Scenario {
     /// `area.name`.
     pub id: String,
     /// Core or Extended.
-    pub level: Level,
+    pub level: CaseLevel,
     /// Required capabilities.
     pub requires: Vec<Capability>,
     /// Declared platform differences (`expected-divergence BACKEND | RULE | SOURCE`).

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::conformance::case::{Capability, Divergence, Level, validate_id};
+use crate::conformance::case::{Capability, CaseLevel, Divergence, validate_id};
 use crate::conformance::text::unescape;
 use crate::protocol::ErrorKind;
 
@@ -96,8 +96,8 @@ impl<'t> Parser<'t> {
             "level" => {
                 self.before_steps(lineno, word)?;
                 self.current().level = match rest {
-                    "core" => Level::Core,
-                    "extended" => Level::Extended,
+                    "core" => CaseLevel::Core,
+                    "extended" => CaseLevel::Extended,
                     other => {
                         return Err(self.err(
                             lineno,
@@ -155,7 +155,7 @@ impl<'t> Parser<'t> {
         }
         self.out.push(Scenario {
             id: id.to_string(),
-            level: Level::Core,
+            level: CaseLevel::Core,
             requires: Vec::new(),
             divergences: Vec::new(),
             file: self.file.to_string(),
@@ -448,7 +448,7 @@ hello
         assert_eq!(scs.len(), 1);
         let sc = &scs[0];
         assert_eq!(sc.id, "files.sample");
-        assert_eq!(sc.level, Level::Extended);
+        assert_eq!(sc.level, CaseLevel::Extended);
         assert_eq!(sc.requires, vec![Capability::Stdin, Capability::Background]);
         assert_eq!(sc.steps.len(), 4);
         let w = &sc.steps[0];
