@@ -22,7 +22,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     ("src/bench/engine.rs::main_phases", "not split yet"),
     ("src/bench/engine.rs::mixed", "not split yet"),
     ("src/bench/mod.rs::from_samples", "not split yet"),
-    ("src/conformance/shell.rs::meta_command", "not split yet"),
     ("src/cost.rs::project", "not split yet"),
     ("src/emulator/run/mod.rs::post_job", "not split yet"),
     ("src/metrics/mod.rs::backend_metrics", "not split yet"),
