@@ -254,7 +254,7 @@ fn side_by_side(out: &mut String, opts: &MarkdownOptions, backends: &[&BackendRe
 fn acceptance_tables(out: &mut String, opts: &MarkdownOptions, backends: &[&BackendReport]) {
     out.push_str("## Acceptance tables\n\n");
     for t in &opts.tables.tables {
-        table_section(out, t, &backends);
+        table_section(out, t, backends);
     }
     let derived: Vec<_> = opts
         .tables
