@@ -11,8 +11,8 @@ use crate::protocol::{
     ErrorKind, ExecOutcome, ReadOptions, Sandbox, StatefulExec, UploadBody, WriteOptions,
 };
 
-use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseResult, Level};
-use super::steps::{SandboxGuard, T, case, ensure, expect_kind, run, sb};
+use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseLevel, CaseResult};
+use super::steps::{SandboxGuard, T, case, ensure, expect_kind, run_stateful, sb};
 use super::text::{describe_mismatch, escape_bytes};
 
 /// The built-in scenario files, embedded so the binary needs no source tree.
@@ -43,7 +43,7 @@ pub const BUILTIN_SCENARIOS: &[(&str, &str)] = &[
 /// Every built-in Rust case.
 pub fn rust_cases() -> Vec<Case> {
     use Capability as C;
-    use Level::{Core, Extended};
+    use CaseLevel::{Core, Extended};
     vec![
         case("lifecycle.identity", Core, &[], false, |c| {
             Box::pin(identity(c))
@@ -181,7 +181,7 @@ async fn create_use_destroy(ctx: CaseCtx) -> CaseResult {
     ensure("distinct id", s.id() != ctx.sandbox.id(), || {
         "a new sandbox has the id of an existing one".into()
     })?;
-    let r = run(&ctx, s.as_ref(), "s", "echo alive").await?;
+    let r = run_stateful(&ctx, s.as_ref(), "s", "echo alive").await?;
     ensure("echo", r.stdout == b"alive\n", || {
         describe_mismatch(b"alive\n", &r.stdout)
     })?;
@@ -199,7 +199,7 @@ async fn create_use_destroy(ctx: CaseCtx) -> CaseResult {
 async fn ensure_ready_twice(ctx: CaseCtx) -> CaseResult {
     sb("ensure_ready", ctx.sandbox.ensure_ready().await)?;
     sb("ensure_ready (again)", ctx.sandbox.ensure_ready().await)?;
-    run(&ctx, ctx.sandbox.as_ref(), "s", "true")
+    run_stateful(&ctx, ctx.sandbox.as_ref(), "s", "true")
         .await
         .map(|_| ())
 }
@@ -218,7 +218,7 @@ async fn reattach(ctx: CaseCtx) -> CaseResult {
         )
         .await,
     )?;
-    run(
+    run_stateful(
         &ctx,
         s.as_ref(),
         "s",
@@ -248,7 +248,7 @@ async fn reattach(ctx: CaseCtx) -> CaseResult {
         c.content == b"kept\n",
         || describe_mismatch(b"kept\n", &c.content),
     )?;
-    let r = run(&ctx, again.as_ref(), "s", "echo \"$PWD $KEPT\"").await?;
+    let r = run_stateful(&ctx, again.as_ref(), "s", "echo \"$PWD $KEPT\"").await?;
     ensure(
         "session state via re-attached handle",
         r.stdout == b"/tmp/re yes\n",
@@ -304,7 +304,7 @@ async fn concurrent_sessions(ctx: CaseCtx) -> CaseResult {
         async move {
             let s = format!("p{i}");
             let sbx = ctx.sandbox.clone();
-            run(
+            run_stateful(
                 &ctx,
                 sbx.as_ref(),
                 &s,
@@ -312,7 +312,7 @@ async fn concurrent_sessions(ctx: CaseCtx) -> CaseResult {
             )
             .await?;
             for _ in 0..3 {
-                let r = run(&ctx, sbx.as_ref(), &s, "echo \"$WHO\" && pwd").await?;
+                let r = run_stateful(&ctx, sbx.as_ref(), &s, "echo \"$WHO\" && pwd").await?;
                 let want = format!("session {i}\n{base}/d{i}\n");
                 ensure(&format!("session {s}"), r.stdout == want.as_bytes(), || {
                     describe_mismatch(want.as_bytes(), &r.stdout)
@@ -329,7 +329,7 @@ async fn concurrent_sessions(ctx: CaseCtx) -> CaseResult {
 
 async fn timeout_survives(ctx: CaseCtx) -> CaseResult {
     let s = ctx.sandbox.as_ref();
-    run(
+    run_stateful(
         &ctx,
         s,
         "s",
@@ -359,7 +359,7 @@ async fn timeout_survives(ctx: CaseCtx) -> CaseResult {
             )
         },
     )?;
-    let r = run(&ctx, s, "s", "echo \"$KEEP\" && pwd").await?;
+    let r = run_stateful(&ctx, s, "s", "echo \"$KEEP\" && pwd").await?;
     let want = format!("1\n{}\n", ctx.case_dir);
     ensure(
         "the session after a timeout",
@@ -369,7 +369,7 @@ async fn timeout_survives(ctx: CaseCtx) -> CaseResult {
 }
 
 async fn large_stdout(ctx: CaseCtx) -> CaseResult {
-    let r = run(
+    let r = run_stateful(
         &ctx,
         ctx.sandbox.as_ref(),
         "s",
@@ -572,7 +572,7 @@ async fn roundtrip(ctx: &CaseCtx, len: u64, known_len: bool) -> CaseResult {
             hex::encode(back)
         )
     })?;
-    let r = run(
+    let r = run_stateful(
         ctx,
         ctx.sandbox.as_ref(),
         "s",

@@ -20,17 +20,15 @@ pub mod steps;
 pub mod text;
 
 pub use case::{
-    Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level, Outcome,
+    Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult, Outcome,
 };
-pub use registry::{
-    BackendEntry, BackendFactory, FactoryError, Registry, default_registry, default_registry_with,
-};
+pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry, default_registry};
 pub use report::{
     ParityVerdict, parity, render_matrix, render_terminal, to_json, to_markdown, write_reports,
 };
 pub use runner::{
     CaseRecord, LoadError, Reporter, RunEvent, RunOptions, RunReport, Statistics, builtin_cases,
-    load_cases, run, run_cases, run_with_reporters,
+    load_cases, run_cases, run_suite, run_with_reporters,
 };
 pub use steps::SandboxGuard;
 

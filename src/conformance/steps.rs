@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level};
+use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult};
 use super::text::escape_bytes;
 use crate::protocol::{ErrorKind, Sandbox, SandboxError, StatefulExec};
 
@@ -16,7 +16,7 @@ pub(super) const T: Duration = Duration::from_secs(60);
 
 pub(super) fn case(
     id: &str,
-    level: Level,
+    level: CaseLevel,
     requires: &[Capability],
     heavy: bool,
     f: super::case::RustCaseFn,
@@ -75,7 +75,8 @@ pub(super) fn expect_kind<T: std::fmt::Debug>(
     }
 }
 
-pub(super) async fn run(
+/// Runs `cmd` as a stateful command in `session`; a sandbox error fails the case.
+pub(super) async fn run_stateful(
     ctx: &CaseCtx,
     sandbox: &dyn Sandbox,
     session: &str,
