@@ -7,8 +7,7 @@ use std::sync::Arc;
 use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
 use crate::backends::docker::{DockerBackend, DockerConfig};
 use crate::bench;
-use crate::protocol::BackendOrigin;
-use crate::protocol::{ErrorKind, SandboxBackend, SandboxError};
+use crate::protocol::{BackendOrigin, ErrorKind, SandboxBackend, SandboxError};
 
 /// The backends this build knows, in the order `all` opens them.
 pub const KNOWN: [&str; 2] = ["docker", "cloudrun"];
