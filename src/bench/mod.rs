@@ -6,6 +6,7 @@ pub mod cloudrun_probe;
 pub mod data;
 pub mod environment;
 pub mod events;
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod memory;
 pub mod phases;
 pub mod raw_docker;
