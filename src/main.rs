@@ -654,6 +654,7 @@ async fn main_job(
     phase: u32,
 ) -> Result<ExitCode, pipeline::PipelineError> {
     let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let started = std::time::Instant::now();
     let conf = if no_conformance {
         None
     } else {
@@ -671,8 +672,10 @@ async fn main_job(
         println!("{}", conformance::render_terminal(&r));
         Some(r)
     };
+    let conformance_secs = started.elapsed().as_secs_f64();
     let events = m.events_or_default();
     let report = measure_opened(&suites, &m, Some(events.clone())).await?;
+    let bench_secs = started.elapsed().as_secs_f64() - conformance_secs;
     let evidence = pipeline::GateEvidence {
         conformance: conf.as_ref().map(pipeline::conformance_summary),
         metrics: Some(pipeline::metrics_of(&events, &suites, Some(&report))?),
@@ -682,6 +685,22 @@ async fn main_job(
     let written =
         pipeline::write_bench_reports(&report, &suites, phase, Some(gate.clone()), &m.out)?;
     print_bench(&report, &suites, phase, &gate, &written);
+    // Where the time went (each backend's parts: the report's "Time per part").
+    eprintln!(
+        "sandbox-harness: main job {:.0} s: conformance {conformance_secs:.0} s, bench {bench_secs:.0} s ({}), reports and gates {:.0} s",
+        started.elapsed().as_secs_f64(),
+        report
+            .backends
+            .iter()
+            .map(|b| format!(
+                "{} {:.0} s",
+                b.name,
+                b.parts.iter().map(|p| p.seconds).sum::<f64>()
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        started.elapsed().as_secs_f64() - conformance_secs - bench_secs
+    );
     let conf_failed = conf.as_ref().is_some_and(|c| c.exit_code(false) != 0);
     let verdict = pipeline::job_verdict(&gate, conf_failed, &report);
     for f in &verdict.failures {

@@ -458,7 +458,9 @@ async fn run_backend(
     cold_start(&ctx, backend).await;
     ctx.part_done("cold starts", t);
     if !ctx.cancelled() {
+        let t = Instant::now();
         let (sb, ok) = ctx.create(backend, Measurement::Setup, true).await;
+        ctx.part_done("create the warm sandbox", t);
         if let Some(sb) = &sb
             && ok
         {
@@ -470,7 +472,9 @@ async fn run_backend(
             );
         }
         if let Some(sb) = sb {
+            let t = Instant::now();
             ctx.destroy(&sb, true).await;
+            ctx.part_done("destroy the warm sandbox", t);
         }
     }
     if opts.concurrency > 0 && !ctx.cancelled() {
@@ -484,7 +488,12 @@ async fn run_backend(
         ctx.part_done("browser", t);
     }
     let phases = match opts.phase_probes.get(label) {
-        Some(probe) if !ctx.cancelled() => Some(run_probe(probe.as_ref(), opts).await),
+        Some(probe) if !ctx.cancelled() => {
+            let t = Instant::now();
+            let r = run_probe(probe.as_ref(), opts).await;
+            ctx.part_done("phase probe", t);
+            Some(r)
+        }
         _ => None,
     };
     let partial = ctx.cancelled() || !setup_errors.is_empty();
