@@ -4,10 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sandbox_harness::acceptance::profile;
 use sandbox_harness::gcp::observe::CallRecorder;
+use sandbox_harness::suites::profile;
 use sandbox_harness::{
-    acceptance, bench, conformance, health, metrics, pipeline, preflight, report,
+    bench, conformance, gate, health, metrics, output, pipeline, preflight, report, suites,
 };
 
 fn registry() -> conformance::Registry {
@@ -407,7 +407,7 @@ async fn main() -> ExitCode {
             emulator,
             suites,
         } => {
-            let suites = match acceptance::Suites::load(suites.as_deref()) {
+            let suites = match suites::Suites::load(suites.as_deref()) {
                 Ok(s) => s,
                 Err(e) => return usage_error(&e.to_string()),
             };
@@ -547,7 +547,7 @@ async fn main() -> ExitCode {
             out,
             suites,
         } => {
-            let suites = match acceptance::Suites::load(suites.as_deref()) {
+            let suites = match suites::Suites::load(suites.as_deref()) {
                 Ok(s) => s,
                 Err(e) => return usage_error(&e.to_string()),
             };
@@ -566,7 +566,7 @@ async fn main() -> ExitCode {
                 prefix.trim_end_matches('/')
             );
             let report = health::HealthReport::new(&full, samples, &suites.health);
-            println!("{}", report.render(report::table::TableStyle::Terminal));
+            println!("{}", report.render(output::TableStyle::Terminal));
             let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
             for (name, bytes) in [
                 ("health.json", json),
@@ -623,7 +623,7 @@ fn fail_on(r: Result<ExitCode, pipeline::PipelineError>) -> ExitCode {
 /// Opens the backends for the measurements (the twin under `gcp-published` unless told),
 /// runs the bench, closes them, and writes the recorded profile when asked.
 async fn measure_opened(
-    suites: &acceptance::Suites,
+    suites: &suites::Suites,
     m: &MeasureArgs,
     events: Option<std::path::PathBuf>,
 ) -> Result<bench::BenchReport, pipeline::PipelineError> {
@@ -653,7 +653,7 @@ async fn main_job(
     no_conformance: bool,
     phase: u32,
 ) -> Result<ExitCode, pipeline::PipelineError> {
-    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let suites = suites::Suites::load(m.suites.as_deref())?;
     let started = std::time::Instant::now();
     let conf = if no_conformance {
         None
@@ -710,7 +710,7 @@ async fn main_job(
 }
 
 async fn bench_only(m: MeasureArgs) -> Result<ExitCode, pipeline::PipelineError> {
-    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let suites = suites::Suites::load(m.suites.as_deref())?;
     let report = measure_opened(&suites, &m, None).await?;
     let gate = pipeline::evaluate_gate(
         1,
@@ -734,7 +734,7 @@ async fn gate(
     health_url: Option<String>,
     m: MeasureArgs,
 ) -> Result<ExitCode, pipeline::PipelineError> {
-    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let suites = suites::Suites::load(m.suites.as_deref())?;
     let mut evidence = pipeline::GateEvidence::default();
     if let Some(p) = &saved_conformance {
         evidence.conformance = Some(pipeline::conformance_summary(&pipeline::load_conformance(
@@ -788,9 +788,9 @@ async fn gate(
 
 fn print_bench(
     report: &bench::BenchReport,
-    suites: &acceptance::Suites,
+    suites: &suites::Suites,
     phase: u32,
-    gate: &acceptance::GateResult,
+    gate: &gate::GateResult,
     written: &report::WrittenReports,
 ) {
     let md = report::MarkdownOptions {

@@ -301,7 +301,7 @@ impl EmulatorArgs {
             faults.call_latency = parse_latency(l)?;
         }
         if let Some(p) = &self.profile {
-            let p = crate::acceptance::LatencyProfile::resolve(p).map_err(|e| e.to_string())?;
+            let p = crate::suites::LatencyProfile::resolve(p).map_err(|e| e.to_string())?;
             faults.profile = (!p.is_empty()).then(|| Box::new(p));
         }
         if let Some(p) = self.p503 {
