@@ -411,6 +411,8 @@ pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str, pooled: bool) -> Jo
                         cfg.poll_min_ms.to_string(),
                         "--poll-max-ms".into(),
                         cfg.poll_max_ms.to_string(),
+                        "--poll-hold-ms".into(),
+                        cfg.poll_hold_ms.to_string(),
                         "--heartbeat-ms".into(),
                         (cfg.heartbeat_secs * 1000).to_string(),
                         "--max-lifetime-ms".into(),
