@@ -145,12 +145,10 @@ pub async fn open_backends_with(
                     cfg.pool_size = n;
                     cfg.validate().map_err(|e| fail(&e))?;
                 }
-                let mut b = CloudRunBackend::connect(cfg.clone())
+                // The recorder goes in before the warm pool starts, so its calls count too.
+                let b = CloudRunBackend::connect_recorded(cfg.clone(), opts.recorder.clone())
                     .await
                     .map_err(|e| fail(&e))?;
-                if let Some(r) = &opts.recorder {
-                    b = b.with_recorder(r.clone());
-                }
                 let b = Arc::new(b);
                 let origin = b.origin();
                 let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
