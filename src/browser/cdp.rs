@@ -74,7 +74,7 @@ impl CdpError {
 
     /// As a protocol error of `sandbox` during `op`.
     pub fn into_sandbox_error(self, sandbox: &str, op: &str) -> SandboxError {
-        SandboxError::new(self.kind(), sandbox, op, self.to_string())
+        SandboxError::new(self.kind(), sandbox, op, self.to_string()).with_source(self)
     }
 }
 

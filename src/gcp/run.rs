@@ -785,7 +785,7 @@ impl RunError {
 
     /// This failure as a protocol error of sandbox `sandbox` in operation `op`.
     pub fn into_sandbox_error(self, sandbox: &str, op: &str) -> SandboxError {
-        SandboxError::new(self.kind(), sandbox, op, self.to_string())
+        SandboxError::new(self.kind(), sandbox, op, self.to_string()).with_source(self)
     }
 }
 

@@ -149,7 +149,7 @@ impl StorageError {
 
     /// The protocol error for sandbox `sandbox`, operation `op`.
     pub fn into_sandbox_error(self, sandbox: &str, op: &str) -> SandboxError {
-        SandboxError::new(self.kind(), sandbox, op, self.to_string())
+        SandboxError::new(self.kind(), sandbox, op, self.to_string()).with_source(self)
     }
 
     fn transport(op: &str, e: &reqwest::Error) -> Self {

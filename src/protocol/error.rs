@@ -1,6 +1,7 @@
 //! The one error type of the Sandbox protocol, with the classes the benchmarks count apart.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,79 +57,19 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// A failed sandbox operation: what failed (`op`), on which sandbox, and why.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum SandboxError {
-    /// The operation did not finish within its deadline.
-    #[error("timeout: {op} on sandbox {sandbox}: {detail}")]
-    Timeout {
-        /// Sandbox id (or "-" before one exists).
-        sandbox: String,
-        /// The protocol operation.
-        op: String,
-        /// Why.
-        detail: String,
-    },
-    /// A connection or transport failure.
-    #[error("network error: {op} on sandbox {sandbox}: {detail}")]
-    Network {
-        /// Sandbox id.
-        sandbox: String,
-        /// The protocol operation.
-        op: String,
-        /// Why.
-        detail: String,
-    },
-    /// Permission denied.
-    #[error("permission denied: {op} on sandbox {sandbox}: {detail}")]
-    Permission {
-        /// Sandbox id.
-        sandbox: String,
-        /// The protocol operation.
-        op: String,
-        /// Why.
-        detail: String,
-    },
-    /// Something does not exist.
-    #[error("not found: {op} on sandbox {sandbox}: {detail}")]
-    NotFound {
-        /// Sandbox id.
-        sandbox: String,
-        /// The protocol operation.
-        op: String,
-        /// Why.
-        detail: String,
-    },
-    /// The request is malformed.
-    #[error("invalid input: {op} on sandbox {sandbox}: {detail}")]
-    InvalidInput {
-        /// Sandbox id.
-        sandbox: String,
-        /// The protocol operation.
-        op: String,
-        /// Why.
-        detail: String,
-    },
-    /// The backend does not offer this capability.
-    #[error("unsupported: {op} on sandbox {sandbox}: {detail}")]
-    Unsupported {
-        /// Sandbox id.
-        sandbox: String,
-        /// The protocol operation.
-        op: String,
-        /// Why.
-        detail: String,
-    },
-    /// Anything else inside the backend.
-    #[error("backend error: {op} on sandbox {sandbox}: {detail}")]
-    Backend {
-        /// Sandbox id.
-        sandbox: String,
-        /// The protocol operation.
-        op: String,
-        /// Why.
-        detail: String,
-    },
+/// The cause behind a [`SandboxError`], shared so the error stays cheap to clone.
+pub type ErrorSource = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed sandbox operation: its class, what failed (`op`), on which sandbox, why, and
+/// optionally the lower-level error that caused it (reachable through
+/// [`std::error::Error::source`]).
+#[derive(Debug, Clone)]
+pub struct SandboxError {
+    kind: ErrorKind,
+    sandbox: String,
+    op: String,
+    detail: String,
+    source: Option<ErrorSource>,
 }
 
 impl SandboxError {
@@ -139,119 +80,45 @@ impl SandboxError {
         op: impl Into<String>,
         detail: impl Into<String>,
     ) -> Self {
-        let (sandbox, op, detail) = (sandbox.into(), op.into(), detail.into());
-        match kind {
-            ErrorKind::Timeout => SandboxError::Timeout {
-                sandbox,
-                op,
-                detail,
-            },
-            ErrorKind::Network => SandboxError::Network {
-                sandbox,
-                op,
-                detail,
-            },
-            ErrorKind::Permission => SandboxError::Permission {
-                sandbox,
-                op,
-                detail,
-            },
-            ErrorKind::NotFound => SandboxError::NotFound {
-                sandbox,
-                op,
-                detail,
-            },
-            ErrorKind::InvalidInput => SandboxError::InvalidInput {
-                sandbox,
-                op,
-                detail,
-            },
-            ErrorKind::Unsupported => SandboxError::Unsupported {
-                sandbox,
-                op,
-                detail,
-            },
-            ErrorKind::Backend => SandboxError::Backend {
-                sandbox,
-                op,
-                detail,
-            },
+        SandboxError {
+            kind,
+            sandbox: sandbox.into(),
+            op: op.into(),
+            detail: detail.into(),
+            source: None,
         }
+    }
+
+    /// The same error with `source` as its cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     /// The class of this error.
     pub fn kind(&self) -> ErrorKind {
-        match self {
-            SandboxError::Timeout { .. } => ErrorKind::Timeout,
-            SandboxError::Network { .. } => ErrorKind::Network,
-            SandboxError::Permission { .. } => ErrorKind::Permission,
-            SandboxError::NotFound { .. } => ErrorKind::NotFound,
-            SandboxError::InvalidInput { .. } => ErrorKind::InvalidInput,
-            SandboxError::Unsupported { .. } => ErrorKind::Unsupported,
-            SandboxError::Backend { .. } => ErrorKind::Backend,
-        }
-    }
-
-    fn parts(&self) -> (&str, &str, &str) {
-        match self {
-            SandboxError::Timeout {
-                sandbox,
-                op,
-                detail,
-            }
-            | SandboxError::Network {
-                sandbox,
-                op,
-                detail,
-            }
-            | SandboxError::Permission {
-                sandbox,
-                op,
-                detail,
-            }
-            | SandboxError::NotFound {
-                sandbox,
-                op,
-                detail,
-            }
-            | SandboxError::InvalidInput {
-                sandbox,
-                op,
-                detail,
-            }
-            | SandboxError::Unsupported {
-                sandbox,
-                op,
-                detail,
-            }
-            | SandboxError::Backend {
-                sandbox,
-                op,
-                detail,
-            } => (sandbox, op, detail),
-        }
+        self.kind
     }
 
     /// The sandbox the error is about.
     pub fn sandbox(&self) -> &str {
-        self.parts().0
+        &self.sandbox
     }
 
     /// The operation that failed.
     pub fn op(&self) -> &str {
-        self.parts().1
+        &self.op
     }
 
     /// Why it failed.
     pub fn detail(&self) -> &str {
-        self.parts().2
+        &self.detail
     }
 
-    /// The same error re-attributed to another operation (keeps class and detail).
-    pub fn with_op(self, op: impl Into<String>) -> Self {
-        let kind = self.kind();
-        let (sandbox, _, detail) = self.parts();
-        SandboxError::new(kind, sandbox.to_string(), op, detail.to_string())
+    /// The same error re-attributed to another operation (keeps class, detail and source).
+    pub fn with_op(mut self, op: impl Into<String>) -> Self {
+        self.op = op.into();
+        self
     }
 
     /// Shorthand for an `InvalidInput` error.
@@ -298,7 +165,54 @@ impl SandboxError {
     ) -> Self {
         Self::new(ErrorKind::Timeout, sandbox, op, d)
     }
+
+    /// The words that open the message of each class.
+    fn prefix(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Network => "network error",
+            ErrorKind::Permission => "permission denied",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Backend => "backend error",
+        }
+    }
 }
+
+impl fmt::Display for SandboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} on sandbox {}: {}",
+            self.prefix(),
+            self.op,
+            self.sandbox,
+            self.detail
+        )
+    }
+}
+
+impl std::error::Error for SandboxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Two errors are equal when class, sandbox, operation and detail agree; the cause is not
+/// compared (it is kept for the chain, and its text is already in the detail where it matters).
+impl PartialEq for SandboxError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.sandbox == other.sandbox
+            && self.op == other.op
+            && self.detail == other.detail
+    }
+}
+
+impl Eq for SandboxError {}
 
 /// Result alias of the Sandbox protocol.
 pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
@@ -316,5 +230,39 @@ mod tests {
             assert!(text.contains("sb-1") && text.contains("file_read") && text.contains("/x"));
             assert_eq!(e.clone().with_op("other").op(), "other");
         }
+    }
+
+    #[test]
+    fn display_keeps_the_class_words_of_each_kind() {
+        let cases = [
+            (ErrorKind::Timeout, "timeout: "),
+            (ErrorKind::Network, "network error: "),
+            (ErrorKind::Permission, "permission denied: "),
+            (ErrorKind::NotFound, "not found: "),
+            (ErrorKind::InvalidInput, "invalid input: "),
+            (ErrorKind::Unsupported, "unsupported: "),
+            (ErrorKind::Backend, "backend error: "),
+        ];
+        for (kind, prefix) in cases {
+            let e = SandboxError::new(kind, "sb", "exec", "why");
+            assert_eq!(e.to_string(), format!("{prefix}exec on sandbox sb: why"));
+        }
+    }
+
+    #[test]
+    fn source_chains_to_the_cause_and_survives_clone_and_with_op() {
+        use std::error::Error as _;
+        let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "pipe closed");
+        let e = SandboxError::new(ErrorKind::Network, "sb", "exec", "lost").with_source(io);
+        let moved = e.clone().with_op("file_read");
+        for err in [&e, &moved] {
+            let cause = err.source().expect("a source");
+            assert_eq!(cause.to_string(), "pipe closed");
+        }
+        assert!(SandboxError::backend("sb", "exec", "x").source().is_none());
+        assert_eq!(
+            e,
+            SandboxError::new(ErrorKind::Network, "sb", "exec", "lost")
+        );
     }
 }

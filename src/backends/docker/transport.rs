@@ -49,7 +49,7 @@ pub fn map_bollard(sandbox: &str, op: &str, e: bollard::errors::Error) -> Sandbo
     } else {
         kind
     };
-    SandboxError::new(kind, sandbox, op, detail)
+    SandboxError::new(kind, sandbox, op, detail).with_source(e)
 }
 
 /// Runs commands and moves files in one container through the Docker engine API.
