@@ -486,13 +486,69 @@ impl Cursor {
     }
 }
 
+/// Most fetches of one name in flight at once (see [`fetch_within`]).
+const MAX_OVERLAPPING_FETCHES: usize = 8;
+
+/// Longest hot wait for the next request in one round of the worker loop (the loop then
+/// looks at its sweep, idle and lifetime clocks).
+const HOT_WINDOW: Duration = Duration::from_millis(500);
+
+/// Fetches `name`; while it is absent, fetches it again every `every` for `window`, each fetch
+/// sent without waiting for the one before (a fetch takes a round trip: overlapping them sees
+/// an object within `every` of its landing instead of within a round trip). At most
+/// [`MAX_OVERLAPPING_FETCHES`] in flight; [`StoreError::NotFound`] when none found it.
+fn fetch_within(
+    bucket: &Arc<dyn Bucket>,
+    name: &str,
+    every: Duration,
+    window: Duration,
+) -> Result<(Vec<u8>, i64), StoreError> {
+    if window.is_zero() {
+        return bucket.fetch(name);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let until = Instant::now() + window;
+    let (mut in_flight, mut next_send) = (0, Instant::now());
+    loop {
+        let now = Instant::now();
+        let open = now < until;
+        if open && now >= next_send && in_flight < MAX_OVERLAPPING_FETCHES {
+            let (bucket, name, tx) = (bucket.clone(), name.to_string(), tx.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(bucket.fetch(&name));
+            });
+            in_flight += 1;
+            next_send = now + every;
+        }
+        if in_flight == 0 && !open {
+            return Err(StoreError::NotFound);
+        }
+        // Until the next send, or the window's end when no more may go; after the window,
+        // for the answers still out (each fetch ends within its retry deadline).
+        let wait = if !open {
+            Duration::from_secs(600)
+        } else if in_flight < MAX_OVERLAPPING_FETCHES {
+            next_send.saturating_duration_since(Instant::now())
+        } else {
+            until.saturating_duration_since(Instant::now())
+        };
+        match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(Err(StoreError::NotFound)) => in_flight -= 1,
+            Ok(found_or_failed) => return found_or_failed,
+            Err(_) => {}
+        }
+    }
+}
+
 /// Takes the requests at the cursor in sequence until the next name is absent (and, past a
-/// gap, the ones after the highest number taken); returns how many it started.
+/// gap, the ones after the highest number taken), waiting up to `window` for the first one
+/// (see [`fetch_within`]); returns how many it started.
 fn take_in_sequence(
     bucket: &Arc<dyn Bucket>,
     cfg: &WorkerConfig,
     cursor: &mut Cursor,
     shared: &Arc<Shared>,
+    window: Duration,
 ) -> Result<usize, StoreError> {
     let mut started = 0;
     loop {
@@ -506,9 +562,14 @@ fn take_in_sequence(
             None => (cursor.next, None),
         };
         let name = inbox_object(&cfg.prefix, seq);
+        let wait = if started == 0 && cursor.taken.is_empty() {
+            window
+        } else {
+            Duration::ZERO
+        };
         let (body, generation) = match past_gap {
             Some(found) => found,
-            None => match bucket.fetch(&name) {
+            None => match fetch_within(bucket, &name, cfg.poll.min, wait) {
                 Ok(found) => found,
                 Err(StoreError::NotFound) => return Ok(started),
                 Err(e) => return Err(e),
@@ -649,17 +710,21 @@ pub fn run_worker(cfg: &WorkerConfig, bucket: Arc<dyn Bucket>) -> std::io::Resul
     let mut last_sweep: Option<Instant> = None;
     let mut interval = cfg.poll.min;
     let mut failed = 0;
-    // One poll: a sweep when due (the first one at boot), then the requests in sequence.
-    let mut scan = |cursor: &mut Cursor, force_sweep: bool| -> Result<usize, StoreError> {
-        let mut n = 0;
-        if force_sweep || last_sweep.is_none_or(|t| t.elapsed() >= cfg.sweep_every) {
-            n += sweep(&bucket, cfg, cursor, &shared, last_sweep.is_none())?;
-            last_sweep = Some(Instant::now());
-        }
-        Ok(n + take_in_sequence(&bucket, cfg, cursor, &shared)?)
-    };
+    // One poll: a sweep when due (the first one at boot), then the requests in sequence,
+    // waiting for the next one up to `window`.
+    let mut scan =
+        |cursor: &mut Cursor, force_sweep: bool, window: Duration| -> Result<usize, StoreError> {
+            let mut n = 0;
+            if force_sweep || last_sweep.is_none_or(|t| t.elapsed() >= cfg.sweep_every) {
+                n += sweep(&bucket, cfg, cursor, &shared, last_sweep.is_none())?;
+                last_sweep = Some(Instant::now());
+            }
+            Ok(n + take_in_sequence(&bucket, cfg, cursor, &shared, window)?)
+        };
     let result = loop {
-        let picked = match scan(&mut cursor, false) {
+        // Within the hold after activity the fetches overlap; after it they back off.
+        let hot = cfg.poll.hold.saturating_sub(shared.idle()).min(HOT_WINDOW);
+        let picked = match scan(&mut cursor, false, hot) {
             Ok(n) => {
                 failed = 0;
                 n
@@ -692,12 +757,14 @@ pub fn run_worker(cfg: &WorkerConfig, bucket: Arc<dyn Bucket>) -> std::io::Resul
                 let _ = b.join();
             }
             beat("stopping");
-            match scan(&mut cursor, true) {
+            match scan(&mut cursor, true, Duration::ZERO) {
                 Ok(0) | Err(_) => break Ok(()),
                 Ok(_) => {}
             }
         }
-        std::thread::sleep(interval);
+        if hot.is_zero() {
+            std::thread::sleep(interval);
+        }
     };
     stop.store(true, Ordering::SeqCst);
     while shared.in_flight.load(Ordering::SeqCst) > 0 {
@@ -916,6 +983,30 @@ mod tests {
         let resp = answer(b.as_ref(), "0001-u");
         assert!(stdout(&resp).is_empty());
         assert!(resp.error.unwrap().contains("not run"));
+    }
+
+    #[test]
+    fn overlapping_fetches_find_an_object_that_lands_within_the_window() {
+        let b: Arc<dyn Bucket> = Arc::new(MemBucket::default());
+        let name = inbox_object(P, 0);
+        let every = Duration::from_millis(5);
+        assert_eq!(
+            fetch_within(&b, &name, every, Duration::from_millis(30)),
+            Err(StoreError::NotFound)
+        );
+        let lands = {
+            let b = b.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                ask(b.as_ref(), 0, "0000-late", "true")
+            })
+        };
+        let (body, generation) = fetch_within(&b, &name, every, Duration::from_secs(10)).unwrap();
+        assert_eq!(generation, lands.join().unwrap());
+        assert_eq!(
+            serde_json::from_slice::<Request>(&body).unwrap().id,
+            "0000-late"
+        );
     }
 
     #[test]

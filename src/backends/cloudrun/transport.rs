@@ -51,6 +51,8 @@ pub const WORKSPACE_MOUNT: &str = "/workspace";
 /// How often a waiting request re-checks that a worker is there to serve it (one Admin API
 /// read per sandbox however many requests wait).
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+/// Most answer reads in flight at once (see `CloudRunTransport::answer_within`).
+const MAX_OVERLAPPING_READS: usize = 8;
 /// How long to wait for a started execution's worker to take a request before giving up.
 const COLD_START_LIMIT: Duration = Duration::from_secs(120);
 
@@ -517,6 +519,39 @@ impl CloudRunTransport {
         )))
     }
 
+    /// Reads the answer to request `id` every `poll.min` for `window`, each read sent without
+    /// waiting for the one before (a read takes a round trip: overlapping them sees an answer
+    /// within `poll.min` of its landing instead of within a round trip); at most
+    /// [`MAX_OVERLAPPING_READS`] in flight. `None` when none found it.
+    async fn answer_within(
+        &self,
+        op: &str,
+        id: &str,
+        window: Duration,
+    ) -> Result<Option<(RawOutput, AnswerMeta)>> {
+        let until = tokio::time::Instant::now() + window;
+        let mut reads = futures::stream::FuturesUnordered::new();
+        let mut tick = tokio::time::interval(self.poll.min);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let open = tokio::time::Instant::now() < until;
+            if !open && reads.is_empty() {
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = tick.tick(), if open && reads.len() < MAX_OVERLAPPING_READS => {
+                    reads.push(self.take_answer(op, id));
+                }
+                Some(read) = reads.next() => {
+                    if let Some(found) = read? {
+                        return Ok(Some(found));
+                    }
+                }
+                _ = tokio::time::sleep_until(until), if open => {}
+            }
+        }
+    }
+
     /// Keeps the steps of a served request (see [`RequestTrace`]).
     fn record(&self, sent: DateTime<Utc>, queued: DateTime<Utc>, meta: AnswerMeta) {
         *self.last_request.lock().unwrap_or_else(|p| p.into_inner()) = Some(RequestTrace {
@@ -673,9 +708,17 @@ impl Transport for CloudRunTransport {
         let limit = req.deadline + COLD_START_LIMIT;
         let mut wait = self.poll.min;
         loop {
-            tokio::time::sleep(wait).await;
-            wait = self.poll.next(wait, since.elapsed());
-            if let Some((out, meta)) = self.take_answer(op, &request.id).await? {
+            // Within the hold the reads overlap (see `answer_within`); after it they back off.
+            let held = self.poll.hold.saturating_sub(since.elapsed());
+            let answer = if held.is_zero() {
+                tokio::time::sleep(wait).await;
+                wait = self.poll.next(wait, since.elapsed());
+                self.take_answer(op, &request.id).await?
+            } else {
+                self.answer_within(op, &request.id, held.min(LIVENESS_EVERY))
+                    .await?
+            };
+            if let Some((out, meta)) = answer {
                 tracing::debug!(sandbox = %self.sandbox_id, op, ms = started.elapsed().as_millis() as u64, "request served");
                 self.record(sent, queued, meta);
                 return Ok(out);
