@@ -5,32 +5,25 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::acceptance::{self, GateInputs, GateResult, Suites};
-use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
-use crate::backends::docker::{DockerBackend, DockerConfig};
-use crate::bench::{self, BackendOrigin, BenchOptions, BenchReport, EventWriter};
+use crate::acceptance;
+use crate::backends::cloudrun::CloudRunConfig;
+use crate::backends::{Backends, OpenBackend, OpenError};
+use crate::bench::{self, BenchOptions, BenchReport, EventWriter};
 use crate::conformance::{self, Registry, RunOptions, RunReport};
 use crate::cost::{self, CostBreakdown};
-use crate::protocol::SandboxBackend;
+use crate::gate::{self, GateInputs, GateResult};
 use crate::report::{self, MarkdownOptions};
+use crate::suites::{self, Suites};
 
 /// Why a run could not be carried out at all (failed measurements are results, not errors).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The backend list names an unknown backend.
-    #[error("unknown backend {0:?}: use docker, cloudrun, all, or a comma-separated list")]
-    UnknownBackend(String),
-    /// A backend could not be opened.
-    #[error("cannot open the {backend} backend: {detail}")]
-    Backend {
-        /// Which.
-        backend: String,
-        /// Why.
-        detail: String,
-    },
+    /// The backend list is wrong or a backend could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// Suites (tables, phases, prices) could not be loaded.
     #[error(transparent)]
-    Suites(#[from] acceptance::SuiteError),
+    Suites(#[from] suites::SuiteError),
     /// Scenario files could not be loaded.
     #[error("conformance cases: {0}")]
     Cases(String),
@@ -48,125 +41,11 @@ pub enum PipelineError {
     Io(#[from] std::io::Error),
 }
 
-/// An opened backend with what the reports need to know about it.
-pub struct OpenBackend {
-    /// "docker" or "cloudrun".
-    pub name: String,
-    /// The backend.
-    pub backend: Arc<dyn SandboxBackend>,
-    /// Where its figures come from.
-    pub origin: BackendOrigin,
-    /// The raw engine baseline, when there is one (Docker).
-    pub raw: Option<Arc<dyn bench::RawBaseline>>,
-    /// The embedded emulator a Cloud Run backend runs on.
-    pub local: Option<Arc<crate::emulator::LocalCloud>>,
-    /// The backend's per-phase probe, when it has one (Cloud Run).
-    pub probe: Option<Arc<dyn bench::phases::PhaseProbe>>,
-    /// The Cloud Run backend itself (its warm pool is shut down on close).
-    pub cloudrun: Option<Arc<CloudRunBackend>>,
-}
-
-/// Parses `docker`, `cloudrun`, `all` or a comma-separated list.
-pub fn backend_names(spec: &str) -> Result<Vec<String>, PipelineError> {
-    let mut out: Vec<String> = Vec::new();
-    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let names: &[&str] = match name {
-            "all" => &["docker", "cloudrun"],
-            "docker" => &["docker"],
-            "cloudrun" => &["cloudrun"],
-            other => return Err(PipelineError::UnknownBackend(other.to_string())),
-        };
-        for n in names {
-            if !out.iter().any(|o| o == n) {
-                out.push(n.to_string());
-            }
-        }
+impl PipelineError {
+    /// True when the command line is at fault (exit 2), not the run (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, PipelineError::Open(e) if e.is_usage())
     }
-    if out.is_empty() {
-        return Err(PipelineError::UnknownBackend(spec.to_string()));
-    }
-    Ok(out)
-}
-
-/// How the Cloud Run backend is opened besides its configuration.
-#[derive(Debug, Clone, Default)]
-pub struct OpenOptions {
-    /// The twin's latency profile asked for on the command line (wins over the configuration).
-    pub profile: Option<String>,
-    /// The profile when neither the command line nor the configuration names one (the bench
-    /// measures with `gcp-published`, conformance checks behaviour with `none`).
-    pub default_profile: Option<String>,
-    /// Records every Admin API and Storage call (`bench --record-profile`).
-    pub recorder: Option<crate::gcp::observe::CallRecorder>,
-    /// Cloud Run warm pool size (`--pool-size`); `None` keeps the configured one.
-    pub pool_size: Option<usize>,
-}
-
-/// Opens the named backends (Cloud Run from the environment; the embedded emulator by default).
-pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError> {
-    open_backends_with(spec, &OpenOptions::default()).await
-}
-
-/// [`open_backends`] with command-line overrides (twin profile, call recorder, warm pool).
-pub async fn open_backends_with(
-    spec: &str,
-    opts: &OpenOptions,
-) -> Result<Vec<OpenBackend>, PipelineError> {
-    let mut out = Vec::new();
-    for name in backend_names(spec)? {
-        let fail = |e: &dyn std::fmt::Display| PipelineError::Backend {
-            backend: name.clone(),
-            detail: e.to_string(),
-        };
-        match name.as_str() {
-            "docker" => {
-                let config = DockerConfig::from_env().map_err(|e| fail(&e))?;
-                let b = DockerBackend::connect(config).await.map_err(|e| fail(&e))?;
-                let raw: Arc<dyn bench::RawBaseline> =
-                    Arc::new(bench::raw_docker::DockerRawExec::new(b.docker().clone()));
-                out.push(OpenBackend {
-                    name,
-                    backend: Arc::new(b),
-                    origin: BackendOrigin::LocalDocker,
-                    raw: Some(raw),
-                    local: None,
-                    probe: None,
-                    cloudrun: None,
-                });
-            }
-            _ => {
-                let mut cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
-                if let Some(p) = &opts.profile {
-                    cfg.latency_profile = Some(p.clone());
-                } else if cfg.latency_profile.is_none() {
-                    cfg.latency_profile = opts.default_profile.clone();
-                }
-                if let Some(n) = opts.pool_size {
-                    cfg.pool_size = n;
-                    cfg.validate().map_err(|e| fail(&e))?;
-                }
-                // The recorder goes in before the warm pool starts, so its calls count too.
-                let b = CloudRunBackend::connect_recorded(cfg.clone(), opts.recorder.clone())
-                    .await
-                    .map_err(|e| fail(&e))?;
-                let b = Arc::new(b);
-                let origin = b.origin();
-                let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
-                    crate::backends::cloudrun::probe::CloudRunPhaseProbe::new(b.clone()),
-                );
-                out.push(OpenBackend {
-                    name,
-                    local: b.local_cloud().cloned(),
-                    backend: b.clone(),
-                    origin,
-                    raw: None,
-                    probe: Some(probe),
-                    cloudrun: Some(b),
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Writes what `recorder` observed as a latency profile to `path` (named after the file),
@@ -191,18 +70,6 @@ pub fn write_recorded_profile(
     Ok(profile.latency.len())
 }
 
-/// Stops what the backends started for this run (the embedded emulator's executions).
-pub async fn close(backends: &[OpenBackend]) {
-    for b in backends {
-        if let Some(c) = &b.cloudrun {
-            c.shutdown().await;
-        }
-        if let Some(local) = &b.local {
-            local.shutdown().await;
-        }
-    }
-}
-
 /// Settings of a conformance run.
 #[derive(Debug, Clone, Default)]
 pub struct ConformSettings {
@@ -212,16 +79,13 @@ pub struct ConformSettings {
     pub out_dir: PathBuf,
 }
 
-/// Runs the conformance suite on opened backends, printing progress to stderr and writing the
+/// Runs the conformance suite on opened backends (an unavailable one has its cases skipped), printing progress to stderr and writing the
 /// reports.
 pub async fn conform(
-    backends: &[OpenBackend],
+    backends: &Backends,
     settings: &ConformSettings,
 ) -> Result<RunReport, PipelineError> {
-    let mut registry = Registry::new();
-    for b in backends {
-        registry.register_instance(b.backend.clone());
-    }
+    let registry = Registry::from_backends(backends);
     let entries = registry.select("all").map_err(PipelineError::Cases)?;
     let mut reporters: Vec<Box<dyn conformance::Reporter>> = vec![Box::new(
         conformance::ConsoleReporter::new(std::io::stderr()),
@@ -284,14 +148,14 @@ pub fn required_cases() -> Result<Vec<conformance::Case>, PipelineError> {
     Ok(conformance::builtin_cases()
         .map_err(|e| PipelineError::Cases(e.to_string()))?
         .into_iter()
-        .filter(|c| c.level == conformance::Level::Core || c.heavy)
+        .filter(|c| c.level == conformance::CaseLevel::Core || c.heavy)
         .collect())
 }
 
 /// The gate's view of a conformance run: divergences, and what the run lacks of the whole
 /// suite ([`required_cases`] on [`PARITY_BACKENDS`]). A required case that is not core (the
 /// 500 MB transfer) must pass too.
-pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceSummary {
+pub fn conformance_summary(report: &RunReport) -> gate::ConformanceSummary {
     let verdict = conformance::parity(report);
     let mut divergences: Vec<String> = verdict
         .blocking
@@ -320,7 +184,7 @@ pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceS
                     match rec {
                         None => missing.push(format!("{} on {backend}", case.id)),
                         Some(r)
-                            if case.level != conformance::Level::Core
+                            if case.level != conformance::CaseLevel::Core
                                 && !matches!(
                                     r.outcome,
                                     conformance::Outcome::Passed | conformance::Outcome::Divergent
@@ -340,7 +204,7 @@ pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceS
     }
     let cases: std::collections::BTreeSet<&str> =
         report.records.iter().map(|r| r.id.as_str()).collect();
-    acceptance::gate::ConformanceSummary {
+    gate::ConformanceSummary {
         scenarios: cases.len() as u64,
         divergences,
         missing,
@@ -372,7 +236,6 @@ pub async fn bench(
     settings: BenchSettings,
 ) -> Result<BenchReport, PipelineError> {
     let mut opts = settings.options;
-    opts.tables = suites.tables.clone();
     let writer = match &settings.events {
         Some(p) => Some(Arc::new(EventWriter::create(p)?)),
         None => None,
@@ -390,7 +253,7 @@ pub async fn bench(
                 latency_profile: Some(f),
                 ..
             } => f.profile.as_ref().is_some_and(|p| {
-                p.phase(crate::acceptance::profile::EXEC_SCHEDULING)
+                p.phase(crate::suites::profile::EXEC_SCHEDULING)
                     .is_some_and(|d| d.p50_ms >= 5_000.0)
             }),
             _ => false,
@@ -413,7 +276,8 @@ pub async fn bench(
         .iter()
         .map(|b| (b.name.clone(), b.backend.clone()))
         .collect();
-    let report = bench::run(list, opts).await;
+    let mut report = bench::run(list, opts).await;
+    acceptance::judge(&mut report, &suites.tables);
     if let Some(h) = ctrl_c {
         h.abort();
     }
@@ -438,7 +302,7 @@ pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
     let (deployment, source) = match recorded {
         Some(d) => (d, "the configuration the bench ran"),
         None => (
-            cost::Deployment::builtin(),
+            crate::backends::cloudrun::deployment::Deployment::builtin(),
             "default configuration: the report records none",
         ),
     };
@@ -456,11 +320,11 @@ pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
 #[derive(Debug, Clone, Default)]
 pub struct GateEvidence {
     /// The conformance run.
-    pub conformance: Option<acceptance::gate::ConformanceSummary>,
+    pub conformance: Option<gate::ConformanceSummary>,
     /// The preflight checklist.
-    pub preflight: Option<acceptance::gate::PreflightSummary>,
+    pub preflight: Option<gate::PreflightSummary>,
     /// Health endpoint latencies.
-    pub health: Option<Vec<acceptance::gate::HealthMeasurement>>,
+    pub health: Option<Vec<gate::HealthMeasurement>>,
     /// Monitoring figures from the bench's event log.
     pub metrics: Option<crate::metrics::MetricsReport>,
 }
@@ -502,12 +366,12 @@ pub fn evaluate_gate(
         metrics: evidence.metrics.clone(),
         cost: bench.and_then(|b| cost_of(b, suites)),
     };
-    Ok(acceptance::gate(phase, &inputs)?)
+    Ok(gate::gate(phase, &inputs)?)
 }
 
 /// Runs the preflight checklist for the Cloud Run backend among `backends` (on its embedded
 /// emulator, or on the configured endpoints), printing it; `None` without a Cloud Run backend.
-pub async fn preflight(backends: &[OpenBackend]) -> Option<acceptance::gate::PreflightSummary> {
+pub async fn preflight(backends: &[OpenBackend]) -> Option<gate::PreflightSummary> {
     let cloudrun = backends.iter().find(|b| b.name == "cloudrun")?;
     let cfg = CloudRunConfig::from_env().ok()?;
     let clients = match &cloudrun.local {
@@ -516,13 +380,16 @@ pub async fn preflight(backends: &[OpenBackend]) -> Option<acceptance::gate::Pre
     };
     let summary = match clients {
         Ok(c) => {
-            let report =
-                crate::preflight::run(&cfg, &c, &crate::preflight::PreflightOptions::default())
-                    .await;
+            let report = crate::preflight::run_checklist(
+                &cfg,
+                &c,
+                &crate::preflight::PreflightOptions::default(),
+            )
+            .await;
             println!("{}", report.render());
             report.summary()
         }
-        Err(e) => acceptance::gate::PreflightSummary {
+        Err(e) => gate::PreflightSummary {
             failures: vec![format!("preflight could not run: {e}")],
             checks: 0,
         },
@@ -536,19 +403,16 @@ pub async fn health(
     base_url: &str,
     iterations: usize,
     suites: &Suites,
-) -> Vec<acceptance::gate::HealthMeasurement> {
+) -> Vec<gate::HealthMeasurement> {
     let client = reqwest::Client::new();
     let samples =
         crate::health::probe(&client, base_url, "", iterations, Duration::from_secs(2)).await;
     let report = crate::health::HealthReport::new(base_url, samples, &suites.health);
-    println!(
-        "{}",
-        report.render(crate::report::table::TableStyle::Terminal)
-    );
+    println!("{}", report.render(crate::output::TableStyle::Terminal));
     report
         .endpoints
         .iter()
-        .map(|e| acceptance::gate::HealthMeasurement {
+        .map(|e| gate::HealthMeasurement {
             path: e.path.clone(),
             latency_ms: e
                 .latency
@@ -668,12 +532,12 @@ mod tests {
                     .map(move |c| record(&c.id, b, conformance::Outcome::Passed))
             })
             .collect();
-        let inputs = |c: acceptance::gate::ConformanceSummary| GateInputs {
+        let inputs = |c: gate::ConformanceSummary| GateInputs {
             conformance: Some(c),
             ..GateInputs::default()
         };
         let parity = |i: &GateInputs| {
-            acceptance::gate(1, i)
+            gate::gate(1, i)
                 .unwrap()
                 .gates
                 .into_iter()
@@ -720,21 +584,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn backend_lists() {
-        assert_eq!(backend_names("all").unwrap(), ["docker", "cloudrun"]);
-        assert_eq!(
-            backend_names("cloudrun, docker").unwrap(),
-            ["cloudrun", "docker"]
-        );
-        assert_eq!(backend_names("docker,all").unwrap(), ["docker", "cloudrun"]);
-        assert!(matches!(
-            backend_names("k8s"),
-            Err(PipelineError::UnknownBackend(n)) if n == "k8s"
-        ));
-        assert!(backend_names(" , ").is_err());
-    }
-
     /// The cost table prices the deployment the bench recorded: a report taken with another
     /// configuration gets other polling and pool lines.
     #[test]
@@ -758,13 +607,15 @@ mod tests {
                     name: "cloudrun".into(),
                     backend: "cloudrun".into(),
                     phases: cfg.map(|c| bench::phases::PhaseReport {
-                        deployment: Some(cost::Deployment::from_config(c).unwrap()),
+                        deployment: Some(
+                            crate::backends::cloudrun::deployment::Deployment::from_config(c)
+                                .unwrap(),
+                        ),
                         ..Default::default()
                     }),
                     ..Default::default()
                 },
                 samples,
-                &crate::acceptance::Tables::builtin(),
             );
             BenchReport {
                 schema_version: bench::SCHEMA_VERSION,

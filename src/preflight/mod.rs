@@ -6,7 +6,6 @@
 //! URLs and the credentials differ ([`PreflightClients`]). `cli` holds the `preflight` and
 //! `emulator` subcommands.
 
-pub mod cli;
 mod job;
 
 use std::fmt::Write as _;
@@ -15,9 +14,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::acceptance::gate::PreflightSummary;
 use crate::backends::cloudrun::{CloudRunConfig, Target};
 use crate::emulator::LocalCloud;
+use crate::gate::PreflightSummary;
 use crate::gcp::clients::{ClientsError, GoogleClients};
 use crate::gcp::iam::{ResourceManagerClient, ServiceUsageClient};
 use crate::gcp::retry::RetryPolicy;
@@ -293,7 +292,7 @@ impl PreflightClients {
             ClientsError::Auth(m) => PreflightError::Auth(m),
         })?;
         let executor_image = cfg.executor_image.clone().ok_or_else(|| {
-            "no executor image configured: build it with `sandbox-harness images`, push it to \
+            "no executor image configured: build it with `sandbox-harness image default`, push it to \
              your registry and set SANDBOX_EXECUTOR_IMAGE (or executor_image in the config)"
                 .to_string()
         });
@@ -467,7 +466,7 @@ fn storage_reason(bucket: &str, e: &StorageError) -> String {
 }
 
 /// Runs the checklist against `clients`, with the bucket and region of `cfg`.
-pub async fn run(
+pub async fn run_checklist(
     cfg: &CloudRunConfig,
     clients: &PreflightClients,
     opts: &PreflightOptions,
