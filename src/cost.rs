@@ -1,75 +1,15 @@
-//! Monthly cost projection of the Cloud Run backend from measured durations, job resources and a
-//! usage profile; prices come from suites/prices.toml so they can be updated without a rebuild.
+//! Monthly cost projection of the Cloud Run backend from measured durations, the deployment the
+//! bench recorded (`backends::cloudrun::deployment`) and a usage profile; prices and the profile
+//! are suite data (`suites::prices`), so they can be updated without a rebuild.
 
 use std::fmt::Write;
-use std::path::Path;
 use std::time::Duration;
 
-use sandbox_executor::worker::PollSchedule;
 use serde::{Deserialize, Serialize};
 
-use crate::backends::cloudrun::config::{CloudRunConfig, ConfigError};
-
-use crate::acceptance::{Monitoring, SuiteError, load_toml, parse_toml};
+use crate::backends::cloudrun::deployment::Deployment;
 use crate::bench::{BenchReport, Measurement};
-
-/// The shipped prices.
-pub const DEFAULT_PRICES_TOML: &str = include_str!("../suites/prices.toml");
-/// The shipped usage profile.
-pub const DEFAULT_COST_TOML: &str = include_str!("../suites/cost.toml");
-
-/// Cloud Run jobs prices.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobPrices {
-    /// USD per vCPU-second.
-    pub vcpu_second_usd: f64,
-    /// USD per GiB-second.
-    pub gib_second_usd: f64,
-    /// Seconds billed at least for each instance (execution) started (60 when a prices file
-    /// predates this field).
-    #[serde(default = "one_minute")]
-    pub min_billed_seconds_per_instance: f64,
-}
-
-fn one_minute() -> f64 {
-    60.0
-}
-
-/// Cloud Storage prices.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoragePrices {
-    /// USD per 1,000 class A operations.
-    pub class_a_per_1000_ops_usd: f64,
-    /// USD per 1,000 class B operations.
-    pub class_b_per_1000_ops_usd: f64,
-    /// USD per GiB-month of Standard storage.
-    pub standard_storage_gib_month_usd: f64,
-}
-
-/// suites/prices.toml.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Prices {
-    /// Jobs.
-    pub cloud_run_jobs: JobPrices,
-    /// Storage.
-    pub cloud_storage: StoragePrices,
-}
-
-impl Prices {
-    /// The shipped prices.
-    pub fn builtin() -> Prices {
-        parse_toml(DEFAULT_PRICES_TOML, "<builtin prices.toml>")
-            .expect("shipped suites/prices.toml is valid")
-    }
-
-    /// Loads prices from a file.
-    pub fn load(path: &Path) -> Result<Prices, SuiteError> {
-        load_toml(path)
-    }
-}
+use crate::suites::{CostProfile, Monitoring, Prices};
 
 /// Class of a storage operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,100 +37,6 @@ impl OpClass {
             OpClass::A => "A",
             OpClass::B => "B",
         }
-    }
-}
-
-/// The Cloud Run deployment the projection prices: the backend's own configuration (the
-/// values its worker and client run with), not assumptions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Deployment {
-    /// vCPUs of a worker execution.
-    pub vcpu: f64,
-    /// Memory of a worker execution, GiB.
-    pub memory_gib: f64,
-    /// Shortest polling interval (worker inbox and client answer), ms.
-    pub poll_min_ms: u64,
-    /// Longest polling interval, ms.
-    pub poll_max_ms: u64,
-    /// The Cloud Storage method of one worker poll (`sandbox_executor::worker::POLL_METHOD`).
-    pub worker_poll_method: String,
-    /// Heartbeat interval, s.
-    pub heartbeat_secs: u64,
-    /// A worker stops after this long without a command, s.
-    pub worker_idle_secs: u64,
-    /// Pre-started executions kept waiting (0: no warm pool).
-    pub pool_size: usize,
-}
-
-impl Deployment {
-    /// The deployment a backend configuration runs.
-    pub fn from_config(cfg: &CloudRunConfig) -> Result<Deployment, ConfigError> {
-        Ok(Deployment {
-            vcpu: cfg.vcpu()?,
-            memory_gib: cfg.memory_gib()?,
-            poll_min_ms: cfg.poll_min_ms,
-            poll_max_ms: cfg.poll_max_ms,
-            worker_poll_method: sandbox_executor::worker::POLL_METHOD.to_string(),
-            heartbeat_secs: cfg.heartbeat_secs,
-            worker_idle_secs: cfg.worker_idle_secs,
-            pool_size: cfg.pool_size,
-        })
-    }
-
-    /// The default configuration's deployment.
-    pub fn builtin() -> Deployment {
-        Deployment::from_config(&CloudRunConfig::default())
-            .expect("the default Cloud Run configuration is valid")
-    }
-
-    /// The polling schedule the worker and the client follow.
-    pub fn poll(&self) -> PollSchedule {
-        PollSchedule {
-            min: Duration::from_millis(self.poll_min_ms),
-            max: Duration::from_millis(self.poll_max_ms),
-        }
-    }
-}
-
-/// How the backend is used.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UsageProfile {
-    /// Sessions (sandboxes) per day.
-    pub sessions_per_day: f64,
-    /// Commands per session.
-    pub commands_per_session: f64,
-    /// Agent think time between commands (worker up and billed), s.
-    pub think_time_seconds: f64,
-    /// Days per month.
-    pub days_per_month: f64,
-    /// Class A operations per command besides polls and heartbeats.
-    pub class_a_ops_per_command: f64,
-    /// Class B operations per command besides polls.
-    pub class_b_ops_per_command: f64,
-    /// Average data kept in the bucket, GiB.
-    pub stored_gib: f64,
-}
-
-/// suites/cost.toml: how the backend is used (the deployment comes from the backend's
-/// configuration, [`Deployment`]).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CostProfile {
-    /// Usage.
-    pub usage: UsageProfile,
-}
-
-impl CostProfile {
-    /// The shipped profile.
-    pub fn builtin() -> CostProfile {
-        parse_toml(DEFAULT_COST_TOML, "<builtin cost.toml>")
-            .expect("shipped suites/cost.toml is valid")
-    }
-
-    /// Loads a profile from a file.
-    pub fn load(path: &Path) -> Result<CostProfile, SuiteError> {
-        load_toml(path)
     }
 }
 
@@ -469,7 +315,7 @@ impl CostBreakdown {
                 ]
             })
             .collect();
-        let mut out = crate::report::render_table(
+        let mut out = crate::output::render_table(
             &["Item", "Quantity / month", "Unit price", "USD / month"],
             &rows,
         );
@@ -518,6 +364,7 @@ impl CostBreakdown {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::cloudrun::CloudRunConfig;
 
     fn measured() -> MeasuredDurations {
         MeasuredDurations {

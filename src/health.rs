@@ -190,7 +190,7 @@ pub struct EndpointReport {
     pub max_acceptable_ms: Option<f64>,
     /// Verdict: p50 against the target, p99 against max acceptable (fails when any probe got no
     /// well-formed answer).
-    pub verdict: crate::acceptance::Verdict,
+    pub verdict: crate::suites::Verdict,
     /// The first problem seen, if any.
     pub first_problem: Option<String>,
 }
@@ -210,12 +210,8 @@ pub struct HealthReport {
 
 impl HealthReport {
     /// Judges `samples` against `table`.
-    pub fn new(
-        url: &str,
-        samples: Vec<ProbeSample>,
-        table: &crate::acceptance::HealthTable,
-    ) -> Self {
-        use crate::acceptance::Verdict;
+    pub fn new(url: &str, samples: Vec<ProbeSample>, table: &crate::suites::HealthTable) -> Self {
+        use crate::suites::Verdict;
         let endpoints = Endpoint::ALL
             .iter()
             .map(|e| {
@@ -233,7 +229,8 @@ impl HealthReport {
                     .map(|s| format!("{:?}", s.outcome));
                 let verdict = match row {
                     _ if good.len() < mine.len() => Verdict::Fails,
-                    Some(r) => r.verdict(
+                    Some(r) => crate::acceptance::health_verdict(
+                        r,
                         latency.as_ref().map(|l| l.p50_seconds * 1000.0),
                         latency.as_ref().map(|l| l.p99_seconds * 1000.0),
                     ),
@@ -264,11 +261,11 @@ impl HealthReport {
     pub fn passed(&self) -> bool {
         self.endpoints
             .iter()
-            .all(|e| e.verdict != crate::acceptance::Verdict::Fails)
+            .all(|e| e.verdict != crate::suites::Verdict::Fails)
     }
 
     /// The endpoint table in `style`.
-    pub fn render(&self, style: crate::report::table::TableStyle) -> String {
+    pub fn render(&self, style: crate::output::TableStyle) -> String {
         let ms = |v: Option<f64>| {
             v.map(|v| format!("{v:.1} ms"))
                 .unwrap_or_else(|| "-".into())
@@ -294,7 +291,7 @@ impl HealthReport {
                 ]
             })
             .collect();
-        crate::report::table::render(
+        crate::output::render(
             &[
                 "Endpoint",
                 "ok",
@@ -315,7 +312,7 @@ impl HealthReport {
             "# Health endpoints\n\nProbed `{}` at {}.\n\n{}\n",
             self.url,
             self.measured_at.to_rfc3339(),
-            self.render(crate::report::table::TableStyle::Markdown)
+            self.render(crate::output::TableStyle::Markdown)
         )
     }
 }

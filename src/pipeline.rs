@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::acceptance::{self, GateInputs, GateResult, Suites};
+use crate::acceptance;
 use crate::backends::cloudrun::CloudRunConfig;
 use crate::backends::{Backends, OpenBackend, OpenError};
 use crate::bench::{self, BenchOptions, BenchReport, EventWriter};
 use crate::conformance::{self, Registry, RunOptions, RunReport};
 use crate::cost::{self, CostBreakdown};
+use crate::gate::{self, GateInputs, GateResult};
 use crate::report::{self, MarkdownOptions};
+use crate::suites::{self, Suites};
 
 /// Why a run could not be carried out at all (failed measurements are results, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +23,7 @@ pub enum PipelineError {
     Open(#[from] OpenError),
     /// Suites (tables, phases, prices) could not be loaded.
     #[error(transparent)]
-    Suites(#[from] acceptance::SuiteError),
+    Suites(#[from] suites::SuiteError),
     /// Scenario files could not be loaded.
     #[error("conformance cases: {0}")]
     Cases(String),
@@ -153,7 +155,7 @@ pub fn required_cases() -> Result<Vec<conformance::Case>, PipelineError> {
 /// The gate's view of a conformance run: divergences, and what the run lacks of the whole
 /// suite ([`required_cases`] on [`PARITY_BACKENDS`]). A required case that is not core (the
 /// 500 MB transfer) must pass too.
-pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceSummary {
+pub fn conformance_summary(report: &RunReport) -> gate::ConformanceSummary {
     let verdict = conformance::parity(report);
     let mut divergences: Vec<String> = verdict
         .blocking
@@ -202,7 +204,7 @@ pub fn conformance_summary(report: &RunReport) -> acceptance::gate::ConformanceS
     }
     let cases: std::collections::BTreeSet<&str> =
         report.records.iter().map(|r| r.id.as_str()).collect();
-    acceptance::gate::ConformanceSummary {
+    gate::ConformanceSummary {
         scenarios: cases.len() as u64,
         divergences,
         missing,
@@ -234,7 +236,6 @@ pub async fn bench(
     settings: BenchSettings,
 ) -> Result<BenchReport, PipelineError> {
     let mut opts = settings.options;
-    opts.tables = suites.tables.clone();
     let writer = match &settings.events {
         Some(p) => Some(Arc::new(EventWriter::create(p)?)),
         None => None,
@@ -252,7 +253,7 @@ pub async fn bench(
                 latency_profile: Some(f),
                 ..
             } => f.profile.as_ref().is_some_and(|p| {
-                p.phase(crate::acceptance::profile::EXEC_SCHEDULING)
+                p.phase(crate::suites::profile::EXEC_SCHEDULING)
                     .is_some_and(|d| d.p50_ms >= 5_000.0)
             }),
             _ => false,
@@ -275,7 +276,8 @@ pub async fn bench(
         .iter()
         .map(|b| (b.name.clone(), b.backend.clone()))
         .collect();
-    let report = bench::run(list, opts).await;
+    let mut report = bench::run(list, opts).await;
+    acceptance::judge(&mut report, &suites.tables);
     if let Some(h) = ctrl_c {
         h.abort();
     }
@@ -300,7 +302,7 @@ pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
     let (deployment, source) = match recorded {
         Some(d) => (d, "the configuration the bench ran"),
         None => (
-            cost::Deployment::builtin(),
+            crate::backends::cloudrun::deployment::Deployment::builtin(),
             "default configuration: the report records none",
         ),
     };
@@ -318,11 +320,11 @@ pub fn cost_of(report: &BenchReport, suites: &Suites) -> Option<CostBreakdown> {
 #[derive(Debug, Clone, Default)]
 pub struct GateEvidence {
     /// The conformance run.
-    pub conformance: Option<acceptance::gate::ConformanceSummary>,
+    pub conformance: Option<gate::ConformanceSummary>,
     /// The preflight checklist.
-    pub preflight: Option<acceptance::gate::PreflightSummary>,
+    pub preflight: Option<gate::PreflightSummary>,
     /// Health endpoint latencies.
-    pub health: Option<Vec<acceptance::gate::HealthMeasurement>>,
+    pub health: Option<Vec<gate::HealthMeasurement>>,
     /// Monitoring figures from the bench's event log.
     pub metrics: Option<crate::metrics::MetricsReport>,
 }
@@ -364,12 +366,12 @@ pub fn evaluate_gate(
         metrics: evidence.metrics.clone(),
         cost: bench.and_then(|b| cost_of(b, suites)),
     };
-    Ok(acceptance::gate(phase, &inputs)?)
+    Ok(gate::gate(phase, &inputs)?)
 }
 
 /// Runs the preflight checklist for the Cloud Run backend among `backends` (on its embedded
 /// emulator, or on the configured endpoints), printing it; `None` without a Cloud Run backend.
-pub async fn preflight(backends: &[OpenBackend]) -> Option<acceptance::gate::PreflightSummary> {
+pub async fn preflight(backends: &[OpenBackend]) -> Option<gate::PreflightSummary> {
     let cloudrun = backends.iter().find(|b| b.name == "cloudrun")?;
     let cfg = CloudRunConfig::from_env().ok()?;
     let clients = match &cloudrun.local {
@@ -384,7 +386,7 @@ pub async fn preflight(backends: &[OpenBackend]) -> Option<acceptance::gate::Pre
             println!("{}", report.render());
             report.summary()
         }
-        Err(e) => acceptance::gate::PreflightSummary {
+        Err(e) => gate::PreflightSummary {
             failures: vec![format!("preflight could not run: {e}")],
             checks: 0,
         },
@@ -398,19 +400,16 @@ pub async fn health(
     base_url: &str,
     iterations: usize,
     suites: &Suites,
-) -> Vec<acceptance::gate::HealthMeasurement> {
+) -> Vec<gate::HealthMeasurement> {
     let client = reqwest::Client::new();
     let samples =
         crate::health::probe(&client, base_url, "", iterations, Duration::from_secs(2)).await;
     let report = crate::health::HealthReport::new(base_url, samples, &suites.health);
-    println!(
-        "{}",
-        report.render(crate::report::table::TableStyle::Terminal)
-    );
+    println!("{}", report.render(crate::output::TableStyle::Terminal));
     report
         .endpoints
         .iter()
-        .map(|e| acceptance::gate::HealthMeasurement {
+        .map(|e| gate::HealthMeasurement {
             path: e.path.clone(),
             latency_ms: e
                 .latency
@@ -530,12 +529,12 @@ mod tests {
                     .map(move |c| record(&c.id, b, conformance::Outcome::Passed))
             })
             .collect();
-        let inputs = |c: acceptance::gate::ConformanceSummary| GateInputs {
+        let inputs = |c: gate::ConformanceSummary| GateInputs {
             conformance: Some(c),
             ..GateInputs::default()
         };
         let parity = |i: &GateInputs| {
-            acceptance::gate(1, i)
+            gate::gate(1, i)
                 .unwrap()
                 .gates
                 .into_iter()
@@ -605,13 +604,15 @@ mod tests {
                     name: "cloudrun".into(),
                     backend: "cloudrun".into(),
                     phases: cfg.map(|c| bench::phases::PhaseReport {
-                        deployment: Some(cost::Deployment::from_config(c).unwrap()),
+                        deployment: Some(
+                            crate::backends::cloudrun::deployment::Deployment::from_config(c)
+                                .unwrap(),
+                        ),
                         ..Default::default()
                     }),
                     ..Default::default()
                 },
                 samples,
-                &crate::acceptance::Tables::builtin(),
             );
             BenchReport {
                 schema_version: bench::SCHEMA_VERSION,

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bollard::query_parameters::ListContainersOptions;
+use sandbox_harness::acceptance;
 use sandbox_harness::backends::docker::{DockerBackend, DockerConfig};
 use sandbox_harness::bench::raw_docker::DockerRawExec;
 use sandbox_harness::bench::{self, BenchOptions, EventWriter, Measurement, RawBaseline};
 use sandbox_harness::metrics::{self, MetricsOptions};
 use sandbox_harness::protocol::SandboxBackend;
 use sandbox_harness::report::{self, MarkdownOptions};
+use sandbox_harness::suites::Tables;
 
 /// The label this test run puts on its containers (other tests run in parallel on the engine).
 const RUN_LABEL: &str = "sandbox-harness.test-run";
@@ -102,7 +104,8 @@ async fn short_docker_bench_writes_three_reports() {
         ..Default::default()
     };
     let backends: Vec<(String, Arc<dyn SandboxBackend>)> = vec![("docker".into(), backend.clone())];
-    let r = bench::run(backends, opts).await;
+    let mut r = bench::run(backends, opts).await;
+    acceptance::judge(&mut r, &Tables::builtin());
     events.finish().unwrap();
 
     let leaked = harness_containers(&docker, &run).await;

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandbox_harness::acceptance::{self, GateInputs, PhaseFile, Tables};
+use sandbox_harness::acceptance;
 use sandbox_harness::bench::memory::{MemoryBackend, MemoryConfig};
 use sandbox_harness::bench::{self, BenchOptions, ErrorClass, EventWriter, Measurement};
+use sandbox_harness::gate::{self, GateInputs};
 use sandbox_harness::metrics::{self, MetricsOptions};
 use sandbox_harness::protocol::{ErrorKind, SandboxBackend};
 use sandbox_harness::report::{self, MarkdownOptions};
+use sandbox_harness::suites::{self, PhaseFile, Tables};
 
 fn backend(cfg: MemoryConfig) -> Vec<(String, Arc<dyn SandboxBackend>)> {
     vec![(
@@ -45,7 +47,8 @@ async fn reports_are_written_and_event_metrics_agree_with_the_bench() {
         latency: Duration::from_millis(1),
         ..Default::default()
     };
-    let r = bench::run(backend(cfg), opts).await;
+    let mut r = bench::run(backend(cfg), opts).await;
+    acceptance::judge(&mut r, &Tables::builtin());
     writer.finish().unwrap();
     assert!(!r.partial, "{:?}", r.partial_reason);
     let b = r.backend("memory").unwrap();
@@ -217,7 +220,7 @@ async fn gate_passes_on_healthy_data_and_fails_on_an_unreachable_threshold() {
         bench: Some(r.clone()),
         ..Default::default()
     };
-    let g = acceptance::gate(1, &inputs).unwrap();
+    let g = gate::gate(1, &inputs).unwrap();
     assert!(g.passed, "{}", g.render());
     assert_eq!(g.exit_code(), 0);
     let acc = g.gates.iter().find(|x| x.id == "acceptance").unwrap();
@@ -232,7 +235,7 @@ async fn gate_passes_on_healthy_data_and_fails_on_an_unreachable_threshold() {
         tables: impossible,
         ..inputs
     };
-    let g = acceptance::gate(1, &inputs).unwrap();
+    let g = gate::gate(1, &inputs).unwrap();
     assert!(!g.passed);
     assert_eq!(g.exit_code(), 1);
     let acc = g.gates.iter().find(|x| x.id == "acceptance").unwrap();
@@ -283,7 +286,6 @@ async fn one_failing_cold_start_among_twenty_fails_the_row_and_the_run() {
     let opts = BenchOptions {
         warmup: 0,
         cold_start_iterations: 20,
-        tables: tables.clone(),
         ..small_opts()
     };
     // The cold starts are the run's first creates: the 7th is one of them.
@@ -291,7 +293,8 @@ async fn one_failing_cold_start_among_twenty_fails_the_row_and_the_run() {
         fail_nth: vec![("create".into(), 7, ErrorKind::Backend)],
         ..Default::default()
     };
-    let r = bench::run(backend(cfg), opts).await;
+    let mut r = bench::run(backend(cfg), opts).await;
+    acceptance::judge(&mut r, &tables);
     let b = r.backend("memory").unwrap();
     let cold = &b.measurements[&Measurement::ColdStart];
     assert_eq!((cold.attempted, cold.succeeded), (20, 19));
@@ -301,16 +304,16 @@ async fn one_failing_cold_start_among_twenty_fails_the_row_and_the_run() {
         .iter()
         .find(|v| v.row.metric.as_str() == "cold_start")
         .unwrap();
-    assert_eq!(row.verdict, acceptance::Verdict::Fails);
+    assert_eq!(row.verdict, suites::Verdict::Fails);
     assert_eq!(row.note.as_deref(), Some("1 of 20 failed (backend: 1)"));
     // The failed create counts in the success rate, over every operation.
     assert_eq!(b.rates.errors_by_class[&ErrorClass::Backend], 1);
     assert_eq!(b.rates.succeeded + 1, b.rates.operations);
 
-    let suites = acceptance::Suites {
+    let suites = suites::Suites {
         tables,
         phases: PhaseFile::parse(COLD_PHASES, "test").unwrap(),
-        ..acceptance::Suites::builtin()
+        ..suites::Suites::builtin()
     };
     let gate = sandbox_harness::pipeline::evaluate_gate(
         1,
@@ -335,7 +338,6 @@ async fn one_failing_cold_start_among_twenty_fails_the_row_and_the_run() {
         BenchOptions {
             warmup: 0,
             cold_start_iterations: 20,
-            tables: suites.tables.clone(),
             ..small_opts()
         },
     )

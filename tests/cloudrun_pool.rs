@@ -184,7 +184,6 @@ async fn the_probe_takes_a_cold_start_and_a_warm_command_apart() {
             ..Default::default()
         },
         Vec::new(),
-        &sandbox_harness::acceptance::Tables::builtin(),
     );
     let json = serde_json::to_string(&b).unwrap();
     let back: BackendReport = serde_json::from_str(&json).unwrap();

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use sandbox_harness::acceptance::{HealthTable, Verdict};
 use sandbox_harness::emulator::{Emulator, EmulatorConfig};
 use sandbox_harness::health::{self, HealthReport};
+use sandbox_harness::suites::{HealthTable, Verdict};
 
 #[tokio::test]
 async fn live_service_meets_the_table_and_a_dead_one_fails() {

@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use sandbox_harness::acceptance::gate::{GateInputs, gate};
 use sandbox_harness::backends::cloudrun::CloudRunConfig;
 use sandbox_harness::emulator::{EmulatorConfig, LocalCloud};
+use sandbox_harness::gate::{GateInputs, gate};
 use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::retry::RetryPolicy;
 use sandbox_harness::gcp::storage::{BucketSpec, Lifecycle, LifecycleRule, StorageClient};

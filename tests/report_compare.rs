@@ -1,12 +1,13 @@
 //! Report comparison and rendering on synthetic samples.
 
 use chrono::Utc;
-use sandbox_harness::acceptance::{Tables, Verdict};
+use sandbox_harness::acceptance;
 use sandbox_harness::bench::{
     BackendContext, BackendOrigin, BackendReport, BenchReport, ErrorClass, Measurement,
     OptionsRecord, SCHEMA_VERSION, Sample,
 };
 use sandbox_harness::report::{self, CompareOptions, CompareStatus, MarkdownOptions};
+use sandbox_harness::suites::{Tables, Verdict};
 
 fn samples(m: Measurement, op: &str, seconds: &[f64], failures: usize) -> Vec<Sample> {
     let mut out: Vec<Sample> = seconds
@@ -52,7 +53,7 @@ fn backend(
         &[0.1; 400],
         mixed_failures,
     ));
-    BackendReport::from_samples(
+    let mut b = BackendReport::from_samples(
         BackendContext {
             name: name.into(),
             backend: kind.into(),
@@ -60,8 +61,9 @@ fn backend(
             ..Default::default()
         },
         s,
-        &Tables::builtin(),
-    )
+    );
+    b.verdicts = acceptance::judge_backend(&b, &Tables::builtin());
+    b
 }
 
 fn report(backends: Vec<BackendReport>) -> BenchReport {
@@ -321,7 +323,6 @@ fn transfers_are_compared_with_the_bare_path_and_tables_end_before_text() {
             ..Default::default()
         },
         s,
-        &Tables::builtin(),
     );
     let raw = b.raw_baseline.as_ref().expect("raw baseline summary");
     let overhead = raw.overhead_p50_seconds.expect("overhead");
@@ -355,7 +356,7 @@ fn transfers_are_compared_with_the_bare_path_and_tables_end_before_text() {
 /// project. Phase 3's `real_gcp` gate passes only on the last, naming the origin otherwise.
 #[test]
 fn origins_are_labelled_in_every_format_and_gate_real_gcp() {
-    use sandbox_harness::acceptance::gate::{GateInputs, gate};
+    use sandbox_harness::gate::{GateInputs, gate};
     let cases = [
         (
             BackendOrigin::CloudRunTwin {

@@ -16,12 +16,12 @@ use super::{
     BackendContext, BackendReport, BenchOptions, BenchReport, ErrorClass, LARGE_TRANSFER_BYTES,
     Measurement, OptionsRecord, RawBaseline, SCHEMA_VERSION, SMALL_TRANSFER_BYTES, Sample,
 };
+use crate::bench::environment::Environment;
 use crate::browser::cdp::{self, CdpClient, CdpError};
 use crate::protocol::{
     Capabilities, ProcessSelector, ReadOptions, Sandbox, SandboxBackend, SandboxError,
     StatefulExec, WriteOptions,
 };
-use crate::report::environment::Environment;
 
 /// Directory (a constant, never data) the state-consistency commands move between.
 const STATE_DIR: &str = "/workspace/.sandbox-harness-bench/state";
@@ -355,8 +355,8 @@ fn planned_ops(opts: &BenchOptions, raw: bool, browser: bool) -> u64 {
     t + opts.concurrency as u64 * n
 }
 
-/// Runs the benchmark against each backend in turn and returns every figure, verdict and raw
-/// sample. Cancelling `opts.cancel` stops at the next operation boundary (an operation in flight
+/// Runs the benchmark against each backend in turn and returns every figure and raw sample
+/// (unjudged: `acceptance::judge` adds the verdicts). Cancelling `opts.cancel` stops at the next operation boundary (an operation in flight
 /// is abandoned and not recorded), tears down what was created, and returns a partial report.
 pub async fn run(
     backends: Vec<(String, Arc<dyn SandboxBackend>)>,
@@ -507,7 +507,7 @@ async fn run_backend(
         setup_errors,
         parts,
     };
-    let mut report = BackendReport::from_samples(report_ctx, samples, &opts.tables);
+    let mut report = BackendReport::from_samples(report_ctx, samples);
     if !opts.keep_samples {
         report.samples.clear();
     }

@@ -1,7 +1,9 @@
-//! The benchmark engine: measures each backend against the acceptance tables and keeps every raw
-//! sample. `run` never retries an operation; every failure is counted with its class.
+//! The benchmark engine: measures each backend and keeps every raw sample, with the figures
+//! summarised from them; judging those against the tables is `acceptance`'s. `run` never
+//! retries an operation; every failure is counted with its class.
 
 pub mod data;
+pub mod environment;
 pub mod events;
 pub mod memory;
 pub mod phases;
@@ -19,10 +21,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::acceptance::{self, MetricId, RowVerdict, Statistic, Tables, Verdict};
 use crate::emulator::faults::FaultConfig;
 use crate::protocol::{ErrorKind, Sandbox, SandboxError, UploadBody};
-use crate::report::environment::Environment;
+use crate::suites::{MetricId, RowVerdict, Statistic};
+use environment::Environment;
 
 pub use engine::run;
 pub use events::{Event, EventKind, EventWriter};
@@ -445,8 +447,6 @@ pub struct BenchOptions {
     pub progress: bool,
     /// Cancel to stop early; what was measured is still returned, marked partial.
     pub cancel: CancellationToken,
-    /// The acceptance tables verdicts are computed against.
-    pub tables: Tables,
     /// Harness deadline for one operation.
     pub op_timeout: Duration,
     /// Harness deadline for one 500 MiB transfer.
@@ -505,7 +505,6 @@ impl Default for BenchOptions {
             include_large: true,
             progress: true,
             cancel: CancellationToken::new(),
-            tables: Tables::builtin(),
             op_timeout: Duration::from_secs(120),
             large_op_timeout: Duration::from_secs(1800),
             events: None,
@@ -847,12 +846,9 @@ pub struct BackendContext {
 }
 
 impl BackendReport {
-    /// Computes every figure and verdict from raw samples.
-    pub fn from_samples(
-        ctx: BackendContext,
-        samples: Vec<Sample>,
-        tables: &Tables,
-    ) -> BackendReport {
+    /// Computes every figure from raw samples; the verdicts are left empty for
+    /// `acceptance::judge_backend` to fill in.
+    pub fn from_samples(ctx: BackendContext, samples: Vec<Sample>) -> BackendReport {
         let mut measurements: BTreeMap<Measurement, MeasurementSummary> = BTreeMap::new();
         let mut rates = Rates::default();
         for s in &samples {
@@ -988,7 +984,7 @@ impl BackendReport {
                 transfer,
             }
         });
-        let mut report = BackendReport {
+        BackendReport {
             origin_statement: ctx.origin.statement(),
             name: ctx.name,
             backend: ctx.backend,
@@ -1006,9 +1002,7 @@ impl BackendReport {
             setup_errors: ctx.setup_errors,
             parts: ctx.parts,
             samples,
-        };
-        report.verdicts = report.judge(tables);
-        report
+        }
     }
 
     /// The measured figure for a table metric (seconds, or percent for rates), with the number
@@ -1062,59 +1056,6 @@ impl BackendReport {
             MetricId::BrowserNavigate => Measurement::BrowserNavigate,
             _ => return None,
         })
-    }
-
-    /// Judges every row of the tables that apply to this backend. A latency row whose
-    /// measurement had failed samples fails and names them (its figure covers only the
-    /// successes); a row with too few samples behind it says so instead of meeting.
-    pub fn judge(&self, tables: &Tables) -> Vec<RowVerdict> {
-        let mut out = Vec::new();
-        for t in tables.for_backend(&self.backend) {
-            for row in &t.rows {
-                let (measured, attempts) = self.measured(row.metric, row.statistic);
-                let samples = match Self::latency_measurement(row.metric) {
-                    Some(m) => self
-                        .measurements
-                        .get(&m)
-                        .and_then(|s| s.latency.as_ref())
-                        .map_or(0, |l| l.count),
-                    None => attempts,
-                };
-                let (mut v, mut note) = acceptance::verdict_with_samples(row, measured, samples);
-                let failed = Self::latency_measurement(row.metric)
-                    .and_then(|m| self.measurements.get(&m))
-                    .filter(|s| s.attempted > s.succeeded);
-                if v == Verdict::NotMeasured && attempts > 0 {
-                    // Attempted but nothing succeeded: that is a failure, not an absence.
-                    v = Verdict::Fails;
-                    note = Some(format!("{attempts} attempts, none succeeded"));
-                } else if let Some(s) = failed
-                    && v != Verdict::NoThreshold
-                {
-                    v = Verdict::Fails;
-                    note = Some(format!(
-                        "{} of {} failed ({})",
-                        s.attempted - s.succeeded,
-                        s.attempted,
-                        s.errors
-                            .iter()
-                            .map(|(c, n)| format!("{}: {n}", c.as_str()))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                } else if row.target.is_some() && measured.is_none() && attempts == 0 {
-                    note = Some("not run".into());
-                }
-                out.push(RowVerdict {
-                    table: t.id.clone(),
-                    row: row.clone(),
-                    measured,
-                    verdict: v,
-                    note,
-                });
-            }
-        }
-        out
     }
 }
 

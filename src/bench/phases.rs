@@ -131,7 +131,7 @@ pub struct PhaseReport {
     pub creation: Vec<CreationFigure>,
     /// The Cloud Run deployment the figures were taken on (the cost model prices it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deployment: Option<crate::cost::Deployment>,
+    pub deployment: Option<crate::backends::cloudrun::deployment::Deployment>,
     /// Problems met while probing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
@@ -166,7 +166,7 @@ pub fn render(report: &PhaseReport) -> String {
                 ]
             })
             .collect();
-        out.push_str(&crate::report::render_table(
+        out.push_str(&crate::output::render_table(
             &["Phase", "Seconds", "Share", "Timestamps from"],
             &rows,
         ));
@@ -190,7 +190,7 @@ pub fn render(report: &PhaseReport) -> String {
             })
             .collect();
         out.push_str("Sandbox creation:\n");
-        out.push_str(&crate::report::render_table(
+        out.push_str(&crate::output::render_table(
             &["From", "p50 s", "Samples", "What"],
             &rows,
         ));

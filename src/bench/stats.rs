@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::acceptance::Statistic;
+use crate::suites::Statistic;
 
 /// Highest latency a histogram records: one hour in microseconds (longer values are clamped
 /// and counted in `clamped`).

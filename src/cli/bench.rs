@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use sandbox_harness::acceptance;
 use sandbox_harness::pipeline::{self, PipelineError};
+use sandbox_harness::suites;
 
 use super::measure::{self, MeasureArgs};
 
@@ -20,7 +20,7 @@ pub async fn run(args: BenchArgs) -> ExitCode {
 }
 
 async fn bench_only(m: &MeasureArgs) -> Result<ExitCode, PipelineError> {
-    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let suites = suites::Suites::load(m.suites.as_deref())?;
     let report = measure::measure_opened(&suites, m, None).await?;
     let gate = pipeline::evaluate_gate(
         1,

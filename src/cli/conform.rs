@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sandbox_harness::acceptance::profile;
 use sandbox_harness::backends::{self, OpenOptions};
 use sandbox_harness::conformance;
+use sandbox_harness::suites::profile;
 
 /// Flags of `conform`.
 #[derive(Debug, clap::Args)]

@@ -102,8 +102,8 @@ impl EmulatorArgs {
             faults.call_latency = parse_latency(l)?;
         }
         if let Some(p) = &self.profile {
-            let p = sandbox_harness::acceptance::LatencyProfile::resolve(p)
-                .map_err(|e| e.to_string())?;
+            let p =
+                sandbox_harness::suites::LatencyProfile::resolve(p).map_err(|e| e.to_string())?;
             faults.profile = (!p.is_empty()).then(|| Box::new(p));
         }
         if let Some(p) = self.p503 {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use sandbox_harness::pipeline::{self, PipelineError};
-use sandbox_harness::{acceptance, backends, report};
+use sandbox_harness::{backends, report, suites};
 
 use super::measure::{self, MeasureArgs};
 
@@ -36,7 +36,7 @@ pub async fn run(args: GateArgs) -> ExitCode {
 async fn gate(args: GateArgs) -> Result<ExitCode, PipelineError> {
     let m = &args.measure;
     let phase = args.phase;
-    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let suites = suites::Suites::load(m.suites.as_deref())?;
     let mut evidence = pipeline::GateEvidence::default();
     if let Some(p) = &args.conformance {
         let saved = pipeline::load_conformance(p)?;
@@ -70,7 +70,7 @@ async fn gate(args: GateArgs) -> Result<ExitCode, PipelineError> {
 async fn gather(
     args: &GateArgs,
     backends: &backends::Backends,
-    suites: &acceptance::Suites,
+    suites: &suites::Suites,
 ) -> Result<pipeline::GateEvidence, PipelineError> {
     let mut evidence = pipeline::GateEvidence::default();
     if args.phase == 0 {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use sandbox_harness::{acceptance, health, report};
+use sandbox_harness::{health, report, suites};
 
 /// Flags of `health`.
 #[derive(Debug, clap::Args)]
@@ -32,7 +32,7 @@ pub struct HealthArgs {
 
 /// Probes, prints the table, writes the reports; exits 1 when an endpoint misses its row.
 pub async fn run(args: &HealthArgs) -> ExitCode {
-    let suites = match acceptance::Suites::load(args.suites.as_deref()) {
+    let suites = match suites::Suites::load(args.suites.as_deref()) {
         Ok(s) => s,
         Err(e) => return super::failure(&e),
     };
@@ -51,7 +51,10 @@ pub async fn run(args: &HealthArgs) -> ExitCode {
         args.prefix.trim_end_matches('/')
     );
     let report = health::HealthReport::new(&full, samples, &suites.health);
-    println!("{}", report.render(report::table::TableStyle::Terminal));
+    println!(
+        "{}",
+        report.render(sandbox_harness::output::TableStyle::Terminal)
+    );
     let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
     for (name, bytes) in [
         ("health.json", json),

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use sandbox_harness::acceptance::{self, profile};
 use sandbox_harness::backends::{self, OpenOptions};
 use sandbox_harness::gcp::observe::CallRecorder;
 use sandbox_harness::pipeline::{self, PipelineError};
+use sandbox_harness::suites::{self, profile};
 use sandbox_harness::{bench, conformance, report};
 
 /// Options shared by the runs that measure (`run`, `bench`, `gate`).
@@ -125,7 +125,7 @@ pub async fn open_for_conformance(m: &MeasureArgs) -> Result<backends::Backends,
 /// Opens the backends for the measurements (the twin under `gcp-published` unless told),
 /// runs the bench, closes them, and writes the recorded profile when asked.
 pub async fn measure_opened(
-    suites: &acceptance::Suites,
+    suites: &suites::Suites,
     m: &MeasureArgs,
     events: Option<PathBuf>,
 ) -> Result<bench::BenchReport, PipelineError> {
@@ -156,9 +156,9 @@ pub async fn measure_opened(
 /// Prints the bench report as Markdown and the files written.
 pub fn print_bench(
     report: &bench::BenchReport,
-    suites: &acceptance::Suites,
+    suites: &suites::Suites,
     phase: u32,
-    gate: &acceptance::GateResult,
+    gate: &sandbox_harness::gate::GateResult,
     written: &report::WrittenReports,
 ) {
     let md = report::MarkdownOptions {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sandbox_harness::{acceptance, metrics};
+use sandbox_harness::{metrics, suites};
 
 /// Flags of `metrics`.
 #[derive(Debug, clap::Args)]
@@ -20,7 +20,7 @@ pub struct MetricsArgs {
 
 /// Prints the figures; exits 1 when one alerts.
 pub fn run(args: &MetricsArgs) -> ExitCode {
-    let suites = match acceptance::Suites::load(args.suites.as_deref()) {
+    let suites = match suites::Suites::load(args.suites.as_deref()) {
         Ok(s) => s,
         Err(e) => return super::failure(&e),
     };

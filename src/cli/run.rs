@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use sandbox_harness::pipeline::{self, PipelineError};
-use sandbox_harness::{acceptance, conformance};
+use sandbox_harness::{conformance, suites};
 
 use super::measure::{self, MeasureArgs};
 
@@ -27,7 +27,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
 
 async fn main_job(args: RunArgs) -> Result<ExitCode, PipelineError> {
     let m = &args.measure;
-    let suites = acceptance::Suites::load(m.suites.as_deref())?;
+    let suites = suites::Suites::load(m.suites.as_deref())?;
     let conf = if args.no_conformance {
         None
     } else {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::report::table::{TableStyle, render};
+use crate::output::{TableStyle, render};
 
 use super::case::{Capability, Level};
 use super::runner::{CaseRecord, Outcome, RunReport};

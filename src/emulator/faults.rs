@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::acceptance::profile::{self, LatencyProfile};
+use crate::suites::profile::{self, LatencyProfile};
 
 /// A latency distribution in milliseconds: uniform between `min_ms` and `max_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]

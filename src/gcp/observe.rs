@@ -1,12 +1,12 @@
 //! What a client observed of Google's APIs: per method, how long each call took (request sent
 //! to response headers). `bench --record-profile` turns it into a latency profile
-//! (`acceptance::profile`) that `emulator --profile FILE` replays.
+//! (`suites::profile`) that `emulator --profile FILE` replays.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::acceptance::profile::{Dist, LatencyProfile};
+use crate::suites::profile::{Dist, LatencyProfile};
 
 /// Calls whose time is the server waiting on purpose, not the call's latency.
 const NOT_A_LATENCY: &[&str] = &["run.operations.wait"];

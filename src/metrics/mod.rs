@@ -6,10 +6,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::acceptance::Monitoring;
 use crate::bench::events::{Event, EventKind, ReadEventsError, read_events};
 use crate::bench::stats::{Summary, seconds_to_micros};
-use crate::cost::{self, CostBreakdown, CostProfile, MeasuredDurations, Prices};
+use crate::cost::{self, CostBreakdown, MeasuredDurations};
+use crate::suites::Monitoring;
+use crate::suites::{CostProfile, Prices};
 
 /// What `from_events` compares with and projects from.
 #[derive(Debug, Clone)]
@@ -21,7 +22,7 @@ pub struct MetricsOptions {
     /// Usage profile for the projection.
     pub cost_profile: CostProfile,
     /// The Cloud Run deployment priced (the default configuration's unless set).
-    pub deployment: cost::Deployment,
+    pub deployment: crate::backends::cloudrun::deployment::Deployment,
     /// Backends whose events project a Cloud Run cost (by backend name).
     pub cost_backends: Vec<String>,
     /// The events come from the emulator (labels the cost projection).
@@ -34,7 +35,7 @@ impl Default for MetricsOptions {
             monitoring: Monitoring::builtin(),
             prices: Prices::builtin(),
             cost_profile: CostProfile::builtin(),
-            deployment: cost::Deployment::builtin(),
+            deployment: crate::backends::cloudrun::deployment::Deployment::builtin(),
             cost_backends: vec!["cloudrun".into()],
             from_emulator: false,
         }
@@ -145,7 +146,7 @@ impl MetricsReport {
                 ]);
             }
         }
-        let mut out = crate::report::render_table(
+        let mut out = crate::output::render_table(
             &["Backend", "Check", "Threshold", "Measured", "Status"],
             &rows,
         );
@@ -288,11 +289,11 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
     };
     let rule_of_three = |percent_allowed: f64| {
         crate::acceptance::required_samples(
-            crate::acceptance::Statistic::Rate,
-            &crate::acceptance::Bound {
-                cmp: crate::acceptance::Cmp::Lt,
+            crate::suites::Statistic::Rate,
+            &crate::suites::Bound {
+                cmp: crate::suites::Cmp::Lt,
                 value: percent_allowed,
-                unit: crate::acceptance::Unit::Percent,
+                unit: crate::suites::Unit::Percent,
                 range_low: None,
             },
         )

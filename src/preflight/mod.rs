@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::acceptance::gate::PreflightSummary;
 use crate::backends::cloudrun::{CloudRunConfig, Target};
 use crate::emulator::LocalCloud;
+use crate::gate::PreflightSummary;
 use crate::gcp::clients::{ClientsError, GoogleClients};
 use crate::gcp::iam::{ResourceManagerClient, ServiceUsageClient};
 use crate::gcp::retry::RetryPolicy;

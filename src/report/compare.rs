@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{fmt_figure, render_table};
 use crate::bench::{BackendReport, BenchReport, Measurement};
+use crate::output::{fmt_figure, render_table};
 
 /// Tolerances of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use super::markdown::MarkdownOptions;
-use super::{fmt_figure, fmt_seconds};
 use crate::bench::{BenchReport, Measurement};
+use crate::output::{fmt_figure, fmt_seconds};
 
 const COLORS: [&str; 6] = [
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
@@ -207,8 +207,8 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     for b in &report.backends {
         for v in &b.verdicts {
             let class = match v.verdict {
-                crate::acceptance::Verdict::Fails => "fails",
-                crate::acceptance::Verdict::MeetsTarget => "meets",
+                crate::suites::Verdict::Fails => "fails",
+                crate::suites::Verdict::MeetsTarget => "meets",
                 _ => "",
             };
             let _ = write!(

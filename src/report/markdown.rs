@@ -3,10 +3,11 @@
 
 use std::fmt::Write;
 
-use super::{fmt_figure, fmt_seconds, render_table};
-use crate::acceptance::{GateResult, MetricId, RowSource, RowVerdict, Table, Tables};
 use crate::bench::{BackendReport, BenchReport, ErrorClass, Measurement};
 use crate::cost::CostBreakdown;
+use crate::gate::GateResult;
+use crate::output::{fmt_figure, fmt_seconds, render_table};
+use crate::suites::{MetricId, RowSource, RowVerdict, Table, Tables};
 
 /// What the Markdown (and HTML) report shows besides the bench data.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ fn verdict_for<'a>(b: &'a BackendReport, table: &str, metric: MetricId) -> Optio
         .find(|v| v.table == table && v.row.metric == metric)
 }
 
-fn bound_text(b: Option<crate::acceptance::Bound>) -> String {
+fn bound_text(b: Option<crate::suites::Bound>) -> String {
     b.map_or("-".into(), |b| b.to_string())
 }
 

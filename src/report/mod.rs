@@ -1,15 +1,14 @@
 //! Reports: JSON (the data), a Markdown "Phase N completion report", a self-contained HTML
-//! page with inline SVG plots, the comparison of two reports, and the one table renderer.
+//! page with inline SVG plots, and the comparison of two reports (tables through `output`).
 
 pub mod compare;
-pub mod environment;
 pub mod html;
 pub mod markdown;
-pub mod table;
 
 use std::path::{Path, PathBuf};
 
 use crate::bench::BenchReport;
+use crate::output;
 
 pub use compare::{CompareOptions, CompareRow, CompareStatus, Comparison, compare};
 pub use markdown::MarkdownOptions;
@@ -58,38 +57,12 @@ pub struct WrittenReports {
     pub html: PathBuf,
 }
 
-/// Renders a Markdown table through the one table renderer, [`table::render`], ending in a
-/// newline (so text pushed after a `\n` is a new paragraph, not another table row).
-pub(crate) fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut t = table::render(headers, rows, table::TableStyle::Markdown);
-    t.push('\n');
-    t
-}
-
-/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then a rename).
+/// Writes `bytes` to `path` atomically ([`output::write_atomic`]), naming the file on failure.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io {
+    output::write_atomic(path, bytes).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    std::io::Write::write_all(&mut tmp, bytes).map_err(io)?;
-    // Reports are for others to read too (a temp file starts as 0600).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(io)?;
-    }
-    tmp.as_file().sync_all().map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    })
 }
 
 /// The report as pretty JSON.
@@ -150,24 +123,4 @@ pub fn write_all(
     write_atomic(&out.markdown, markdown::render(report, md).as_bytes())?;
     write_atomic(&out.html, html::render(report, md).as_bytes())?;
     Ok(out)
-}
-
-/// Seconds as shown in reports.
-pub(crate) fn fmt_seconds(s: f64) -> String {
-    if s < 0.01 {
-        format!("{:.2} ms", s * 1000.0)
-    } else if s < 10.0 {
-        format!("{s:.3} s")
-    } else {
-        format!("{s:.1} s")
-    }
-}
-
-/// A measured figure in its unit.
-pub(crate) fn fmt_figure(v: Option<f64>, rate: bool) -> String {
-    match v {
-        None => "-".into(),
-        Some(v) if rate => format!("{v:.2} %"),
-        Some(v) => fmt_seconds(v),
-    }
 }

@@ -264,9 +264,9 @@ impl CloudRunConfig {
 
     /// The embedded emulator's latency profile: `latency_profile`, else `none`. The one place
     /// the twin's profile is decided; reports name it (`FaultConfig::profile_name`).
-    pub fn twin_profile(&self) -> Result<crate::acceptance::LatencyProfile, ConfigError> {
+    pub fn twin_profile(&self) -> Result<crate::suites::LatencyProfile, ConfigError> {
         let name = self.latency_profile.as_deref().unwrap_or("none");
-        crate::acceptance::LatencyProfile::resolve(name).map_err(|e| ConfigError::Invalid {
+        crate::suites::LatencyProfile::resolve(name).map_err(|e| ConfigError::Invalid {
             field: "latency_profile",
             message: e.to_string(),
         })

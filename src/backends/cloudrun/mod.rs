@@ -7,6 +7,7 @@
 //! local emulator (`crate::emulator::LocalCloud`), so everything works offline.
 
 pub mod config;
+pub mod deployment;
 pub mod pool;
 pub mod probe;
 pub mod transport;

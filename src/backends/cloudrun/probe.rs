@@ -218,7 +218,10 @@ async fn run_true(sb: &dyn Sandbox) -> Result<()> {
 impl PhaseProbe for CloudRunPhaseProbe {
     async fn probe(&self, creations: usize) -> Result<PhaseReport> {
         let mut report = PhaseReport {
-            deployment: crate::cost::Deployment::from_config(self.backend.config()).ok(),
+            deployment: crate::backends::cloudrun::deployment::Deployment::from_config(
+                self.backend.config(),
+            )
+            .ok(),
             ..PhaseReport::default()
         };
         let mut from_zero = Vec::new();

@@ -40,7 +40,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::acceptance::profile;
 use crate::emulator::faults::FaultInjector;
 use crate::emulator::gcsfuse::GcsFuse;
 use crate::emulator::routes::{Api, RouteTable};
@@ -49,6 +48,7 @@ use crate::gcp::run::{
     ListExecutionsResponse, ListJobsResponse, ListTasksResponse, Operation, RunJobRequest, Status,
     Task, TaskAttemptResult, format_duration, parse_duration,
 };
+use crate::suites::profile;
 
 /// Decides whether a request's headers are authorised.
 pub type AuthCheck = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;

@@ -18,9 +18,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{EXECUTION_LABEL, Phase, RunState, cancelled_result, now, rand_suffix, spec};
-use crate::acceptance::profile;
 use crate::emulator::gcsfuse::{self, Budget, MountHandle, MountOptions};
 use crate::gcp::run::{Container, Status, TaskAttemptResult, TaskTemplate};
+use crate::suites::profile;
 
 /// Bytes of container output kept in a failed task's message.
 pub const LOG_TAIL_BYTES: usize = 4096;

@@ -1,107 +1,16 @@
-//! Phase gates (suites/phases.toml): each gate names what it checks; a phase passes when all do.
+//! Phase gates (suites/phases.toml) evaluated over the evidence of a run (bench, cost, metrics,
+//! conformance, health, preflight); a phase passes when all its gates do.
 
 use std::fmt::Write;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{HealthTable, Level, Monitoring, SuiteError, Tables, Verdict, load_toml, parse_toml};
 use crate::bench::BenchReport;
 use crate::cost::{BudgetStatus, CostBreakdown};
 use crate::metrics::MetricsReport;
-
-/// What a gate checks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "check", rename_all = "snake_case")]
-pub enum GateCheck {
-    /// A complete bench report exists for the backend.
-    BenchReport {
-        /// Backend name.
-        backend: String,
-    },
-    /// Every row of the backend's tables satisfies `level`.
-    Acceptance {
-        /// Backend name.
-        backend: String,
-        /// Target or acceptable.
-        level: Level,
-    },
-    /// The preflight checks passed.
-    Preflight,
-    /// Health endpoints within max acceptable latency.
-    Health,
-    /// The conformance suite found no divergence.
-    ConformanceParity,
-    /// No state loss in the bench.
-    StateConsistency {
-        /// Backend name.
-        backend: String,
-    },
-    /// Event-log metrics meet the monitoring targets without alert.
-    Monitoring,
-    /// Projected monthly cost within budget.
-    CostBudget,
-    /// Figures come from real Google Cloud.
-    RealGcp {
-        /// Backend name.
-        backend: String,
-    },
-}
-
-/// One gate of a phase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GateSpec {
-    /// Stable id.
-    pub id: String,
-    /// What it means.
-    pub description: String,
-    /// What it checks.
-    #[serde(flatten)]
-    pub check: GateCheck,
-}
-
-/// One phase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Phase {
-    /// Phase number.
-    pub number: u32,
-    /// Name.
-    pub name: String,
-    /// Gates.
-    #[serde(rename = "gate")]
-    pub gates: Vec<GateSpec>,
-}
-
-/// suites/phases.toml.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PhaseFile {
-    /// Phases.
-    #[serde(rename = "phase")]
-    pub phases: Vec<Phase>,
-}
-
-impl PhaseFile {
-    /// The shipped phases.
-    pub fn builtin() -> PhaseFile {
-        parse_toml(super::DEFAULT_PHASES_TOML, "<builtin phases.toml>")
-            .expect("shipped suites/phases.toml is valid")
-    }
-
-    /// Loads phases from a file.
-    pub fn load(path: &Path) -> Result<PhaseFile, SuiteError> {
-        load_toml(path)
-    }
-
-    /// Parses phases from TOML text.
-    pub fn parse(text: &str, origin: &str) -> Result<PhaseFile, SuiteError> {
-        parse_toml(text, origin)
-    }
-
-    /// The phase with this number.
-    pub fn phase(&self, n: u32) -> Option<&Phase> {
-        self.phases.iter().find(|p| p.number == n)
-    }
-}
+use crate::suites::{
+    GateCheck, HealthTable, Level, Monitoring, PhaseFile, SuiteError, Tables, Verdict,
+};
 
 /// Outcome of the preflight checks (filled in by the preflight tool).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -233,7 +142,7 @@ impl GateResult {
                 ]
             })
             .collect();
-        let mut out = crate::report::render_table(&["Gate", "Result", "Checks", "Reason"], &rows);
+        let mut out = crate::output::render_table(&["Gate", "Result", "Checks", "Reason"], &rows);
         let _ = writeln!(
             out,
             "\nPhase {} ({}): {}.",
@@ -318,7 +227,7 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
         GateCheck::Acceptance { backend, level } => match backend_of(backend) {
             Err(e) => (false, e),
             Ok(b) => {
-                let verdicts = b.judge(&i.tables);
+                let verdicts = crate::acceptance::judge_backend(b, &i.tables);
                 if verdicts.is_empty() {
                     return (false, format!("no acceptance table applies to `{backend}`"));
                 }
@@ -330,7 +239,7 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                             "{} {} ({})",
                             v.row.metric.label(),
                             v.verdict,
-                            crate::report::fmt_figure(v.measured, v.row.metric.is_rate())
+                            crate::output::fmt_figure(v.measured, v.row.metric.is_rate())
                         )
                     })
                     .collect();
@@ -369,7 +278,7 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                 for ep in &i.health_table.endpoints {
                     let found = ms.iter().find(|m| m.path == ep.path);
                     let m = found.and_then(|m| m.latency_ms);
-                    let v = ep.verdict(m, found.and_then(|m| m.p99_ms.or(m.latency_ms)));
+                    let v = crate::acceptance::health_verdict(ep, m, found.and_then(|m| m.p99_ms.or(m.latency_ms)));
                     if !v.satisfies(Level::Acceptable) {
                         bad.push(format!(
                             "{} {} ({})",

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bench::BackendOrigin;
+use super::BackendOrigin;
 
 /// The environment of a bench run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -1,4 +1,9 @@
-//! The one table-rendering helper every report uses (terminal and Markdown tables).
+//! Output helpers for every module that prints or writes a result: the one table renderer
+//! (terminal and Markdown tables), the figure formats, atomic file writes. A leaf: it imports
+//! nothing of the crate, so measuring and judging modules can render without reaching up into
+//! `report`.
+
+use std::path::Path;
 
 use tabled::builder::Builder;
 use tabled::settings::Style;
@@ -44,6 +49,55 @@ fn cell(text: &str, style: TableStyle) -> String {
         TableStyle::Terminal => text.to_string(),
         TableStyle::Markdown => text.replace('|', "\\|").replace('\n', "<br>"),
     }
+}
+
+/// Renders a Markdown table through [`render`], ending in a newline (so text pushed after a
+/// `\n` is a new paragraph, not another table row).
+pub fn render_table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut t = render(headers, rows, TableStyle::Markdown);
+    t.push('\n');
+    t
+}
+
+/// Seconds as shown in reports.
+pub fn fmt_seconds(s: f64) -> String {
+    if s < 0.01 {
+        format!("{:.2} ms", s * 1000.0)
+    } else if s < 10.0 {
+        format!("{s:.3} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// A measured figure in its unit.
+pub fn fmt_figure(v: Option<f64>, rate: bool) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if rate => format!("{v:.2} %"),
+        Some(v) => fmt_seconds(v),
+    }
+}
+
+/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then a rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    // Reports are for others to read too (a temp file starts as 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 #[cfg(test)]
