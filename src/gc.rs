@@ -369,7 +369,7 @@ pub async fn cloudrun_clients(
 
 /// The whole sweep the CLI runs: Docker (when reachable) and Cloud Run (when configured).
 /// Returns the items and the sweeps that could not run.
-pub async fn run(opts: &GcOptions) -> (Vec<GcItem>, Vec<GcError>) {
+pub async fn gc_all(opts: &GcOptions) -> (Vec<GcItem>, Vec<GcError>) {
     let mut items = Vec::new();
     let mut errors = Vec::new();
     match crate::backends::docker::connect().await {

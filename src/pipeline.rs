@@ -148,7 +148,7 @@ pub fn required_cases() -> Result<Vec<conformance::Case>, PipelineError> {
     Ok(conformance::builtin_cases()
         .map_err(|e| PipelineError::Cases(e.to_string()))?
         .into_iter()
-        .filter(|c| c.level == conformance::Level::Core || c.heavy)
+        .filter(|c| c.level == conformance::CaseLevel::Core || c.heavy)
         .collect())
 }
 
@@ -184,7 +184,7 @@ pub fn conformance_summary(report: &RunReport) -> gate::ConformanceSummary {
                     match rec {
                         None => missing.push(format!("{} on {backend}", case.id)),
                         Some(r)
-                            if case.level != conformance::Level::Core
+                            if case.level != conformance::CaseLevel::Core
                                 && !matches!(
                                     r.outcome,
                                     conformance::Outcome::Passed | conformance::Outcome::Divergent
@@ -380,9 +380,12 @@ pub async fn preflight(backends: &[OpenBackend]) -> Option<gate::PreflightSummar
     };
     let summary = match clients {
         Ok(c) => {
-            let report =
-                crate::preflight::run(&cfg, &c, &crate::preflight::PreflightOptions::default())
-                    .await;
+            let report = crate::preflight::run_checklist(
+                &cfg,
+                &c,
+                &crate::preflight::PreflightOptions::default(),
+            )
+            .await;
             println!("{}", report.render());
             report.summary()
         }

@@ -22,7 +22,7 @@ async fn run_tampered(mode: Tamper, filter: &str) -> conformance::RunReport {
         case_timeout: Duration::from_secs(60),
         ..Default::default()
     };
-    conformance::run(&reg.select("all").unwrap(), &opts)
+    conformance::run_suite(&reg.select("all").unwrap(), &opts)
         .await
         .expect("cases load")
 }
@@ -105,7 +105,7 @@ async fn every_planted_bug_is_caught_on_both_backends() {
                 case_timeout: Duration::from_secs(120),
                 ..Default::default()
             };
-            let report = conformance::run(&reg.select("all").unwrap(), &opts)
+            let report = conformance::run_suite(&reg.select("all").unwrap(), &opts)
                 .await
                 .expect("cases load");
             let failed: Vec<&str> = report

@@ -121,7 +121,7 @@ async fn everything_in_place_passes_and_opens_the_gate() {
         lifecycle: Some(sessions_rule()),
     };
     let (_cloud, clients, _) = setup(EmulatorConfig::default(), Some(spec), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &PreflightOptions::default()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &PreflightOptions::default()).await;
     let text = r.render();
     assert!(r.passed, "{text}");
     assert_eq!(r.checks.len(), 8);
@@ -155,7 +155,7 @@ async fn everything_in_place_passes_and_opens_the_gate() {
 async fn missing_bucket_fails_and_skips_what_depends_on_it() {
     let cfg = config();
     let (_cloud, clients, _) = setup(EmulatorConfig::default(), None, &cfg).await;
-    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert!(!r.passed);
     assert_eq!(r.exit_code(), 1);
     assert_status(&r, ids::BUCKET_EXISTS, Status::Fail);
@@ -199,7 +199,7 @@ async fn wrong_location_and_storage_class_fail_with_both_values() {
         lifecycle: Some(sessions_rule()),
     };
     let (_cloud, clients, _) = setup(EmulatorConfig::default(), Some(spec), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert_status(&r, ids::BUCKET_LOCATION, Status::Fail);
     let why = &item(&r, ids::BUCKET_LOCATION).reason;
     assert!(
@@ -226,7 +226,7 @@ async fn missing_lifecycle_rule_fails_and_fix_sets_it_keeping_other_rules() {
         ..plain_bucket()
     };
     let (_cloud, clients, storage) = setup(EmulatorConfig::default(), Some(spec), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert_status(&r, ids::BUCKET_LIFECYCLE, Status::Fail);
     let c = item(&r, ids::BUCKET_LIFECYCLE);
     assert!(
@@ -237,7 +237,7 @@ async fn missing_lifecycle_rule_fails_and_fix_sets_it_keeping_other_rules() {
     assert!(c.fixed.is_none());
     assert!(!r.passed);
 
-    let fixed = preflight::run(
+    let fixed = preflight::run_checklist(
         &cfg,
         &clients,
         &PreflightOptions {
@@ -257,7 +257,7 @@ async fn missing_lifecycle_rule_fails_and_fix_sets_it_keeping_other_rules() {
     assert!(rules.contains(&LifecycleRule::delete_after_days(1, &["scratch/"])));
     assert!(rules.contains(&LifecycleRule::delete_after_days(7, &["sessions/"])));
 
-    let again = preflight::run(&cfg, &clients, &no_job()).await;
+    let again = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert_status(&again, ids::BUCKET_LIFECYCLE, Status::Pass);
     assert!(item(&again, ids::BUCKET_LIFECYCLE).fixed.is_none());
 }
@@ -277,7 +277,7 @@ async fn denied_permissions_are_named() {
         ..plain_bucket()
     };
     let (_cloud, clients, _) = setup(emu, Some(spec), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert_status(&r, ids::IAM_BUCKET, Status::Fail);
     assert_eq!(
         item(&r, ids::IAM_BUCKET).reason,
@@ -306,7 +306,7 @@ async fn disabled_run_api_fails() {
         ..plain_bucket()
     };
     let (_cloud, clients, _) = setup(emu, Some(spec), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert_status(&r, ids::API_RUN, Status::Fail);
     let why = &item(&r, ids::API_RUN).reason;
     assert!(why.contains("run.googleapis.com is DISABLED"), "{why}");
@@ -324,7 +324,7 @@ async fn nonexistent_executor_image_fails_the_test_job_and_leaves_no_job() {
         ..plain_bucket()
     };
     let (_cloud, clients, _) = setup(EmulatorConfig::default(), Some(spec), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &PreflightOptions::default()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &PreflightOptions::default()).await;
     assert_status(&r, ids::TEST_JOB, Status::Fail);
     let why = &item(&r, ids::TEST_JOB).reason;
     assert!(why.contains(image), "{why}");
@@ -359,7 +359,7 @@ async fn failing_test_command_reports_its_exit_code() {
         ]),
         ..PreflightOptions::default()
     };
-    let r = preflight::run(&cfg, &clients, &opts).await;
+    let r = preflight::run_checklist(&cfg, &clients, &opts).await;
     assert_status(&r, ids::TEST_JOB, Status::Fail);
     let why = &item(&r, ids::TEST_JOB).reason;
     assert!(why.contains("exit code 3"), "{why}");
@@ -381,7 +381,7 @@ async fn fix_creates_the_bucket_on_a_fresh_project_and_then_passes() {
         fix: true,
         ..PreflightOptions::default()
     };
-    let r = preflight::run(&cfg, &clients, &fix).await;
+    let r = preflight::run_checklist(&cfg, &clients, &fix).await;
     assert_status(&r, ids::BUCKET_EXISTS, Status::Pass);
     assert!(
         item(&r, ids::BUCKET_EXISTS).reason.contains("created"),
@@ -417,7 +417,7 @@ async fn fix_creates_the_bucket_on_a_fresh_project_and_then_passes() {
     let mut strict = cfg.clone();
     strict.bucket_location = Some("us-central1".into());
     strict.bucket_storage_class = Some("STANDARD".into());
-    let again = preflight::run(&strict, &clients, &no_job()).await;
+    let again = preflight::run_checklist(&strict, &clients, &no_job()).await;
     assert!(again.passed, "{}", again.render());
 }
 
@@ -439,7 +439,7 @@ async fn test_job_runs_the_sandbox_spec_with_its_volumes() {
         ]),
         ..PreflightOptions::default()
     };
-    let r = preflight::run(&cfg, &clients, &opts).await;
+    let r = preflight::run_checklist(&cfg, &clients, &opts).await;
     assert_status(&r, ids::TEST_JOB, Status::Pass);
 }
 
@@ -456,7 +456,7 @@ async fn runtime_service_account_needs_object_access_on_the_bucket() {
         ..plain_bucket()
     };
     let (_cloud, clients, _) = setup(EmulatorConfig::default(), Some(spec.clone()), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert_status(&r, ids::IAM_BUCKET, Status::Fail);
     let why = &item(&r, ids::IAM_BUCKET).reason;
     assert!(
@@ -469,7 +469,7 @@ async fn runtime_service_account_needs_object_access_on_the_bucket() {
         ..EmulatorConfig::default()
     };
     let (_cloud2, clients, _) = setup(emu, Some(spec), &cfg).await;
-    let r = preflight::run(&cfg, &clients, &no_job()).await;
+    let r = preflight::run_checklist(&cfg, &clients, &no_job()).await;
     assert_status(&r, ids::IAM_BUCKET, Status::Pass);
     assert!(
         item(&r, ids::IAM_BUCKET)

@@ -23,7 +23,7 @@ pub async fn run(args: &GcArgs) -> ExitCode {
         older_than: args.older_than,
         ..Default::default()
     };
-    let (items, errors) = gc::run(&opts).await;
+    let (items, errors) = gc::gc_all(&opts).await;
     print!("{}", gc::render(&items, args.dry_run));
     for e in &errors {
         eprintln!("sandbox-harness: gc: {e}");

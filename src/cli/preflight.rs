@@ -130,7 +130,7 @@ pub async fn preflight_report(args: &PreflightArgs) -> Result<PreflightReport, P
             ));
         }
         let clients = PreflightClients::for_config(&cfg).await?;
-        return Ok(preflight::run(&cfg, &clients, &opts).await);
+        return Ok(preflight::run_checklist(&cfg, &clients, &opts).await);
     }
     let emu_cfg = EmulatorConfig {
         denied_permissions: args.deny_permission.iter().cloned().collect(),
@@ -145,7 +145,7 @@ pub async fn preflight_report(args: &PreflightArgs) -> Result<PreflightReport, P
             provision_bucket(&local.base_url(), &cfg).await?;
         }
         let clients = PreflightClients::for_local(&cfg, &local).await?;
-        Ok(preflight::run(&cfg, &clients, &opts).await)
+        Ok(preflight::run_checklist(&cfg, &clients, &opts).await)
     }
     .await;
     local.shutdown().await;

@@ -12,14 +12,14 @@ use crate::browser::cdp::{self, CdpClient, CdpError};
 use crate::browser::rfb;
 use crate::protocol::{BrowserInfo, Capabilities, ErrorKind, Sandbox, SandboxError};
 
-use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseResult, Level};
-use super::cases::{T, case, ensure, expect_kind, run, sb};
+use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseLevel, CaseResult};
+use super::cases::{T, case, ensure, expect_kind, run_stateful, sb};
 use super::runner::SandboxGuard;
 
 /// Every browser case.
 pub(super) fn cases() -> Vec<Case> {
     use Capability::{Browser, Vnc};
-    use Level::Extended;
+    use CaseLevel::Extended;
     vec![
         case("browser.get_browser", Extended, &[Browser], false, |c| {
             Box::pin(get_browser(c))
@@ -175,7 +175,7 @@ async fn survives_stateful(ctx: CaseCtx) -> CaseResult {
     c.close().await;
     // A stateful command that changes the session and starts and ends processes.
     let dir = format!("{}/state", ctx.case_dir);
-    run(
+    run_stateful(
         &ctx,
         s,
         "s",
@@ -226,7 +226,7 @@ async fn unprivileged(ctx: CaseCtx) -> CaseResult {
     let s = ctx.sandbox.as_ref();
     // The browser is up first, so its processes exist.
     browser_of(s).await?;
-    let r = run(&ctx, s, "ps", BROWSER_PROCESSES).await?;
+    let r = run_stateful(&ctx, s, "ps", BROWSER_PROCESSES).await?;
     let text = String::from_utf8_lossy(&r.stdout).into_owned();
     let procs: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(' ')).collect();
     ensure("browser processes", !procs.is_empty(), || {

@@ -72,22 +72,23 @@ impl fmt::Display for Area {
     }
 }
 
-/// How much a case matters for parity.
+/// How much a case matters for parity (core or extended); not the target/acceptable level
+/// a gate demands (`acceptance::Level`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Level {
+pub enum CaseLevel {
     /// Must pass on every backend for parity.
     Core,
     /// Reported, but not part of the parity verdict.
     Extended,
 }
 
-impl Level {
+impl CaseLevel {
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Level::Core => "core",
-            Level::Extended => "extended",
+            CaseLevel::Core => "core",
+            CaseLevel::Extended => "extended",
         }
     }
 }
@@ -256,7 +257,7 @@ pub struct Case {
     /// The area (the id prefix).
     pub area: Area,
     /// Core or Extended.
-    pub level: Level,
+    pub level: CaseLevel,
     /// Capabilities the case needs; without them it must fail with `Unsupported`.
     pub requires: Vec<Capability>,
     /// Slow or big (e.g. 500 MB); `RunOptions::skip_heavy` leaves it out.

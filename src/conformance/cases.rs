@@ -12,7 +12,7 @@ use crate::protocol::{
     WriteOptions,
 };
 
-use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level};
+use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult};
 use super::runner::SandboxGuard;
 use super::text::{describe_mismatch, escape_bytes};
 
@@ -46,7 +46,7 @@ pub(super) const T: Duration = Duration::from_secs(60);
 
 pub(super) fn case(
     id: &str,
-    level: Level,
+    level: CaseLevel,
     requires: &[Capability],
     heavy: bool,
     f: super::case::RustCaseFn,
@@ -68,7 +68,7 @@ pub(super) fn case(
 /// Every built-in Rust case.
 pub fn rust_cases() -> Vec<Case> {
     use Capability as C;
-    use Level::{Core, Extended};
+    use CaseLevel::{Core, Extended};
     vec![
         case("lifecycle.identity", Core, &[], false, |c| {
             Box::pin(identity(c))
@@ -201,7 +201,8 @@ pub(super) fn expect_kind<T: std::fmt::Debug>(
     }
 }
 
-pub(super) async fn run(
+/// Runs `cmd` as a stateful command in `session`; a sandbox error fails the case.
+pub(super) async fn run_stateful(
     ctx: &CaseCtx,
     sandbox: &dyn Sandbox,
     session: &str,
@@ -269,7 +270,7 @@ async fn create_use_destroy(ctx: CaseCtx) -> CaseResult {
     ensure("distinct id", s.id() != ctx.sandbox.id(), || {
         "a new sandbox has the id of an existing one".into()
     })?;
-    let r = run(&ctx, s.as_ref(), "s", "echo alive").await?;
+    let r = run_stateful(&ctx, s.as_ref(), "s", "echo alive").await?;
     ensure("echo", r.stdout == b"alive\n", || {
         describe_mismatch(b"alive\n", &r.stdout)
     })?;
@@ -287,7 +288,7 @@ async fn create_use_destroy(ctx: CaseCtx) -> CaseResult {
 async fn ensure_ready_twice(ctx: CaseCtx) -> CaseResult {
     sb("ensure_ready", ctx.sandbox.ensure_ready().await)?;
     sb("ensure_ready (again)", ctx.sandbox.ensure_ready().await)?;
-    run(&ctx, ctx.sandbox.as_ref(), "s", "true")
+    run_stateful(&ctx, ctx.sandbox.as_ref(), "s", "true")
         .await
         .map(|_| ())
 }
@@ -306,7 +307,7 @@ async fn reattach(ctx: CaseCtx) -> CaseResult {
         )
         .await,
     )?;
-    run(
+    run_stateful(
         &ctx,
         s.as_ref(),
         "s",
@@ -336,7 +337,7 @@ async fn reattach(ctx: CaseCtx) -> CaseResult {
         c.content == b"kept\n",
         || describe_mismatch(b"kept\n", &c.content),
     )?;
-    let r = run(&ctx, again.as_ref(), "s", "echo \"$PWD $KEPT\"").await?;
+    let r = run_stateful(&ctx, again.as_ref(), "s", "echo \"$PWD $KEPT\"").await?;
     ensure(
         "session state via re-attached handle",
         r.stdout == b"/tmp/re yes\n",
@@ -392,7 +393,7 @@ async fn concurrent_sessions(ctx: CaseCtx) -> CaseResult {
         async move {
             let s = format!("p{i}");
             let sbx = ctx.sandbox.clone();
-            run(
+            run_stateful(
                 &ctx,
                 sbx.as_ref(),
                 &s,
@@ -400,7 +401,7 @@ async fn concurrent_sessions(ctx: CaseCtx) -> CaseResult {
             )
             .await?;
             for _ in 0..3 {
-                let r = run(&ctx, sbx.as_ref(), &s, "echo \"$WHO\" && pwd").await?;
+                let r = run_stateful(&ctx, sbx.as_ref(), &s, "echo \"$WHO\" && pwd").await?;
                 let want = format!("session {i}\n{base}/d{i}\n");
                 ensure(&format!("session {s}"), r.stdout == want.as_bytes(), || {
                     describe_mismatch(want.as_bytes(), &r.stdout)
@@ -417,7 +418,7 @@ async fn concurrent_sessions(ctx: CaseCtx) -> CaseResult {
 
 async fn timeout_survives(ctx: CaseCtx) -> CaseResult {
     let s = ctx.sandbox.as_ref();
-    run(
+    run_stateful(
         &ctx,
         s,
         "s",
@@ -447,7 +448,7 @@ async fn timeout_survives(ctx: CaseCtx) -> CaseResult {
             )
         },
     )?;
-    let r = run(&ctx, s, "s", "echo \"$KEEP\" && pwd").await?;
+    let r = run_stateful(&ctx, s, "s", "echo \"$KEEP\" && pwd").await?;
     let want = format!("1\n{}\n", ctx.case_dir);
     ensure(
         "the session after a timeout",
@@ -457,7 +458,7 @@ async fn timeout_survives(ctx: CaseCtx) -> CaseResult {
 }
 
 async fn large_stdout(ctx: CaseCtx) -> CaseResult {
-    let r = run(
+    let r = run_stateful(
         &ctx,
         ctx.sandbox.as_ref(),
         "s",
@@ -660,7 +661,7 @@ async fn roundtrip(ctx: &CaseCtx, len: u64, known_len: bool) -> CaseResult {
             hex::encode(back)
         )
     })?;
-    let r = run(
+    let r = run_stateful(
         ctx,
         ctx.sandbox.as_ref(),
         "s",

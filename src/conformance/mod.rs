@@ -17,14 +17,14 @@ pub mod scenario;
 pub mod shell;
 pub mod text;
 
-pub use case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseResult, Level};
+pub use case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult};
 pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry, default_registry};
 pub use report::{
     ParityVerdict, parity, render_matrix, render_terminal, to_json, to_markdown, write_reports,
 };
 pub use runner::{
     CaseRecord, LoadError, Outcome, Reporter, RunEvent, RunOptions, RunReport, SandboxGuard,
-    Statistics, builtin_cases, load_cases, run, run_cases, run_with_reporters,
+    Statistics, builtin_cases, load_cases, run_cases, run_suite, run_with_reporters,
 };
 
 /// A reporter that prints one line per finished case (and failure details) to a writer.

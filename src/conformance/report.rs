@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::output::{TableStyle, render};
 
-use super::case::{Capability, Level};
+use super::case::{Capability, CaseLevel};
 use super::runner::{CaseRecord, Outcome, RunReport};
 
 /// A capability the migration plan says a backend will not have: cases needing it that come
@@ -123,7 +123,7 @@ fn differences_line(report: &RunReport) -> Option<String> {
 /// a difference it declares (a documented platform rule); anything else blocks.
 pub fn parity(report: &RunReport) -> ParityVerdict {
     let mut by_case: BTreeMap<&str, Vec<&CaseRecord>> = BTreeMap::new();
-    for r in report.records.iter().filter(|r| r.level == Level::Core) {
+    for r in report.records.iter().filter(|r| r.level == CaseLevel::Core) {
         by_case.entry(&r.id).or_default().push(r);
     }
     let mut blocking = Vec::new();
@@ -144,7 +144,7 @@ pub fn parity(report: &RunReport) -> ParityVerdict {
     }
     let documented = differences(report)
         .iter()
-        .filter(|r| r.level == Level::Core)
+        .filter(|r| r.level == CaseLevel::Core)
         .count();
     let at_parity =
         blocking.is_empty() && !by_case.is_empty() && report.skipped_backends.is_empty();
@@ -205,7 +205,7 @@ fn cell(r: Option<&CaseRecord>) -> String {
 pub fn render_matrix(report: &RunReport, style: TableStyle) -> String {
     let mut headers: Vec<&str> = vec!["case", "level"];
     headers.extend(report.backends.iter().map(String::as_str));
-    let mut ids: Vec<(&str, Level)> = Vec::new();
+    let mut ids: Vec<(&str, CaseLevel)> = Vec::new();
     for r in &report.records {
         if !ids.iter().any(|(i, _)| *i == r.id) {
             ids.push((&r.id, r.level));
@@ -461,7 +461,7 @@ mod tests {
     use super::*;
     use crate::conformance::case::Area;
 
-    fn rec(id: &str, backend: &str, outcome: Outcome, level: Level) -> CaseRecord {
+    fn rec(id: &str, backend: &str, outcome: Outcome, level: CaseLevel) -> CaseRecord {
         CaseRecord {
             id: id.into(),
             area: Area::Files,
@@ -514,7 +514,7 @@ mod tests {
             "files.a",
             "cloudrun",
             Outcome::Passed,
-            Level::Core,
+            CaseLevel::Core,
         )]);
         let want = "SIMULATED: Cloud Run twin, profile none";
         assert!(to_markdown(&r).contains(want));
@@ -529,7 +529,12 @@ mod tests {
 
     #[test]
     fn declared_differences_keep_parity_and_are_listed_with_their_rule() {
-        let mut diff = rec("files.fifo", "cloudrun", Outcome::Divergent, Level::Core);
+        let mut diff = rec(
+            "files.fifo",
+            "cloudrun",
+            Outcome::Divergent,
+            CaseLevel::Core,
+        );
         diff.error = Some("stdout differs\nmkfifo: Operation not supported".into());
         diff.divergence = Some(crate::conformance::case::Divergence {
             backend: "cloudrun".into(),
@@ -537,10 +542,10 @@ mod tests {
             source: "gcsfuse docs/semantics.md".into(),
         });
         let r = report(vec![
-            rec("files.fifo", "docker", Outcome::Passed, Level::Core),
+            rec("files.fifo", "docker", Outcome::Passed, CaseLevel::Core),
             diff,
-            rec("files.a", "docker", Outcome::Passed, Level::Core),
-            rec("files.a", "cloudrun", Outcome::Passed, Level::Core),
+            rec("files.a", "docker", Outcome::Passed, CaseLevel::Core),
+            rec("files.a", "cloudrun", Outcome::Passed, CaseLevel::Core),
         ]);
         let v = parity(&r);
         assert!(v.at_parity, "{v:?}");
@@ -562,8 +567,8 @@ mod tests {
         assert!(render_terminal(&r).contains("documented platform differences"));
         // An undeclared failure still blocks.
         let r2 = report(vec![
-            rec("files.fifo", "docker", Outcome::Passed, Level::Core),
-            rec("files.fifo", "cloudrun", Outcome::Failed, Level::Core),
+            rec("files.fifo", "docker", Outcome::Passed, CaseLevel::Core),
+            rec("files.fifo", "cloudrun", Outcome::Failed, CaseLevel::Core),
         ]);
         assert!(!parity(&r2).at_parity);
     }
@@ -571,15 +576,15 @@ mod tests {
     #[test]
     fn parity_requires_every_core_case_to_pass_everywhere() {
         let ok = report(vec![
-            rec("files.a", "docker", Outcome::Passed, Level::Core),
-            rec("files.a", "cloudrun", Outcome::Passed, Level::Core),
-            rec("files.b", "docker", Outcome::Passed, Level::Extended),
-            rec("files.b", "cloudrun", Outcome::Failed, Level::Extended),
+            rec("files.a", "docker", Outcome::Passed, CaseLevel::Core),
+            rec("files.a", "cloudrun", Outcome::Passed, CaseLevel::Core),
+            rec("files.b", "docker", Outcome::Passed, CaseLevel::Extended),
+            rec("files.b", "cloudrun", Outcome::Failed, CaseLevel::Extended),
         ]);
         assert!(parity(&ok).at_parity, "{:?}", parity(&ok));
         let bad = report(vec![
-            rec("files.a", "docker", Outcome::Passed, Level::Core),
-            rec("files.a", "cloudrun", Outcome::Unsupported, Level::Core),
+            rec("files.a", "docker", Outcome::Passed, CaseLevel::Core),
+            rec("files.a", "cloudrun", Outcome::Unsupported, CaseLevel::Core),
         ]);
         let v = parity(&bad);
         assert!(!v.at_parity);
@@ -606,18 +611,18 @@ mod tests {
             "browser.get_browser",
             "cloudrun",
             Outcome::Unsupported,
-            Level::Extended,
+            CaseLevel::Extended,
         );
         cr.limitation =
             documented_limitation("cloudrun", &[Browser], cr.outcome).map(|l| l.plan.to_string());
         let r = report(vec![
-            rec("files.a", "docker", Outcome::Passed, Level::Core),
-            rec("files.a", "cloudrun", Outcome::Passed, Level::Core),
+            rec("files.a", "docker", Outcome::Passed, CaseLevel::Core),
+            rec("files.a", "cloudrun", Outcome::Passed, CaseLevel::Core),
             rec(
                 "browser.get_browser",
                 "docker",
                 Outcome::Passed,
-                Level::Extended,
+                CaseLevel::Extended,
             ),
             cr,
         ]);
@@ -645,8 +650,8 @@ mod tests {
     #[test]
     fn renders_matrix_json_markdown_and_writes_files() {
         let r = report(vec![
-            rec("files.a", "docker", Outcome::Passed, Level::Core),
-            rec("files.a", "cloudrun", Outcome::Failed, Level::Core),
+            rec("files.a", "docker", Outcome::Passed, CaseLevel::Core),
+            rec("files.a", "cloudrun", Outcome::Failed, CaseLevel::Core),
         ]);
         let m = render_matrix(&r, TableStyle::Markdown);
         assert!(

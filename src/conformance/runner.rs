@@ -12,7 +12,7 @@ use tracing::warn;
 
 use crate::protocol::{Capabilities, ErrorKind, Sandbox, SandboxBackend};
 
-use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, Level};
+use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel};
 use super::registry::BackendEntry;
 use super::scenario::{self, ParseError, run_scenario};
 
@@ -103,8 +103,8 @@ pub struct CaseRecord {
     pub id: String,
     /// Area.
     pub area: Area,
-    /// Level.
-    pub level: Level,
+    /// Core or extended.
+    pub level: CaseLevel,
     /// Backend name.
     pub backend: String,
     /// Outcome.
@@ -316,7 +316,10 @@ pub fn load_cases(opts: &RunOptions) -> Result<(Vec<Case>, Vec<String>), LoadErr
 }
 
 /// Runs the suite on `backends` without reporters.
-pub async fn run(backends: &[BackendEntry], opts: &RunOptions) -> Result<RunReport, LoadError> {
+pub async fn run_suite(
+    backends: &[BackendEntry],
+    opts: &RunOptions,
+) -> Result<RunReport, LoadError> {
     run_with_reporters(backends, opts, &mut []).await
 }
 
@@ -729,7 +732,7 @@ mod tests {
         let case = Case {
             id: "files.x".into(),
             area: Area::Files,
-            level: Level::Core,
+            level: CaseLevel::Core,
             requires: vec![],
             heavy: false,
             source: "t".into(),
@@ -798,7 +801,7 @@ mod tests {
         let rec = |o| CaseRecord {
             id: "files.a".into(),
             area: Area::Files,
-            level: Level::Core,
+            level: CaseLevel::Core,
             backend: "x".into(),
             outcome: o,
             duration_ms: 1,

@@ -123,27 +123,11 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
     let result: Result<Vec<u8>, SandboxError> = async {
         Ok(match a.as_slice() {
             ["help"] => HELP.as_bytes().to_vec(),
-            ["read", path] | ["read", path, _, _] => {
-                let mut opts = ReadOptions::default();
-                if a.len() == 4 {
-                    match (a[2].parse(), a[3].parse()) {
-                        (Ok(s), Ok(e)) => {
-                            opts.start_line = Some(s);
-                            opts.end_line = Some(e);
-                        }
-                        _ => return Ok(usage(":read PATH [START END] (numbers)")),
-                    }
-                }
-                let c = sb.file_read(SESSION, path, opts).await?;
-                let mut out = c.content;
-                if !out.is_empty() && !out.ends_with(b"\n") {
-                    out.push(b'\n');
-                }
-                if c.truncated {
-                    out.extend_from_slice(b"(truncated)\n");
-                }
-                out
-            }
+            ["read", path] => read_file(sb, path, None).await?,
+            ["read", path, start, end] => match (start.parse(), end.parse()) {
+                (Ok(s), Ok(e)) => read_file(sb, path, Some((s, e))).await?,
+                _ => usage(":read PATH [START END] (numbers)"),
+            },
             ["write", path, text] => {
                 let opts = WriteOptions {
                     trailing_newline: true,
@@ -152,69 +136,8 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
                 sb.file_write(SESSION, path, text.as_bytes(), opts).await?;
                 format!("wrote {} bytes\n", text.len() + 1).into_bytes()
             }
-            ["upload", local, remote] => {
-                let f = match tokio::fs::File::open(local).await {
-                    Ok(f) => f,
-                    Err(e) => return Ok(format!("error: cannot open {local}: {e}\n").into_bytes()),
-                };
-                let len = f.metadata().await.ok().map(|m| m.len());
-                let stream = tokio_util::io::ReaderStream::new(f).map(|r| {
-                    r.map_err(|e| {
-                        SandboxError::backend(
-                            "-",
-                            "file_upload",
-                            format!("reading the local file: {e}"),
-                        )
-                    })
-                });
-                let n = sb
-                    .file_upload(
-                        SESSION,
-                        remote,
-                        UploadBody {
-                            stream: Box::pin(stream),
-                            len,
-                        },
-                    )
-                    .await?;
-                format!("uploaded {n} bytes\n").into_bytes()
-            }
-            ["download", remote, local] => {
-                let mut stream = sb.file_download(SESSION, remote).await?;
-                let tmp = format!("{local}.part");
-                let mut f = match tokio::fs::File::create(&tmp).await {
-                    Ok(f) => f,
-                    Err(e) => return Ok(format!("error: cannot create {tmp}: {e}\n").into_bytes()),
-                };
-                let mut n = 0u64;
-                while let Some(chunk) = stream.next().await {
-                    let chunk = match chunk {
-                        Ok(c) => c,
-                        Err(e) => {
-                            let _ = tokio::fs::remove_file(&tmp).await;
-                            return Err(e);
-                        }
-                    };
-                    n += chunk.len() as u64;
-                    if let Err(e) = f.write_all(&chunk).await {
-                        let _ = tokio::fs::remove_file(&tmp).await;
-                        return Ok(format!("error: writing {tmp}: {e}\n").into_bytes());
-                    }
-                }
-                let done = async {
-                    f.flush().await?;
-                    f.sync_all().await?;
-                    tokio::fs::rename(&tmp, local).await
-                }
-                .await;
-                match done {
-                    Ok(()) => format!("downloaded {n} bytes\n").into_bytes(),
-                    Err(e) => {
-                        let _ = tokio::fs::remove_file(&tmp).await;
-                        format!("error: finishing {local}: {e}\n").into_bytes()
-                    }
-                }
-            }
+            ["upload", local, remote] => upload(sb, local, remote).await?,
+            ["download", remote, local] => download(sb, remote, local).await?,
             ["bg", cmd @ ..] if !cmd.is_empty() => {
                 let mut req = StatefulExec::new(SESSION, cmd.join(" "), Duration::from_secs(60));
                 req.background = true;
@@ -224,23 +147,7 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
                     None => b"started (no pid reported)\n".to_vec(),
                 }
             }
-            ["ps"] => {
-                let procs = sb.list_background_processes(None).await?;
-                let mut out = String::new();
-                for p in procs {
-                    out.push_str(&format!(
-                        "{}\t{}\t{}\t{}\n",
-                        p.pid,
-                        if p.running { "running" } else { "exited" },
-                        p.session,
-                        escape_bytes(p.command.as_bytes())
-                    ));
-                }
-                if out.is_empty() {
-                    out.push_str("no background processes\n");
-                }
-                out.into_bytes()
-            }
+            ["ps"] => background_table(sb).await?,
             ["logs", pid] => match pid.parse() {
                 Ok(pid) => {
                     let mut out = sb.get_background_logs(pid).await?;
@@ -272,21 +179,7 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
                     }
                 }
             }
-            ["view"] => {
-                let v = sb.view_shell(SESSION).await?;
-                let mut out = format!(
-                    "command: {}\nstate: {}\n",
-                    v.command,
-                    match (v.running, v.exit_code) {
-                        (true, _) => "running".to_string(),
-                        (false, Some(c)) => format!("exited {c}"),
-                        (false, None) => "not running".to_string(),
-                    }
-                )
-                .into_bytes();
-                section(&mut out, "output", &v.output);
-                out
-            }
+            ["view"] => view(sb).await?,
             ["wait", secs] => match secs.parse::<f64>() {
                 Ok(s) if s >= 0.0 && s.is_finite() => {
                     let code = sb
@@ -309,4 +202,125 @@ async fn meta_command(sb: &dyn Sandbox, args: &[String]) -> Vec<u8> {
     }
     .await;
     result.unwrap_or_else(|e| err_text(&e))
+}
+
+/// `:read PATH [START END]`: the file (or the line range), with a note when truncated.
+async fn read_file(
+    sb: &dyn Sandbox,
+    path: &str,
+    range: Option<(usize, usize)>,
+) -> Result<Vec<u8>, SandboxError> {
+    let mut opts = ReadOptions::default();
+    if let Some((start, end)) = range {
+        opts.start_line = Some(start);
+        opts.end_line = Some(end);
+    }
+    let c = sb.file_read(SESSION, path, opts).await?;
+    let mut out = c.content;
+    if !out.is_empty() && !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
+    if c.truncated {
+        out.extend_from_slice(b"(truncated)\n");
+    }
+    Ok(out)
+}
+
+/// `:upload LOCAL REMOTE`: streams a local file into the sandbox.
+async fn upload(sb: &dyn Sandbox, local: &str, remote: &str) -> Result<Vec<u8>, SandboxError> {
+    let f = match tokio::fs::File::open(local).await {
+        Ok(f) => f,
+        Err(e) => return Ok(format!("error: cannot open {local}: {e}\n").into_bytes()),
+    };
+    let len = f.metadata().await.ok().map(|m| m.len());
+    let stream = tokio_util::io::ReaderStream::new(f).map(|r| {
+        r.map_err(|e| {
+            SandboxError::backend("-", "file_upload", format!("reading the local file: {e}"))
+        })
+    });
+    let n = sb
+        .file_upload(
+            SESSION,
+            remote,
+            UploadBody {
+                stream: Box::pin(stream),
+                len,
+            },
+        )
+        .await?;
+    Ok(format!("uploaded {n} bytes\n").into_bytes())
+}
+
+/// `:download REMOTE LOCAL`: streams a sandbox file to `LOCAL.part`, then renames it.
+async fn download(sb: &dyn Sandbox, remote: &str, local: &str) -> Result<Vec<u8>, SandboxError> {
+    let mut stream = sb.file_download(SESSION, remote).await?;
+    let tmp = format!("{local}.part");
+    let mut f = match tokio::fs::File::create(&tmp).await {
+        Ok(f) => f,
+        Err(e) => return Ok(format!("error: cannot create {tmp}: {e}\n").into_bytes()),
+    };
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        n += chunk.len() as u64;
+        if let Err(e) = f.write_all(&chunk).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Ok(format!("error: writing {tmp}: {e}\n").into_bytes());
+        }
+    }
+    let done = async {
+        f.flush().await?;
+        f.sync_all().await?;
+        tokio::fs::rename(&tmp, local).await
+    }
+    .await;
+    Ok(match done {
+        Ok(()) => format!("downloaded {n} bytes\n").into_bytes(),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            format!("error: finishing {local}: {e}\n").into_bytes()
+        }
+    })
+}
+
+/// `:ps`: the background processes, one per line.
+async fn background_table(sb: &dyn Sandbox) -> Result<Vec<u8>, SandboxError> {
+    let procs = sb.list_background_processes(None).await?;
+    let mut out = String::new();
+    for p in procs {
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            p.pid,
+            if p.running { "running" } else { "exited" },
+            p.session,
+            escape_bytes(p.command.as_bytes())
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("no background processes\n");
+    }
+    Ok(out.into_bytes())
+}
+
+/// `:view`: the interactive command, its state and output.
+async fn view(sb: &dyn Sandbox) -> Result<Vec<u8>, SandboxError> {
+    let v = sb.view_shell(SESSION).await?;
+    let mut out = format!(
+        "command: {}\nstate: {}\n",
+        v.command,
+        match (v.running, v.exit_code) {
+            (true, _) => "running".to_string(),
+            (false, Some(c)) => format!("exited {c}"),
+            (false, None) => "not running".to_string(),
+        }
+    )
+    .into_bytes();
+    section(&mut out, "output", &v.output);
+    Ok(out)
 }

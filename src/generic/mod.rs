@@ -13,6 +13,7 @@
 //! B/sh/<session>/{cmd,pid,in,log,exit}        interactive command of a session (`in` a FIFO)
 //! ```
 
+mod replies;
 pub mod scripts;
 pub mod streams;
 
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Mutex as AsyncMutex, OnceCell};
@@ -30,12 +30,16 @@ use tokio::sync::{Mutex as AsyncMutex, OnceCell};
 use crate::paths;
 use crate::protocol::{
     BackgroundProcess, BrowserInfo, ByteStream, Capabilities, ErrorKind, ExecOutcome, FileContent,
-    FileEntry, FileKind, ProcessSelector, ReadOptions, Result, Sandbox, SandboxError, SearchMatch,
+    FileEntry, ProcessSelector, ReadOptions, Result, Sandbox, SandboxError, SearchMatch,
     ShellResult, ShellView, StatefulExec, UploadBody, WriteOptions,
 };
 use crate::shell::{self, ShellState};
-use crate::transport::{MAX_OUTPUT, RawExec, RawOutput, Transport, truncation_marker};
+use crate::transport::{MAX_OUTPUT, RawExec, RawOutput, Transport};
 
+use replies::{
+    WaitReply, epoch, file_entries, found_paths, killed_pids, lossy_tail, parse_list, shell_view,
+    stateful_stdout, wait_reply,
+};
 use scripts::*;
 
 /// The working directory of a new session.
@@ -202,20 +206,6 @@ pub fn validate_session(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn lossy_tail(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    let s = s.trim();
-    if s.len() > 2000 {
-        let mut cut = s.len() - 2000;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        format!("...{}", &s[cut..])
-    } else {
-        s.to_string()
-    }
-}
-
 fn ceil_secs(d: Duration) -> u64 {
     let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     s.max(1)
@@ -223,13 +213,6 @@ fn ceil_secs(d: Duration) -> u64 {
 
 fn polls(d: Duration) -> u64 {
     d.as_millis().div_ceil(POLL.as_millis()) as u64
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || needle.len() > hay.len() {
-        return None;
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 impl<T: Transport> GenericSandbox<T> {
@@ -538,39 +521,6 @@ impl<T: Transport> GenericSandbox<T> {
     }
 }
 
-fn parse_list(out: &[u8]) -> Vec<(u32, bool, i64, String, String)> {
-    let fields: Vec<&[u8]> = out.split(|&b| b == 0).collect();
-    let mut v = Vec::new();
-    for rec in fields.chunks(5) {
-        if rec.len() < 5 {
-            break;
-        }
-        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        let Ok(pid) = s(rec[0]).trim().parse::<u32>() else {
-            continue;
-        };
-        let running = rec[1] == b"1";
-        let started = s(rec[2]).trim().parse::<i64>().unwrap_or(0);
-        v.push((pid, running, started, s(rec[3]), s(rec[4])));
-    }
-    v
-}
-
-fn epoch(secs: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(secs, 0)
-        .single()
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
-}
-
-fn kind_of(type_text: &str) -> FileKind {
-    match type_text {
-        "regular file" | "regular empty file" => FileKind::File,
-        "directory" => FileKind::Dir,
-        "symbolic link" => FileKind::Symlink,
-        _ => FileKind::Other,
-    }
-}
-
 #[async_trait]
 impl<T: Transport> Sandbox for GenericSandbox<T> {
     fn id(&self) -> &str {
@@ -737,19 +687,8 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
         };
         match shell::unwrap(&raw.stdout, &marker) {
             Ok(u) => {
-                let mut stdout = u.stdout;
-                let mut truncated = raw.truncated;
-                let sep = format!("{marker}TRUNCATED ");
-                if let Some(at) = find(&stdout, sep.as_bytes()) {
-                    let total: u64 = String::from_utf8_lossy(&stdout[at + sep.len()..])
-                        .split('\n')
-                        .next()
-                        .and_then(|t| t.trim().parse().ok())
-                        .unwrap_or(0);
-                    stdout.truncate(at);
-                    stdout.extend_from_slice(&truncation_marker(total));
-                    truncated = true;
-                }
+                let (stdout, noted) = stateful_stdout(u.stdout, &marker);
+                let truncated = raw.truncated || noted;
                 let cwd = u.state.cwd.clone();
                 *guard = Some(u.state);
                 Ok(ShellResult {
@@ -792,44 +731,12 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
                 None,
             )
             .await?;
-        let bad = || {
+        shell_view(&out.stdout).ok_or_else(|| {
             self.err(
                 ErrorKind::Backend,
                 OP,
                 "unexpected reply from the view script",
             )
-        };
-        let s = &out.stdout;
-        let nl1 = s.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
-        let status = String::from_utf8_lossy(&s[..nl1]).into_owned();
-        let rest = &s[nl1 + 1..];
-        let nl2 = rest.iter().position(|&b| b == b'\n').ok_or_else(bad)?;
-        let len: usize = String::from_utf8_lossy(&rest[..nl2])
-            .trim()
-            .parse()
-            .map_err(|_| bad())?;
-        let rest = &rest[nl2 + 1..];
-        let len = len.min(rest.len());
-        let command = String::from_utf8_lossy(&rest[..len]).into_owned();
-        let output = rest[len..].to_vec();
-        let (running, exit_code) = match status.as_str() {
-            "R" => (true, None),
-            "X" => (false, None),
-            e => (
-                false,
-                Some(
-                    e.trim_start_matches('E')
-                        .trim()
-                        .parse()
-                        .map_err(|_| bad())?,
-                ),
-            ),
-        };
-        Ok(ShellView {
-            command,
-            output,
-            running,
-            exit_code,
         })
     }
 
@@ -854,19 +761,16 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
                 &out,
             ));
         }
-        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        match text.as_str() {
-            "R" => Err(self.err(
+        match wait_reply(&out.stdout) {
+            WaitReply::Running => Err(self.err(
                 ErrorKind::Timeout,
                 OP,
                 format!("the command is still running after {timeout:?}"),
             )),
-            // Gone without recording a status: it was killed by a signal from elsewhere.
-            "X" => Ok(137),
-            t => t
-                .trim_start_matches('E')
-                .parse()
-                .map_err(|_| self.err(ErrorKind::Backend, OP, format!("unexpected reply {t:?}"))),
+            WaitReply::Exited(code) => Ok(code),
+            WaitReply::Unexpected(t) => {
+                Err(self.err(ErrorKind::Backend, OP, format!("unexpected reply {t:?}")))
+            }
         }
     }
 
@@ -973,12 +877,7 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
         let out = self
             .run_ok(OP, "killing background processes", BG_KILL, &args, None)
             .await?;
-        let mut killed: Vec<u32> = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|t| t.parse().ok())
-            .collect();
-        killed.sort_unstable();
-        Ok(killed)
+        Ok(killed_pids(&out.stdout))
     }
 
     async fn get_background_logs(&self, pid: u32) -> Result<Vec<u8>> {
@@ -1086,34 +985,7 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
                 format!("{p} has too many entries to list within {MAX_OUTPUT} bytes"),
             ));
         }
-        let mut entries = Vec::new();
-        let mut rest = out.stdout.as_slice();
-        while !rest.is_empty() {
-            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-                break;
-            };
-            let meta = String::from_utf8_lossy(&rest[..nl]).into_owned();
-            rest = &rest[nl + 1..];
-            let Some(nul) = rest.iter().position(|&b| b == 0) else {
-                break;
-            };
-            let name = String::from_utf8_lossy(&rest[..nul]).into_owned();
-            rest = &rest[nul + 1..];
-            let mut parts = meta.rsplitn(3, '/');
-            let mtime = parts.next().and_then(|t| t.parse::<i64>().ok());
-            let size = parts.next().and_then(|t| t.parse::<u64>().ok());
-            let kind = parts.next().map(kind_of);
-            if let (Some(mtime), Some(size), Some(kind)) = (mtime, size, kind) {
-                entries.push(FileEntry {
-                    name,
-                    kind,
-                    size,
-                    mtime: epoch(mtime),
-                });
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(entries)
+        Ok(file_entries(&out.stdout))
     }
 
     async fn file_find(&self, session: &str, dir: &str, glob: &str) -> Result<Vec<String>> {
@@ -1132,23 +1004,7 @@ impl<T: Transport> Sandbox for GenericSandbox<T> {
                 format!("{d} holds too many paths to search within {MAX_OUTPUT} bytes"),
             ));
         }
-        let prefix = if d == "/" {
-            "/".to_string()
-        } else {
-            format!("{d}/")
-        };
-        let mut found: Vec<String> = out
-            .stdout
-            .split(|&b| b == 0)
-            .filter(|e| !e.is_empty())
-            .map(|e| String::from_utf8_lossy(e).into_owned())
-            .filter(|full| {
-                full.strip_prefix(&prefix)
-                    .is_some_and(|rel| matcher.is_match(rel))
-            })
-            .collect();
-        found.sort();
-        Ok(found)
+        Ok(found_paths(&out.stdout, &d, &matcher))
     }
 
     async fn file_search(
@@ -1303,20 +1159,9 @@ mod tests {
     }
 
     #[test]
-    fn list_records_parse() {
-        let out = b"12\x001\x00100\x00main\x00sleep 5\x0013\x000\x00101\x00s2\x00echo a\nb\x00";
-        let v = parse_list(out);
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[0], (12, true, 100, "main".into(), "sleep 5".into()));
-        assert_eq!(v[1].4, "echo a\nb");
-    }
-
-    #[test]
     fn helpers() {
         assert_eq!(ceil_secs(Duration::from_millis(1500)), 2);
         assert_eq!(ceil_secs(Duration::from_millis(0)), 1);
         assert_eq!(polls(Duration::from_secs(1)), 20);
-        assert_eq!(kind_of("regular empty file"), FileKind::File);
-        assert_eq!(find(b"abcabc", b"ca"), Some(2));
     }
 }

@@ -466,7 +466,7 @@ fn storage_reason(bucket: &str, e: &StorageError) -> String {
 }
 
 /// Runs the checklist against `clients`, with the bucket and region of `cfg`.
-pub async fn run(
+pub async fn run_checklist(
     cfg: &CloudRunConfig,
     clients: &PreflightClients,
     opts: &PreflightOptions,

@@ -124,8 +124,24 @@ fn p99_cell(l: &crate::bench::Summary) -> String {
 /// Renders the Markdown report.
 pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     let mut out = String::new();
-    let env = &report.environment;
+    let backends: Vec<&BackendReport> = report.backends.iter().collect();
+    intro(&mut out, report, opts);
+    side_by_side(&mut out, opts, &backends);
+    acceptance_tables(&mut out, opts, &backends);
+    distributions(&mut out, &backends);
+    time_per_part(&mut out, &backends);
+    errors_state_concurrency(&mut out, &backends);
+    harness_overhead(&mut out, &backends);
+    harness_memory(&mut out, &backends);
+    phases_cost_and_gates(&mut out, opts, &backends);
+    setup_problems(&mut out, &backends);
+    out
+}
+
+/// The title, where and when the figures were measured, their origin, the run's budget and how verdicts read.
+fn intro(out: &mut String, report: &BenchReport, opts: &MarkdownOptions) {
     let _ = writeln!(out, "# Phase {} completion report\n", opts.phase);
+    let env = &report.environment;
     let _ = writeln!(
         out,
         "Measured {} to {} on host `{}` ({} CPUs, {}); Docker engine {}; harness {} at commit `{}`.\n",
@@ -182,10 +198,10 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         );
     }
     out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row over the successful samples, and fail when any sample of the measurement failed. The success rate counts every operation the bench performed. A rate bound is met only with enough operations behind it (3/n rule at 95 %: > 99.5 % needs 600, > 99 % 300, < 0.1 % 3000), a p99 only with 100 samples; below that the verdict is \"insufficient samples\".\n\n");
+}
 
-    let backends: Vec<&BackendReport> = report.backends.iter().collect();
-
-    // Side by side.
+/// "Side by side": every metric with the plan, figure and verdict of both backends.
+fn side_by_side(out: &mut String, opts: &MarkdownOptions, backends: &[&BackendReport]) {
     out.push_str("## Side by side\n\n");
     let docker_t = opts.tables.tables.iter().find(|t| t.backend == "docker");
     let cloud_t = opts.tables.tables.iter().find(|t| t.backend == "cloudrun");
@@ -232,10 +248,13 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         &rows,
     ));
     out.push('\n');
+}
 
+/// "Acceptance tables": one table per backend table, then the rows the harness set itself.
+fn acceptance_tables(out: &mut String, opts: &MarkdownOptions, backends: &[&BackendReport]) {
     out.push_str("## Acceptance tables\n\n");
     for t in &opts.tables.tables {
-        table_section(&mut out, t, &backends);
+        table_section(out, t, backends);
     }
     let derived: Vec<_> = opts
         .tables
@@ -257,10 +276,13 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         }
         out.push('\n');
     }
+}
 
+/// "Distributions": the latency percentiles and errors of every measurement.
+fn distributions(out: &mut String, backends: &[&BackendReport]) {
     out.push_str("## Distributions\n\n");
     let mut rows = Vec::new();
-    for b in &backends {
+    for b in backends {
         for m in Measurement::ALL {
             let Some(s) = b.measurements.get(&m) else {
                 continue;
@@ -307,10 +329,13 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         &rows,
     ));
     out.push('\n');
+}
 
+/// "Time per part": the wall time of each part of the bench.
+fn time_per_part(out: &mut String, backends: &[&BackendReport]) {
     out.push_str("## Time per part\n\n");
     let mut rows = Vec::new();
-    for b in &backends {
+    for b in backends {
         for p in &b.parts {
             rows.push(vec![
                 b.name.clone(),
@@ -321,10 +346,13 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     }
     out.push_str(&render_table(&["Backend", "Part", "wall time"], &rows));
     out.push('\n');
+}
 
+/// "Errors, state and concurrency": success rates, error classes, state checks, concurrency.
+fn errors_state_concurrency(out: &mut String, backends: &[&BackendReport]) {
     out.push_str("## Errors, state and concurrency\n\n");
     let mut rows = Vec::new();
-    for b in &backends {
+    for b in backends {
         let errors = if b.rates.errors_by_class.is_empty() {
             "none".to_string()
         } else {
@@ -374,7 +402,10 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         out,
         "Error class `{wrong}` means the operation returned but its result was wrong (output, sha256, or state).\n"
     );
+}
 
+/// "Harness overhead": the harness against the raw baselines (only where one was measured).
+fn harness_overhead(out: &mut String, backends: &[&BackendReport]) {
     let raws: Vec<_> = backends
         .iter()
         .filter_map(|b| b.raw_baseline.as_ref().map(|r| (b, r)))
@@ -458,7 +489,10 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             );
         }
     }
+}
 
+/// "Harness memory": the process RSS during the 500 MB transfers (only where sampled).
+fn harness_memory(out: &mut String, backends: &[&BackendReport]) {
     let memory: Vec<Vec<String>> = backends
         .iter()
         .filter_map(|b| {
@@ -490,8 +524,11 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
              harness's own target is under 64 MiB.\n\n",
         );
     }
+}
 
-    out.push_str(&phases_section(&backends));
+/// The phase breakdowns, the Cloud Run cost projection and the phase gates, where present.
+fn phases_cost_and_gates(out: &mut String, opts: &MarkdownOptions, backends: &[&BackendReport]) {
+    out.push_str(&phases_section(backends));
     if let Some(c) = &opts.cost {
         out.push_str("## Cost projection (Cloud Run)\n\n");
         out.push_str(&c.render());
@@ -502,6 +539,10 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         out.push_str(&g.render());
         out.push('\n');
     }
+}
+
+/// "Set-up problems": what could not be set up per backend (only when something failed).
+fn setup_problems(out: &mut String, backends: &[&BackendReport]) {
     let setup: Vec<String> = backends
         .iter()
         .flat_map(|b| {
@@ -515,7 +556,6 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         out.push_str(&setup.join("\n"));
         out.push('\n');
     }
-    out
 }
 
 /// The per-phase breakdowns of every backend (or why a backend has none), as text.
