@@ -13,8 +13,7 @@ use crate::browser::rfb;
 use crate::protocol::{BrowserInfo, Capabilities, ErrorKind, Sandbox, SandboxError};
 
 use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseLevel, CaseResult};
-use super::cases::{T, case, ensure, expect_kind, run_stateful, sb};
-use super::runner::SandboxGuard;
+use super::steps::{SandboxGuard, T, case, ensure, expect_kind, run_stateful, sb};
 
 /// Every browser case.
 pub(super) fn cases() -> Vec<Case> {

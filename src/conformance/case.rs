@@ -337,6 +337,81 @@ pub fn validate_id(id: &str) -> Result<Area, String> {
     Ok(area)
 }
 
+/// The outcome of one case on one backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step behaved as expected.
+    Passed,
+    /// A step did not.
+    Failed,
+    /// The backend lacks a required capability and said so with `Unsupported`.
+    Unsupported,
+    /// Not run (backend unavailable).
+    Skipped,
+    /// The case exceeded its time limit.
+    TimedOut,
+    /// The case failed where it declares a documented platform difference (the rule and its
+    /// source are in the record's `divergence`): an expected difference, not a failure.
+    Divergent,
+}
+
+impl Outcome {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Passed => "pass",
+            Outcome::Failed => "fail",
+            Outcome::Unsupported => "unsupported",
+            Outcome::Skipped => "skipped",
+            Outcome::TimedOut => "timed out",
+            Outcome::Divergent => "documented difference",
+        }
+    }
+}
+
+/// A capability the migration plan says a backend will not have: cases needing it that come
+/// out `unsupported` there are the plan's documented limitations, reported as such and never
+/// as parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimitation {
+    /// The backend name.
+    pub backend: &'static str,
+    /// The capability it lacks.
+    pub capability: Capability,
+    /// What the plan says.
+    pub plan: &'static str,
+}
+
+/// The migration plan's "Known limitations" of Cloud Run Jobs sandboxes.
+pub const PLAN_LIMITATIONS: &[PlanLimitation] = &[
+    PlanLimitation {
+        backend: "cloudrun",
+        capability: Capability::Browser,
+        plan: "migration plan, Known limitations: no display and no browser/CDP access in Cloud Run Jobs (get_browser raises NotImplementedError)",
+    },
+    PlanLimitation {
+        backend: "cloudrun",
+        capability: Capability::Vnc,
+        plan: "migration plan, Known limitations: no VNC in Cloud Run Jobs",
+    },
+];
+
+/// The plan limitation an outcome on `backend` of a case requiring `requires` is, if any: only
+/// an `unsupported` outcome of a case that needs a capability the plan says the backend lacks.
+pub fn documented_limitation(
+    backend: &str,
+    requires: &[Capability],
+    outcome: Outcome,
+) -> Option<&'static PlanLimitation> {
+    if outcome != Outcome::Unsupported {
+        return None;
+    }
+    PLAN_LIMITATIONS
+        .iter()
+        .find(|l| l.backend == backend && requires.contains(&l.capability))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

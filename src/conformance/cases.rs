@@ -8,12 +8,11 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 use crate::protocol::{
-    ErrorKind, ExecOutcome, ReadOptions, Sandbox, SandboxError, StatefulExec, UploadBody,
-    WriteOptions,
+    ErrorKind, ExecOutcome, ReadOptions, Sandbox, StatefulExec, UploadBody, WriteOptions,
 };
 
-use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult};
-use super::runner::SandboxGuard;
+use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseLevel, CaseResult};
+use super::steps::{SandboxGuard, T, case, ensure, expect_kind, run_stateful, sb};
 use super::text::{describe_mismatch, escape_bytes};
 
 /// The built-in scenario files, embedded so the binary needs no source tree.
@@ -40,30 +39,6 @@ pub const BUILTIN_SCENARIOS: &[(&str, &str)] = &[
         include_str!("../../suites/scenarios/stateful.scn"),
     ),
 ];
-
-/// Deadline of one protocol call in a Rust case.
-pub(super) const T: Duration = Duration::from_secs(60);
-
-pub(super) fn case(
-    id: &str,
-    level: CaseLevel,
-    requires: &[Capability],
-    heavy: bool,
-    f: super::case::RustCaseFn,
-) -> Case {
-    let area = Area::parse(id.split('.').next().unwrap_or_default())
-        .expect("built-in ids use known areas");
-    Case {
-        id: id.to_string(),
-        area,
-        level,
-        requires: requires.to_vec(),
-        heavy,
-        source: "builtin (src/conformance/cases.rs)".into(),
-        divergences: Vec::new(),
-        body: CaseBody::Rust(f),
-    }
-}
 
 /// Every built-in Rust case.
 pub fn rust_cases() -> Vec<Case> {
@@ -159,70 +134,6 @@ pub fn rust_cases() -> Vec<Case> {
     .into_iter()
     .chain(super::browser::cases())
     .collect()
-}
-
-/// A sandbox-call failure at a named Rust step.
-pub(super) fn sb<T>(step: &str, r: Result<T, SandboxError>) -> Result<T, CaseFailure> {
-    r.map_err(|e| CaseFailure::sandbox(step, e))
-}
-
-pub(super) fn ensure(step: &str, cond: bool, msg: impl FnOnce() -> String) -> CaseResult {
-    if cond {
-        Ok(())
-    } else {
-        Err(CaseFailure::at(step, msg()))
-    }
-}
-
-pub(super) fn expect_kind<T: std::fmt::Debug>(
-    step: &str,
-    r: Result<T, SandboxError>,
-    want: ErrorKind,
-) -> CaseResult {
-    match r {
-        Err(e) if e.kind() == want => Ok(()),
-        Err(e) => {
-            let mut f = CaseFailure::at(
-                step,
-                format!(
-                    "error class differs\n  expected: {want}\n    actual: {} ({e})",
-                    e.kind()
-                ),
-            );
-            if e.kind() == ErrorKind::Unsupported {
-                f.error = Some(Box::new(e));
-            }
-            Err(f)
-        }
-        Ok(v) => Err(CaseFailure::at(
-            step,
-            format!("expected an error of class {want}, got success: {v:?}"),
-        )),
-    }
-}
-
-/// Runs `cmd` as a stateful command in `session`; a sandbox error fails the case.
-pub(super) async fn run_stateful(
-    ctx: &CaseCtx,
-    sandbox: &dyn Sandbox,
-    session: &str,
-    cmd: &str,
-) -> Result<crate::protocol::ShellResult, CaseFailure> {
-    let step = format!("exec_stateful {session}: {cmd}");
-    let r = sb(
-        &step,
-        sandbox
-            .exec_stateful(StatefulExec::new(ctx.session(session), cmd, T))
-            .await,
-    )?;
-    ensure(&step, r.exit_code == 0, || {
-        format!(
-            "exit code differs\n  expected: 0\n    actual: {}\n  stderr: \"{}\"",
-            r.exit_code,
-            escape_bytes(&r.stderr)
-        )
-    })?;
-    Ok(r)
 }
 
 async fn identity(ctx: CaseCtx) -> CaseResult {

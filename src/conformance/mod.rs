@@ -6,6 +6,7 @@
 //! names (`c{n}-NAME`) and a private directory `/workspace/conformance/{case id}`; sandboxes are
 //! destroyed after the area even when a case fails, times out or panics.
 
+#[cfg(any(test, feature = "test-doubles"))]
 pub mod broken;
 mod browser;
 pub mod case;
@@ -15,17 +16,21 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod shell;
+pub mod steps;
 pub mod text;
 
-pub use case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult};
+pub use case::{
+    Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult, Outcome,
+};
 pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry, default_registry};
 pub use report::{
     ParityVerdict, parity, render_matrix, render_terminal, to_json, to_markdown, write_reports,
 };
 pub use runner::{
-    CaseRecord, LoadError, Outcome, Reporter, RunEvent, RunOptions, RunReport, SandboxGuard,
-    Statistics, builtin_cases, load_cases, run_cases, run_suite, run_with_reporters,
+    CaseRecord, LoadError, Reporter, RunEvent, RunOptions, RunReport, Statistics, builtin_cases,
+    load_cases, run_cases, run_suite, run_with_reporters,
 };
+pub use steps::SandboxGuard;
 
 /// A reporter that prints one line per finished case (and failure details) to a writer.
 pub struct ConsoleReporter<W: std::io::Write + Send> {

@@ -9,50 +9,8 @@ use serde::Serialize;
 
 use crate::output::{TableStyle, render};
 
-use super::case::{Capability, CaseLevel};
-use super::runner::{CaseRecord, Outcome, RunReport};
-
-/// A capability the migration plan says a backend will not have: cases needing it that come
-/// out `unsupported` there are the plan's documented limitations, reported as such and never
-/// as parity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PlanLimitation {
-    /// The backend name.
-    pub backend: &'static str,
-    /// The capability it lacks.
-    pub capability: Capability,
-    /// What the plan says.
-    pub plan: &'static str,
-}
-
-/// The migration plan's "Known limitations" of Cloud Run Jobs sandboxes.
-pub const PLAN_LIMITATIONS: &[PlanLimitation] = &[
-    PlanLimitation {
-        backend: "cloudrun",
-        capability: Capability::Browser,
-        plan: "migration plan, Known limitations: no display and no browser/CDP access in Cloud Run Jobs (get_browser raises NotImplementedError)",
-    },
-    PlanLimitation {
-        backend: "cloudrun",
-        capability: Capability::Vnc,
-        plan: "migration plan, Known limitations: no VNC in Cloud Run Jobs",
-    },
-];
-
-/// The plan limitation an outcome on `backend` of a case requiring `requires` is, if any: only
-/// an `unsupported` outcome of a case that needs a capability the plan says the backend lacks.
-pub fn documented_limitation(
-    backend: &str,
-    requires: &[Capability],
-    outcome: Outcome,
-) -> Option<&'static PlanLimitation> {
-    if outcome != Outcome::Unsupported {
-        return None;
-    }
-    PLAN_LIMITATIONS
-        .iter()
-        .find(|l| l.backend == backend && requires.contains(&l.capability))
-}
+use super::case::{CaseLevel, Outcome};
+use super::runner::{CaseRecord, RunReport};
 
 /// Whether the backends behave alike on core cases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -459,7 +417,7 @@ pub fn write_reports(report: &RunReport, dir: &Path) -> std::io::Result<Vec<Path
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::case::Area;
+    use crate::conformance::case::{Area, Capability, documented_limitation};
 
     fn rec(id: &str, backend: &str, outcome: Outcome, level: CaseLevel) -> CaseRecord {
         CaseRecord {
@@ -496,7 +454,7 @@ mod tests {
                 ),
                 (
                     "cloudrun".to_string(),
-                    crate::bench::BackendOrigin::CloudRunTwin {
+                    crate::protocol::BackendOrigin::CloudRunTwin {
                         profile: "none".into(),
                         latency_profile: None,
                     }

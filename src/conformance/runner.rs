@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tracing::warn;
 
-use crate::protocol::{Capabilities, ErrorKind, Sandbox, SandboxBackend};
+use crate::protocol::{Capabilities, ErrorKind, SandboxBackend};
 
-use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel};
+use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, Outcome};
 use super::registry::BackendEntry;
 use super::scenario::{self, ParseError, run_scenario};
+use super::steps::SandboxGuard;
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -61,39 +61,6 @@ pub enum LoadError {
     /// Two cases share an id.
     #[error("case id {0} is defined twice ({1} and {2})")]
     Duplicate(String, String, String),
-}
-
-/// The outcome of one case on one backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Every step behaved as expected.
-    Passed,
-    /// A step did not.
-    Failed,
-    /// The backend lacks a required capability and said so with `Unsupported`.
-    Unsupported,
-    /// Not run (backend unavailable).
-    Skipped,
-    /// The case exceeded its time limit.
-    TimedOut,
-    /// The case failed where it declares a documented platform difference (the rule and its
-    /// source are in the record's `divergence`): an expected difference, not a failure.
-    Divergent,
-}
-
-impl Outcome {
-    /// The lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Passed => "pass",
-            Outcome::Failed => "fail",
-            Outcome::Unsupported => "unsupported",
-            Outcome::Skipped => "skipped",
-            Outcome::TimedOut => "timed out",
-            Outcome::Divergent => "documented difference",
-        }
-    }
 }
 
 /// One case on one backend.
@@ -437,7 +404,7 @@ fn record(
         duration_ms: d.as_millis() as u64,
         error,
         failed_step: step,
-        limitation: super::report::documented_limitation(backend, &c.requires, outcome)
+        limitation: super::case::documented_limitation(backend, &c.requires, outcome)
             .map(|l| l.plan.to_string()),
         divergence: None,
     }
@@ -464,53 +431,6 @@ fn apply_divergence(c: &Case, mut rec: CaseRecord) -> CaseRecord {
         _ => {}
     }
     rec
-}
-
-/// Destroys a sandbox when dropped without an explicit `destroy` (panics, cancelled runs).
-pub struct SandboxGuard {
-    sandbox: Option<Arc<dyn Sandbox>>,
-}
-
-impl SandboxGuard {
-    /// Guards `sandbox`.
-    pub fn new(sandbox: Arc<dyn Sandbox>) -> Self {
-        SandboxGuard {
-            sandbox: Some(sandbox),
-        }
-    }
-
-    /// The guarded sandbox.
-    pub fn sandbox(&self) -> Arc<dyn Sandbox> {
-        self.sandbox.clone().expect("present until destroyed")
-    }
-
-    /// Destroys the sandbox now and disarms the guard.
-    pub async fn destroy(mut self) -> crate::protocol::Result<()> {
-        match self.sandbox.take() {
-            Some(sb) => sb.destroy().await,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for SandboxGuard {
-    fn drop(&mut self) {
-        if let Some(sb) = self.sandbox.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(h) => {
-                    h.spawn(async move {
-                        if let Err(e) = sb.destroy().await {
-                            warn!(sandbox = sb.id(), error = %e, "destroying a sandbox after an aborted case failed");
-                        }
-                    });
-                }
-                Err(_) => warn!(
-                    sandbox = sb.id(),
-                    "no runtime to destroy a sandbox; it is left behind"
-                ),
-            }
-        }
-    }
 }
 
 async fn run_backend(

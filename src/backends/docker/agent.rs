@@ -17,7 +17,7 @@ use sandbox_executor::serve::{Hello, PROTOCOL};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::transport::map_bollard;
+use super::error::map_bollard;
 use crate::protocol::{ErrorKind, Result, SandboxError};
 
 /// Where the agent binary sits in the harness's images.

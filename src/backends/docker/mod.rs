@@ -10,6 +10,7 @@
 //! published on the host's loopback interface only.
 
 pub mod agent;
+pub mod error;
 pub mod tar;
 pub mod transport;
 
@@ -22,7 +23,8 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
 
-pub use transport::{DockerTransport, collect_stream, map_bollard};
+pub use error::map_bollard;
+pub use transport::{DockerTransport, collect_stream};
 
 use crate::browser::cdp;
 use crate::generic::{GenericConfig, GenericSandbox, Lifecycle};
@@ -426,8 +428,8 @@ impl SandboxBackend for DockerBackend {
         c
     }
 
-    fn origin(&self) -> crate::bench::BackendOrigin {
-        crate::bench::BackendOrigin::LocalDocker
+    fn origin(&self) -> crate::protocol::BackendOrigin {
+        crate::protocol::BackendOrigin::LocalDocker
     }
 
     async fn create(&self) -> Result<Arc<dyn Sandbox>> {

@@ -20,37 +20,11 @@ use sandbox_executor::exec::Request;
 use tokio::io::AsyncWriteExt;
 
 use super::agent::{Agent, Started, exit_code};
+use super::error::map_bollard;
 use super::tar::{BLOCK, FileExtractor, file_header, padding};
 use crate::paths;
 use crate::protocol::{ByteStream, ErrorKind, Result, SandboxError, UploadBody};
 use crate::transport::{CappedBuf, RawExec, RawOutput, Transport, output_from_response};
-
-/// Maps an engine error into the protocol's error classes.
-pub fn map_bollard(sandbox: &str, op: &str, e: bollard::errors::Error) -> SandboxError {
-    use bollard::errors::Error as E;
-    let kind = match &e {
-        E::DockerResponseServerError { status_code, .. } => match *status_code {
-            404 => ErrorKind::NotFound,
-            401 | 403 => ErrorKind::Permission,
-            400 => ErrorKind::InvalidInput,
-            _ => ErrorKind::Backend,
-        },
-        E::IOError { .. }
-        | E::HyperResponseError { .. }
-        | E::HyperLegacyError { .. }
-        | E::RequestTimeoutError
-        | E::SocketNotFoundError(_)
-        | E::HttpClientError { .. } => ErrorKind::Network,
-        _ => ErrorKind::Backend,
-    };
-    let detail = e.to_string();
-    let kind = if kind == ErrorKind::Network && detail.contains("ermission denied") {
-        ErrorKind::Permission
-    } else {
-        kind
-    };
-    SandboxError::new(kind, sandbox, op, detail).with_source(e)
-}
 
 /// Runs commands and moves files in one container through the Docker engine API.
 #[derive(Clone)]
