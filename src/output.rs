@@ -79,7 +79,8 @@ pub fn fmt_figure(v: Option<f64>, rate: bool) -> String {
     }
 }
 
-/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then a rename).
+/// Writes `bytes` to `path` atomically (a temporary file in the same directory, then a rename),
+/// readable by others (0644).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -88,6 +89,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     std::io::Write::write_all(&mut tmp, bytes)?;
+    // Reports are for others to read too (a temporary file starts as 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

@@ -6,30 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::acceptance;
-use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
-use crate::backends::docker::{DockerBackend, DockerConfig};
-use crate::bench::{self, BackendOrigin, BenchOptions, BenchReport, EventWriter};
+use crate::backends::cloudrun::CloudRunConfig;
+use crate::backends::{Backends, OpenBackend, OpenError};
+use crate::bench::{self, BenchOptions, BenchReport, EventWriter};
 use crate::conformance::{self, Registry, RunOptions, RunReport};
 use crate::cost::{self, CostBreakdown};
 use crate::gate::{self, GateInputs, GateResult};
-use crate::protocol::SandboxBackend;
 use crate::report::{self, MarkdownOptions};
 use crate::suites::{self, Suites};
 
 /// Why a run could not be carried out at all (failed measurements are results, not errors).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
-    /// The backend list names an unknown backend.
-    #[error("unknown backend {0:?}: use docker, cloudrun, all, or a comma-separated list")]
-    UnknownBackend(String),
-    /// A backend could not be opened.
-    #[error("cannot open the {backend} backend: {detail}")]
-    Backend {
-        /// Which.
-        backend: String,
-        /// Why.
-        detail: String,
-    },
+    /// The backend list is wrong or a backend could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// Suites (tables, phases, prices) could not be loaded.
     #[error(transparent)]
     Suites(#[from] suites::SuiteError),
@@ -50,127 +41,11 @@ pub enum PipelineError {
     Io(#[from] std::io::Error),
 }
 
-/// An opened backend with what the reports need to know about it.
-pub struct OpenBackend {
-    /// "docker" or "cloudrun".
-    pub name: String,
-    /// The backend.
-    pub backend: Arc<dyn SandboxBackend>,
-    /// Where its figures come from.
-    pub origin: BackendOrigin,
-    /// The raw engine baseline, when there is one (Docker).
-    pub raw: Option<Arc<dyn bench::RawBaseline>>,
-    /// The embedded emulator a Cloud Run backend runs on.
-    pub local: Option<Arc<crate::emulator::LocalCloud>>,
-    /// The backend's per-phase probe, when it has one (Cloud Run).
-    pub probe: Option<Arc<dyn bench::phases::PhaseProbe>>,
-    /// The Cloud Run backend itself (its warm pool is shut down on close).
-    pub cloudrun: Option<Arc<CloudRunBackend>>,
-}
-
-/// Parses `docker`, `cloudrun`, `all` or a comma-separated list.
-pub fn backend_names(spec: &str) -> Result<Vec<String>, PipelineError> {
-    let mut out: Vec<String> = Vec::new();
-    for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let names: &[&str] = match name {
-            "all" => &["docker", "cloudrun"],
-            "docker" => &["docker"],
-            "cloudrun" => &["cloudrun"],
-            other => return Err(PipelineError::UnknownBackend(other.to_string())),
-        };
-        for n in names {
-            if !out.iter().any(|o| o == n) {
-                out.push(n.to_string());
-            }
-        }
+impl PipelineError {
+    /// True when the command line is at fault (exit 2), not the run (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, PipelineError::Open(e) if e.is_usage())
     }
-    if out.is_empty() {
-        return Err(PipelineError::UnknownBackend(spec.to_string()));
-    }
-    Ok(out)
-}
-
-/// How the Cloud Run backend is opened besides its configuration.
-#[derive(Debug, Clone, Default)]
-pub struct OpenOptions {
-    /// The twin's latency profile asked for on the command line (wins over the configuration).
-    pub profile: Option<String>,
-    /// The profile when neither the command line nor the configuration names one (the bench
-    /// measures with `gcp-published`, conformance checks behaviour with `none`).
-    pub default_profile: Option<String>,
-    /// Records every Admin API and Storage call (`bench --record-profile`).
-    pub recorder: Option<crate::gcp::observe::CallRecorder>,
-    /// Cloud Run warm pool size (`--pool-size`); `None` keeps the configured one.
-    pub pool_size: Option<usize>,
-}
-
-/// Opens the named backends (Cloud Run from the environment; the embedded emulator by default).
-pub async fn open_backends(spec: &str) -> Result<Vec<OpenBackend>, PipelineError> {
-    open_backends_with(spec, &OpenOptions::default()).await
-}
-
-/// [`open_backends`] with command-line overrides (twin profile, call recorder, warm pool).
-pub async fn open_backends_with(
-    spec: &str,
-    opts: &OpenOptions,
-) -> Result<Vec<OpenBackend>, PipelineError> {
-    let mut out = Vec::new();
-    for name in backend_names(spec)? {
-        let fail = |e: &dyn std::fmt::Display| PipelineError::Backend {
-            backend: name.clone(),
-            detail: e.to_string(),
-        };
-        match name.as_str() {
-            "docker" => {
-                let config = DockerConfig::from_env().map_err(|e| fail(&e))?;
-                let b = DockerBackend::connect(config).await.map_err(|e| fail(&e))?;
-                let raw: Arc<dyn bench::RawBaseline> =
-                    Arc::new(bench::raw_docker::DockerRawExec::new(b.docker().clone()));
-                out.push(OpenBackend {
-                    name,
-                    backend: Arc::new(b),
-                    origin: BackendOrigin::LocalDocker,
-                    raw: Some(raw),
-                    local: None,
-                    probe: None,
-                    cloudrun: None,
-                });
-            }
-            _ => {
-                let mut cfg = CloudRunConfig::from_env().map_err(|e| fail(&e))?;
-                if let Some(p) = &opts.profile {
-                    cfg.latency_profile = Some(p.clone());
-                } else if cfg.latency_profile.is_none() {
-                    cfg.latency_profile = opts.default_profile.clone();
-                }
-                if let Some(n) = opts.pool_size {
-                    cfg.pool_size = n;
-                    cfg.validate().map_err(|e| fail(&e))?;
-                }
-                let mut b = CloudRunBackend::connect(cfg.clone())
-                    .await
-                    .map_err(|e| fail(&e))?;
-                if let Some(r) = &opts.recorder {
-                    b = b.with_recorder(r.clone());
-                }
-                let b = Arc::new(b);
-                let origin = b.origin();
-                let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
-                    crate::backends::cloudrun::probe::CloudRunPhaseProbe::new(b.clone()),
-                );
-                out.push(OpenBackend {
-                    name,
-                    local: b.local_cloud().cloned(),
-                    backend: b.clone(),
-                    origin,
-                    raw: None,
-                    probe: Some(probe),
-                    cloudrun: Some(b),
-                });
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Writes what `recorder` observed as a latency profile to `path` (named after the file),
@@ -195,18 +70,6 @@ pub fn write_recorded_profile(
     Ok(profile.latency.len())
 }
 
-/// Stops what the backends started for this run (the embedded emulator's executions).
-pub async fn close(backends: &[OpenBackend]) {
-    for b in backends {
-        if let Some(c) = &b.cloudrun {
-            c.shutdown().await;
-        }
-        if let Some(local) = &b.local {
-            local.shutdown().await;
-        }
-    }
-}
-
 /// Settings of a conformance run.
 #[derive(Debug, Clone, Default)]
 pub struct ConformSettings {
@@ -216,16 +79,13 @@ pub struct ConformSettings {
     pub out_dir: PathBuf,
 }
 
-/// Runs the conformance suite on opened backends, printing progress to stderr and writing the
+/// Runs the conformance suite on opened backends (an unavailable one has its cases skipped), printing progress to stderr and writing the
 /// reports.
 pub async fn conform(
-    backends: &[OpenBackend],
+    backends: &Backends,
     settings: &ConformSettings,
 ) -> Result<RunReport, PipelineError> {
-    let mut registry = Registry::new();
-    for b in backends {
-        registry.register_instance(b.backend.clone());
-    }
+    let registry = Registry::from_backends(backends);
     let entries = registry.select("all").map_err(PipelineError::Cases)?;
     let mut reporters: Vec<Box<dyn conformance::Reporter>> = vec![Box::new(
         conformance::ConsoleReporter::new(std::io::stderr()),
@@ -722,21 +582,6 @@ mod tests {
             "{}",
             g.reason
         );
-    }
-
-    #[test]
-    fn backend_lists() {
-        assert_eq!(backend_names("all").unwrap(), ["docker", "cloudrun"]);
-        assert_eq!(
-            backend_names("cloudrun, docker").unwrap(),
-            ["cloudrun", "docker"]
-        );
-        assert_eq!(backend_names("docker,all").unwrap(), ["docker", "cloudrun"]);
-        assert!(matches!(
-            backend_names("k8s"),
-            Err(PipelineError::UnknownBackend(n)) if n == "k8s"
-        ));
-        assert!(backend_names(" , ").is_err());
     }
 
     /// The cost table prices the deployment the bench recorded: a report taken with another

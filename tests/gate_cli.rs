@@ -86,7 +86,7 @@ fn gate_phase_1_needs_the_whole_suite_and_phase_2_judges_the_event_log() {
         "1",
         "--concurrency",
         "0",
-        "--no-large",
+        "--skip-heavy",
         "--events",
         events.to_str().unwrap(),
         "--out",

@@ -139,8 +139,8 @@ fn run_preflight(args: &[&str], json: &Path) -> (i32, String, PreflightReport) {
     let out = command()
         .arg("preflight")
         .args(args)
-        .arg("--json")
-        .arg(json)
+        .arg("--out")
+        .arg(json.parent().expect("the report's folder"))
         .stdin(Stdio::null())
         .output()
         .expect("run preflight");
@@ -220,9 +220,9 @@ async fn preflight_fix_on_a_fresh_emulator_project_creates_the_bucket() {
             "--skip-job",
             "--bucket",
             "fresh-state-bucket",
-            "--json",
+            "--out",
         ])
-        .arg(&json)
+        .arg(dir.path())
         .stdin(Stdio::null())
         .output()
         .expect("run preflight");

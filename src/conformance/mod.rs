@@ -18,9 +18,7 @@ pub mod shell;
 pub mod text;
 
 pub use case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult};
-pub use registry::{
-    BackendEntry, BackendFactory, FactoryError, Registry, default_registry, default_registry_with,
-};
+pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry, default_registry};
 pub use report::{
     ParityVerdict, parity, render_matrix, render_terminal, to_json, to_markdown, write_reports,
 };

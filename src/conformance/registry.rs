@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+use crate::backends::OpenError;
 use crate::protocol::SandboxBackend;
 
 /// Why a backend could not be built; the runner reports its cases as skipped.
@@ -77,89 +78,71 @@ impl Registry {
         self.entries.iter().map(|e| e.name.as_str()).collect()
     }
 
-    /// The backends named by `spec`: `all`, one name, or a comma-separated list.
+    /// The backends named by `spec`, by the one rule of [`crate::backends::open::parse_spec`]
+    /// over the registered names.
     pub fn select(&self, spec: &str) -> Result<Vec<BackendEntry>, String> {
-        if spec.trim() == "all" {
-            return Ok(self.entries.clone());
-        }
-        let mut out = Vec::new();
-        for name in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let e = self
-                .entries
-                .iter()
-                .find(|e| e.name == name)
-                .ok_or_else(|| {
-                    format!(
-                        "unknown backend {name:?}; registered: {}",
-                        self.names().join(", ")
-                    )
-                })?;
-            if !out.iter().any(|x: &BackendEntry| x.name == name) {
-                out.push(e.clone());
+        let names = self.names();
+        let picked = crate::backends::open::parse_spec(spec, &names).map_err(|e| e.to_string())?;
+        Ok(picked
+            .into_iter()
+            .filter_map(|n| self.entries.iter().find(|e| e.name == n).cloned())
+            .collect())
+    }
+
+    /// The opened backends, in spec order, each unavailable one as a factory that fails with
+    /// why (the runner reports its cases as skipped).
+    pub fn from_backends(backends: &crate::backends::Backends) -> Self {
+        let mut r = Registry::new();
+        for item in backends.in_order() {
+            match item {
+                Ok(b) => {
+                    let backend = b.backend.clone();
+                    r.register(&b.name, move || {
+                        let b = backend.clone();
+                        async move { Ok(b) }
+                    });
+                }
+                Err(e) => {
+                    let why = FactoryError::from(e);
+                    r.register(e.backend(), move || {
+                        let why = why.clone();
+                        async move { Err(why) }
+                    });
+                }
             }
         }
-        if out.is_empty() {
-            return Err("no backend selected".into());
-        }
-        Ok(out)
+        r
     }
 }
 
-/// A registry with every backend this build knows: `docker` (the local engine, default
-/// configuration) and `cloudrun` (configured from the environment; the embedded emulator when
-/// no GCP project is set).
-pub fn default_registry() -> Registry {
-    default_registry_with(None)
+impl From<&OpenError> for FactoryError {
+    fn from(e: &OpenError) -> Self {
+        match e {
+            OpenError::NotConfigured { detail, .. } => FactoryError::NotConfigured(detail.clone()),
+            OpenError::Unreachable { detail, .. } => FactoryError::Unreachable(detail.clone()),
+            other => FactoryError::Failed(other.to_string()),
+        }
+    }
 }
 
-/// [`default_registry`] with the Cloud Run twin's latency profile set (a built-in name or a
-/// file; `None`: the configuration's, else `none`).
-pub fn default_registry_with(twin_profile: Option<String>) -> Registry {
+/// A registry with every backend this build knows, each opened by [`crate::backends::open`]
+/// when the runner asks for it (`cloudrun` with no warm pool). For in-process tests: nothing
+/// closes what a factory opened but the backend's own drop; the command line opens through
+/// [`crate::backends::open`] and closes the result.
+pub fn default_registry() -> Registry {
     let mut r = Registry::new();
-    r.register("docker", || async {
-        use crate::backends::docker::{DockerBackend, DockerConfig};
-        let config = DockerConfig::from_env().map_err(|e| FactoryError::Failed(e.to_string()))?;
-        match DockerBackend::connect(config).await {
-            Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout
-                ) =>
-            {
-                Err(FactoryError::Unreachable(e.to_string()))
-            }
-            Err(e) => Err(FactoryError::Failed(e.to_string())),
-        }
-    });
-    r.register("cloudrun", move || {
-        let twin_profile = twin_profile.clone();
-        async move {
-            use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
-            let mut cfg = CloudRunConfig::from_env()
-                .map_err(|e| FactoryError::NotConfigured(e.to_string()))?;
-            // No warm pool here: nothing would shut it down (`pipeline::open_backends_with`
-            // runs one and closes it).
-            cfg.pool_size = 0;
-            if twin_profile.is_some() {
-                cfg.latency_profile = twin_profile;
-            }
-            match CloudRunBackend::connect(cfg).await {
-                Ok(b) => Ok(Arc::new(b) as Arc<dyn SandboxBackend>),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        crate::protocol::ErrorKind::Network | crate::protocol::ErrorKind::Timeout
-                    ) =>
-                {
-                    Err(FactoryError::Unreachable(e.to_string()))
-                }
-                Err(e) if e.kind() == crate::protocol::ErrorKind::InvalidInput => {
-                    Err(FactoryError::NotConfigured(e.to_string()))
-                }
+    for name in crate::backends::open::KNOWN {
+        r.register(name, move || async move {
+            let opts = crate::backends::OpenOptions {
+                pool_size: Some(0),
+                ..Default::default()
+            };
+            match crate::backends::open::open_one(name, &opts).await {
+                Ok(b) => Ok(b.backend),
+                Err(crate::backends::open::SingleError::Open(e)) => Err(FactoryError::from(&e)),
                 Err(e) => Err(FactoryError::Failed(e.to_string())),
             }
-        }
-    });
+        });
+    }
     r
 }

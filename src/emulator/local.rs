@@ -62,6 +62,9 @@ impl LocalCloud {
         let mounter = GcsFuse::new(&emulator.base_url(), emulator.clock(), tokens, &instance)
             .map_err(run::RunEmulatorError::Config)?;
         run_state.set_gcs_volumes(Arc::new(mounter))?;
+        // The instance id is the value of the `sandbox-harness.emulator` label on every
+        // container this emulator runs (tests look for leftovers by it).
+        tracing::info!(instance = %instance, url = %emulator.base_url(), "emulator started");
         Ok(LocalCloud {
             emulator,
             run: run_state,

@@ -6,7 +6,6 @@
 //! URLs and the credentials differ ([`PreflightClients`]). `cli` holds the `preflight` and
 //! `emulator` subcommands.
 
-pub mod cli;
 mod job;
 
 use std::fmt::Write as _;
@@ -293,7 +292,7 @@ impl PreflightClients {
             ClientsError::Auth(m) => PreflightError::Auth(m),
         })?;
         let executor_image = cfg.executor_image.clone().ok_or_else(|| {
-            "no executor image configured: build it with `sandbox-harness images`, push it to \
+            "no executor image configured: build it with `sandbox-harness image default`, push it to \
              your registry and set SANDBOX_EXECUTOR_IMAGE (or executor_image in the config)"
                 .to_string()
         });

@@ -136,7 +136,7 @@ impl CloudRunBackend {
         let image = cfg.executor_image.clone().ok_or_else(|| {
             cfg_err(
                 "connect",
-                "no executor image: build it with `sandbox-harness images`, push it to your registry and set SANDBOX_EXECUTOR_IMAGE",
+                "no executor image: build it with `sandbox-harness image default`, push it to your registry and set SANDBOX_EXECUTOR_IMAGE",
             )
         })?;
         let origin = match &clients.target {

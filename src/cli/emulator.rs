@@ -1,211 +1,15 @@
-//! The `preflight` and `emulator` subcommands: their flags (clap) and what they do, so that
-//! `main.rs` only dispatches.
+//! `sandbox-harness emulator`: the local Cloud Run + Cloud Storage emulator until Ctrl-C.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 
-use super::{PreflightClients, PreflightError, PreflightOptions, PreflightReport};
-use crate::backends::cloudrun::CloudRunConfig;
-use crate::emulator::faults::{FaultConfig, Latency};
-use crate::emulator::storage::MutationLimit;
-use crate::emulator::{AuthMode, EmulatorConfig, LocalCloud};
-use crate::gcp::auth::TokenSource;
-use crate::gcp::storage::{BucketSpec, StorageClient};
-
-/// Flags of `sandbox-harness preflight`.
-#[derive(Debug, Clone, Args)]
-pub struct PreflightArgs {
-    /// Repair what can be repaired: create a missing bucket (the configured or the plan's
-    /// location and class, with the lifecycle rule), set the sessions/ lifecycle rule.
-    #[arg(long)]
-    pub fix: bool,
-    /// Also write the report as JSON to PATH.
-    #[arg(long, value_name = "PATH")]
-    pub json: Option<PathBuf>,
-    /// Cloud Run backend config (TOML); default $CLOUDRUN_CONFIG, then the environment.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// GCP project (none: the embedded emulator).
-    #[arg(long)]
-    pub project: Option<String>,
-    /// Cloud Run region.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// State bucket.
-    #[arg(long)]
-    pub bucket: Option<String>,
-    /// Location the bucket must be in (e.g. US-CENTRAL1).
-    #[arg(long)]
-    pub bucket_location: Option<String>,
-    /// Storage class the bucket must have (e.g. STANDARD).
-    #[arg(long)]
-    pub bucket_storage_class: Option<String>,
-    /// Executor image of the test job.
-    #[arg(long)]
-    pub executor_image: Option<String>,
-    /// Command of the test job instead of the executor's worker (repeat for each argument).
-    #[arg(long = "test-arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub test_command: Vec<String>,
-    /// Do not run the test job.
-    #[arg(long)]
-    pub skip_job: bool,
-    /// Longest wait for the test job's execution, seconds.
-    #[arg(long, default_value_t = 300)]
-    pub job_timeout_secs: u64,
-    /// Embedded emulator only: report this permission as not granted (repeatable).
-    #[arg(long, value_name = "PERMISSION")]
-    pub deny_permission: Vec<String>,
-    /// Embedded emulator only: report this service as disabled (repeatable).
-    #[arg(long, value_name = "SERVICE")]
-    pub disable_service: Vec<String>,
-    /// Embedded emulator only: do not create the bucket first.
-    #[arg(long)]
-    pub no_bucket: bool,
-}
-
-impl PreflightArgs {
-    /// The backend configuration these flags select.
-    pub fn config(&self) -> Result<CloudRunConfig, PreflightError> {
-        let mut cfg = match &self.config {
-            Some(p) => {
-                let mut c = CloudRunConfig::from_file(p)
-                    .map_err(|e| PreflightError::Config(e.to_string()))?;
-                c.apply_env(|k| std::env::var(k).ok())
-                    .map_err(|e| PreflightError::Config(e.to_string()))?;
-                c
-            }
-            None => {
-                CloudRunConfig::from_env().map_err(|e| PreflightError::Config(e.to_string()))?
-            }
-        };
-        let set = |dst: &mut Option<String>, v: &Option<String>| {
-            if let Some(v) = v {
-                *dst = Some(v.clone());
-            }
-        };
-        set(&mut cfg.project, &self.project);
-        set(&mut cfg.bucket_location, &self.bucket_location);
-        set(&mut cfg.bucket_storage_class, &self.bucket_storage_class);
-        set(&mut cfg.executor_image, &self.executor_image);
-        if let Some(r) = &self.region {
-            cfg.region = r.clone();
-        }
-        if let Some(b) = &self.bucket {
-            cfg.bucket = b.clone();
-        }
-        cfg.validate()
-            .map_err(|e| PreflightError::Config(e.to_string()))?;
-        Ok(cfg)
-    }
-
-    /// The run options these flags select.
-    pub fn options(&self) -> PreflightOptions {
-        PreflightOptions {
-            fix: self.fix,
-            run_test_job: !self.skip_job,
-            test_command: (!self.test_command.is_empty()).then(|| self.test_command.clone()),
-            job_timeout: Duration::from_secs(self.job_timeout_secs.max(1)),
-        }
-    }
-
-    fn emulator_only_flags(&self) -> bool {
-        !self.deny_permission.is_empty() || !self.disable_service.is_empty() || self.no_bucket
-    }
-}
-
-/// Runs the preflight on the configured target: the embedded emulator when no project or
-/// endpoint is configured, else the configured endpoints.
-pub async fn preflight_report(args: &PreflightArgs) -> Result<PreflightReport, PreflightError> {
-    let cfg = args.config()?;
-    let opts = args.options();
-    if !cfg.uses_embedded_emulator() {
-        if args.emulator_only_flags() {
-            return Err(PreflightError::Config(
-                "--deny-permission, --disable-service and --no-bucket apply only to the embedded \
-                 emulator (no project or endpoints configured)"
-                    .into(),
-            ));
-        }
-        let clients = PreflightClients::for_config(&cfg).await?;
-        return Ok(super::run_checklist(&cfg, &clients, &opts).await);
-    }
-    let emu_cfg = EmulatorConfig {
-        denied_permissions: args.deny_permission.iter().cloned().collect(),
-        disabled_services: args.disable_service.iter().cloned().collect(),
-        ..EmulatorConfig::default()
-    };
-    let local = LocalCloud::start_with(emu_cfg)
-        .await
-        .map_err(|e| PreflightError::Emulator(e.to_string()))?;
-    let result = async {
-        if !args.no_bucket {
-            provision_bucket(&local.base_url(), &cfg).await?;
-        }
-        let clients = PreflightClients::for_local(&cfg, &local).await?;
-        Ok(super::run_checklist(&cfg, &clients, &opts).await)
-    }
-    .await;
-    local.shutdown().await;
-    result
-}
-
-/// Creates the configured bucket (location and class as configured, no lifecycle) in an
-/// emulator, so that a demonstration starts from a realistic state.
-pub async fn provision_bucket(base_url: &str, cfg: &CloudRunConfig) -> Result<(), PreflightError> {
-    let storage = StorageClient::new(base_url, TokenSource::Anonymous)
-        .map_err(|e| PreflightError::Emulator(e.to_string()))?;
-    let spec = BucketSpec {
-        name: cfg.bucket.clone(),
-        location: cfg.bucket_location.clone(),
-        storage_class: cfg.bucket_storage_class.clone(),
-        lifecycle: None,
-    };
-    storage
-        .insert_bucket(
-            cfg.project.as_deref().unwrap_or(super::LOCAL_PROJECT),
-            &spec,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| PreflightError::Emulator(format!("creating the bucket failed: {e}")))
-}
-
-/// Writes the report as pretty JSON, through a temp file renamed into place.
-pub fn write_json(report: &PreflightReport, path: &Path) -> Result<(), PreflightError> {
-    let err = |detail: String| PreflightError::Write {
-        path: path.display().to_string(),
-        detail,
-    };
-    let mut json = serde_json::to_vec_pretty(report).map_err(|e| err(e.to_string()))?;
-    json.push(b'\n');
-    crate::report::write_atomic(path, &json).map_err(|e| err(e.to_string()))
-}
-
-/// `sandbox-harness preflight`: prints the checklist, writes the JSON, returns the exit code
-/// (0 all satisfied, 1 some item failed, 2 the preflight could not run).
-pub async fn run_preflight(args: &PreflightArgs) -> ExitCode {
-    let report = match preflight_report(args).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sandbox-harness: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    print!("{}", report.render());
-    if let Some(p) = &args.json {
-        if let Err(e) = write_json(&report, p) {
-            eprintln!("sandbox-harness: {e}");
-            return ExitCode::from(2);
-        }
-        eprintln!("wrote {}", p.display());
-    }
-    ExitCode::from(report.exit_code())
-}
+use sandbox_harness::emulator::faults::{FaultConfig, Latency};
+use sandbox_harness::emulator::storage::MutationLimit;
+use sandbox_harness::emulator::{AuthMode, EmulatorConfig, LocalCloud};
 
 /// Flags of `sandbox-harness emulator`.
 #[derive(Debug, Clone, Args)]
@@ -219,9 +23,10 @@ pub struct EmulatorArgs {
     /// Require bearer tokens issued by the emulator's /token or metadata endpoints.
     #[arg(long)]
     pub auth: bool,
-    /// Latency added to every API call, ms: `MIN-MAX` or `N` (on top of `--profile`).
+    /// Latency added to every API call: `MIN-MAX` or one duration, e.g. `10ms-50ms` (on top
+    /// of `--profile`).
     #[arg(long, value_name = "MIN-MAX")]
-    pub latency_ms: Option<String>,
+    pub latency: Option<String>,
     /// Latency and lifecycle profile: a built-in name (`none`, `gcp-published`) or a profile
     /// file, such as one `bench --record-profile` wrote (suites/profiles/ has the format).
     #[arg(long, value_name = "NAME|FILE")]
@@ -257,17 +62,13 @@ pub struct EmulatorArgs {
     pub object_mutation_burst: u32,
 }
 
-/// Parses `MIN-MAX` or `N` (milliseconds).
+/// Parses `MIN-MAX` or one duration (`10ms-50ms`, `20ms`), each in the one duration syntax.
 pub fn parse_latency(s: &str) -> Result<Latency, String> {
-    let num = |v: &str| {
-        v.trim()
-            .parse::<u64>()
-            .map_err(|_| format!("{v:?} is not a number of milliseconds"))
-    };
+    let ms = |v: &str| super::duration::parse(v).map(|d| d.as_millis() as u64);
     let (min_ms, max_ms) = match s.split_once('-') {
-        Some((a, b)) => (num(a)?, num(b)?),
+        Some((a, b)) => (ms(a)?, ms(b)?),
         None => {
-            let n = num(s)?;
+            let n = ms(s)?;
             (n, n)
         }
     };
@@ -297,11 +98,12 @@ impl EmulatorArgs {
             }
             None => FaultConfig::default(),
         };
-        if let Some(l) = &self.latency_ms {
+        if let Some(l) = &self.latency {
             faults.call_latency = parse_latency(l)?;
         }
         if let Some(p) = &self.profile {
-            let p = crate::suites::LatencyProfile::resolve(p).map_err(|e| e.to_string())?;
+            let p =
+                sandbox_harness::suites::LatencyProfile::resolve(p).map_err(|e| e.to_string())?;
             faults.profile = (!p.is_empty()).then(|| Box::new(p));
         }
         if let Some(p) = self.p503 {
@@ -375,21 +177,15 @@ async fn stop_signal() {
 
 /// `sandbox-harness emulator`: serves the local cloud on 127.0.0.1 until Ctrl-C or SIGTERM,
 /// then cancels executions, removes their containers and stops.
-pub async fn run_emulator(args: &EmulatorArgs) -> ExitCode {
+pub async fn run(args: &EmulatorArgs) -> ExitCode {
     let cfg = match args.config() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("sandbox-harness: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return super::usage_error(&e),
     };
     let auth = cfg.auth;
     let local = match LocalCloud::start_with(cfg).await {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("sandbox-harness: the emulator did not start: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return super::failure(&format!("the emulator did not start: {e}")),
     };
     let base = local.base_url();
     let mut out = std::io::stdout().lock();
@@ -427,14 +223,16 @@ mod tests {
     #[test]
     fn latency_and_probabilities() {
         assert_eq!(
-            parse_latency("10-50").unwrap(),
+            parse_latency("10ms-50ms").unwrap(),
             Latency {
                 min_ms: 10,
                 max_ms: 50
             }
         );
-        assert_eq!(parse_latency("7").unwrap().max_ms, 7);
-        assert!(parse_latency("50-10").is_err());
+        assert_eq!(parse_latency("7ms").unwrap().max_ms, 7);
+        assert_eq!(parse_latency("1s").unwrap().min_ms, 1000);
+        assert!(parse_latency("50ms-10ms").is_err());
+        assert!(parse_latency("10-50").is_err(), "a duration needs its unit");
         assert!(parse_latency("x").is_err());
         assert!(probability("--p503", 1.5).is_err());
         assert!(probability("--p503", 0.25).is_ok());
@@ -483,12 +281,12 @@ mod tests {
     }
 
     #[test]
-    fn profile_flag_takes_a_name_or_a_file_and_keeps_latency_ms() {
+    fn profile_flag_takes_a_name_or_a_file_and_keeps_latency() {
         let c = cfg(&[
             "--profile",
             "gcp-published",
-            "--latency-ms",
-            "5-9",
+            "--latency",
+            "5ms-9ms",
             "--seed",
             "4",
         ])
