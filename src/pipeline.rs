@@ -12,6 +12,7 @@ use crate::bench::{self, BenchOptions, BenchReport, EventWriter};
 use crate::conformance::{self, Registry, RunOptions, RunReport};
 use crate::cost::{self, CostBreakdown};
 use crate::gate::{self, GateInputs, GateResult};
+use crate::protocol::BackendOrigin;
 use crate::report::{self, MarkdownOptions};
 use crate::suites::{self, Suites};
 
@@ -245,11 +246,11 @@ pub async fn bench(
         // The twin under a profile with slow executions: a small fixed number of cold
         // samples and fewer iterations keep the main job short (see README, profiles).
         let slow_twin = match &b.origin {
-            bench::BackendOrigin::CloudRunEmulator {
+            BackendOrigin::CloudRunEmulator {
                 latency_profile: Some(f),
                 ..
             }
-            | bench::BackendOrigin::CloudRunTwin {
+            | BackendOrigin::CloudRunTwin {
                 latency_profile: Some(f),
                 ..
             } => f.profile.as_ref().is_some_and(|p| {

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandbox_harness::backends::cloudrun::probe::CloudRunPhaseProbe;
 use sandbox_harness::backends::cloudrun::{CloudRunBackend, CloudRunConfig, LABEL, LABEL_POOL};
+use sandbox_harness::bench::cloudrun_probe::CloudRunPhaseProbe;
 use sandbox_harness::bench::phases::PhaseProbe;
 use sandbox_harness::bench::{BackendContext, BackendReport};
 use sandbox_harness::emulator::LocalCloud;

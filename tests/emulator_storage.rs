@@ -8,13 +8,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::{AuthMode, Emulator, EmulatorConfig};
 use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::retry::RetryPolicy;
 use sandbox_harness::gcp::storage::{
     BucketSpec, Lifecycle, LifecycleRule, ListOptions, StorageClient, WriteOptions,
 };
+use sandbox_harness::suites::faults::FaultConfig;
 use serde_json::{Value, json};
 
 fn cfg() -> EmulatorConfig {

@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::gcsfuse::GcsFuse;
 use sandbox_harness::emulator::run::{RunConfig, RunState, routes};
 use sandbox_harness::emulator::{Clock, Emulator, EmulatorConfig};
@@ -26,6 +25,7 @@ use sandbox_harness::gcp::run::{
     VolumeMount,
 };
 use sandbox_harness::gcp::storage::{BucketSpec, StorageClient, WriteOptions};
+use sandbox_harness::suites::faults::FaultConfig;
 
 const BUCKET: &str = "fuse-rules";
 /// Exit status the scripts end with so their output is kept in the attempt's message.

@@ -9,9 +9,9 @@ use std::time::Duration;
 use sandbox_harness::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
 use sandbox_harness::backends::docker::{DockerBackend, DockerConfig};
 use sandbox_harness::emulator::LocalCloud;
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::server::EmulatorConfig;
 use sandbox_harness::protocol::{Sandbox, StatefulExec};
+use sandbox_harness::suites::faults::FaultConfig;
 
 /// Destroys every registered sandbox, then shuts the local cloud down, even after a panic.
 #[derive(Default, Clone)]

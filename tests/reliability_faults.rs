@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use sandbox_harness::backends::docker::{DockerBackend, DockerConfig};
-use sandbox_harness::emulator::faults::{FaultConfig, kind};
+use sandbox_harness::emulator::faults::kind;
 use sandbox_harness::protocol::{ErrorKind, ReadOptions, SandboxBackend, WriteOptions};
+use sandbox_harness::suites::faults::FaultConfig;
 
 use common::{Cleanup, cloud_backend, cmd, docker_backend, out};
 
@@ -318,7 +319,7 @@ async fn injected_latency_reaches_both_apis_within_its_band() {
     let cleanup = Cleanup::default();
     let faults = FaultConfig {
         seed: Some(11),
-        call_latency: sandbox_harness::emulator::faults::Latency {
+        call_latency: sandbox_harness::suites::faults::Latency {
             min_ms: MS,
             max_ms: MS,
         },

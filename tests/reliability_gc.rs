@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::gc::{self, GcAction, GcKind, GcOptions, GcScope};
 use sandbox_harness::gcp::storage::{ListOptions, WriteOptions};
 use sandbox_harness::protocol::{Sandbox, SandboxBackend};
+use sandbox_harness::suites::faults::FaultConfig;
 
 use common::{Cleanup, cloud_backend, cmd, docker_backend};
 

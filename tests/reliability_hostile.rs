@@ -12,12 +12,12 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as PtConfig, RngAlgorithm, TestRng, TestRunner};
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::{AuthMode, EmulatorConfig, LocalCloud};
 use sandbox_harness::gcp::storage::ListOptions;
 use sandbox_harness::protocol::{
     ErrorKind, ReadOptions, Sandbox, SandboxBackend, StatefulExec, WriteOptions,
 };
+use sandbox_harness::suites::faults::FaultConfig;
 
 use common::{Cleanup, cloud_backend, cmd, docker_backend, out};
 

@@ -8,8 +8,8 @@
 #[path = "reliability_common.rs"]
 mod common;
 
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::protocol::{ErrorKind, ReadOptions, SandboxBackend, WriteOptions};
+use sandbox_harness::suites::faults::FaultConfig;
 
 use common::{Cleanup, cloud_backend, cmd, docker_backend, out};
 

@@ -9,9 +9,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::gcp::storage::ListOptions;
 use sandbox_harness::protocol::{ReadOptions, Sandbox, SandboxBackend, WriteOptions};
+use sandbox_harness::suites::faults::FaultConfig;
 
 use common::{Cleanup, cloud_backend, cmd, docker_backend};
 

@@ -10,9 +10,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use sandbox_harness::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
-use sandbox_harness::emulator::faults::{FaultConfig, WorkerCrash, kind};
+use sandbox_harness::emulator::faults::kind;
 use sandbox_harness::emulator::run::EXECUTION_LABEL;
 use sandbox_harness::protocol::{ErrorKind, SandboxBackend, StatefulExec};
+use sandbox_harness::suites::faults::{FaultConfig, WorkerCrash};
 
 use common::{Cleanup, cmd};
 

@@ -3,9 +3,10 @@
 use chrono::Utc;
 use sandbox_harness::acceptance;
 use sandbox_harness::bench::{
-    BackendContext, BackendOrigin, BackendReport, BenchReport, ErrorClass, Measurement,
-    OptionsRecord, SCHEMA_VERSION, Sample,
+    BackendContext, BackendReport, BenchReport, ErrorClass, Measurement, OptionsRecord,
+    SCHEMA_VERSION, Sample,
 };
+use sandbox_harness::protocol::BackendOrigin;
 use sandbox_harness::report::{self, CompareOptions, CompareStatus, MarkdownOptions};
 use sandbox_harness::suites::{Tables, Verdict};
 

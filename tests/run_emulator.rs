@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::FutureExt;
-use sandbox_harness::emulator::faults::FaultConfig;
 use sandbox_harness::emulator::gcsfuse::GcsFuse;
 use sandbox_harness::emulator::run::{EXECUTION_LABEL, RunConfig, RunState, routes};
 use sandbox_harness::emulator::{Emulator, EmulatorConfig};
@@ -19,6 +18,7 @@ use sandbox_harness::gcp::run::{
     Operation, Overrides, ResourceRequirements, RunClient, Volume, VolumeMount,
 };
 use sandbox_harness::gcp::storage::{BucketSpec, StorageClient, WriteOptions};
+use sandbox_harness::suites::faults::FaultConfig;
 
 const BUCKET: &str = "bkt";
 

@@ -8,10 +8,11 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use sandbox_harness::emulator::faults::{FaultConfig, kind};
+use sandbox_harness::emulator::faults::kind;
 use sandbox_harness::emulator::{Emulator, EmulatorConfig};
 use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::storage::{BucketSpec, StorageClient, WriteOptions};
+use sandbox_harness::suites::faults::FaultConfig;
 
 async fn env(faults: FaultConfig) -> (Emulator, StorageClient) {
     let emu = Emulator::start(EmulatorConfig {

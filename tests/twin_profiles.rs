@@ -13,12 +13,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use sandbox_harness::emulator::faults::{FaultConfig, kind};
+use sandbox_harness::emulator::faults::kind;
 use sandbox_harness::emulator::{EmulatorConfig, LocalCloud};
 use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::observe::CallRecorder;
 use sandbox_harness::gcp::run::{Container, GcsVolumeSource, Job, RunClient, Volume, VolumeMount};
 use sandbox_harness::gcp::storage::{BucketSpec, ListOptions, StorageClient, WriteOptions};
+use sandbox_harness::suites::faults::FaultConfig;
 use sandbox_harness::suites::profile::{self, Dist, LatencyProfile, LifecycleSettings};
 
 const PARENT: &str = "projects/profile-project/locations/us-central1";

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
 use crate::backends::docker::{DockerBackend, DockerConfig};
-use crate::bench::{self, BackendOrigin};
-use crate::protocol::{ErrorKind, SandboxBackend, SandboxError};
+use crate::bench;
+use crate::protocol::{BackendOrigin, ErrorKind, SandboxBackend, SandboxError};
 
 /// The backends this build knows, in the order `all` opens them.
 pub const KNOWN: [&str; 2] = ["docker", "cloudrun"];
@@ -317,7 +317,7 @@ async fn open_cloudrun(opts: &OpenOptions) -> Result<OpenBackend, OpenError> {
     }
     let b = Arc::new(b);
     let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
-        crate::backends::cloudrun::probe::CloudRunPhaseProbe::new(b.clone()),
+        crate::bench::cloudrun_probe::CloudRunPhaseProbe::new(b.clone()),
     );
     Ok(OpenBackend {
         name: name.into(),

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use sandbox_harness::emulator::faults::{FaultConfig, Latency};
 use sandbox_harness::emulator::storage::MutationLimit;
 use sandbox_harness::emulator::{AuthMode, EmulatorConfig, LocalCloud};
+use sandbox_harness::suites::faults::{FaultConfig, Latency};
 
 /// Flags of `sandbox-harness emulator`.
 #[derive(Debug, Clone, Args)]

@@ -222,7 +222,7 @@ impl SandboxBackend for TamperedBackend {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
     }
-    fn origin(&self) -> crate::bench::BackendOrigin {
+    fn origin(&self) -> crate::protocol::BackendOrigin {
         self.inner.origin()
     }
     async fn create(&self) -> Result<Arc<dyn Sandbox>> {

@@ -496,7 +496,7 @@ mod tests {
                 ),
                 (
                     "cloudrun".to_string(),
-                    crate::bench::BackendOrigin::CloudRunTwin {
+                    crate::protocol::BackendOrigin::CloudRunTwin {
                         profile: "none".into(),
                         latency_profile: None,
                     }

@@ -36,9 +36,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::auth::{self, AuthChecker};
-use super::faults::{FaultConfig, FaultInjector};
+use super::faults::FaultInjector;
 use super::routes::{Api, RouteSpec, RouteTable};
 use super::storage::{self, StorageState};
+use crate::suites::faults::FaultConfig;
 
 /// Whether API calls need a bearer token issued by the emulator's token endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -2,6 +2,7 @@
 //! and its one error type.
 
 pub mod error;
+pub mod origin;
 pub mod types;
 
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use error::{ErrorKind, Result, SandboxError};
+pub use origin::BackendOrigin;
 pub use types::*;
 
 /// A live sandbox: one isolated environment with shell sessions, processes and files.
@@ -150,8 +152,8 @@ pub trait SandboxBackend: Send + Sync {
     async fn get(&self, id: &str) -> Result<Arc<dyn Sandbox>>;
 
     /// Where this backend's figures come from; every report labels them with it.
-    fn origin(&self) -> crate::bench::BackendOrigin {
-        crate::bench::BackendOrigin::Undeclared
+    fn origin(&self) -> BackendOrigin {
+        BackendOrigin::Undeclared
     }
 }
 

@@ -5,6 +5,7 @@
 //! projection the prices and usage profile, the twin its latency profiles. Nothing here
 //! measures or judges.
 
+pub mod faults;
 pub mod health;
 pub mod monitoring;
 pub mod phases;

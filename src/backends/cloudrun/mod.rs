@@ -9,7 +9,6 @@
 pub mod config;
 pub mod deployment;
 pub mod pool;
-pub mod probe;
 pub mod transport;
 
 use std::collections::BTreeMap;
@@ -18,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::bench::BackendOrigin;
 use crate::emulator::LocalCloud;
 use crate::gcp::clients::{ClientsError, GoogleClients};
 use crate::gcp::run::{
@@ -27,6 +25,7 @@ use crate::gcp::run::{
 };
 use crate::gcp::storage::{BucketSpec, ListOptions, StorageClient, WriteOptions};
 use crate::generic::{BucketDir, GenericConfig, GenericSandbox, Lifecycle};
+use crate::protocol::BackendOrigin;
 use crate::protocol::{Capabilities, Result, Sandbox, SandboxBackend, SandboxError};
 
 pub use config::{CloudRunConfig, Target};
@@ -116,7 +115,7 @@ impl CloudRunBackend {
                 .twin_profile()
                 .map_err(|e| cfg_err("connect", e.to_string()))?;
             let emu = crate::emulator::EmulatorConfig {
-                faults: crate::emulator::faults::FaultConfig {
+                faults: crate::suites::faults::FaultConfig {
                     seed: cfg.emulator_seed,
                     profile: (!profile.is_empty()).then(|| Box::new(profile)),
                     ..Default::default()

@@ -426,8 +426,8 @@ impl SandboxBackend for DockerBackend {
         c
     }
 
-    fn origin(&self) -> crate::bench::BackendOrigin {
-        crate::bench::BackendOrigin::LocalDocker
+    fn origin(&self) -> crate::protocol::BackendOrigin {
+        crate::protocol::BackendOrigin::LocalDocker
     }
 
     async fn create(&self) -> Result<Arc<dyn Sandbox>> {

@@ -383,7 +383,7 @@ fn content_length(headers: &HeaderMap) -> u64 {
 
 /// Applies the broken-download fault ([`FaultConfig::broken_downloads`]) to a media answer.
 ///
-/// [`FaultConfig::broken_downloads`]: crate::emulator::faults::FaultConfig::broken_downloads
+/// [`FaultConfig::broken_downloads`]: crate::suites::faults::FaultConfig::broken_downloads
 fn maybe_break(ctx: &EmulatorContext, mut resp: Response) -> Response {
     let len = resp
         .headers()

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{CloudRunBackend, CloudRunSandbox};
-use crate::bench::phases::{CreationFigure, Mark, PhaseProbe, PhaseReport, PhaseTimeline};
+use super::phases::{CreationFigure, Mark, PhaseProbe, PhaseReport, PhaseTimeline};
+use crate::backends::cloudrun::{CloudRunBackend, CloudRunSandbox};
 use crate::protocol::{Result, Sandbox, SandboxError, StatefulExec};
 
 /// What sandbox creation times, in both directions (the bench's cold-start row times the same).
