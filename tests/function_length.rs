@@ -15,7 +15,6 @@ const EXCEPTIONS: &[(&str, &str)] = &[
     // Not split yet (issue #15); each is one straight sequence of steps or sections.
     ("src/gate.rs::evaluate", "not split yet"),
     ("src/bench/engine.rs::main_phases", "not split yet"),
-    ("src/bench/engine.rs::mixed", "not split yet"),
     ("src/bench/mod.rs::from_samples", "not split yet"),
     ("src/cost.rs::project", "not split yet"),
     ("src/metrics/mod.rs::backend_metrics", "not split yet"),

@@ -943,158 +943,174 @@ async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, lanes: usize, w: usize, n: 
     join_all(runs).await.into_iter().all(|done| done)
 }
 
+/// What one lane of the mixed workload works on: its own session and its own file.
+struct MixedLane {
+    session: String,
+    name: String,
+    file: String,
+}
+
 /// One lane of the mixed workload: `w` unrecorded rounds, then `n` recorded ones.
 async fn mixed_lane(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, lane: usize, w: usize, n: usize) -> bool {
-    let opts = ctx.opts;
-    let id = sb.id().to_string();
-    let sid = Some(id.as_str());
-    let to = opts.op_timeout;
-    let s = &format!("bench-mixed-{lane}");
     let name = format!("mixed-{lane}.txt");
-    let file = format!("{}/{name}", opts.workdir);
-    let content: &[u8] = b"line-a\nline-b\n";
-    let m = Measurement::Mixed;
+    let l = MixedLane {
+        session: format!("bench-mixed-{lane}"),
+        file: format!("{}/{name}", ctx.opts.workdir),
+        name,
+    };
     for i in 0..(w + n) {
-        let rec = i >= w;
-        let results = [
-            ctx.timed(
-                m,
-                "exec_stateful",
-                "echo mixed",
-                sid,
-                rec,
-                to,
-                true,
-                async {
-                    let r = sb
-                        .exec_stateful(StatefulExec::new(s, "echo mixed", to))
-                        .await?;
-                    let c = Some(r.exit_code);
-                    expect(
-                        r.exit_code == 0 && r.stdout == b"mixed\n",
-                        || {
-                            format!(
-                                "exit {} stdout {:?}",
-                                r.exit_code,
-                                String::from_utf8_lossy(&r.stdout)
-                            )
-                        },
-                        c,
-                    )?;
-                    Ok(((), c))
-                },
-            )
-            .await,
-            ctx.timed(
-                m,
-                "file_write",
-                &format!("file_write {name}"),
-                sid,
-                rec,
-                to,
-                true,
-                async {
-                    sb.file_write(s, &file, content, WriteOptions::default())
-                        .await?;
-                    Ok(((), None))
-                },
-            )
-            .await,
-            ctx.timed(
-                m,
-                "file_read",
-                &format!("file_read {name}"),
-                sid,
-                rec,
-                to,
-                true,
-                async {
-                    let r = sb.file_read(s, &file, ReadOptions::default()).await?;
-                    expect(
-                        r.content == content && !r.truncated,
-                        || format!("read {:?}", String::from_utf8_lossy(&r.content)),
-                        None,
-                    )?;
-                    Ok(((), None))
-                },
-            )
-            .await,
-            ctx.timed(
-                m,
-                "file_exists",
-                &format!("file_exists {name}"),
-                sid,
-                rec,
-                to,
-                true,
-                async {
-                    let e = sb.file_exists(s, &file).await?;
-                    expect(
-                        e,
-                        || "file_exists returned false for a written file".into(),
-                        None,
-                    )?;
-                    Ok(((), None))
-                },
-            )
-            .await,
-            ctx.timed(
-                m,
-                "file_list",
-                "file_list scratch directory",
-                sid,
-                rec,
-                to,
-                true,
-                async {
-                    let l = sb.file_list(s, &opts.workdir).await?;
-                    expect(
-                        l.iter().any(|e| e.name == name),
-                        || format!("{name} missing from file_list"),
-                        None,
-                    )?;
-                    Ok(((), None))
-                },
-            )
-            .await,
-            ctx.timed(
-                m,
-                "file_search",
-                "file_search line-b",
-                sid,
-                rec,
-                to,
-                true,
-                async {
-                    let r = sb.file_search(s, &file, "line-b").await?;
-                    expect(
-                        r.len() == 1 && r[0].line == 1,
-                        || format!("{} matches", r.len()),
-                        None,
-                    )?;
-                    Ok(((), None))
-                },
-            )
-            .await,
-            ctx.timed(m, "exec_stateful", "exit 3", sid, rec, to, true, async {
-                // A failing command is a successful operation when its status comes back right.
-                let r = sb.exec_stateful(StatefulExec::new(s, "exit 3", to)).await?;
-                let c = Some(r.exit_code);
-                expect(
-                    r.exit_code == 3,
-                    || format!("exit {} instead of 3", r.exit_code),
-                    c,
-                )?;
-                Ok(((), c))
-            })
-            .await,
-        ];
-        debug_assert_eq!(results.len(), MIXED_OPS);
-        if results.iter().any(Option::is_none) {
+        if !mixed_round(ctx, sb, &l, i >= w).await {
             return false;
         }
     }
     true
+}
+
+/// One round of the mixed workload in one lane: its seven operations, recorded when `rec`.
+/// Returns false when the run was cancelled.
+async fn mixed_round(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, l: &MixedLane, rec: bool) -> bool {
+    let opts = ctx.opts;
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    let to = opts.op_timeout;
+    let (s, name, file) = (l.session.as_str(), l.name.as_str(), l.file.as_str());
+    let content: &[u8] = b"line-a\nline-b\n";
+    let m = Measurement::Mixed;
+    let results = [
+        ctx.timed(
+            m,
+            "exec_stateful",
+            "echo mixed",
+            sid,
+            rec,
+            to,
+            true,
+            async {
+                let r = sb
+                    .exec_stateful(StatefulExec::new(s, "echo mixed", to))
+                    .await?;
+                let c = Some(r.exit_code);
+                expect(
+                    r.exit_code == 0 && r.stdout == b"mixed\n",
+                    || {
+                        format!(
+                            "exit {} stdout {:?}",
+                            r.exit_code,
+                            String::from_utf8_lossy(&r.stdout)
+                        )
+                    },
+                    c,
+                )?;
+                Ok(((), c))
+            },
+        )
+        .await,
+        ctx.timed(
+            m,
+            "file_write",
+            &format!("file_write {name}"),
+            sid,
+            rec,
+            to,
+            true,
+            async {
+                sb.file_write(s, &file, content, WriteOptions::default())
+                    .await?;
+                Ok(((), None))
+            },
+        )
+        .await,
+        ctx.timed(
+            m,
+            "file_read",
+            &format!("file_read {name}"),
+            sid,
+            rec,
+            to,
+            true,
+            async {
+                let r = sb.file_read(s, &file, ReadOptions::default()).await?;
+                expect(
+                    r.content == content && !r.truncated,
+                    || format!("read {:?}", String::from_utf8_lossy(&r.content)),
+                    None,
+                )?;
+                Ok(((), None))
+            },
+        )
+        .await,
+        ctx.timed(
+            m,
+            "file_exists",
+            &format!("file_exists {name}"),
+            sid,
+            rec,
+            to,
+            true,
+            async {
+                let e = sb.file_exists(s, &file).await?;
+                expect(
+                    e,
+                    || "file_exists returned false for a written file".into(),
+                    None,
+                )?;
+                Ok(((), None))
+            },
+        )
+        .await,
+        ctx.timed(
+            m,
+            "file_list",
+            "file_list scratch directory",
+            sid,
+            rec,
+            to,
+            true,
+            async {
+                let l = sb.file_list(s, &opts.workdir).await?;
+                expect(
+                    l.iter().any(|e| e.name == name),
+                    || format!("{name} missing from file_list"),
+                    None,
+                )?;
+                Ok(((), None))
+            },
+        )
+        .await,
+        ctx.timed(
+            m,
+            "file_search",
+            "file_search line-b",
+            sid,
+            rec,
+            to,
+            true,
+            async {
+                let r = sb.file_search(s, &file, "line-b").await?;
+                expect(
+                    r.len() == 1 && r[0].line == 1,
+                    || format!("{} matches", r.len()),
+                    None,
+                )?;
+                Ok(((), None))
+            },
+        )
+        .await,
+        ctx.timed(m, "exec_stateful", "exit 3", sid, rec, to, true, async {
+            // A failing command is a successful operation when its status comes back right.
+            let r = sb.exec_stateful(StatefulExec::new(s, "exit 3", to)).await?;
+            let c = Some(r.exit_code);
+            expect(
+                r.exit_code == 3,
+                || format!("exit {} instead of 3", r.exit_code),
+                c,
+            )?;
+            Ok(((), c))
+        })
+        .await,
+    ];
+    debug_assert_eq!(results.len(), MIXED_OPS);
+    !results.iter().any(Option::is_none)
 }
 
 async fn state_consistency(
