@@ -134,7 +134,8 @@ pub struct CostBreakdown {
 /// ([`PollSchedule::polls_in`]): after each pickup and each answer the interval starts over
 /// at its shortest, so a session polls through each command's run, each think-time gap and
 /// the idle tail, one more poll ending each stretch. The client polls for each answer on the
-/// same schedule. The worker rewrites its heartbeat every `heartbeat_secs` while alive. A warm
+/// same schedule. Besides, the worker sweeps its inbox every `worker_sweep_every_ms` while
+/// alive, and rewrites its heartbeat every `heartbeat_secs`. A warm
 /// pool keeps `pool_size` executions waiting all month: each waits its idle timeout after its
 /// start and is then replaced, and each is billed at least the per-instance minimum (an upper
 /// bound: a claimed entry's time is counted both here and in its session). Free tiers are
@@ -173,6 +174,10 @@ pub fn project(
     let pool_executions = d.pool_size as f64 * month / pool_lifetime;
     let pool_billed = pool_executions * pool_lifetime.max(jp.min_billed_seconds_per_instance);
     let pool_polls = pool_executions * (poll.polls_in(secs(idle)) + 1.0);
+    let sweep_secs = (d.worker_sweep_every_ms as f64 / 1000.0).max(0.001);
+    let sweeps = sessions * (alive / sweep_secs + 1.0);
+    let pool_sweeps = pool_executions * (pool_lifetime / sweep_secs + 1.0);
+    let sweep_class = OpClass::of_method(&d.worker_sweep_method);
     let pool_heartbeats = pool_executions * (pool_lifetime / hb + 2.0);
     let poll_class = OpClass::of_method(&d.worker_poll_method);
     let class_price = |c: OpClass| match c {
@@ -186,7 +191,23 @@ pub fn project(
         unit_price_usd,
         monthly_usd: quantity * unit_price_usd,
     };
-    let schedule = format!("every {}-{} ms, backing off", d.poll_min_ms, d.poll_max_ms);
+    let schedule = format!(
+        "every {}-{} ms, held {} ms, backing off",
+        d.poll_min_ms, d.poll_max_ms, d.poll_hold_ms
+    );
+    let sweep_line = |whose: &str, quantity: f64| {
+        item(
+            format!(
+                "{whose} inbox sweeps ({} every {} ms; class {})",
+                d.worker_sweep_method,
+                d.worker_sweep_every_ms,
+                sweep_class.letter()
+            ),
+            quantity / 1000.0,
+            "1,000 ops",
+            class_price(sweep_class),
+        )
+    };
     let mut items = vec![
         item(
             "Cloud Run jobs CPU (sessions)".into(),
@@ -210,6 +231,7 @@ pub fn project(
             "1,000 ops",
             class_price(poll_class),
         ),
+        sweep_line("Worker", sweeps),
         item(
             format!("Client answer polls (objects.get, {schedule}; class B)"),
             client_polls / 1000.0,
@@ -226,13 +248,13 @@ pub fn project(
             sp.class_a_per_1000_ops_usd,
         ),
         item(
-            "Cloud Storage class A per command (inbox, claim, answer writes)".into(),
+            "Cloud Storage class A per command (request and answer writes)".into(),
             cmds * u.class_a_ops_per_command / 1000.0,
             "1,000 ops",
             sp.class_a_per_1000_ops_usd,
         ),
         item(
-            "Cloud Storage class B per command (request and answer reads)".into(),
+            "Cloud Storage class B per command (heartbeat read)".into(),
             cmds * u.class_b_ops_per_command / 1000.0,
             "1,000 ops",
             sp.class_b_per_1000_ops_usd,
@@ -262,6 +284,7 @@ pub fn project(
             "1,000 ops",
             class_price(poll_class),
         ));
+        items.push(sweep_line("Warm pool", pool_sweeps));
         items.push(item(
             format!(
                 "Warm pool heartbeats (objects.insert every {} s; class A)",
@@ -335,7 +358,7 @@ impl CostBreakdown {
         let d = &self.deployment;
         let _ = writeln!(
             out,
-            "Inputs: {} sessions/day x {} days, {} commands/session, mean command {:.3} s and cold start {:.3} s ({}), think time {} s; deployment ({}): {} vCPU / {} GiB, worker idle timeout {} s, polls every {}-{} ms, heartbeat every {} s, warm pool of {}: {:.0} billed worker seconds per session. Free tiers ignored.",
+            "Inputs: {} sessions/day x {} days, {} commands/session, mean command {:.3} s and cold start {:.3} s ({}), think time {} s; deployment ({}): {} vCPU / {} GiB, worker idle timeout {} s, polls every {}-{} ms (held {} ms), inbox sweep every {} ms, heartbeat every {} s, warm pool of {}: {:.0} billed worker seconds per session. Free tiers ignored.",
             u.sessions_per_day,
             u.days_per_month,
             u.commands_per_session,
@@ -353,6 +376,8 @@ impl CostBreakdown {
             d.worker_idle_secs,
             d.poll_min_ms,
             d.poll_max_ms,
+            d.poll_hold_ms,
+            d.worker_sweep_every_ms,
             d.heartbeat_secs,
             d.pool_size,
             self.billed_seconds_per_session
@@ -448,15 +473,18 @@ mod tests {
         assert!((b.billed_seconds_per_session - 100.0).abs() < 1e-9);
         let cpu = 30_000.0 * 0.000018;
         let mem = 60_000.0 * 0.000002;
-        // Polls at a fixed 1 s: per command 1 in the 1 s run + 0 in no think time + 2, then
-        // 85 in the idle tail + 1: 10*3 + 86 = 116 per session (objects.list, class A).
+        // Polls at a fixed 1 s (the 2 s hold at the shortest interval changes nothing then):
+        // per command 1 in the 1 s run + 0 in no think time + 2, then 85 in the idle tail +
+        // 1: 10*3 + 86 = 116 per session (objects.get, class B).
         let worker_polls = 300.0 * 116.0;
         // The client: 1 + 1 per command.
         let client_polls = 300.0 * 10.0 * 2.0;
+        // Inbox sweeps (objects.list, class A): 100 s / 5 s + 1.
+        let sweeps = 300.0 * 21.0;
         // Heartbeats: 100 s / 5 s + 2.
         let heartbeats = 300.0 * 22.0;
-        let a = (9_000.0 + worker_polls + heartbeats) / 1000.0 * 0.005;
-        let bb = (6_000.0 + client_polls) / 1000.0 * 0.0004;
+        let a = (9_000.0 + sweeps + heartbeats) / 1000.0 * 0.005;
+        let bb = (6_000.0 + worker_polls + client_polls) / 1000.0 * 0.0004;
         assert!(
             (b.total_usd_per_month - (cpu + mem + a + bb)).abs() < 1e-9,
             "{} vs {}",
@@ -502,6 +530,28 @@ mod tests {
                 w.item
             );
             assert!(w.item.contains(sandbox_executor::worker::POLL_METHOD));
+            // Polls are priced by the class of the method the worker calls (objects.get: B;
+            // https://cloud.google.com/storage/pricing#operations-by-class).
+            assert_eq!(
+                OpClass::of_method(sandbox_executor::worker::POLL_METHOD),
+                OpClass::B
+            );
+            assert!(
+                (w.unit_price_usd - Prices::builtin().cloud_storage.class_b_per_1000_ops_usd).abs()
+                    < 1e-12
+            );
+            // Sweeps: one objects.list (class A) per sweep interval the worker is alive.
+            let s = line(b, "Worker inbox sweeps");
+            assert!(s.item.contains(sandbox_executor::worker::SWEEP_METHOD));
+            assert_eq!(
+                Duration::from_millis(d.worker_sweep_every_ms),
+                sandbox_executor::worker::SWEEP_EVERY
+            );
+            assert!(
+                (s.unit_price_usd - Prices::builtin().cloud_storage.class_a_per_1000_ops_usd).abs()
+                    < 1e-12
+            );
+            assert!(s.quantity > 0.0);
         }
         assert!(
             line(&fast, "Worker inbox polls").quantity

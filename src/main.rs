@@ -64,11 +64,21 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    match cli.command {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return cli::failure(&format!("cannot start the async runtime: {e}")),
+    };
+    let code = runtime.block_on(dispatch(cli.command));
+    // Not waiting for blocking reads: after Ctrl-C the shell's stdin read never ends.
+    runtime.shutdown_background();
+    code
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
         Command::Run(args) => cli::run::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
         Command::Gate(args) => cli::gate::run(args).await,

@@ -352,3 +352,85 @@ async fn one_failing_cold_start_among_twenty_fails_the_row_and_the_run() {
     let verdict = sandbox_harness::pipeline::job_verdict(&gate, false, &clean);
     assert_eq!(verdict.exit_code, 0, "{:?}", verdict.failures);
 }
+
+/// The mixed workload in lanes: the rounds are shared out (the count of recorded operations and
+/// events is that of a one-lane run), each lane works on its own file, the lanes overlap in
+/// time, and the report records the lanes it ran in.
+#[tokio::test]
+async fn mixed_workload_lanes_share_the_rounds_and_overlap() {
+    let dir = tempfile::tempdir().unwrap();
+    let events_path = dir.path().join("events.jsonl");
+    let writer = Arc::new(EventWriter::create(&events_path).unwrap());
+    let opts = BenchOptions {
+        events: Some(writer.clone()),
+        mixed_rounds: 10,
+        mixed_lanes: 3,
+        ..small_opts()
+    };
+    let cfg = MemoryConfig {
+        latency: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let r = bench::run(backend(cfg), opts).await;
+    writer.finish().unwrap();
+    assert!(!r.partial, "{:?}", r.partial_reason);
+    assert_eq!(r.options.mixed_lanes, 3);
+    let b = r.backend("memory").unwrap();
+    let m = &b.measurements[&Measurement::Mixed];
+    assert_eq!((m.attempted, m.succeeded), (70, 70));
+    assert!(
+        b.parts.iter().any(|p| p.part == "mixed workload (3 lanes)"),
+        "{:?}",
+        b.parts
+    );
+
+    // The event log counts the same 70 operations, each lane's file in its share of rounds
+    // (10 rounds over 3 lanes: 4, 3 and 3).
+    let events = bench::events::read_events(&events_path).unwrap();
+    let completed: Vec<_> = events
+        .iter()
+        .filter(|e| {
+            e.event == bench::EventKind::JobExecutionCompleted
+                && e.measurement.as_deref() == Some("mixed")
+        })
+        .collect();
+    assert_eq!(completed.len(), 70);
+    for (lane, rounds) in [(0, 4), (1, 3), (2, 3)] {
+        let write = format!("file_write mixed-{lane}.txt");
+        let n = completed
+            .iter()
+            .filter(|e| e.command.as_deref() == Some(write.as_str()))
+            .count();
+        assert_eq!(n, rounds, "lane {lane}");
+    }
+
+    // The lanes ran at once: some mixed operation started before another one ended.
+    let mut spans: Vec<(i64, i64)> = b
+        .samples
+        .iter()
+        .filter(|s| s.measurement == Measurement::Mixed)
+        .map(|s| {
+            let start = s.started_at.timestamp_micros();
+            (start, start + s.duration_us as i64)
+        })
+        .collect();
+    spans.sort();
+    assert!(
+        spans.windows(2).any(|w| w[1].0 < w[0].1),
+        "no two mixed operations overlapped"
+    );
+
+    // More lanes than rounds: one lane per round.
+    let r = bench::run(
+        backend(MemoryConfig::default()),
+        BenchOptions {
+            mixed_rounds: 2,
+            mixed_lanes: 8,
+            ..small_opts()
+        },
+    )
+    .await;
+    assert_eq!(r.options.mixed_lanes, 2);
+    let m = &r.backend("memory").unwrap().measurements[&Measurement::Mixed];
+    assert_eq!(m.attempted, 14);
+}

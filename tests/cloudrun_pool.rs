@@ -11,6 +11,7 @@ use sandbox_harness::bench::cloudrun_probe::CloudRunPhaseProbe;
 use sandbox_harness::bench::phases::PhaseProbe;
 use sandbox_harness::bench::{BackendContext, BackendReport};
 use sandbox_harness::emulator::LocalCloud;
+use sandbox_harness::gcp::observe::CallRecorder;
 use sandbox_harness::gcp::storage::ListOptions;
 use sandbox_harness::protocol::{Sandbox, StatefulExec};
 
@@ -33,6 +34,13 @@ impl Drop for Guard {
 }
 
 async fn setup(pool_size: usize) -> (Arc<CloudRunBackend>, Guard) {
+    setup_recorded(pool_size, None).await
+}
+
+async fn setup_recorded(
+    pool_size: usize,
+    recorder: Option<CallRecorder>,
+) -> (Arc<CloudRunBackend>, Guard) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -44,11 +52,32 @@ async fn setup(pool_size: usize) -> (Arc<CloudRunBackend>, Guard) {
         ..CloudRunConfig::default()
     };
     let backend = Arc::new(
-        CloudRunBackend::with_local(cfg, local.clone())
+        CloudRunBackend::with_local_recorded(cfg, local.clone(), recorder)
             .await
             .expect("backend connects"),
     );
     (backend, Guard(local))
+}
+
+/// `bench --record-profile` times every call the Cloud Run clients make, the warm pool's too:
+/// the pool starts while the backend connects, so the recorder must be in place by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recorder_sees_the_warm_pools_calls() {
+    let recorder = CallRecorder::new();
+    let (backend, _guard) = setup_recorded(1, Some(recorder.clone())).await;
+    let pool = backend.pool().expect("pool_size 1 starts a pool").clone();
+    let s = pool.wait_ready(1, READY_WAIT).await;
+    assert_eq!(s.ready, 1, "no ready entry: {s:?}");
+    // Nothing but the pool has created a job or started an execution.
+    let samples = recorder.samples();
+    for method in ["run.jobs.create", "run.jobs.run"] {
+        assert!(
+            samples.get(method).is_some_and(|v| !v.is_empty()),
+            "{method} not recorded: {:?}",
+            samples.keys().collect::<Vec<_>>()
+        );
+    }
+    backend.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,6 +78,7 @@ fn report(backends: Vec<BackendReport>) -> BenchReport {
         options: OptionsRecord {
             iterations: 20,
             mixed_rounds: 0,
+            mixed_lanes: 1,
             warmup: 0,
             cold_start_iterations: 2,
             large_transfer_iterations: 0,

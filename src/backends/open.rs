@@ -309,12 +309,10 @@ async fn open_cloudrun(opts: &OpenOptions) -> Result<OpenBackend, OpenError> {
         cfg.pool_size = n;
         cfg.validate().map_err(|e| not_configured(&e))?;
     }
-    let mut b = CloudRunBackend::connect(cfg)
+    // The recorder goes in before the warm pool starts, so its calls count too.
+    let b = CloudRunBackend::connect_recorded(cfg, opts.recorder.clone())
         .await
         .map_err(|e| OpenError::from_sandbox(name, &e))?;
-    if let Some(r) = &opts.recorder {
-        b = b.with_recorder(r.clone());
-    }
     let b = Arc::new(b);
     let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
         crate::bench::cloudrun_probe::CloudRunPhaseProbe::new(b.clone()),

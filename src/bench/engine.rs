@@ -458,7 +458,9 @@ async fn run_backend(
     cold_start(&ctx, backend).await;
     ctx.part_done("cold starts", t);
     if !ctx.cancelled() {
+        let t = Instant::now();
         let (sb, ok) = ctx.create(backend, Measurement::Setup, true).await;
+        ctx.part_done("create the warm sandbox", t);
         if let Some(sb) = &sb
             && ok
         {
@@ -470,7 +472,9 @@ async fn run_backend(
             );
         }
         if let Some(sb) = sb {
+            let t = Instant::now();
             ctx.destroy(&sb, true).await;
+            ctx.part_done("destroy the warm sandbox", t);
         }
     }
     if opts.concurrency > 0 && !ctx.cancelled() {
@@ -484,7 +488,12 @@ async fn run_backend(
         ctx.part_done("browser", t);
     }
     let phases = match opts.phase_probes.get(label) {
-        Some(probe) if !ctx.cancelled() => Some(run_probe(probe.as_ref(), opts).await),
+        Some(probe) if !ctx.cancelled() => {
+            let t = Instant::now();
+            let r = run_probe(probe.as_ref(), opts).await;
+            ctx.part_done("phase probe", t);
+            Some(r)
+        }
         _ => None,
     };
     let partial = ctx.cancelled() || !setup_errors.is_empty();
@@ -742,10 +751,11 @@ async fn main_phases(
 
     ctx.part_done("background starts", t);
     let t = Instant::now();
-    if !mixed(ctx, sb, w, opts.mixed_rounds).await {
+    let lanes = super::effective_lanes(opts.mixed_lanes, opts.mixed_rounds);
+    if !mixed(ctx, sb, lanes, w, opts.mixed_rounds).await {
         return;
     }
-    ctx.part_done("mixed workload", t);
+    ctx.part_done(&format!("mixed workload ({lanes} lanes)"), t);
     let t = Instant::now();
     state_consistency(ctx, sb, n, setup_errors).await;
     ctx.part_done("state consistency", t);
@@ -921,13 +931,27 @@ async fn raw_transfers(
     delete_transfer_file(ctx, sb, path, "delete the bare-transfer file").await
 }
 
-async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool {
+/// Runs `n` recorded rounds of the mixed workload in `lanes` lanes at once, as an agent
+/// issuing parallel tool calls would: each lane has its own session and its own file on the
+/// same sandbox, does `w` warm-up rounds, then its share of the `n` rounds (together exactly
+/// `n`). Returns false when the run was cancelled.
+async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, lanes: usize, w: usize, n: usize) -> bool {
+    let runs = (0..lanes).map(|lane| {
+        let rounds = n / lanes + usize::from(lane < n % lanes);
+        mixed_lane(ctx, sb, lane, w, rounds)
+    });
+    join_all(runs).await.into_iter().all(|done| done)
+}
+
+/// One lane of the mixed workload: `w` unrecorded rounds, then `n` recorded ones.
+async fn mixed_lane(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, lane: usize, w: usize, n: usize) -> bool {
     let opts = ctx.opts;
     let id = sb.id().to_string();
     let sid = Some(id.as_str());
     let to = opts.op_timeout;
-    let s = "bench-mixed";
-    let file = format!("{}/mixed.txt", opts.workdir);
+    let s = &format!("bench-mixed-{lane}");
+    let name = format!("mixed-{lane}.txt");
+    let file = format!("{}/{name}", opts.workdir);
     let content: &[u8] = b"line-a\nline-b\n";
     let m = Measurement::Mixed;
     for i in 0..(w + n) {
@@ -964,7 +988,7 @@ async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool
             ctx.timed(
                 m,
                 "file_write",
-                "file_write mixed.txt",
+                &format!("file_write {name}"),
                 sid,
                 rec,
                 to,
@@ -979,7 +1003,7 @@ async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool
             ctx.timed(
                 m,
                 "file_read",
-                "file_read mixed.txt",
+                &format!("file_read {name}"),
                 sid,
                 rec,
                 to,
@@ -998,7 +1022,7 @@ async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool
             ctx.timed(
                 m,
                 "file_exists",
-                "file_exists mixed.txt",
+                &format!("file_exists {name}"),
                 sid,
                 rec,
                 to,
@@ -1025,8 +1049,8 @@ async fn mixed(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, w: usize, n: usize) -> bool
                 async {
                     let l = sb.file_list(s, &opts.workdir).await?;
                     expect(
-                        l.iter().any(|e| e.name == "mixed.txt"),
-                        || "mixed.txt missing from file_list".into(),
+                        l.iter().any(|e| e.name == name),
+                        || format!("{name} missing from file_list"),
                         None,
                     )?;
                     Ok(((), None))

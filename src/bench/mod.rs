@@ -55,6 +55,17 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// On Cloud Run a round costs about 5 s on the emulator of a loaded 2-core host (debug build).
 pub const DEFAULT_MIXED_ROUNDS: usize = 100;
 
+/// Default lanes of the mixed workload: sessions on the one sandbox that run their rounds at
+/// once, as an agent issuing parallel tool calls does. The operations and their count are
+/// those of a one-lane run; only their overlap differs (each lane has its own session and file).
+pub const DEFAULT_MIXED_LANES: usize = 8;
+
+/// The lanes a mixed workload of `rounds` rounds runs in: `lanes`, at least 1, at most one per
+/// round.
+pub fn effective_lanes(lanes: usize, rounds: usize) -> usize {
+    lanes.clamp(1, rounds.max(1))
+}
+
 /// How long one part of a backend's run took.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartTiming {
@@ -313,6 +324,9 @@ pub struct BenchOptions {
     /// Recorded rounds of the mixed workload (7 cheap operations each: warm execs and small
     /// file operations); they give the success and error-rate rows their sample counts.
     pub mixed_rounds: usize,
+    /// Lanes the mixed workload runs in at once (sessions on one sandbox; see
+    /// [`DEFAULT_MIXED_LANES`]).
+    pub mixed_lanes: usize,
     /// Discarded warm-up runs before each measurement (no samples, no events).
     pub warmup: usize,
     /// Recorded cold starts (each creates and destroys a sandbox).
@@ -380,6 +394,7 @@ impl Default for BenchOptions {
         BenchOptions {
             iterations: 20,
             mixed_rounds: DEFAULT_MIXED_ROUNDS,
+            mixed_lanes: DEFAULT_MIXED_LANES,
             warmup: 2,
             cold_start_iterations: 5,
             large_transfer_iterations: 1,
@@ -409,6 +424,9 @@ pub struct OptionsRecord {
     /// Rounds of the mixed workload.
     #[serde(default)]
     pub mixed_rounds: usize,
+    /// Lanes the mixed workload ran in at once (reports from before lanes ran one).
+    #[serde(default = "one_lane")]
+    pub mixed_lanes: usize,
     /// Warm-up runs.
     pub warmup: usize,
     /// Cold starts.
@@ -434,6 +452,7 @@ impl From<&BenchOptions> for OptionsRecord {
         OptionsRecord {
             iterations: o.iterations,
             mixed_rounds: o.mixed_rounds,
+            mixed_lanes: effective_lanes(o.mixed_lanes, o.mixed_rounds),
             warmup: o.warmup,
             cold_start_iterations: o.cold_start_iterations,
             large_transfer_iterations: o.large_transfer_iterations,
@@ -457,6 +476,10 @@ impl From<&BenchOptions> for OptionsRecord {
                 .collect(),
         }
     }
+}
+
+fn one_lane() -> usize {
+    1
 }
 
 /// Per-measurement figures.

@@ -199,12 +199,15 @@ pub fn render(report: &PhaseReport) -> String {
     if let Some(d) = &report.deployment {
         let _ = writeln!(
             out,
-            "Deployment: {} vCPU / {} GiB, polls ({}) every {}-{} ms, heartbeat every {} s, worker idle timeout {} s, warm pool of {}.",
+            "Deployment: {} vCPU / {} GiB, polls ({}) every {}-{} ms (held {} ms after activity), inbox sweep ({}) every {} ms, heartbeat every {} s, worker idle timeout {} s, warm pool of {}.",
             d.vcpu,
             d.memory_gib,
             d.worker_poll_method,
             d.poll_min_ms,
             d.poll_max_ms,
+            d.poll_hold_ms,
+            d.worker_sweep_method,
+            d.worker_sweep_every_ms,
             d.heartbeat_secs,
             d.worker_idle_secs,
             d.pool_size

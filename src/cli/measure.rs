@@ -21,6 +21,9 @@ pub struct MeasureArgs {
     /// Rounds of the mixed workload (7 cheap operations each) the success and error rates stand on.
     #[arg(long, default_value_t = bench::DEFAULT_MIXED_ROUNDS)]
     pub mixed_rounds: usize,
+    /// Lanes the mixed workload runs in at once (sessions on one sandbox, as parallel tool calls).
+    #[arg(long, default_value_t = bench::DEFAULT_MIXED_LANES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub mixed_lanes: usize,
     /// Sessions at once in the concurrency measurement (0 skips it).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
@@ -102,6 +105,7 @@ impl MeasureArgs {
             options: bench::BenchOptions {
                 iterations: self.iterations.max(1),
                 mixed_rounds: self.mixed_rounds,
+                mixed_lanes: self.mixed_lanes,
                 cold_start_iterations: self.cold_starts,
                 concurrency: self.concurrency,
                 browser_starts: self.browser_starts,

@@ -28,6 +28,7 @@ pub async fn run(args: RunArgs) -> ExitCode {
 async fn main_job(args: RunArgs) -> Result<ExitCode, PipelineError> {
     let m = &args.measure;
     let suites = suites::Suites::load(m.suites.as_deref())?;
+    let started = std::time::Instant::now();
     let conf = if args.no_conformance {
         None
     } else {
@@ -36,8 +37,10 @@ async fn main_job(args: RunArgs) -> Result<ExitCode, PipelineError> {
         println!("{}", conformance::render_terminal(&r));
         Some(r)
     };
+    let conformance_secs = started.elapsed().as_secs_f64();
     let events = m.events_or_default();
     let report = measure::measure_opened(&suites, m, Some(events.clone())).await?;
+    let bench_secs = started.elapsed().as_secs_f64() - conformance_secs;
     let evidence = pipeline::GateEvidence {
         conformance: conf.as_ref().map(pipeline::conformance_summary),
         metrics: Some(pipeline::metrics_of(&events, &suites, Some(&report))?),
@@ -48,6 +51,21 @@ async fn main_job(args: RunArgs) -> Result<ExitCode, PipelineError> {
     let written =
         pipeline::write_bench_reports(&report, &suites, phase, Some(gate.clone()), &m.out)?;
     measure::print_bench(&report, &suites, phase, &gate, &written);
+    // Where the time went (each backend's parts: the report's "Time per part").
+    let per_backend: Vec<String> = report
+        .backends
+        .iter()
+        .map(|b| {
+            let secs: f64 = b.parts.iter().map(|p| p.seconds).sum();
+            format!("{} {secs:.0} s", b.name)
+        })
+        .collect();
+    let total = started.elapsed().as_secs_f64();
+    eprintln!(
+        "sandbox-harness: main job {total:.0} s: conformance {conformance_secs:.0} s, bench {bench_secs:.0} s ({}), reports and gates {:.0} s",
+        per_backend.join(", "),
+        total - conformance_secs - bench_secs
+    );
     let conf_failed = conf.as_ref().is_some_and(|c| c.exit_code(false) != 0);
     let verdict = pipeline::job_verdict(&gate, conf_failed, &report);
     for f in &verdict.failures {

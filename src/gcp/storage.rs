@@ -1232,12 +1232,32 @@ impl StorageClient {
         data: Bytes,
         opts: &WriteOptions,
     ) -> Result<Object, StorageError> {
+        self.insert_object_once_or_more(bucket, name, data, opts)
+            .await
+            .0
+    }
+
+    /// [`Self::insert_object`], also telling whether the write may have been sent more than
+    /// once (a retry, or a resumable upload whose attempts are not counted here): a 412 on a
+    /// write sent once is somebody else's object, never this write's own.
+    pub async fn insert_object_once_or_more(
+        &self,
+        bucket: &str,
+        name: &str,
+        data: Bytes,
+        opts: &WriteOptions,
+    ) -> (Result<Object, StorageError>, bool) {
         if data.len() > self.simple_limit {
             let len = data.len() as u64;
             let s = futures::stream::once(async move { Ok::<Bytes, std::io::Error>(data) });
-            return self.upload_object(bucket, name, s, Some(len), opts).await;
+            return (
+                self.upload_object(bucket, name, s, Some(len), opts).await,
+                true,
+            );
         }
-        self.multipart(bucket, name, data, opts).await
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let r = self.multipart(bucket, name, data, opts, &attempts).await;
+        (r, attempts.load(std::sync::atomic::Ordering::SeqCst) > 1)
     }
 
     async fn multipart(
@@ -1246,6 +1266,7 @@ impl StorageClient {
         name: &str,
         data: Bytes,
         opts: &WriteOptions,
+        attempts: &std::sync::atomic::AtomicU32,
     ) -> Result<Object, StorageError> {
         let op = "objects.insert";
         let boundary = format!("sandbox_harness_{}", uuid::Uuid::new_v4().simple());
@@ -1292,6 +1313,7 @@ impl StorageClient {
                 |attempt| {
                     let (url, body, boundary) = (&url, &body, &boundary);
                     let (lock, landed) = (&lock, &landed);
+                    attempts.store(attempt, std::sync::atomic::Ordering::SeqCst);
                     async move {
                         if attempt > 1 {
                             // A failed read here is retryable or not as itself; a 404 only
@@ -1402,7 +1424,15 @@ impl StorageClient {
                     ),
                 });
             }
-            return self.multipart(bucket, name, buf.freeze(), opts).await;
+            return self
+                .multipart(
+                    bucket,
+                    name,
+                    buf.freeze(),
+                    opts,
+                    &std::sync::atomic::AtomicU32::new(0),
+                )
+                .await;
         }
         let session = self.start_resumable(bucket, name, len, opts).await?;
         let chunk = self.chunk_size;

@@ -98,8 +98,9 @@ echo "$__p"
 
 /// The detached side of a background job: waits for its bookkeeping, then runs the command
 /// with output to the log, recording the exit status; a finished job's record (command,
-/// session, log, status, start time last) is copied to the durable dir. $1 bg dir, $2 command,
-/// $3 durable bg dir.
+/// session, log, status, start time last) is copied to the durable dir before the local
+/// status lands, so a job is never seen finished while its durable record is still on the
+/// way (a worker killed then would lose it). $1 bg dir, $2 command, $3 durable bg dir.
 pub const BG_CHILD: &str = r#"__sh_bgd=$1/$$
 __sh_dur=$3
 __sh_i=0
@@ -107,10 +108,11 @@ while [ ! -f "$__sh_bgd/started" ]; do
   __sh_i=$((__sh_i+1)); [ "$__sh_i" -gt 1000 ] && exit 1; sleep 0.01
 done
 exec >>"$__sh_bgd/log" 2>&1 </dev/null
-trap '__sh_rc=$?; trap - EXIT; echo "$__sh_rc" > "$__sh_bgd/exit.tmp"; mv -f "$__sh_bgd/exit.tmp" "$__sh_bgd/exit"
+trap '__sh_rc=$?; trap - EXIT; echo "$__sh_rc" > "$__sh_bgd/exit.tmp"
 if [ -n "$__sh_dur" ] && [ "$__sh_dur" != "$1" ]; then
-  mkdir -p "$__sh_dur/$$" && for __sh_f in cmd session log exit started; do cp "$__sh_bgd/$__sh_f" "$__sh_dur/$$/$__sh_f" || break; done
+  mkdir -p "$__sh_dur/$$" && for __sh_f in cmd session log exit started; do __sh_s=$__sh_f; [ "$__sh_f" = exit ] && __sh_s=exit.tmp; cp "$__sh_bgd/$__sh_s" "$__sh_dur/$$/$__sh_f" || break; done
 fi
+mv -f "$__sh_bgd/exit.tmp" "$__sh_bgd/exit"
 exit "$__sh_rc"' EXIT
 eval "$2"
 "#;

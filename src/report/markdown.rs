@@ -177,10 +177,12 @@ fn intro(out: &mut String, report: &BenchReport, opts: &MarkdownOptions) {
     let o = &report.options;
     let _ = writeln!(
         out,
-        "\nRun: {} iterations after {} warm-up runs (discarded), {} cold starts, 500 MB transfers {}, concurrency {}, {} browser starts (where a backend offers a browser).\n",
+        "\nRun: {} iterations after {} warm-up runs (discarded), {} cold starts, mixed workload {} rounds of 7 operations in {} lanes at once (one session and file each, on one sandbox), 500 MB transfers {}, concurrency {}, {} browser starts (where a backend offers a browser).\n",
         o.iterations,
         o.warmup,
         o.cold_start_iterations,
+        o.mixed_rounds,
+        o.mixed_lanes,
         if o.include_large {
             format!("on ({} round trips)", o.large_transfer_iterations)
         } else {

@@ -52,12 +52,16 @@ pub struct Response {
     /// per-phase breakdown of a warm command reads it; absent from other agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<WorkerTiming>,
+    /// The Cloud Run worker's next inbox sequence number when it answered (a client that
+    /// queued from a stale position catches up; absent from other agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox_next: Option<u64>,
 }
 
 /// Unix milliseconds, by the worker's clock, of the steps of one request the worker served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerTiming {
-    /// Its claim was created.
+    /// Its claim (the inbox object's deletion) was done.
     pub claimed_ms: u64,
     /// The process started (after the request object was read).
     pub run_started_ms: u64,
@@ -95,6 +99,7 @@ pub fn execute(req: &Request) -> Response {
         error: Some(msg),
         duration_ms: started.elapsed().as_millis() as u64,
         timing: None,
+        inbox_next: None,
     };
     let Some((prog, args)) = req.argv.split_first() else {
         return fail("empty argv".into());
@@ -205,6 +210,7 @@ pub fn execute(req: &Request) -> Response {
         error: None,
         duration_ms: started.elapsed().as_millis() as u64,
         timing: None,
+        inbox_next: None,
     }
 }
 

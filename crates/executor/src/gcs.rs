@@ -1,6 +1,6 @@
 //! The Cloud Storage JSON API calls the worker makes, behind the small [`Bucket`] trait: list
-//! names under a prefix, read, stat (with the server's clock), create (optionally only if
-//! absent) and delete. [`Gcs`] makes them over HTTPS to Google, or over HTTP to an emulator
+//! names under a prefix, fetch (bytes and generation), stat (with the server's clock), create
+//! (optionally only if absent) and delete (optionally only at a generation). [`Gcs`] makes them over HTTPS to Google, or over HTTP to an emulator
 //! named by `STORAGE_EMULATOR_HOST` (the variable Google's client libraries honour), with an
 //! access token from the metadata server (`GCE_METADATA_HOST`, else Cloud Run's
 //! 169.254.169.254). 429, 5xx and broken connections are retried with exponential backoff and
@@ -28,6 +28,9 @@ pub enum StoreError {
     },
     /// A connection, TLS or read failure, after retries.
     Io(String),
+    /// A conditional delete was retried and its retry found the object gone or replaced: the
+    /// first attempt may have deleted it, or somebody else did.
+    Unsure,
 }
 
 impl std::fmt::Display for StoreError {
@@ -37,6 +40,9 @@ impl std::fmt::Display for StoreError {
             StoreError::Precondition => f.write_str("precondition failed"),
             StoreError::Http { status, message } => write!(f, "HTTP {status}: {message}"),
             StoreError::Io(e) => write!(f, "I/O: {e}"),
+            StoreError::Unsure => {
+                f.write_str("a retried delete found the object gone: who deleted it is unknown")
+            }
         }
     }
 }
@@ -60,8 +66,12 @@ pub struct ObjectInfo {
 pub trait Bucket: Send + Sync {
     /// Names of the objects under `prefix`, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// The object's bytes and generation, in one call.
+    fn fetch(&self, name: &str) -> Result<(Vec<u8>, i64), StoreError>;
     /// The object's bytes.
-    fn read(&self, name: &str) -> Result<Vec<u8>, StoreError>;
+    fn read(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        self.fetch(name).map(|(bytes, _)| bytes)
+    }
     /// The object's metadata and the server's clock.
     fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError>;
     /// Writes an object; with `only_if_absent`, fails with [`StoreError::Precondition`] when it
@@ -75,6 +85,11 @@ pub trait Bucket: Send + Sync {
     ) -> Result<i64, StoreError>;
     /// Deletes an object.
     fn delete(&self, name: &str) -> Result<(), StoreError>;
+    /// Deletes an object only at `generation` (`ifGenerationMatch`): [`StoreError::NotFound`]
+    /// when it is gone, [`StoreError::Precondition`] when it was replaced,
+    /// [`StoreError::Unsure`] when a retry found either after an attempt whose outcome is
+    /// unknown.
+    fn delete_generation(&self, name: &str, generation: i64) -> Result<(), StoreError>;
 }
 
 /// Largest object body the worker reads (an answer holds at most two capped outputs in base64).
@@ -421,11 +436,20 @@ impl Bucket for Gcs {
         Ok(names)
     }
 
-    fn read(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+    fn fetch(&self, name: &str) -> Result<(Vec<u8>, i64), StoreError> {
         let url = self.object_url(name);
         self.retrying(|| {
             let req = self.agent.get(&url).query("alt", "media");
-            Self::classify(self.with_auth(req).call(), Self::read_body)
+            Self::classify(self.with_auth(req).call(), |r| {
+                // Media downloads carry the object's generation in `x-goog-generation`.
+                let generation = r
+                    .headers()
+                    .get("x-goog-generation")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| StoreError::Io("no x-goog-generation header".into()))?;
+                Ok((Self::read_body(r)?, generation))
+            })
         })
     }
 
@@ -515,6 +539,26 @@ impl Bucket for Gcs {
             other => other,
         }
     }
+
+    fn delete_generation(&self, name: &str, generation: i64) -> Result<(), StoreError> {
+        let url = self.object_url(name);
+        let generation = generation.to_string();
+        let mut attempts = 0;
+        let r = self.retrying(|| {
+            attempts += 1;
+            let req = self
+                .agent
+                .delete(&url)
+                .query("ifGenerationMatch", &generation);
+            Self::classify(self.with_auth(req).call(), |_| Ok(()))
+        });
+        match r {
+            Err(StoreError::NotFound | StoreError::Precondition) if attempts > 1 => {
+                Err(StoreError::Unsure)
+            }
+            other => other,
+        }
+    }
 }
 
 /// An in-memory bucket for tests of the worker.
@@ -530,6 +574,9 @@ pub mod mem {
     pub struct MemBucket {
         objects: Mutex<BTreeMap<String, Stored>>,
         next_gen: std::sync::atomic::AtomicI64,
+        /// Conditional deletes land but answer [`StoreError::Unsure`], as a retried delete
+        /// whose first attempt's answer was lost.
+        pub unsure_deletes: std::sync::atomic::AtomicBool,
     }
 
     impl Bucket for MemBucket {
@@ -543,12 +590,12 @@ pub mod mem {
                 .cloned()
                 .collect())
         }
-        fn read(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        fn fetch(&self, name: &str) -> Result<(Vec<u8>, i64), StoreError> {
             self.objects
                 .lock()
                 .unwrap()
                 .get(name)
-                .map(|o| o.0.clone())
+                .map(|o| (o.0.clone(), o.2))
                 .ok_or(StoreError::NotFound)
         }
         fn stat(&self, name: &str) -> Result<ObjectInfo, StoreError> {
@@ -590,6 +637,23 @@ pub mod mem {
                 .remove(name)
                 .map(|_| ())
                 .ok_or(StoreError::NotFound)
+        }
+        fn delete_generation(&self, name: &str, generation: i64) -> Result<(), StoreError> {
+            let mut o = self.objects.lock().unwrap();
+            match o.get(name) {
+                None => Err(StoreError::NotFound),
+                Some(s) if s.2 != generation => Err(StoreError::Precondition),
+                Some(_) => {
+                    o.remove(name);
+                    if self
+                        .unsure_deletes
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                    {
+                        return Err(StoreError::Unsure);
+                    }
+                    Ok(())
+                }
+            }
         }
     }
 }

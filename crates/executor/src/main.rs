@@ -8,14 +8,14 @@ use std::time::Duration;
 use sandbox_executor::gcs::Gcs;
 use sandbox_executor::serve::serve;
 use sandbox_executor::worker::{
-    CrashPoint, HEARTBEAT_EVERY, Mirror, PollSchedule, WorkerConfig, run_worker,
+    CrashPoint, HEARTBEAT_EVERY, Mirror, PollSchedule, SWEEP_EVERY, WorkerConfig, run_worker,
 };
 
 /// How often the mirror copies changed files (Cloud Storage allows about one write a second
 /// to one object name).
 const MIRROR_EVERY: Duration = Duration::from_secs(2);
 
-const USAGE: &str = "usage: sandbox-executor worker --bucket NAME --prefix sessions/ID/ [--idle-timeout-ms N] [--poll-min-ms N] [--poll-max-ms N] [--heartbeat-ms N] [--max-lifetime-ms N] [--mirror LOCAL=DURABLE]
+const USAGE: &str = "usage: sandbox-executor worker --bucket NAME --prefix sessions/ID/ [--idle-timeout-ms N] [--poll-min-ms N] [--poll-max-ms N] [--poll-hold-ms N] [--heartbeat-ms N] [--max-lifetime-ms N] [--mirror LOCAL=DURABLE]
        sandbox-executor serve
 The worker reaches Cloud Storage at https://storage.googleapis.com (or STORAGE_EMULATOR_HOST)
 with a token from the metadata server (GCE_METADATA_HOST, else 169.254.169.254).";
@@ -27,7 +27,9 @@ fn parse(args: &[String]) -> Result<(WorkerConfig, String), String> {
         poll: PollSchedule {
             min: Duration::from_millis(25),
             max: Duration::from_millis(1000),
+            hold: Duration::from_millis(2000),
         },
+        sweep_every: SWEEP_EVERY,
         heartbeat_every: HEARTBEAT_EVERY,
         max_lifetime: Duration::from_secs(540),
         execution: std::env::var("CLOUD_RUN_EXECUTION").unwrap_or_else(|_| "local".into()),
@@ -60,6 +62,7 @@ fn parse(args: &[String]) -> Result<(WorkerConfig, String), String> {
             "--idle-timeout-ms" => cfg.idle_timeout = ms()?,
             "--poll-min-ms" => cfg.poll.min = ms()?,
             "--poll-max-ms" => cfg.poll.max = ms()?,
+            "--poll-hold-ms" => cfg.poll.hold = ms()?,
             "--heartbeat-ms" => cfg.heartbeat_every = ms()?,
             "--max-lifetime-ms" => cfg.max_lifetime = ms()?,
             "--mirror" => {

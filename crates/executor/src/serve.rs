@@ -50,6 +50,7 @@ fn refusal(id: String, why: String) -> Response {
         error: Some(why),
         duration_ms: 0,
         timing: None,
+        inbox_next: None,
     }
 }
 

@@ -35,11 +35,13 @@ pub struct CloudRunConfig {
     pub service_account: Option<String>,
     /// A worker with no command for this long stops itself (cost), seconds.
     pub worker_idle_secs: u64,
-    /// Shortest polling interval, ms: the worker lists its inbox and the client reads the
-    /// answer this often right after activity.
+    /// Shortest polling interval, ms: the worker fetches the next inbox name and the client
+    /// reads the answer this often right after activity.
     pub poll_min_ms: u64,
     /// Longest polling interval, ms: idle polling doubles up to this.
     pub poll_max_ms: u64,
+    /// How long polling stays at `poll_min_ms` after activity before it backs off, ms.
+    pub poll_hold_ms: u64,
     /// How often the worker rewrites its heartbeat, seconds (Cloud Storage allows about one
     /// write a second to one object; 5-10 s leaves room).
     pub heartbeat_secs: u64,
@@ -88,6 +90,7 @@ impl Default for CloudRunConfig {
             worker_idle_secs: 120,
             poll_min_ms: 25,
             poll_max_ms: 1000,
+            poll_hold_ms: 2000,
             heartbeat_secs: 5,
             pool_size: 0,
             run_endpoint: None,
@@ -240,6 +243,12 @@ impl CloudRunConfig {
                 message: "polling needs 1 <= poll_min_ms <= poll_max_ms <= 60000".into(),
             });
         }
+        if self.poll_hold_ms > 600_000 {
+            return Err(ConfigError::Invalid {
+                field: "poll_hold_ms",
+                message: "poll_hold_ms is at most 600000 (10 minutes)".into(),
+            });
+        }
         if !(1..=60).contains(&self.heartbeat_secs) {
             return Err(ConfigError::Invalid {
                 field: "heartbeat_secs",
@@ -353,6 +362,7 @@ impl CloudRunConfig {
         PollSchedule {
             min: Duration::from_millis(self.poll_min_ms),
             max: Duration::from_millis(self.poll_max_ms),
+            hold: Duration::from_millis(self.poll_hold_ms),
         }
     }
 

@@ -20,8 +20,17 @@ pub struct Deployment {
     pub poll_min_ms: u64,
     /// Longest polling interval, ms.
     pub poll_max_ms: u64,
+    /// How long polling stays at the shortest interval after activity, ms.
+    #[serde(default)]
+    pub poll_hold_ms: u64,
     /// The Cloud Storage method of one worker poll (`sandbox_executor::worker::POLL_METHOD`).
     pub worker_poll_method: String,
+    /// The method of one worker inbox sweep (`sandbox_executor::worker::SWEEP_METHOD`).
+    #[serde(default = "default_sweep_method")]
+    pub worker_sweep_method: String,
+    /// How often the worker sweeps its inbox, ms (`sandbox_executor::worker::SWEEP_EVERY`).
+    #[serde(default = "default_sweep_ms")]
+    pub worker_sweep_every_ms: u64,
     /// Heartbeat interval, s.
     pub heartbeat_secs: u64,
     /// A worker stops after this long without a command, s.
@@ -38,7 +47,10 @@ impl Deployment {
             memory_gib: cfg.memory_gib()?,
             poll_min_ms: cfg.poll_min_ms,
             poll_max_ms: cfg.poll_max_ms,
+            poll_hold_ms: cfg.poll_hold_ms,
             worker_poll_method: sandbox_executor::worker::POLL_METHOD.to_string(),
+            worker_sweep_method: default_sweep_method(),
+            worker_sweep_every_ms: default_sweep_ms(),
             heartbeat_secs: cfg.heartbeat_secs,
             worker_idle_secs: cfg.worker_idle_secs,
             pool_size: cfg.pool_size,
@@ -56,6 +68,17 @@ impl Deployment {
         PollSchedule {
             min: Duration::from_millis(self.poll_min_ms),
             max: Duration::from_millis(self.poll_max_ms),
+            hold: Duration::from_millis(self.poll_hold_ms),
         }
     }
+}
+
+/// The worker's sweep method (also for reports written before sweeps were priced).
+fn default_sweep_method() -> String {
+    sandbox_executor::worker::SWEEP_METHOD.to_string()
+}
+
+/// The worker's sweep interval, ms.
+fn default_sweep_ms() -> u64 {
+    sandbox_executor::worker::SWEEP_EVERY.as_millis() as u64
 }

@@ -108,6 +108,16 @@ impl CloudRunBackend {
     /// Connects with `cfg`; with no project and no endpoints, starts the embedded emulator.
     /// A configuration that mixes emulator and Google endpoints is refused.
     pub async fn connect(cfg: CloudRunConfig) -> Result<Self> {
+        Self::connect_recorded(cfg, None).await
+    }
+
+    /// [`Self::connect`], with every Admin API and Storage call timed into `recorder`
+    /// (`bench --record-profile`), the warm pool's included: the recorder is in place before
+    /// the pool starts.
+    pub async fn connect_recorded(
+        cfg: CloudRunConfig,
+        recorder: Option<crate::gcp::observe::CallRecorder>,
+    ) -> Result<Self> {
         cfg.validate()
             .map_err(|e| cfg_err("connect", e.to_string()))?;
         if cfg.uses_embedded_emulator() {
@@ -127,7 +137,7 @@ impl CloudRunBackend {
                     .await
                     .map_err(|e| SandboxError::backend("-", "connect", e.to_string()))?,
             );
-            return Self::with_local(cfg, local).await;
+            return Self::with_local_recorded(cfg, local, recorder).await;
         }
         let clients = GoogleClients::for_config(&cfg)
             .await
@@ -158,6 +168,7 @@ impl CloudRunBackend {
             origin,
             pool: None,
         }
+        .with_recorder(recorder)
         .with_pool())
     }
 
@@ -192,6 +203,15 @@ impl CloudRunBackend {
 
     /// Uses an already running local emulator (tests share one across backends).
     pub async fn with_local(cfg: CloudRunConfig, local: Arc<LocalCloud>) -> Result<Self> {
+        Self::with_local_recorded(cfg, local, None).await
+    }
+
+    /// [`Self::with_local`], with calls timed into `recorder` (see [`Self::connect_recorded`]).
+    pub async fn with_local_recorded(
+        cfg: CloudRunConfig,
+        local: Arc<LocalCloud>,
+        recorder: Option<crate::gcp::observe::CallRecorder>,
+    ) -> Result<Self> {
         let clients = GoogleClients::for_local(&cfg, &local.base_url())
             .map_err(|e| clients_err("connect", e))?;
         let (storage, run) = (clients.storage, clients.run);
@@ -243,14 +263,17 @@ impl CloudRunBackend {
             origin,
             pool: None,
         }
+        .with_recorder(recorder)
         .with_pool())
     }
 
-    /// Records how long each Admin API and Storage call takes (`bench --record-profile`);
-    /// give it before creating sandboxes.
-    pub fn with_recorder(mut self, recorder: crate::gcp::observe::CallRecorder) -> Self {
-        self.storage = self.storage.clone().with_recorder(recorder.clone());
-        self.run = self.run.clone().with_recorder(recorder);
+    /// Records how long each Admin API and Storage call takes; applied before the warm pool
+    /// starts, which shares these clients.
+    fn with_recorder(mut self, recorder: Option<crate::gcp::observe::CallRecorder>) -> Self {
+        if let Some(r) = recorder {
+            self.storage = self.storage.clone().with_recorder(r.clone());
+            self.run = self.run.clone().with_recorder(r);
+        }
         self
     }
 
@@ -411,6 +434,8 @@ pub fn job_spec(cfg: &CloudRunConfig, image: &str, id: &str, pooled: bool) -> Jo
                         cfg.poll_min_ms.to_string(),
                         "--poll-max-ms".into(),
                         cfg.poll_max_ms.to_string(),
+                        "--poll-hold-ms".into(),
+                        cfg.poll_hold_ms.to_string(),
                         "--heartbeat-ms".into(),
                         (cfg.heartbeat_secs * 1000).to_string(),
                         "--max-lifetime-ms".into(),

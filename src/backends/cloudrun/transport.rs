@@ -1,19 +1,26 @@
 //! The Cloud Run transport: commands go to a session worker (a job execution running
 //! `sandbox-executor worker`) through the state bucket's JSON API, in the object protocol of
-//! `sandbox_executor::worker` (inbox, claims, outbox, heartbeat); workspace transfers go
-//! straight through the Cloud Storage JSON API.
+//! `sandbox_executor::worker` (a sequence of inbox objects claimed by conditional deletes,
+//! outbox, heartbeat); workspace transfers go straight through the Cloud Storage JSON API.
 //!
-//! Warm path: a worker stays up until its idle timeout, so a command costs one object write,
-//! the worker's next inbox listing, and a few reads of the answer's name on a backing-off
-//! schedule. Cold path: when no worker is alive the transport starts an execution and queues
-//! the request at once; the worker takes it on boot.
+//! Warm path: a worker stays up until its idle timeout, so a command costs one object write
+//! at the sandbox's next sequence number, the worker's fetch and conditional delete of it, the
+//! answer's write, and reads of the answer's name at the shortest polling interval (held
+//! there for a while after the request was queued, then backing off). Cold path: when no
+//! worker is alive the transport starts an execution and queues the request at once; the
+//! worker takes it on boot.
+//!
+//! The client queues at the next sequence number it knows of: one past the last it used, or
+//! the worker's position from its heartbeat and its answers, whichever is higher; a name
+//! another client took (412 on a write sent once) moves it one further.
 //!
 //! A worker that dies never leaves a command waiting: while a request waits, the transport
 //! asks the Admin API about the execution it counts on (at most once a second per sandbox,
 //! shared by every waiting request), and when it has ended, the request is withdrawn by
-//! creating its claim. If that create wins, the request never ran; if the worker's claim was
-//! there first, it may have run. Either way the command fails with a Backend error naming the
-//! execution, and the next one starts a new worker.
+//! deleting its inbox object at the generation its insert returned. If that delete wins, the
+//! request never ran; if the worker's delete was first (404, 412), it may have run. Either
+//! way the command fails with a Backend error naming the execution, and the next one starts a
+//! new worker.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -27,9 +34,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sandbox_executor::exec::{Request, Response, WorkerTiming, now_ms};
-use sandbox_executor::worker::{
-    HEARTBEAT, Heartbeat, PollSchedule, claim_object, inbox_object, outbox_object, withdraw_claim,
-};
+use sandbox_executor::worker::{HEARTBEAT, Heartbeat, PollSchedule, inbox_object, outbox_object};
 use tokio::sync::Mutex;
 
 use crate::gcp::run::RunClient;
@@ -46,6 +51,8 @@ pub const WORKSPACE_MOUNT: &str = "/workspace";
 /// How often a waiting request re-checks that a worker is there to serve it (one Admin API
 /// read per sandbox however many requests wait).
 const LIVENESS_EVERY: Duration = Duration::from_secs(1);
+/// Most answer reads in flight at once (see `CloudRunTransport::answer_within`).
+const MAX_OVERLAPPING_READS: usize = 8;
 /// How long to wait for a started execution's worker to take a request before giving up.
 const COLD_START_LIMIT: Duration = Duration::from_secs(120);
 
@@ -76,6 +83,17 @@ pub struct RequestTrace {
     pub answer_created: Option<DateTime<Utc>>,
     /// The answer's body was in the client's hands.
     pub answered: DateTime<Utc>,
+}
+
+/// Where a request was queued.
+struct Queued {
+    /// Its inbox object.
+    name: String,
+    /// The generation its insert returned; `None` when a retried insert met its own first
+    /// attempt already taken by the worker.
+    generation: Option<i64>,
+    /// When the bucket stored it (server time), when known.
+    created: Option<DateTime<Utc>>,
 }
 
 /// What [`CloudRunTransport::take_answer`] learned besides the output.
@@ -187,8 +205,8 @@ pub struct CloudRunTransport {
     job: String,
     poll: PollSchedule,
     heartbeat_every: Duration,
-    /// Names this client in the claims it creates to withdraw requests.
-    client_id: String,
+    /// The inbox sequence number this client queues at next (see the module comment).
+    next_seq: std::sync::Mutex<u64>,
     worker: Mutex<WorkerView>,
     /// Read the answer object's creation time for [`RequestTrace::answer_created`].
     trace_answers: AtomicBool,
@@ -218,7 +236,7 @@ impl CloudRunTransport {
             job: job.into(),
             poll,
             heartbeat_every,
-            client_id: uuid::Uuid::new_v4().simple().to_string(),
+            next_seq: std::sync::Mutex::new(0),
             worker: Mutex::new(WorkerView::default()),
             trace_answers: AtomicBool::new(false),
             last_request: std::sync::Mutex::new(None),
@@ -262,6 +280,28 @@ impl CloudRunTransport {
     /// The live worker's heartbeat, if any (the bench reads when the worker started).
     pub async fn worker_heartbeat(&self, op: &str) -> Result<Option<Heartbeat>> {
         Ok(self.heartbeat(op).await?.map(|(hb, _)| hb))
+    }
+
+    /// Raises the next sequence number to `next` (a position the worker reported).
+    fn saw_seq(&self, next: u64) {
+        let mut s = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        *s = (*s).max(next);
+    }
+
+    /// Takes the next sequence number for a request.
+    fn reserve_seq(&self) -> u64 {
+        let mut s = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        *s += 1;
+        *s - 1
+    }
+
+    /// Gives back `seq` when its insert failed and nothing was reserved after it, so the
+    /// sequence gets no gap.
+    fn unreserve_seq(&self, seq: u64) {
+        let mut s = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == seq + 1 {
+            *s = seq;
+        }
     }
 
     fn object(&self, rel: &str) -> String {
@@ -317,18 +357,18 @@ impl CloudRunTransport {
         {
             return Ok(());
         }
-        if !force
-            && let Some((hb, _)) = self.heartbeat(op).await?
-            && hb.is_live(self.heartbeat_every)
-            && !view.ended.contains(&hb.execution)
-        {
-            if view.execution.as_deref() != Some(hb.execution.as_str()) {
-                view.execution = Some(hb.execution);
-                view.started_at = None;
-                view.trusted = false;
+        if !force && let Some((hb, _)) = self.heartbeat(op).await? {
+            // A live worker waits there; a stopped one's successor goes on from there.
+            self.saw_seq(hb.next);
+            if hb.is_live(self.heartbeat_every) && !view.ended.contains(&hb.execution) {
+                if view.execution.as_deref() != Some(hb.execution.as_str()) {
+                    view.execution = Some(hb.execution);
+                    view.started_at = None;
+                    view.trusted = false;
+                }
+                view.seen_alive = Some(Instant::now());
+                return Ok(());
             }
-            view.seen_alive = Some(Instant::now());
-            return Ok(());
         }
         // A worker we started may still be booting: don't start a second one.
         if !force
@@ -437,8 +477,8 @@ impl CloudRunTransport {
         })
     }
 
-    /// The worker's answer to request `id`, if it is there yet. The answer and the claim are
-    /// removed in the background once read.
+    /// The worker's answer to request `id`, if it is there yet. The answer is removed in the
+    /// background once read.
     async fn take_answer(&self, op: &str, id: &str) -> Result<Option<(RawOutput, AnswerMeta)>> {
         let outbox = outbox_object(&self.prefix, id);
         let d = match self.storage.download(&self.bucket, &outbox, None).await {
@@ -457,10 +497,13 @@ impl CloudRunTransport {
         } else {
             None
         };
-        self.clean_up(vec![outbox, claim_object(&self.prefix, id)]);
+        self.clean_up(vec![outbox]);
         let resp: Response = serde_json::from_slice(&bytes).map_err(|e| {
             SandboxError::backend(&self.sandbox_id, op, format!("bad worker response: {e}"))
         })?;
+        if let Some(next) = resp.inbox_next {
+            self.saw_seq(next);
+        }
         let worker = resp.timing;
         let out = output_from_response(&self.sandbox_id, op, resp)?;
         let mut view = self.worker.lock().await;
@@ -474,6 +517,39 @@ impl CloudRunTransport {
                 received,
             },
         )))
+    }
+
+    /// Reads the answer to request `id` every `poll.min` for `window`, each read sent without
+    /// waiting for the one before (a read takes a round trip: overlapping them sees an answer
+    /// within `poll.min` of its landing instead of within a round trip); at most
+    /// [`MAX_OVERLAPPING_READS`] in flight. `None` when none found it.
+    async fn answer_within(
+        &self,
+        op: &str,
+        id: &str,
+        window: Duration,
+    ) -> Result<Option<(RawOutput, AnswerMeta)>> {
+        let until = tokio::time::Instant::now() + window;
+        let mut reads = futures::stream::FuturesUnordered::new();
+        let mut tick = tokio::time::interval(self.poll.min);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let open = tokio::time::Instant::now() < until;
+            if !open && reads.is_empty() {
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = tick.tick(), if open && reads.len() < MAX_OVERLAPPING_READS => {
+                    reads.push(self.take_answer(op, id));
+                }
+                Some(read) = reads.next() => {
+                    if let Some(found) = read? {
+                        return Ok(Some(found));
+                    }
+                }
+                _ = tokio::time::sleep_until(until), if open => {}
+            }
+        }
     }
 
     /// Keeps the steps of a served request (see [`RequestTrace`]).
@@ -502,64 +578,96 @@ impl CloudRunTransport {
         }
     }
 
-    /// Queues request `id`; returns when the bucket stored it (its server time). A retried
-    /// insert that meets its own first attempt (412: the id is unique) counts as queued.
-    async fn enqueue(&self, op: &str, id: &str, body: Bytes) -> Result<Option<DateTime<Utc>>> {
-        let inbox = inbox_object(&self.prefix, id);
-        match self
-            .storage
-            .insert_object(
-                &self.bucket,
-                &inbox,
-                body,
-                &WriteOptions {
-                    content_type: Some("application/json".into()),
-                    if_generation_match: Some(0),
-                    ..WriteOptions::default()
-                },
-            )
-            .await
-        {
-            Ok(obj) => Ok(obj.time_created),
-            Err(e) if e.status() == Some(412) => Ok(None),
-            Err(e) => Err(self.serr(op, e)),
+    /// Queues request `id` (its JSON `body`) at the next sequence number; returns when the
+    /// bucket stored it. A name another client's request holds moves it one further; a
+    /// retried insert that meets its own first attempt, or finds the name emptied after it
+    /// (the worker took that attempt), counts as queued.
+    async fn enqueue(&self, op: &str, id: &str, body: Bytes) -> Result<Queued> {
+        loop {
+            let seq = self.reserve_seq();
+            let name = inbox_object(&self.prefix, seq);
+            let (r, sent_again) = self
+                .storage
+                .insert_object_once_or_more(
+                    &self.bucket,
+                    &name,
+                    body.clone(),
+                    &WriteOptions {
+                        content_type: Some("application/json".into()),
+                        if_generation_match: Some(0),
+                        ..WriteOptions::default()
+                    },
+                )
+                .await;
+            let e = match r {
+                Ok(obj) => {
+                    return Ok(Queued {
+                        name,
+                        generation: Some(obj.generation),
+                        created: obj.time_created,
+                    });
+                }
+                Err(e) if e.status() == Some(412) => e,
+                Err(e) => {
+                    self.unreserve_seq(seq);
+                    return Err(self.serr(op, e));
+                }
+            };
+            // A write sent once met somebody else's request: try the next number.
+            if !sent_again {
+                continue;
+            }
+            match self.storage.download(&self.bucket, &name, None).await {
+                Ok(d) => {
+                    let generation = d.generation;
+                    let held = d.collect().await.map_err(|e| self.serr(op, e))?;
+                    if serde_json::from_slice::<Request>(&held).is_ok_and(|r| r.id == id) {
+                        return Ok(Queued {
+                            name,
+                            generation,
+                            created: None,
+                        });
+                    }
+                }
+                // Taken already: the worker took this write's own first attempt (only a
+                // write sent twice gets here).
+                Err(nf) if nf.is_not_found() => {
+                    tracing::debug!(sandbox = %self.sandbox_id, %name, error = %e, "a retried insert found its name taken and emptied: queued");
+                    return Ok(Queued {
+                        name,
+                        generation: None,
+                        created: None,
+                    });
+                }
+                Err(e) => return Err(self.serr(op, e)),
+            }
         }
     }
 
-    /// Withdraws request `id` by creating its claim: true when it never ran (the create won,
-    /// or a retried create met this client's own claim), false when a worker claimed it first.
-    async fn withdraw(&self, op: &str, id: &str) -> Result<bool> {
-        let claim = claim_object(&self.prefix, id);
-        let body = withdraw_claim(&self.client_id);
-        let won = match self
+    /// Withdraws a queued request by deleting its inbox object at the generation its insert
+    /// returned: true when it never ran (the delete won), false when a worker took it first
+    /// (404, 412; also a retried delete whose first attempt landed: "may have run" is the
+    /// safe side).
+    async fn withdraw(&self, op: &str, q: &Queued) -> Result<bool> {
+        let Some(generation) = q.generation else {
+            return Ok(false);
+        };
+        match self
             .storage
-            .insert_object(
+            .delete_object(
                 &self.bucket,
-                &claim,
-                Bytes::from(body.clone()),
+                &q.name,
                 &WriteOptions {
-                    if_generation_match: Some(0),
+                    if_generation_match: Some(generation),
                     ..WriteOptions::default()
                 },
             )
             .await
         {
-            Ok(_) => true,
-            Err(e) if e.status() == Some(412) => {
-                match self.storage.download(&self.bucket, &claim, None).await {
-                    Ok(d) => d.collect().await.map_err(|e| self.serr(op, e))?[..] == body[..],
-                    Err(e) if e.is_not_found() => false,
-                    Err(e) => return Err(self.serr(op, e)),
-                }
-            }
-            Err(e) => return Err(self.serr(op, e)),
-        };
-        self.clean_up(if won {
-            vec![inbox_object(&self.prefix, id), claim]
-        } else {
-            Vec::new()
-        });
-        Ok(won)
+            Ok(()) => Ok(true),
+            Err(e) if e.is_not_found() || e.status() == Some(412) => Ok(false),
+            Err(e) => Err(self.serr(op, e)),
+        }
     }
 
     fn new_request_id() -> String {
@@ -592,16 +700,25 @@ impl Transport for CloudRunTransport {
         };
         self.ensure_worker(op, false).await?;
         let mut sent = Utc::now();
-        let mut queued_at = self.enqueue(op, &request.id, encode(&request)?).await?;
+        let mut inbox = self.enqueue(op, &request.id, encode(&request)?).await?;
         let mut queued = Utc::now();
+        let mut since = Instant::now();
         let mut requeued = 0;
         // The worker enforces the deadline itself; allow it time to start and to answer.
         let limit = req.deadline + COLD_START_LIMIT;
         let mut wait = self.poll.min;
         loop {
-            tokio::time::sleep(wait).await;
-            wait = self.poll.next(wait);
-            if let Some((out, meta)) = self.take_answer(op, &request.id).await? {
+            // Within the hold the reads overlap (see `answer_within`); after it they back off.
+            let held = self.poll.hold.saturating_sub(since.elapsed());
+            let answer = if held.is_zero() {
+                tokio::time::sleep(wait).await;
+                wait = self.poll.next(wait, since.elapsed());
+                self.take_answer(op, &request.id).await?
+            } else {
+                self.answer_within(op, &request.id, held.min(LIVENESS_EVERY))
+                    .await?
+            };
+            if let Some((out, meta)) = answer {
                 tracing::debug!(sandbox = %self.sandbox_id, op, ms = started.elapsed().as_millis() as u64, "request served");
                 self.record(sent, queued, meta);
                 return Ok(out);
@@ -627,7 +744,7 @@ impl Transport for CloudRunTransport {
                 self.record(sent, queued, meta);
                 return Ok(out);
             }
-            if !self.withdraw(op, &request.id).await? {
+            if !self.withdraw(op, &inbox).await? {
                 return Err(SandboxError::backend(
                     &self.sandbox_id,
                     op,
@@ -641,7 +758,7 @@ impl Transport for CloudRunTransport {
             // never going to take it: queue it again (under a new id: the old one is withdrawn
             // for good) for a new worker. One this client counted on that died after the
             // request was queued fails the request.
-            let gone_before = matches!((completed, queued_at), (Some(c), Some(q)) if c < q);
+            let gone_before = matches!((completed, inbox.created), (Some(c), Some(q)) if c < q);
             if !(how == "succeeded" || gone_before || !trusted) || requeued >= REQUEUE_LIMIT {
                 return Err(SandboxError::backend(
                     &self.sandbox_id,
@@ -656,8 +773,9 @@ impl Transport for CloudRunTransport {
             self.ensure_worker(op, true).await?;
             request.id = Self::new_request_id();
             sent = Utc::now();
-            queued_at = self.enqueue(op, &request.id, encode(&request)?).await?;
+            inbox = self.enqueue(op, &request.id, encode(&request)?).await?;
             queued = Utc::now();
+            since = Instant::now();
             wait = self.poll.min;
         }
     }

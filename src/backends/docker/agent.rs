@@ -45,6 +45,86 @@ pub enum Started {
     Unavailable(String),
 }
 
+/// The output stream of the agent's exec.
+type AgentOutput = Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// The agent's reader task: the first JSON line is its hello (sent to `hello_tx`, or what the
+/// agent printed instead when the stream ends first), every later line a reply handed to its
+/// waiter. When the stream ends the agent is marked dead and every waiter dropped.
+async fn read_agent_output(
+    mut output: AgentOutput,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+    sandbox: String,
+    hello_tx: oneshot::Sender<std::result::Result<Hello, String>>,
+) {
+    let mut hello_tx = Some(hello_tx);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut seen = String::new();
+    while let Some(item) = output.next().await {
+        let message = match item {
+            Ok(LogOutput::StdOut { message }) => message,
+            Ok(LogOutput::StdErr { message }) => {
+                let text = String::from_utf8_lossy(&message);
+                tracing::debug!(sandbox = %sandbox, stderr = %text.trim_end(), "agent stderr");
+                if hello_tx.is_some() && seen.len() < 4096 {
+                    seen.push_str(&text);
+                }
+                continue;
+            }
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(sandbox = %sandbox, error = %e, "agent stream failed");
+                break;
+            }
+        };
+        // Only the new bytes are searched: an answer line can be tens of MiB.
+        let from = buf.len();
+        buf.extend_from_slice(&message);
+        let mut search_from = from;
+        while let Some(at) = buf[search_from..].iter().position(|b| *b == b'\n') {
+            let end = search_from + at;
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            search_from = 0;
+            if let Some(tx) = hello_tx.take() {
+                match serde_json::from_slice::<Hello>(&line) {
+                    Ok(h) => {
+                        let _ = tx.send(Ok(h));
+                    }
+                    Err(_) => {
+                        seen.push_str(&String::from_utf8_lossy(&line));
+                        hello_tx = Some(tx);
+                    }
+                }
+                continue;
+            }
+            match serde_json::from_slice::<Response>(&line) {
+                Ok(resp) => {
+                    let waiter = pending.lock().ok().and_then(|mut p| p.remove(&resp.id));
+                    if let Some(w) = waiter {
+                        let _ = w.send(resp);
+                    } else if let Some(err) = resp.error {
+                        tracing::warn!(sandbox = %sandbox, error = %err, "the agent refused a request");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %sandbox, error = %e, "unreadable line from the agent")
+                }
+            }
+        }
+    }
+    alive.store(false, Ordering::SeqCst);
+    if let Ok(mut p) = pending.lock() {
+        // Dropping the senders tells every waiter the agent is gone.
+        p.clear();
+    }
+    if let Some(tx) = hello_tx {
+        let _ = tx.send(Err(seen));
+    }
+}
+
 impl Agent {
     /// Starts `sandbox-executor serve` in `container` and waits for its hello.
     pub async fn start(
@@ -78,7 +158,7 @@ impl Agent {
             )
             .await
             .map_err(|e| map_bollard(sandbox, op, e))?;
-        let StartExecResults::Attached { mut output, input } = started else {
+        let StartExecResults::Attached { output, input } = started else {
             return Err(SandboxError::backend(
                 sandbox,
                 op,
@@ -88,75 +168,13 @@ impl Agent {
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let (hello_tx, hello_rx) = oneshot::channel::<std::result::Result<Hello, String>>();
-        let reader = {
-            let (pending, alive, sandbox) = (pending.clone(), alive.clone(), sandbox.to_string());
-            tokio::spawn(async move {
-                let mut hello_tx = Some(hello_tx);
-                let mut buf: Vec<u8> = Vec::new();
-                let mut seen = String::new();
-                while let Some(item) = output.next().await {
-                    let message = match item {
-                        Ok(LogOutput::StdOut { message }) => message,
-                        Ok(LogOutput::StdErr { message }) => {
-                            let text = String::from_utf8_lossy(&message);
-                            tracing::debug!(sandbox = %sandbox, stderr = %text.trim_end(), "agent stderr");
-                            if hello_tx.is_some() && seen.len() < 4096 {
-                                seen.push_str(&text);
-                            }
-                            continue;
-                        }
-                        Ok(_) => continue,
-                        Err(e) => {
-                            tracing::debug!(sandbox = %sandbox, error = %e, "agent stream failed");
-                            break;
-                        }
-                    };
-                    // Only the new bytes are searched: an answer line can be tens of MiB.
-                    let from = buf.len();
-                    buf.extend_from_slice(&message);
-                    let mut search_from = from;
-                    while let Some(at) = buf[search_from..].iter().position(|b| *b == b'\n') {
-                        let end = search_from + at;
-                        let line: Vec<u8> = buf.drain(..=end).collect();
-                        search_from = 0;
-                        if let Some(tx) = hello_tx.take() {
-                            match serde_json::from_slice::<Hello>(&line) {
-                                Ok(h) => {
-                                    let _ = tx.send(Ok(h));
-                                }
-                                Err(_) => {
-                                    seen.push_str(&String::from_utf8_lossy(&line));
-                                    hello_tx = Some(tx);
-                                }
-                            }
-                            continue;
-                        }
-                        match serde_json::from_slice::<Response>(&line) {
-                            Ok(resp) => {
-                                let waiter =
-                                    pending.lock().ok().and_then(|mut p| p.remove(&resp.id));
-                                if let Some(w) = waiter {
-                                    let _ = w.send(resp);
-                                } else if let Some(err) = resp.error {
-                                    tracing::warn!(sandbox = %sandbox, error = %err, "the agent refused a request");
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!(sandbox = %sandbox, error = %e, "unreadable line from the agent")
-                            }
-                        }
-                    }
-                }
-                alive.store(false, Ordering::SeqCst);
-                if let Ok(mut p) = pending.lock() {
-                    // Dropping the senders tells every waiter the agent is gone.
-                    p.clear();
-                }
-                if let Some(tx) = hello_tx {
-                    let _ = tx.send(Err(seen));
-                }
-            })
-        };
+        let reader = tokio::spawn(read_agent_output(
+            output,
+            pending.clone(),
+            alive.clone(),
+            sandbox.to_string(),
+            hello_tx,
+        ));
         let hello = match tokio::time::timeout(HELLO_WITHIN, hello_rx).await {
             Ok(Ok(Ok(h))) => h,
             Ok(Ok(Err(seen))) => {

@@ -47,7 +47,7 @@ use crate::emulator::routes::{Api, RouteTable};
 use crate::gcp::run::{
     Condition, EXECUTION_TYPE_URL, Execution, ExecutionReference, JOB_TYPE_URL, Job,
     ListExecutionsResponse, ListJobsResponse, ListTasksResponse, Operation, RunJobRequest, Status,
-    Task, TaskAttemptResult, format_duration, parse_duration,
+    Task, TaskAttemptResult, TaskTemplate, format_duration, parse_duration,
 };
 use crate::suites::profile;
 
@@ -994,20 +994,7 @@ async fn post_job(State(st): St, Path((p, l, seg)): P3, body: Bytes) -> ApiResul
     task_template.max_retries = Some(max_retries);
     task_template.timeout = Some(format_duration(timeout));
     if req.validate_only {
-        let x = Execution {
-            job: j.to_string(),
-            task_count: Some(task_count),
-            parallelism: Some(parallelism),
-            template: Some(task_template),
-            ..Default::default()
-        };
-        return ok(Operation {
-            name: String::new(),
-            metadata: Some(typed(&x, EXECUTION_TYPE_URL)),
-            done: true,
-            error: None,
-            response: Some(typed(&x, EXECUTION_TYPE_URL)),
-        });
+        return validated_run(j, task_count, parallelism, task_template);
     }
     let exec_id = format!("{}-{}", j, rand_suffix(5));
     let exec_name = format!("{job_name}/executions/{exec_id}");
@@ -1092,14 +1079,42 @@ async fn post_job(State(st): St, Path((p, l, seg)): P3, body: Bytes) -> ApiResul
         timeout,
         template: task_template,
     };
-    let handle = tokio::spawn(runner::run_execution(st.clone(), plan, cancel));
-    {
-        let mut r = st.runners.lock().unwrap_or_else(|p| p.into_inner());
-        r.retain(|h| !h.is_finished());
-        r.push(handle);
-    }
+    start_runner(&st, plan, cancel);
     st.bump();
     ok(op)
+}
+
+/// The reply to a `validateOnly` run: a finished operation describing the execution that
+/// would have started, and nothing started.
+fn validated_run(
+    job: &str,
+    task_count: i32,
+    parallelism: i32,
+    template: TaskTemplate,
+) -> ApiResult {
+    let x = Execution {
+        job: job.to_string(),
+        task_count: Some(task_count),
+        parallelism: Some(parallelism),
+        template: Some(template),
+        ..Default::default()
+    };
+    ok(Operation {
+        name: String::new(),
+        metadata: Some(typed(&x, EXECUTION_TYPE_URL)),
+        done: true,
+        error: None,
+        response: Some(typed(&x, EXECUTION_TYPE_URL)),
+    })
+}
+
+/// Runs an execution's tasks in the background, kept with the other runners (finished ones
+/// are dropped) so shutdown can wait for them.
+fn start_runner(st: &Arc<RunState>, plan: runner::ExecPlan, cancel: CancellationToken) {
+    let handle = tokio::spawn(runner::run_execution(st.clone(), plan, cancel));
+    let mut r = st.runners.lock().unwrap_or_else(|p| p.into_inner());
+    r.retain(|h| !h.is_finished());
+    r.push(handle);
 }
 
 async fn list_executions(State(st): St, Path((p, l, j)): P3, Query(q): Q) -> ApiResult {
