@@ -263,11 +263,11 @@ pub async fn bench(
             opts.budgets.insert(b.name.clone(), TWIN_BUDGET);
         }
         opts.origins.insert(b.name.clone(), b.origin.clone());
-        if let Some(raw) = &b.raw {
-            opts.raw_baselines.insert(b.name.clone(), raw.clone());
+        if let Some(raw) = bench::raw_baseline(b) {
+            opts.raw_baselines.insert(b.name.clone(), raw);
         }
-        if let Some(probe) = &b.probe {
-            opts.phase_probes.insert(b.name.clone(), probe.clone());
+        if let Some(probe) = bench::phase_probe(b) {
+            opts.phase_probes.insert(b.name.clone(), probe);
         }
     }
     let ctrl_c = settings

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use crate::backends::cloudrun::{CloudRunBackend, CloudRunConfig};
 use crate::backends::docker::{DockerBackend, DockerConfig};
-use crate::bench;
 use crate::protocol::{BackendOrigin, ErrorKind, SandboxBackend, SandboxError};
 
 /// The backends this build knows, in the order `all` opens them.
@@ -130,13 +129,12 @@ pub struct OpenBackend {
     pub backend: Arc<dyn SandboxBackend>,
     /// Where its figures come from.
     pub origin: BackendOrigin,
-    /// The raw engine baseline, when there is one (Docker).
-    pub raw: Option<Arc<dyn bench::RawBaseline>>,
+    /// The Docker backend itself (the bench measures its raw engine baseline).
+    pub docker: Option<Arc<DockerBackend>>,
     /// The embedded emulator a Cloud Run backend runs on.
     pub local: Option<Arc<crate::emulator::LocalCloud>>,
-    /// The backend's per-phase probe, when it has one (Cloud Run).
-    pub probe: Option<Arc<dyn bench::phases::PhaseProbe>>,
-    /// The Cloud Run backend itself (its warm pool is shut down on close).
+    /// The Cloud Run backend itself (its warm pool is shut down on close; the bench probes
+    /// its phases).
     pub cloudrun: Option<Arc<CloudRunBackend>>,
 }
 
@@ -280,15 +278,13 @@ async fn open_docker() -> Result<OpenBackend, OpenError> {
     let b = DockerBackend::connect(config)
         .await
         .map_err(|e| OpenError::from_sandbox(name, &e))?;
-    let raw: Arc<dyn bench::RawBaseline> =
-        Arc::new(bench::raw_docker::DockerRawExec::new(b.docker().clone()));
+    let b = Arc::new(b);
     Ok(OpenBackend {
         name: name.into(),
-        backend: Arc::new(b),
+        backend: b.clone(),
         origin: BackendOrigin::LocalDocker,
-        raw: Some(raw),
+        docker: Some(b),
         local: None,
-        probe: None,
         cloudrun: None,
     })
 }
@@ -314,16 +310,12 @@ async fn open_cloudrun(opts: &OpenOptions) -> Result<OpenBackend, OpenError> {
         .await
         .map_err(|e| OpenError::from_sandbox(name, &e))?;
     let b = Arc::new(b);
-    let probe: Arc<dyn bench::phases::PhaseProbe> = Arc::new(
-        crate::bench::cloudrun_probe::CloudRunPhaseProbe::new(b.clone()),
-    );
     Ok(OpenBackend {
         name: name.into(),
         local: b.local_cloud().cloned(),
         origin: b.origin(),
         backend: b.clone(),
-        raw: None,
-        probe: Some(probe),
+        docker: None,
         cloudrun: Some(b),
     })
 }

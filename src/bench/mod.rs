@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::backends::OpenBackend;
 use crate::protocol::{BackendOrigin, ErrorKind, Sandbox, SandboxError, UploadBody};
 use crate::suites::{MetricId, RowVerdict, Statistic};
 use environment::Environment;
@@ -963,6 +964,20 @@ impl BackendReport {
             _ => return None,
         })
     }
+}
+
+/// The raw engine baseline the bench compares `b` with, when it has one (Docker).
+pub fn raw_baseline(b: &OpenBackend) -> Option<Arc<dyn RawBaseline>> {
+    b.docker.as_ref().map(|d| {
+        Arc::new(raw_docker::DockerRawExec::new(d.docker().clone())) as Arc<dyn RawBaseline>
+    })
+}
+
+/// The per-phase probe the bench runs on `b`, when it has one (Cloud Run).
+pub fn phase_probe(b: &OpenBackend) -> Option<Arc<dyn phases::PhaseProbe>> {
+    b.cloudrun.as_ref().map(|c| {
+        Arc::new(cloudrun_probe::CloudRunPhaseProbe::new(c.clone())) as Arc<dyn phases::PhaseProbe>
+    })
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ use crate::browser::cdp::{self, CdpClient, CdpError};
 use crate::browser::rfb;
 use crate::protocol::{BrowserInfo, Capabilities, ErrorKind, Sandbox, SandboxError};
 
-use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseLevel, CaseResult};
+use super::case::Case;
 use super::steps::{SandboxGuard, T, case, ensure, expect_kind, run_stateful, sb};
+use super::terms::{Capability, CaseCtx, CaseFailure, CaseLevel, CaseResult};
 
 /// Every browser case.
 pub(super) fn cases() -> Vec<Case> {

@@ -11,8 +11,9 @@ use crate::protocol::{
     ErrorKind, ExecOutcome, ReadOptions, Sandbox, StatefulExec, UploadBody, WriteOptions,
 };
 
-use super::case::{Capability, Case, CaseCtx, CaseFailure, CaseLevel, CaseResult};
+use super::case::Case;
 use super::steps::{SandboxGuard, T, case, ensure, expect_kind, run_stateful, sb};
+use super::terms::{Capability, CaseCtx, CaseFailure, CaseLevel, CaseResult};
 use super::text::{describe_mismatch, escape_bytes};
 
 /// The built-in scenario files, embedded so the binary needs no source tree.

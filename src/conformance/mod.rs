@@ -17,11 +17,10 @@ pub mod runner;
 pub mod scenario;
 pub mod shell;
 pub mod steps;
+pub mod terms;
 pub mod text;
 
-pub use case::{
-    Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult, Outcome,
-};
+pub use case::{Case, CaseBody, Outcome};
 pub use registry::{BackendEntry, BackendFactory, FactoryError, Registry, default_registry};
 pub use report::{
     ParityVerdict, parity, render_matrix, render_terminal, to_json, to_markdown, write_reports,
@@ -31,6 +30,7 @@ pub use runner::{
     load_cases, run_cases, run_suite, run_with_reporters,
 };
 pub use steps::SandboxGuard;
+pub use terms::{Area, Capability, CaseCtx, CaseFailure, CaseLevel, CaseResult};
 
 /// A reporter that prints one line per finished case (and failure details) to a writer.
 pub struct ConsoleReporter<W: std::io::Write + Send> {

@@ -9,8 +9,9 @@ use serde::Serialize;
 
 use crate::output::{TableStyle, render};
 
-use super::case::{CaseLevel, Outcome};
+use super::case::Outcome;
 use super::runner::{CaseRecord, RunReport};
+use super::terms::CaseLevel;
 
 /// Whether the backends behave alike on core cases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -323,7 +324,7 @@ pub fn to_markdown(report: &RunReport) -> String {
         let rows: Vec<Vec<String>> = diffs
             .iter()
             .map(|r| {
-                let d = r.divergence.clone().unwrap_or(super::case::Divergence {
+                let d = r.divergence.clone().unwrap_or(super::terms::Divergence {
                     backend: r.backend.clone(),
                     rule: String::new(),
                     source: String::new(),
@@ -417,7 +418,8 @@ pub fn write_reports(report: &RunReport, dir: &Path) -> std::io::Result<Vec<Path
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::case::{Area, Capability, documented_limitation};
+    use crate::conformance::case::documented_limitation;
+    use crate::conformance::terms::{Area, Capability};
 
     fn rec(id: &str, backend: &str, outcome: Outcome, level: CaseLevel) -> CaseRecord {
         CaseRecord {
@@ -494,7 +496,7 @@ mod tests {
             CaseLevel::Core,
         );
         diff.error = Some("stdout differs\nmkfifo: Operation not supported".into());
-        diff.divergence = Some(crate::conformance::case::Divergence {
+        diff.divergence = Some(crate::conformance::terms::Divergence {
             backend: "cloudrun".into(),
             rule: "no named pipes".into(),
             source: "gcsfuse docs/semantics.md".into(),

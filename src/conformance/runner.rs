@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::{Capabilities, ErrorKind, SandboxBackend};
 
-use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, Outcome};
+use super::case::{Case, CaseBody, Outcome};
 use super::registry::BackendEntry;
 use super::scenario::{self, ParseError, run_scenario};
 use super::steps::SandboxGuard;
+use super::terms::{Area, Capability, CaseCtx, CaseFailure, CaseLevel};
 
 /// How a run behaves.
 #[derive(Debug, Clone)]
@@ -88,7 +89,7 @@ pub struct CaseRecord {
     pub limitation: Option<String>,
     /// For a `documented difference` outcome: the platform rule the case declares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub divergence: Option<super::case::Divergence>,
+    pub divergence: Option<super::terms::Divergence>,
 }
 
 /// Counts per outcome.
@@ -657,7 +658,7 @@ mod tests {
             heavy: false,
             source: "t".into(),
             divergences: vec![
-                crate::conformance::case::Divergence::parse("cloudrun | a rule | a source")
+                crate::conformance::terms::Divergence::parse("cloudrun | a rule | a source")
                     .unwrap(),
             ],
             body: CaseBody::Rust(|_| Box::pin(async { Ok(()) })),
@@ -674,8 +675,8 @@ mod tests {
             Outcome::Failed,
             "only the declared backend"
         );
-        assert!(crate::conformance::case::Divergence::parse("cloud run | r | s").is_err());
-        assert!(crate::conformance::case::Divergence::parse("cloudrun | r").is_err());
+        assert!(crate::conformance::terms::Divergence::parse("cloud run | r | s").is_err());
+        assert!(crate::conformance::terms::Divergence::parse("cloudrun | r").is_err());
     }
 
     #[test]

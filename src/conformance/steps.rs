@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::case::{Area, Capability, Case, CaseBody, CaseCtx, CaseFailure, CaseLevel, CaseResult};
+use super::case::{Case, CaseBody};
+use super::terms::{Area, Capability, CaseCtx, CaseFailure, CaseLevel, CaseResult};
 use super::text::escape_bytes;
 use crate::protocol::{ErrorKind, Sandbox, SandboxError, StatefulExec};
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::conformance::case::{CaseCtx, CaseFailure, CaseResult};
+use crate::conformance::terms::{CaseCtx, CaseFailure, CaseResult};
 use crate::conformance::text::{describe_mismatch, escape_bytes};
 use crate::protocol::{
     ErrorKind, ExecOutcome, FileKind, ProcessSelector, ReadOptions, SandboxError, StatefulExec,

@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::protocol::ErrorKind;
 
-use super::case::{Capability, CaseLevel};
+use super::terms::{Capability, CaseLevel};
 
 mod exec;
 mod parse;
@@ -299,7 +299,7 @@ pub struct Scenario {
     /// Required capabilities.
     pub requires: Vec<Capability>,
     /// Declared platform differences (`expected-divergence BACKEND | RULE | SOURCE`).
-    pub divergences: Vec<super::case::Divergence>,
+    pub divergences: Vec<super::terms::Divergence>,
     /// The file it came from (as given to the parser).
     pub file: String,
     /// The line of its `case` header.

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::conformance::case::{Capability, CaseLevel, Divergence, validate_id};
+use crate::conformance::terms::{Capability, CaseLevel, Divergence, validate_id};
 use crate::conformance::text::unescape;
 use crate::protocol::ErrorKind;
 
