@@ -10,7 +10,7 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::FutureExt;
 use sandbox_harness::emulator::gcsfuse::GcsFuse;
 use sandbox_harness::emulator::run::{EXECUTION_LABEL, RunConfig, RunState, routes};
-use sandbox_harness::emulator::{Emulator, EmulatorConfig};
+use sandbox_harness::emulator::{AuthMode, Emulator, EmulatorConfig};
 use sandbox_harness::gcp::auth::TokenSource;
 use sandbox_harness::gcp::retry::RetryPolicy;
 use sandbox_harness::gcp::run::{
@@ -26,6 +26,8 @@ const BUCKET: &str = "bkt";
 /// Cloud Storage FUSE) on 127.0.0.1:0 with bucket `bkt`; shuts down on drop.
 struct Env {
     client: RunClient,
+    /// A token the emulator issued, when it requires one.
+    token: Option<String>,
     storage: StorageClient,
     state: Arc<RunState>,
     base: String,
@@ -64,16 +66,16 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
     cfg.faults = Arc::new(sandbox_harness::emulator::faults::FaultInjector::new(
         faults,
     ));
-    if auth {
-        cfg.auth = Some(Arc::new(|h: &axum::http::HeaderMap| {
-            h.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer secret-token")
-        }));
-    }
     let state = RunState::new(cfg).expect("state");
     let for_router = state.clone();
     let emu = Emulator::start_with(
         EmulatorConfig {
             check_docker: false,
+            auth: if auth {
+                AuthMode::Required
+            } else {
+                AuthMode::Off
+            },
             ..Default::default()
         },
         move |_| routes(for_router),
@@ -81,15 +83,23 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
     .await
     .expect("emulator");
     let base = emu.base_url();
+    // With auth required, the helpers (storage, volumes) use a token the emulator issued; the
+    // Run client stays anonymous so a test can show the 401.
+    let token = auth.then(|| emu.context().auth.issue().0);
+    let source = match &token {
+        Some(t) => TokenSource::Static(t.clone()),
+        None => TokenSource::Anonymous,
+    };
+    let for_mounts = source.clone();
     let mounter = GcsFuse::new(
         &base,
         emu.clock(),
-        Arc::new(|| TokenSource::Anonymous),
+        Arc::new(move || for_mounts.clone()),
         &id[..13],
     )
     .expect("gcs volume mounter");
     state.set_gcs_volumes(Arc::new(mounter)).unwrap();
-    let storage = StorageClient::new(&base, TokenSource::Anonymous)
+    let storage = StorageClient::new(&base, source)
         .unwrap()
         .with_retry(fast_retry());
     storage
@@ -105,6 +115,7 @@ async fn env_with(faults: FaultConfig, auth: bool) -> Env {
     let client = RunClient::new(&base).unwrap().with_retry(fast_retry());
     Env {
         client,
+        token,
         storage,
         state,
         base,
@@ -748,8 +759,10 @@ async fn auth_hook_rejects_requests_without_the_token() {
         .unwrap_err();
     assert_eq!(e.status(), Some(401));
     assert_eq!(e.kind(), sandbox_harness::protocol::ErrorKind::Permission);
-    let authed = env.client.clone().with_token_provider(Arc::new(|| {
-        async { Ok::<_, String>("secret-token".to_string()) }.boxed()
+    let token = env.token.clone().expect("an issued token");
+    let authed = env.client.clone().with_token_provider(Arc::new(move || {
+        let token = token.clone();
+        async move { Ok::<_, String>(token) }.boxed()
     }));
     assert!(
         authed

@@ -8,7 +8,9 @@
 //!   `Metadata-Flavor: Google`: the metadata server's token.
 //!
 //! Both issue opaque tokens valid for [`TOKEN_LIFETIME`] by the emulator clock. With
-//! `AuthMode::Required`, [`require_auth`] answers 401 to API calls without such a token.
+//! `AuthMode::Required`, [`require_auth`] answers 401 to API calls without such a token; the
+//! server puts it in front of every API route, the Storage and the Cloud Run half alike, so it
+//! is the emulator's one auth check.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,8 +26,8 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
+use super::base::{ApiError, AuthMode, Clock, read_limited};
 use super::routes::{Api, RouteTable};
-use super::server::{ApiError, AuthMode, Clock, EmulatorContext, read_limited};
 
 /// How long an issued token is valid.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
@@ -112,7 +114,7 @@ pub async fn require_auth(State(auth): State<AuthChecker>, req: Request, next: N
 }
 
 /// The token endpoints' routes.
-pub fn routes(ctx: EmulatorContext) -> RouteTable {
+pub fn routes(auth: AuthChecker) -> RouteTable {
     RouteTable::new()
         .route(
             Method::POST,
@@ -126,7 +128,7 @@ pub fn routes(ctx: EmulatorContext) -> RouteTable {
             Api::Other("GCE metadata server token, no discovery document"),
             metadata_token,
         )
-        .with_state(ctx)
+        .with_state(auth)
 }
 
 fn oauth_error(error: &str, description: &str) -> Response {
@@ -153,7 +155,7 @@ pub fn is_well_formed_jwt(s: &str) -> bool {
     }) && engine.decode(parts[2].trim_end_matches('=')).is_ok()
 }
 
-async fn token_endpoint(State(ctx): State<EmulatorContext>, body: Body) -> Response {
+async fn token_endpoint(State(auth): State<AuthChecker>, body: Body) -> Response {
     let bytes = match read_limited(body, 64 * 1024).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -182,16 +184,16 @@ async fn token_endpoint(State(ctx): State<EmulatorContext>, body: Body) -> Respo
             );
         }
     }
-    let (token, life) = ctx.auth.issue();
+    let (token, life) = auth.issue();
     Json(json!({"access_token": token, "expires_in": life.as_secs(), "token_type": "Bearer"}))
         .into_response()
 }
 
-async fn metadata_token(State(ctx): State<EmulatorContext>, headers: HeaderMap) -> Response {
+async fn metadata_token(State(auth): State<AuthChecker>, headers: HeaderMap) -> Response {
     if headers.get("metadata-flavor").and_then(|v| v.to_str().ok()) != Some("Google") {
         return ApiError::forbidden("Missing Metadata-Flavor:Google header.").into_response();
     }
-    let (token, life) = ctx.auth.issue();
+    let (token, life) = auth.issue();
     let mut resp =
         Json(json!({"access_token": token, "expires_in": life.as_secs(), "token_type": "Bearer"}))
             .into_response();

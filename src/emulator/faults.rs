@@ -10,6 +10,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+use super::base::{ApiError, Dialect};
 use crate::suites::faults::{FaultConfig, Latency, WorkerCrash};
 use crate::suites::profile;
 
@@ -228,6 +229,31 @@ impl FaultInjector {
         }
         Self::count(&mut d, kind::WAIT_EARLY, "run.operations.wait");
         Some(Self::draw(&mut d, profile::WAIT_EARLY, dist))
+    }
+
+    /// The fault layer of every API call: applies the configured latency, then the 429/503
+    /// dice, for `endpoint` (e.g. "storage.objects.insert", "run.jobs.run"); `Err` is the
+    /// answer to send, worded and shaped as the API of `dialect` words it.
+    pub async fn inject(&self, endpoint: &str, dialect: Dialect) -> Result<(), ApiError> {
+        let Some(status) = self.call(endpoint).await else {
+            return Ok(());
+        };
+        Err(match (dialect, status) {
+            (Dialect::Storage, 429) => {
+                ApiError::rate_limited(format!("injected fault: rate limit exceeded on {endpoint}"))
+            }
+            (Dialect::Storage, _) => {
+                ApiError::unavailable(format!("injected fault: service unavailable on {endpoint}"))
+            }
+            (Dialect::Run, 429) => {
+                ApiError::rate_limited(format!("Quota exceeded (injected fault on {endpoint})."))
+                    .in_dialect(Dialect::Run)
+            }
+            (Dialect::Run, _) => ApiError::unavailable(format!(
+                "The service is currently unavailable (injected fault on {endpoint})."
+            ))
+            .in_dialect(Dialect::Run),
+        })
     }
 
     /// Applies the call latency for `endpoint`, then rolls the 429/503 dice: `Some(status)` is

@@ -7,10 +7,12 @@ use std::sync::Arc;
 use bollard::Docker;
 
 use super::auth::AuthChecker;
+use super::base::AuthMode;
+use super::context::EmulatorConfig;
 use super::faults::{FaultCounts, FaultInjector};
 use super::gcsfuse::GcsFuse;
 use super::run::{self, RunConfig, RunState};
-use super::server::{AuthMode, Emulator, EmulatorConfig, EmulatorError};
+use super::server::{Emulator, EmulatorError};
 use crate::gcp::auth::TokenSource;
 
 /// Why the local cloud could not start.

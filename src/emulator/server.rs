@@ -1,6 +1,6 @@
-//! The emulator's HTTP server: configuration, the shared context handed to each API half, the
-//! Google-style error body, the test clock, health endpoints, IAM/Service Usage stubs and the
-//! assembly of every router behind one listener on 127.0.0.1.
+//! The emulator's HTTP server: health endpoints, IAM/Service Usage stubs and the assembly of
+//! every router behind one listener on 127.0.0.1. The configuration and the context handed to
+//! each API half live in `context`, the error type and the clock in `base` (re-exported here).
 //!
 //! # Adding routes (the Cloud Run half)
 //!
@@ -12,91 +12,31 @@
 //! returns a [`RouteTable`] (already given its own state), which records what each route
 //! implements so [`Emulator::routes`] can list them all. That table is
 //! merged with the storage routes; the auth middleware then wraps all of them, so the extra
-//! routes need no auth code of their own. Handlers call `ctx.inject("run.jobs.create").await?`
-//! to get the configured latency and 429/503 faults, and answer errors with [`ApiError`].
+//! routes need no auth code of their own. Handlers call `ctx.inject("storage.objects.get").await?`
+//! (or, without a context, `FaultInjector::inject` with their [`Dialect`]) to get the configured
+//! latency and 429/503 faults, and answer errors with [`ApiError`].
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use serde::de::DeserializeOwned;
+use axum::http::Method;
+use chrono::Utc;
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::auth::{self, AuthChecker};
+pub use super::base::{ApiError, AuthMode, Clock, Dialect};
+pub use super::context::{EmulatorConfig, EmulatorContext};
 use super::faults::FaultInjector;
 use super::routes::{Api, RouteSpec, RouteTable};
 use super::storage::{self, StorageState};
-use crate::suites::faults::FaultConfig;
-
-/// Whether API calls need a bearer token issued by the emulator's token endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum AuthMode {
-    /// Anything goes.
-    #[default]
-    Off,
-    /// Every API call needs `Authorization: Bearer <token issued by /token or the metadata server>`.
-    Required,
-}
-
-/// How the emulator is started.
-#[derive(Debug, Clone)]
-pub struct EmulatorConfig {
-    /// Where buckets, objects and upload sessions live; a temp dir (removed on drop) when `None`.
-    pub state_dir: Option<PathBuf>,
-    /// TCP port on 127.0.0.1; 0 picks an ephemeral one.
-    pub port: u16,
-    /// Token requirement for API calls.
-    pub auth: AuthMode,
-    /// Latency and error injection.
-    pub faults: FaultConfig,
-    /// IAM permissions that testIamPermissions (bucket and project) reports as not granted.
-    pub denied_permissions: BTreeSet<String>,
-    /// Members (e.g. "serviceAccount:runner@p.iam.gserviceaccount.com") the bucket IAM
-    /// policy grants `roles/storage.objectUser`.
-    pub bucket_object_users: BTreeSet<String>,
-    /// Service names (e.g. "run.googleapis.com") Service Usage reports as DISABLED.
-    pub disabled_services: BTreeSet<String>,
-    /// Largest accepted JSON request body (and multipart metadata part), bytes; larger is 413.
-    pub max_json_body: usize,
-    /// Lifecycle rules are swept at most this often per bucket (and whenever the clock is advanced).
-    pub lifecycle_sweep_interval: Duration,
-    /// Whether `/ready` pings the Docker engine (off: reported as "skipped").
-    pub check_docker: bool,
-    /// Per-object mutation rate limit (Cloud Storage's one write per second per object name);
-    /// `None` turns it off.
-    pub object_mutation_limit: Option<storage::MutationLimit>,
-}
-
-impl Default for EmulatorConfig {
-    fn default() -> Self {
-        EmulatorConfig {
-            state_dir: None,
-            port: 0,
-            auth: AuthMode::Off,
-            faults: FaultConfig::default(),
-            denied_permissions: BTreeSet::new(),
-            bucket_object_users: BTreeSet::new(),
-            disabled_services: BTreeSet::new(),
-            max_json_body: 1024 * 1024,
-            lifecycle_sweep_interval: Duration::from_secs(60),
-            check_docker: true,
-            object_mutation_limit: Some(storage::MutationLimit::default()),
-        }
-    }
-}
 
 /// Errors starting the emulator.
 #[derive(Debug, thiserror::Error)]
@@ -104,234 +44,6 @@ pub enum EmulatorError {
     /// Filesystem or socket failure.
     #[error("emulator I/O error: {0}")]
     Io(#[from] std::io::Error),
-}
-
-/// A shared, adjustable clock: real time plus an offset tests can advance.
-#[derive(Debug, Clone, Default)]
-pub struct Clock {
-    inner: Arc<ClockInner>,
-}
-
-#[derive(Debug, Default)]
-struct ClockInner {
-    offset_ms: AtomicI64,
-    epoch: AtomicU64,
-}
-
-impl Clock {
-    /// A clock at real time.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The current (possibly advanced) time.
-    pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.inner.offset_ms.load(Ordering::SeqCst))
-    }
-
-    /// Moves the clock forward by `d`.
-    pub fn advance(&self, d: Duration) {
-        let ms = i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
-        self.inner.offset_ms.fetch_add(ms, Ordering::SeqCst);
-        self.inner.epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Counts `advance` calls (lets periodic work notice a jump).
-    pub fn epoch(&self) -> u64 {
-        self.inner.epoch.load(Ordering::SeqCst)
-    }
-}
-
-/// An API error answered with Google's JSON error body.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code} {status}: {message}")]
-pub struct ApiError {
-    /// HTTP status code.
-    pub code: u16,
-    /// Google status name ("NOT_FOUND", ...).
-    pub status: &'static str,
-    /// Human-readable message.
-    pub message: String,
-    /// The `errors[].reason` value ("notFound", "conditionNotMet", ...).
-    pub reason: &'static str,
-}
-
-impl ApiError {
-    /// An error with an explicit code, status name and reason.
-    pub fn new(
-        code: u16,
-        status: &'static str,
-        reason: &'static str,
-        msg: impl Into<String>,
-    ) -> Self {
-        ApiError {
-            code,
-            status,
-            message: msg.into(),
-            reason,
-        }
-    }
-    /// 400 INVALID_ARGUMENT.
-    pub fn bad_request(msg: impl Into<String>) -> Self {
-        Self::new(400, "INVALID_ARGUMENT", "invalid", msg)
-    }
-    /// 401 UNAUTHENTICATED.
-    pub fn unauthenticated(msg: impl Into<String>) -> Self {
-        Self::new(401, "UNAUTHENTICATED", "required", msg)
-    }
-    /// 403 PERMISSION_DENIED.
-    pub fn forbidden(msg: impl Into<String>) -> Self {
-        Self::new(403, "PERMISSION_DENIED", "forbidden", msg)
-    }
-    /// 404 NOT_FOUND.
-    pub fn not_found(msg: impl Into<String>) -> Self {
-        Self::new(404, "NOT_FOUND", "notFound", msg)
-    }
-    /// 409 ALREADY_EXISTS / conflict.
-    pub fn conflict(msg: impl Into<String>) -> Self {
-        Self::new(409, "ALREADY_EXISTS", "conflict", msg)
-    }
-    /// 412 FAILED_PRECONDITION (`conditionNotMet`).
-    pub fn precondition(msg: impl Into<String>) -> Self {
-        Self::new(412, "FAILED_PRECONDITION", "conditionNotMet", msg)
-    }
-    /// 413 payload too large.
-    pub fn too_large(msg: impl Into<String>) -> Self {
-        Self::new(413, "OUT_OF_RANGE", "uploadTooLarge", msg)
-    }
-    /// 416 range not satisfiable.
-    pub fn bad_range(msg: impl Into<String>) -> Self {
-        Self::new(416, "OUT_OF_RANGE", "requestedRangeNotSatisfiable", msg)
-    }
-    /// 429 RESOURCE_EXHAUSTED.
-    pub fn rate_limited(msg: impl Into<String>) -> Self {
-        Self::new(429, "RESOURCE_EXHAUSTED", "rateLimitExceeded", msg)
-    }
-    /// 500 INTERNAL.
-    pub fn internal(msg: impl Into<String>) -> Self {
-        Self::new(500, "INTERNAL", "backendError", msg)
-    }
-    /// 503 UNAVAILABLE.
-    pub fn unavailable(msg: impl Into<String>) -> Self {
-        Self::new(503, "UNAVAILABLE", "backendError", msg)
-    }
-
-    /// The JSON body `{"error":{"code","message","status","errors":[...]}}`.
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
-            "code": self.code,
-            "message": self.message,
-            "status": self.status,
-            "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
-        }})
-    }
-}
-
-impl From<std::io::Error> for ApiError {
-    fn from(e: std::io::Error) -> Self {
-        tracing::warn!(error = %e, "emulator I/O error");
-        ApiError::internal(format!("emulator I/O error: {e}"))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (status, Json(self.body())).into_response();
-        if self.code == 401 {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
-            );
-        }
-        resp
-    }
-}
-
-/// What each API half gets: state dir, faults, auth, clock, storage, config.
-#[derive(Clone)]
-pub struct EmulatorContext {
-    state_dir: PathBuf,
-    /// The configuration the emulator was started with.
-    pub config: Arc<EmulatorConfig>,
-    /// Token issuing and checking.
-    pub auth: AuthChecker,
-    /// The shared clock (lifecycle rules, token expiry; the Run half may use it too).
-    pub clock: Clock,
-    /// The Cloud Storage state.
-    pub storage: Arc<StorageState>,
-    /// The fault layer both API halves and the runner share (dice and counts).
-    pub injector: Arc<FaultInjector>,
-}
-
-impl EmulatorContext {
-    /// The emulator's state directory.
-    pub fn state_dir(&self) -> &Path {
-        &self.state_dir
-    }
-
-    /// The fault configuration.
-    pub fn faults(&self) -> &FaultConfig {
-        self.injector.config()
-    }
-
-    /// Applies the configured latency, then the 429/503 dice, for `endpoint`
-    /// (e.g. "storage.objects.insert", "run.jobs.run"); `Err` is the answer to send.
-    pub async fn inject(&self, endpoint: &str) -> Result<(), ApiError> {
-        match self.injector.call(endpoint).await {
-            Some(429) => Err(ApiError::rate_limited(format!(
-                "injected fault: rate limit exceeded on {endpoint}"
-            ))),
-            Some(_) => Err(ApiError::unavailable(format!(
-                "injected fault: service unavailable on {endpoint}"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Waits as long as moving `bytes` through the Storage API takes at the latency profile's
-    /// transfer rate (nothing without a profile rate).
-    pub async fn transfer(&self, bytes: u64) {
-        let d = self.injector.transfer_delay(bytes);
-        if !d.is_zero() {
-            tokio::time::sleep(d).await;
-        }
-    }
-
-    /// Reads a JSON request body with the configured size limit (empty body = `{}`):
-    /// 413 when too large, 400 when malformed.
-    pub async fn json_body<T: DeserializeOwned>(&self, body: Body) -> Result<T, ApiError> {
-        let bytes = read_limited(body, self.config.max_json_body).await?;
-        parse_json(&bytes)
-    }
-}
-
-/// Reads a whole body, failing with 413 past `limit` bytes.
-pub async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::new();
-    let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
-        if out.len() + chunk.len() > limit {
-            return Err(ApiError::too_large(format!(
-                "the JSON request body is larger than {limit} bytes"
-            )));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-/// Parses JSON bytes (empty = `{}`), 400 with the parser's message when malformed.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        b"{}"
-    } else {
-        bytes
-    };
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON payload received: {e}")))
 }
 
 /// A running emulator; stops (and removes its temp state dir) on drop.
@@ -510,7 +222,7 @@ fn common_routes(ctx: &EmulatorContext) -> (RouteTable, RouteTable) {
             fault_counts,
         )
         .with_state(ctx.clone())
-        .merge(auth::routes(ctx.clone()));
+        .merge(auth::routes(ctx.auth.clone()));
     (api, public)
 }
 
@@ -584,14 +296,6 @@ async fn ready(State(ctx): State<EmulatorContext>) -> Json<serde_json::Value> {
         "status": if ok { "ready" } else { "degraded" },
         "checks": {"docker": docker, "storage": storage},
     }))
-}
-
-/// The query's values for `key`, in order (repeated keys allowed).
-pub fn query_values(query: Option<&str>, key: &str) -> Vec<String> {
-    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-        .collect()
 }
 
 #[derive(serde::Deserialize)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::options::Ttl;
-use crate::emulator::server::Clock;
+use crate::emulator::base::Clock;
 
 /// What an object is, as far as the file system cares.
 #[derive(Debug, Clone, PartialEq)]

@@ -221,7 +221,7 @@ impl GcsFs {
         (rt, rt_owner): (tokio::runtime::Handle, Arc<dyn std::any::Any + Send + Sync>),
         bucket: &str,
         opts: MountOptions,
-        clock: crate::emulator::server::Clock,
+        clock: crate::emulator::base::Clock,
         budget: Arc<Budget>,
     ) -> Self {
         let caches = Caches::new(

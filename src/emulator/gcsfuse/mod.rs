@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 
-use crate::emulator::server::Clock;
+use crate::emulator::base::Clock;
 use crate::gcp::auth::TokenSource;
 use crate::gcp::retry::RetryPolicy;
 use crate::gcp::storage::StorageClient;

@@ -30,16 +30,17 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use bollard::Docker;
 use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::emulator::base::{ApiError, Dialect};
 use crate::emulator::faults::FaultInjector;
 use crate::emulator::gcsfuse::GcsFuse;
 use crate::emulator::routes::{Api, RouteTable};
@@ -49,9 +50,6 @@ use crate::gcp::run::{
     Task, TaskAttemptResult, TaskTemplate, format_duration, parse_duration,
 };
 use crate::suites::profile;
-
-/// Decides whether a request's headers are authorised.
-pub type AuthCheck = Arc<dyn Fn(&HeaderMap) -> bool + Send + Sync>;
 
 /// Label every emulator container carries.
 pub const HARNESS_LABEL: &str = "sandbox-harness";
@@ -75,8 +73,6 @@ pub struct RunConfig {
     pub docker: Docker,
     /// Injected latency and faults (shared with the storage half).
     pub faults: Arc<FaultInjector>,
-    /// Authorisation check of every request; None accepts everything.
-    pub auth: Option<AuthCheck>,
     /// This emulator instance's id (in the `sandbox-harness.emulator` label).
     pub instance_id: String,
     /// Labels put on every container (defaults: `sandbox-harness=1`, `sandbox-harness.emulator=<id>`).
@@ -88,7 +84,8 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// A configuration with no faults, no auth and the default labels for `instance_id`.
+    /// A configuration with no faults and the default labels for `instance_id` (the server's
+    /// auth middleware checks tokens, see `emulator::auth`).
     pub fn new(docker: Docker, instance_id: &str) -> Self {
         let labels = BTreeMap::from([
             (HARNESS_LABEL.to_string(), "1".to_string()),
@@ -97,7 +94,6 @@ impl RunConfig {
         RunConfig {
             docker,
             faults: Arc::new(FaultInjector::default()),
-            auth: None,
             instance_id: instance_id.to_string(),
             labels,
             project: "local-project".into(),
@@ -112,7 +108,6 @@ impl std::fmt::Debug for RunConfig {
             .field("instance_id", &self.instance_id)
             .field("labels", &self.labels)
             .field("faults", &self.faults)
-            .field("auth", &self.auth.is_some())
             .field("project", &self.project)
             .field("region", &self.region)
             .finish()
@@ -349,12 +344,12 @@ impl RunState {
             return Ok(());
         }
         if self.gcs_volumes.get().is_none() {
-            return Err(ApiError::precondition(
+            return Err(precondition(
                 "this emulator has no Cloud Storage endpoint to mount gcs volumes from \
                  (start the Cloud Run half together with the storage half, as LocalCloud does)",
             ));
         }
-        crate::emulator::gcsfuse::check_available().map_err(ApiError::precondition)
+        crate::emulator::gcsfuse::check_available().map_err(precondition)
     }
 
     /// Cancels every running execution, waits for their containers to be removed, and removes
@@ -406,29 +401,10 @@ impl RunState {
         self.bump();
     }
 
-    async fn guard(&self, endpoint: &str, headers: &HeaderMap) -> Result<(), ApiError> {
-        if let Some(auth) = &self.cfg.auth
-            && !auth(headers)
-        {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                "Request had invalid authentication credentials.",
-            ));
-        }
-        match self.cfg.faults.call(endpoint).await {
-            Some(429) => Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "RESOURCE_EXHAUSTED",
-                format!("Quota exceeded (injected fault on {endpoint})."),
-            )),
-            Some(_) => Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                format!("The service is currently unavailable (injected fault on {endpoint})."),
-            )),
-            None => Ok(()),
-        }
+    /// The Run half's fault layer: the injector shared with the storage half, answering in
+    /// the Run dialect (auth is the server's middleware, in front of every route).
+    async fn guard(&self, endpoint: &str) -> Result<(), ApiError> {
+        self.cfg.faults.inject(endpoint, Dialect::Run).await
     }
 }
 
@@ -677,46 +653,23 @@ impl Inner {
     }
 }
 
-/// An API error answered as `{"error": {"code", "message", "status"}}`.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+// The Run half's errors: the emulator's one `ApiError`, answered in the Run dialect.
+
+fn not_found(what: &str) -> ApiError {
+    ApiError::not_found(format!("Resource '{what}' was not found")).in_dialect(Dialect::Run)
 }
 
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-    fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("Resource '{what}' was not found"),
-        )
-    }
-    fn invalid(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", msg)
-    }
-    fn precondition(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", msg)
-    }
+fn invalid(msg: impl Into<String>) -> ApiError {
+    ApiError::bad_request(msg).in_dialect(Dialect::Run)
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {
-            "code": self.status.as_u16(),
-            "message": self.message,
-            "status": self.code,
-        }});
-        (self.status, axum::Json(body)).into_response()
-    }
+/// FAILED_PRECONDITION, which the Run API answers with 400 (the Storage API with 412).
+fn precondition(msg: impl Into<String>) -> ApiError {
+    ApiError::new(400, "FAILED_PRECONDITION", "failedPrecondition", msg).in_dialect(Dialect::Run)
+}
+
+fn unavailable(msg: impl Into<String>) -> ApiError {
+    ApiError::unavailable(msg).in_dialect(Dialect::Run)
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -729,8 +682,7 @@ fn parse_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("Invalid JSON payload received. {e}")))
+    serde_json::from_slice(body).map_err(|e| invalid(format!("Invalid JSON payload received. {e}")))
 }
 
 fn paginate<T>(
@@ -743,7 +695,7 @@ fn paginate<T>(
             .parse::<i64>()
             .ok()
             .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::invalid(format!("Invalid pageSize {s:?}")))?,
+            .ok_or_else(|| invalid(format!("Invalid pageSize {s:?}")))?,
     };
     let size = if size == 0 {
         100
@@ -874,24 +826,16 @@ pub fn routes(state: Arc<RunState>) -> RouteTable {
         .with_state(state)
 }
 
-async fn create_job(
-    State(st): St,
-    Path((p, l)): P2,
-    Query(q): Q,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
-    st.guard("run.jobs.create", &headers).await?;
+async fn create_job(State(st): St, Path((p, l)): P2, Query(q): Q, body: Bytes) -> ApiResult {
+    st.guard("run.jobs.create").await?;
     let mut job: Job = parse_body(&body)?;
-    let id = q
-        .get("jobId")
-        .ok_or_else(|| ApiError::invalid("jobId is required"))?;
+    let id = q.get("jobId").ok_or_else(|| invalid("jobId is required"))?;
     if !spec::valid_id(id) {
-        return Err(ApiError::invalid(format!(
+        return Err(invalid(format!(
             "Invalid jobId {id:?}: it must start with a lowercase letter, contain only lowercase letters, digits and hyphens, not end with a hyphen, and be at most 63 characters"
         )));
     }
-    spec::validate(&job.template).map_err(ApiError::invalid)?;
+    spec::validate(&job.template).map_err(invalid)?;
     st.check_gcs_volumes(&job.template.template)?;
     let parent = format!("projects/{p}/locations/{l}");
     let name = format!("{parent}/jobs/{id}");
@@ -917,11 +861,10 @@ async fn create_job(
     let op = {
         let mut g = st.lock();
         if g.jobs.contains_key(&name) {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "ALREADY_EXISTS",
-                format!("Resource '{name}' already exists."),
-            ));
+            return Err(
+                ApiError::conflict(format!("Resource '{name}' already exists."))
+                    .in_dialect(Dialect::Run),
+            );
         }
         let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL), create_ready);
         if failed {
@@ -949,17 +892,15 @@ async fn create_job(
     };
     st.bump();
     match op {
-        (_, true) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
+        (_, true) => Err(unavailable(
             "The service is currently unavailable (emulator: the job was created and this answer dropped).",
         )),
         (op, false) => ok(op),
     }
 }
 
-async fn list_jobs(State(st): St, Path((p, l)): P2, Query(q): Q, headers: HeaderMap) -> ApiResult {
-    st.guard("run.jobs.list", &headers).await?;
+async fn list_jobs(State(st): St, Path((p, l)): P2, Query(q): Q) -> ApiResult {
+    st.guard("run.jobs.list").await?;
     let prefix = format!("projects/{p}/locations/{l}/jobs/");
     let items: Vec<(String, Job)> = {
         let g = st.lock();
@@ -976,22 +917,20 @@ async fn list_jobs(State(st): St, Path((p, l)): P2, Query(q): Q, headers: Header
     })
 }
 
-async fn get_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> ApiResult {
-    st.guard("run.jobs.get", &headers).await?;
+async fn get_job(State(st): St, Path((p, l, j)): P3) -> ApiResult {
+    st.guard("run.jobs.get").await?;
     let name = format!("projects/{p}/locations/{l}/jobs/{j}");
     let job = st.lock().job_view(&name);
-    ok(job.ok_or_else(|| ApiError::not_found(&name))?)
+    ok(job.ok_or_else(|| not_found(&name))?)
 }
 
-async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> ApiResult {
-    st.guard("run.jobs.delete", &headers).await?;
+async fn delete_job(State(st): St, Path((p, l, j)): P3) -> ApiResult {
+    st.guard("run.jobs.delete").await?;
     let parent = format!("projects/{p}/locations/{l}");
     let name = format!("{parent}/jobs/{j}");
     let op = {
         let mut g = st.lock();
-        let job = g
-            .job_view(&name)
-            .ok_or_else(|| ApiError::not_found(&name))?;
+        let job = g.job_view(&name).ok_or_else(|| not_found(&name))?;
         let (op, failed) = g.job_op(&parent, typed(&job, JOB_TYPE_URL), None);
         if failed {
             return ok(g.read_op(&op));
@@ -1015,22 +954,13 @@ async fn delete_job(State(st): St, Path((p, l, j)): P3, headers: HeaderMap) -> A
     ok(op)
 }
 
-async fn post_job(
-    State(st): St,
-    Path((p, l, seg)): P3,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
+async fn post_job(State(st): St, Path((p, l, seg)): P3, body: Bytes) -> ApiResult {
     let Some((j, "run")) = seg.split_once(':') else {
-        return Err(ApiError::not_found(&format!("POST jobs/{seg}")));
+        return Err(not_found(&format!("POST jobs/{seg}")));
     };
-    st.guard("run.jobs.run", &headers).await?;
+    st.guard("run.jobs.run").await?;
     if st.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "The emulator is shutting down.",
-        ));
+        return Err(unavailable("The emulator is shutting down."));
     }
     let req: RunJobRequest = parse_body(&body)?;
     let parent = format!("projects/{p}/locations/{l}");
@@ -1040,14 +970,13 @@ async fn post_job(
         .jobs
         .get(&job_name)
         .cloned()
-        .ok_or_else(|| ApiError::not_found(&job_name))?;
+        .ok_or_else(|| not_found(&job_name))?;
     if let Some(etag) = &req.etag
         && job.etag.as_ref() != Some(etag)
     {
-        return Err(ApiError::precondition("The etag does not match the job's."));
+        return Err(precondition("The etag does not match the job's."));
     }
-    let tmpl =
-        spec::apply_overrides(&job.template, req.overrides.as_ref()).map_err(ApiError::invalid)?;
+    let tmpl = spec::apply_overrides(&job.template, req.overrides.as_ref()).map_err(invalid)?;
     st.check_gcs_volumes(&tmpl.template)?;
     let task_count = tmpl.task_count.unwrap_or(1);
     let parallelism = tmpl.parallelism.unwrap_or(0);
@@ -1110,7 +1039,7 @@ async fn post_job(
     let op = {
         let mut g = st.lock();
         let Some(jr) = g.jobs.get_mut(&job_name) else {
-            return Err(ApiError::not_found(&job_name));
+            return Err(not_found(&job_name));
         };
         jr.execution_count = Some(jr.execution_count.unwrap_or(0) + 1);
         jr.latest_created_execution = Some(ExecutionReference {
@@ -1188,19 +1117,14 @@ fn start_runner(st: &Arc<RunState>, plan: runner::ExecPlan, cancel: Cancellation
     r.push(handle);
 }
 
-async fn list_executions(
-    State(st): St,
-    Path((p, l, j)): P3,
-    Query(q): Q,
-    headers: HeaderMap,
-) -> ApiResult {
-    st.guard("run.executions.list", &headers).await?;
+async fn list_executions(State(st): St, Path((p, l, j)): P3, Query(q): Q) -> ApiResult {
+    st.guard("run.executions.list").await?;
     let job = format!("projects/{p}/locations/{l}/jobs/{j}");
     let prefix = format!("{job}/executions/");
     let items: Vec<(String, Execution)> = {
         let g = st.lock();
         if !g.jobs.contains_key(&job) {
-            return Err(ApiError::not_found(&job));
+            return Err(not_found(&job));
         }
         g.executions
             .iter()
@@ -1215,23 +1139,20 @@ async fn list_executions(
     })
 }
 
-async fn get_execution(State(st): St, Path((p, l, j, e)): P4, headers: HeaderMap) -> ApiResult {
-    st.guard("run.executions.get", &headers).await?;
+async fn get_execution(State(st): St, Path((p, l, j, e)): P4) -> ApiResult {
+    st.guard("run.executions.get").await?;
     let name = format!("projects/{p}/locations/{l}/jobs/{j}/executions/{e}");
     let x = st.lock().executions.get(&name).map(exec_view);
-    ok(x.ok_or_else(|| ApiError::not_found(&name))?)
+    ok(x.ok_or_else(|| not_found(&name))?)
 }
 
-async fn delete_execution(State(st): St, Path((p, l, j, e)): P4, headers: HeaderMap) -> ApiResult {
-    st.guard("run.executions.delete", &headers).await?;
+async fn delete_execution(State(st): St, Path((p, l, j, e)): P4) -> ApiResult {
+    st.guard("run.executions.delete").await?;
     let parent = format!("projects/{p}/locations/{l}");
     let name = format!("{parent}/jobs/{j}/executions/{e}");
     let op = {
         let mut g = st.lock();
-        let rec = g
-            .executions
-            .remove(&name)
-            .ok_or_else(|| ApiError::not_found(&name))?;
+        let rec = g.executions.remove(&name).ok_or_else(|| not_found(&name))?;
         rec.cancel.cancel();
         let v = typed(&exec_view(&rec), EXECUTION_TYPE_URL);
         let op = g.new_op(
@@ -1250,27 +1171,19 @@ async fn delete_execution(State(st): St, Path((p, l, j, e)): P4, headers: Header
     ok(op)
 }
 
-async fn post_execution(
-    State(st): St,
-    Path((p, l, j, seg)): P4,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
+async fn post_execution(State(st): St, Path((p, l, j, seg)): P4, body: Bytes) -> ApiResult {
     let Some((e, "cancel")) = seg.split_once(':') else {
-        return Err(ApiError::not_found(&format!("POST executions/{seg}")));
+        return Err(not_found(&format!("POST executions/{seg}")));
     };
-    st.guard("run.executions.cancel", &headers).await?;
+    st.guard("run.executions.cancel").await?;
     let _: Value = parse_body(&body)?;
     let parent = format!("projects/{p}/locations/{l}");
     let name = format!("{parent}/jobs/{j}/executions/{e}");
     let op = {
         let mut g = st.lock();
-        let rec = g
-            .executions
-            .get(&name)
-            .ok_or_else(|| ApiError::not_found(&name))?;
+        let rec = g.executions.get(&name).ok_or_else(|| not_found(&name))?;
         if rec.exec.completion_time.is_some() {
-            return Err(ApiError::precondition(format!(
+            return Err(precondition(format!(
                 "Execution {name} has already completed and cannot be cancelled."
             )));
         }
@@ -1287,20 +1200,12 @@ async fn post_execution(
     ok(op)
 }
 
-async fn list_tasks(
-    State(st): St,
-    Path((p, l, j, e)): P4,
-    Query(q): Q,
-    headers: HeaderMap,
-) -> ApiResult {
-    st.guard("run.tasks.list", &headers).await?;
+async fn list_tasks(State(st): St, Path((p, l, j, e)): P4, Query(q): Q) -> ApiResult {
+    st.guard("run.tasks.list").await?;
     let name = format!("projects/{p}/locations/{l}/jobs/{j}/executions/{e}");
     let items: Vec<(String, Task)> = {
         let g = st.lock();
-        let rec = g
-            .executions
-            .get(&name)
-            .ok_or_else(|| ApiError::not_found(&name))?;
+        let rec = g.executions.get(&name).ok_or_else(|| not_found(&name))?;
         // Task names sort by index only within a width; order by index and key by a padded index.
         rec.tasks
             .iter()
@@ -1314,8 +1219,8 @@ async fn list_tasks(
     })
 }
 
-async fn get_task(State(st): St, Path((p, l, j, e, t)): P5, headers: HeaderMap) -> ApiResult {
-    st.guard("run.tasks.get", &headers).await?;
+async fn get_task(State(st): St, Path((p, l, j, e, t)): P5) -> ApiResult {
+    st.guard("run.tasks.get").await?;
     let exec = format!("projects/{p}/locations/{l}/jobs/{j}/executions/{e}");
     let name = format!("{exec}/tasks/{t}");
     let task = st.lock().executions.get(&exec).and_then(|rec| {
@@ -1324,36 +1229,31 @@ async fn get_task(State(st): St, Path((p, l, j, e, t)): P5, headers: HeaderMap) 
             .find(|x| x.task.name == name)
             .map(task_view)
     });
-    ok(task.ok_or_else(|| ApiError::not_found(&name))?)
+    ok(task.ok_or_else(|| not_found(&name))?)
 }
 
-async fn get_operation(State(st): St, Path((p, l, o)): P3, headers: HeaderMap) -> ApiResult {
-    st.guard("run.operations.get", &headers).await?;
+async fn get_operation(State(st): St, Path((p, l, o)): P3) -> ApiResult {
+    st.guard("run.operations.get").await?;
     let name = format!("projects/{p}/locations/{l}/operations/{o}");
     let op = st.lock().read_op(&name);
-    ok(op.ok_or_else(|| ApiError::not_found(&name))?)
+    ok(op.ok_or_else(|| not_found(&name))?)
 }
 
 /// Longest server-side wait of `operations/{id}:wait`.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
-async fn post_operation(
-    State(st): St,
-    Path((p, l, seg)): P3,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult {
+async fn post_operation(State(st): St, Path((p, l, seg)): P3, body: Bytes) -> ApiResult {
     let Some((o, "wait")) = seg.split_once(':') else {
-        return Err(ApiError::not_found(&format!("POST operations/{seg}")));
+        return Err(not_found(&format!("POST operations/{seg}")));
     };
-    st.guard("run.operations.wait", &headers).await?;
+    st.guard("run.operations.wait").await?;
     let req: Value = parse_body(&body)?;
     let timeout = match req.get("timeout") {
         None | Some(Value::Null) => MAX_WAIT,
         Some(Value::String(s)) => parse_duration(s)
-            .ok_or_else(|| ApiError::invalid(format!("Invalid timeout {s:?}")))?
+            .ok_or_else(|| invalid(format!("Invalid timeout {s:?}")))?
             .min(MAX_WAIT),
-        Some(other) => return Err(ApiError::invalid(format!("Invalid timeout {other}"))),
+        Some(other) => return Err(invalid(format!("Invalid timeout {other}"))),
     };
     let name = format!("projects/{p}/locations/{l}/operations/{o}");
     let mut deadline = Instant::now() + timeout;
@@ -1377,7 +1277,7 @@ async fn post_operation(
             };
             (g.read_op(&name), pending, ready_at)
         };
-        let op = op.ok_or_else(|| ApiError::not_found(&name))?;
+        let op = op.ok_or_else(|| not_found(&name))?;
         // A pending job operation returns before it is done, as Google's wait may.
         if op.done || pending || Instant::now() >= deadline {
             return ok(op);

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,9 +17,10 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
 use super::store::{
     Hashes, ListQuery, NewObject, ObjectMeta, Preconditions, SourcePreconditions, TempFile,
-    compile_glob, encode_component, validate_object_name,
+    UploadSession, compile_glob, encode_component, validate_object_name,
 };
-use crate::emulator::server::{ApiError, EmulatorContext, parse_json, query_values};
+use crate::emulator::base::{ApiError, parse_json, query_values};
+use crate::emulator::context::EmulatorContext;
 
 /// Resumable chunks (except the last) must be multiples of this.
 pub const CHUNK_GRANULARITY: u64 = 256 * 1024;
@@ -1083,19 +1084,6 @@ fn cut_multipart(
     }
     w.sync_data()?;
     Ok((meta, media_ctype, size, h.finish()))
-}
-
-/// A resumable upload in progress.
-pub struct UploadSession {
-    bucket: String,
-    name: String,
-    new: NewObject,
-    pre: Preconditions,
-    path: PathBuf,
-    received: u64,
-    total: Option<u64>,
-    hashes: Hashes,
-    done: Option<ObjectMeta>,
 }
 
 /// A parsed `Content-Range` of a resumable PUT.

@@ -19,8 +19,8 @@ use axum::http::Method;
 
 pub use store::{MutationLimit, ObjectMeta, Preconditions, StorageState};
 
+use crate::emulator::context::EmulatorContext;
 use crate::emulator::routes::{Api, RouteTable};
-use crate::emulator::server::EmulatorContext;
 
 const DOC: &str = "storage.v1";
 

@@ -45,7 +45,7 @@ use md5::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::emulator::server::{ApiError, Clock};
+use crate::emulator::base::{ApiError, Clock};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -545,7 +545,7 @@ pub struct StorageState {
     create_lock: tokio::sync::Mutex<()>,
     last_sweep: Mutex<HashMap<String, (u64, Instant)>>,
     limiter: Option<MutationLimiter>,
-    pub(crate) uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<super::api::UploadSession>>>>,
+    pub(crate) uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<UploadSession>>>>,
 }
 
 impl StorageState {
@@ -1718,6 +1718,19 @@ pub fn hash_file(p: &Path) -> std::io::Result<(String, String, u64)> {
     }
     let (m, c) = h.finish();
     Ok((m, c, n))
+}
+
+/// A resumable upload in progress.
+pub struct UploadSession {
+    pub(super) bucket: String,
+    pub(super) name: String,
+    pub(super) new: NewObject,
+    pub(super) pre: Preconditions,
+    pub(super) path: PathBuf,
+    pub(super) received: u64,
+    pub(super) total: Option<u64>,
+    pub(super) hashes: Hashes,
+    pub(super) done: Option<ObjectMeta>,
 }
 
 #[cfg(test)]
