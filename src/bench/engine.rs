@@ -1014,7 +1014,7 @@ async fn mixed_round(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, l: &MixedLane, rec: b
             to,
             true,
             async {
-                sb.file_write(s, &file, content, WriteOptions::default())
+                sb.file_write(s, file, content, WriteOptions::default())
                     .await?;
                 Ok(((), None))
             },
@@ -1029,7 +1029,7 @@ async fn mixed_round(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, l: &MixedLane, rec: b
             to,
             true,
             async {
-                let r = sb.file_read(s, &file, ReadOptions::default()).await?;
+                let r = sb.file_read(s, file, ReadOptions::default()).await?;
                 expect(
                     r.content == content && !r.truncated,
                     || format!("read {:?}", String::from_utf8_lossy(&r.content)),
@@ -1048,7 +1048,7 @@ async fn mixed_round(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, l: &MixedLane, rec: b
             to,
             true,
             async {
-                let e = sb.file_exists(s, &file).await?;
+                let e = sb.file_exists(s, file).await?;
                 expect(
                     e,
                     || "file_exists returned false for a written file".into(),
@@ -1086,7 +1086,7 @@ async fn mixed_round(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, l: &MixedLane, rec: b
             to,
             true,
             async {
-                let r = sb.file_search(s, &file, "line-b").await?;
+                let r = sb.file_search(s, file, "line-b").await?;
                 expect(
                     r.len() == 1 && r[0].line == 1,
                     || format!("{} matches", r.len()),

@@ -56,19 +56,7 @@ pub(super) fn expect_kind<T: std::fmt::Debug>(
 ) -> CaseResult {
     match r {
         Err(e) if e.kind() == want => Ok(()),
-        Err(e) => {
-            let mut f = CaseFailure::at(
-                step,
-                format!(
-                    "error class differs\n  expected: {want}\n    actual: {} ({e})",
-                    e.kind()
-                ),
-            );
-            if e.kind() == ErrorKind::Unsupported {
-                f.error = Some(Box::new(e));
-            }
-            Err(f)
-        }
+        Err(e) => Err(CaseFailure::class_differs(step, want, e)),
         Ok(v) => Err(CaseFailure::at(
             step,
             format!("expected an error of class {want}, got success: {v:?}"),

@@ -173,6 +173,22 @@ pub struct CaseFailure {
 }
 
 impl CaseFailure {
+    /// A step expected an error of class `want` and got `e` of another class; an
+    /// `Unsupported` error rides along so the runner can tell a documented limitation.
+    pub fn class_differs(step: impl Into<String>, want: ErrorKind, e: SandboxError) -> Self {
+        let mut f = CaseFailure::at(
+            step,
+            format!(
+                "error class differs\n  expected: {want}\n    actual: {} ({e})",
+                e.kind()
+            ),
+        );
+        if e.kind() == ErrorKind::Unsupported {
+            f.error = Some(Box::new(e));
+        }
+        f
+    }
+
     /// A failure with a message at a step.
     pub fn at(step: impl Into<String>, message: impl Into<String>) -> Self {
         CaseFailure {

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 use crate::conformance::terms::{CaseCtx, CaseFailure, CaseResult};
 use crate::conformance::text::{describe_mismatch, escape_bytes};
 use crate::protocol::{
-    ErrorKind, ExecOutcome, FileKind, ProcessSelector, ReadOptions, SandboxError, StatefulExec,
-    WriteOptions,
+    ExecOutcome, FileKind, ProcessSelector, ReadOptions, SandboxError, StatefulExec, WriteOptions,
 };
 
 use super::{Scenario, Step, StepKind};
@@ -175,19 +174,7 @@ impl Exec<'_> {
             (Ok(()), None) => Ok(()),
             (Err(e), None) => Err(CaseFailure::sandbox(self.at(step), e)),
             (Err(e), Some(want)) if e.kind() == want => Ok(()),
-            (Err(e), Some(want)) => {
-                let mut f = CaseFailure::at(
-                    self.at(step),
-                    format!(
-                        "error class differs\n  expected: {want}\n    actual: {} ({e})",
-                        e.kind()
-                    ),
-                );
-                if e.kind() == ErrorKind::Unsupported {
-                    f.error = Some(Box::new(e));
-                }
-                Err(f)
-            }
+            (Err(e), Some(want)) => Err(CaseFailure::class_differs(self.at(step), want, e)),
             (Ok(()), Some(want)) => Err(CaseFailure::at(
                 self.at(step),
                 format!("expected an error of class {want}, but the step succeeded"),
