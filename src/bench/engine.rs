@@ -566,13 +566,15 @@ async fn main_phases(
     setup_errors: &mut Vec<String>,
 ) {
     let opts = ctx.opts;
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
     let to = opts.op_timeout;
     let n = opts.iterations;
     let w = opts.warmup;
 
     // Warm stateful exec.
     let t = Instant::now();
-    if !warm_exec(ctx, sb).await {
+    if !warm_exec(ctx, sb, sid).await {
         return;
     }
 
@@ -618,7 +620,7 @@ async fn main_phases(
     }
     // Background process start.
     let t = Instant::now();
-    if !background_starts(ctx, sb).await {
+    if !background_starts(ctx, sb, sid).await {
         return;
     }
 
@@ -635,13 +637,9 @@ async fn main_phases(
 }
 
 /// Runs the warm stateful exec iterations; false when the bench must stop.
-async fn warm_exec(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>) -> bool {
-    let opts = ctx.opts;
-    let id = sb.id().to_string();
-    let sid = Some(id.as_str());
-    let to = opts.op_timeout;
-    let w = opts.warmup;
-    for i in 0..(w + opts.iterations) {
+async fn warm_exec(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, sid: Option<&str>) -> bool {
+    let (to, w) = (ctx.opts.op_timeout, ctx.opts.warmup);
+    for i in 0..(w + ctx.opts.iterations) {
         let r = ctx
             .timed(
                 Measurement::WarmExec,
@@ -770,13 +768,9 @@ async fn large_transfers(
 }
 
 /// Starts background processes (killing each again); false when the bench must stop.
-async fn background_starts(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>) -> bool {
-    let opts = ctx.opts;
-    let id = sb.id().to_string();
-    let sid = Some(id.as_str());
-    let to = opts.op_timeout;
-    let w = opts.warmup;
-    for i in 0..(w + opts.iterations) {
+async fn background_starts(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, sid: Option<&str>) -> bool {
+    let (to, w) = (ctx.opts.op_timeout, ctx.opts.warmup);
+    for i in 0..(w + ctx.opts.iterations) {
         let record = i >= w;
         let r = ctx
             .timed(
