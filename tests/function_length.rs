@@ -14,12 +14,9 @@ const MAX_LINES: usize = 150;
 const EXCEPTIONS: &[(&str, &str)] = &[
     // Not split yet (issue #15); each is one straight sequence of steps or sections.
     ("src/gate.rs::evaluate", "not split yet"),
-    ("src/bench/engine.rs::main_phases", "not split yet"),
-    ("src/bench/mod.rs::from_samples", "not split yet"),
     ("src/cost.rs::project", "not split yet"),
     ("src/metrics/mod.rs::backend_metrics", "not split yet"),
     ("src/preflight/mod.rs::run_checklist", "not split yet"),
-    ("src/report/html.rs::render", "not split yet"),
 ];
 
 /// A function found by the scanner.

@@ -574,76 +574,21 @@ async fn main_phases(
 
     // Warm stateful exec.
     let t = Instant::now();
-    for i in 0..(w + n) {
-        let r = ctx
-            .timed(
-                Measurement::WarmExec,
-                "exec_stateful",
-                "echo ok",
-                sid,
-                i >= w,
-                to,
-                true,
-                echo_ok(sb.as_ref(), "bench-warm", to),
-            )
-            .await;
-        if r.is_none() {
-            return;
-        }
+    if !warm_exec(ctx, sb, sid).await {
+        return;
     }
 
     ctx.part_done("warm exec", t);
     // The raw baseline next to it.
     let t = Instant::now();
-    if let Some(raw) = raw {
-        let desc = raw.description();
-        for i in 0..(w + n) {
-            let r = ctx
-                .timed(
-                    Measurement::RawBaseline,
-                    "raw_baseline",
-                    &desc,
-                    sid,
-                    i >= w,
-                    to,
-                    true,
-                    async {
-                        raw.run_once(sb.as_ref()).await?;
-                        Ok(((), None))
-                    },
-                )
-                .await;
-            if r.is_none() {
-                return;
-            }
-        }
+    if let Some(raw) = raw
+        && !raw_baseline_runs(ctx, sb, raw).await
+    {
+        return;
     }
 
-    // Scratch directory: file_write creates parents, so no path ever enters a shell string.
-    let keep = format!("{}/.keep", opts.workdir);
-    let r = ctx
-        .timed(
-            Measurement::Setup,
-            "file_write",
-            "create the scratch directory",
-            sid,
-            true,
-            to,
-            true,
-            async {
-                sb.file_write("bench-files", &keep, b"", WriteOptions::default())
-                    .await?;
-                Ok(((), None))
-            },
-        )
-        .await;
-    match r {
-        None => return,
-        Some(Err(e)) => {
-            setup_errors.push(format!("cannot create the scratch directory: {}", e.detail));
-            return;
-        }
-        Some(Ok(())) => {}
+    if !scratch_directory(ctx, sb, setup_errors).await {
+        return;
     }
 
     ctx.part_done("raw baseline", t);
@@ -666,37 +611,8 @@ async fn main_phases(
     }
     ctx.part_done("10 MB transfers", t);
     let t = Instant::now();
-    if opts.include_large {
-        let large = format!("{}/transfer-500mib.bin", opts.workdir);
-        let lt = opts.large_op_timeout;
-        let iters = opts.large_transfer_iterations;
-        let rss = super::RssSampler::start();
-        let done = transfers(
-            ctx,
-            sb,
-            Measurement::Upload500Mb,
-            Measurement::Download500Mb,
-            LARGE_TRANSFER_BYTES,
-            0,
-            iters,
-            lt,
-            &large,
-        )
-        .await;
-        let window = rss.window();
-        drop(rss);
-        if let Ok(mut slot) = ctx.large_rss.lock() {
-            *slot = window;
-        }
-        if !done {
-            return;
-        }
-        if let Some(raw) = raw
-            && raw.transfer_description().is_some()
-            && !raw_transfers(ctx, sb, raw, iters, lt, &large).await
-        {
-            return;
-        }
+    if opts.include_large && !large_transfers(ctx, sb, raw).await {
+        return;
     }
 
     if opts.include_large {
@@ -704,7 +620,157 @@ async fn main_phases(
     }
     // Background process start.
     let t = Instant::now();
-    for i in 0..(w + n) {
+    if !background_starts(ctx, sb, sid).await {
+        return;
+    }
+
+    ctx.part_done("background starts", t);
+    let t = Instant::now();
+    let lanes = super::effective_lanes(opts.mixed_lanes, opts.mixed_rounds);
+    if !mixed(ctx, sb, lanes, w, opts.mixed_rounds).await {
+        return;
+    }
+    ctx.part_done(&format!("mixed workload ({lanes} lanes)"), t);
+    let t = Instant::now();
+    state_consistency(ctx, sb, n, setup_errors).await;
+    ctx.part_done("state consistency", t);
+}
+
+/// Runs the warm stateful exec iterations; false when the bench must stop.
+async fn warm_exec(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, sid: Option<&str>) -> bool {
+    let (to, w) = (ctx.opts.op_timeout, ctx.opts.warmup);
+    for i in 0..(w + ctx.opts.iterations) {
+        let r = ctx
+            .timed(
+                Measurement::WarmExec,
+                "exec_stateful",
+                "echo ok",
+                sid,
+                i >= w,
+                to,
+                true,
+                echo_ok(sb.as_ref(), "bench-warm", to),
+            )
+            .await;
+        if r.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs the raw baseline iterations next to the warm exec; false when the bench must stop.
+async fn raw_baseline_runs(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, raw: &dyn RawBaseline) -> bool {
+    let opts = ctx.opts;
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    let w = opts.warmup;
+    let desc = raw.description();
+    for i in 0..(w + opts.iterations) {
+        let r = ctx
+            .timed(
+                Measurement::RawBaseline,
+                "raw_baseline",
+                &desc,
+                sid,
+                i >= w,
+                opts.op_timeout,
+                true,
+                async {
+                    raw.run_once(sb.as_ref()).await?;
+                    Ok(((), None))
+                },
+            )
+            .await;
+        if r.is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Creates the scratch directory; false (with a set-up error when it failed) when the bench
+/// must stop.
+async fn scratch_directory(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    setup_errors: &mut Vec<String>,
+) -> bool {
+    let id = sb.id().to_string();
+    let sid = Some(id.as_str());
+    // Scratch directory: file_write creates parents, so no path ever enters a shell string.
+    let keep = format!("{}/.keep", ctx.opts.workdir);
+    let r = ctx
+        .timed(
+            Measurement::Setup,
+            "file_write",
+            "create the scratch directory",
+            sid,
+            true,
+            ctx.opts.op_timeout,
+            true,
+            async {
+                sb.file_write("bench-files", &keep, b"", WriteOptions::default())
+                    .await?;
+                Ok(((), None))
+            },
+        )
+        .await;
+    match r {
+        None => false,
+        Some(Err(e)) => {
+            setup_errors.push(format!("cannot create the scratch directory: {}", e.detail));
+            false
+        }
+        Some(Ok(())) => true,
+    }
+}
+
+/// Runs the 500 MB transfers (and their raw comparison) while sampling resident memory;
+/// false when the bench must stop.
+async fn large_transfers(
+    ctx: &Ctx<'_>,
+    sb: &Arc<dyn Sandbox>,
+    raw: Option<&dyn RawBaseline>,
+) -> bool {
+    let opts = ctx.opts;
+    let large = format!("{}/transfer-500mib.bin", opts.workdir);
+    let lt = opts.large_op_timeout;
+    let iters = opts.large_transfer_iterations;
+    let rss = super::RssSampler::start();
+    let done = transfers(
+        ctx,
+        sb,
+        Measurement::Upload500Mb,
+        Measurement::Download500Mb,
+        LARGE_TRANSFER_BYTES,
+        0,
+        iters,
+        lt,
+        &large,
+    )
+    .await;
+    let window = rss.window();
+    drop(rss);
+    if let Ok(mut slot) = ctx.large_rss.lock() {
+        *slot = window;
+    }
+    if !done {
+        return false;
+    }
+    if let Some(raw) = raw
+        && raw.transfer_description().is_some()
+        && !raw_transfers(ctx, sb, raw, iters, lt, &large).await
+    {
+        return false;
+    }
+    true
+}
+
+/// Starts background processes (killing each again); false when the bench must stop.
+async fn background_starts(ctx: &Ctx<'_>, sb: &Arc<dyn Sandbox>, sid: Option<&str>) -> bool {
+    let (to, w) = (ctx.opts.op_timeout, ctx.opts.warmup);
+    for i in 0..(w + ctx.opts.iterations) {
         let record = i >= w;
         let r = ctx
             .timed(
@@ -727,7 +793,7 @@ async fn main_phases(
             )
             .await;
         match r {
-            None => return,
+            None => return false,
             Some(Ok(pid)) => {
                 ctx.timed(
                     Measurement::Setup,
@@ -748,17 +814,7 @@ async fn main_phases(
             Some(Err(_)) => {}
         }
     }
-
-    ctx.part_done("background starts", t);
-    let t = Instant::now();
-    let lanes = super::effective_lanes(opts.mixed_lanes, opts.mixed_rounds);
-    if !mixed(ctx, sb, lanes, w, opts.mixed_rounds).await {
-        return;
-    }
-    ctx.part_done(&format!("mixed workload ({lanes} lanes)"), t);
-    let t = Instant::now();
-    state_consistency(ctx, sb, n, setup_errors).await;
-    ctx.part_done("state consistency", t);
+    true
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -756,54 +756,7 @@ impl BackendReport {
     /// Computes every figure from raw samples; the verdicts are left empty for
     /// `acceptance::judge_backend` to fill in.
     pub fn from_samples(ctx: BackendContext, samples: Vec<Sample>) -> BackendReport {
-        let mut measurements: BTreeMap<Measurement, MeasurementSummary> = BTreeMap::new();
-        let mut rates = Rates::default();
-        for s in &samples {
-            let m = measurements.entry(s.measurement).or_default();
-            m.attempted += 1;
-            rates.operations += 1;
-            if s.ok {
-                m.succeeded += 1;
-                rates.succeeded += 1;
-            } else {
-                let class = s.error_class.unwrap_or(ErrorClass::Backend);
-                *m.errors.entry(class).or_default() += 1;
-                *rates.errors_by_class.entry(class).or_default() += 1;
-            }
-        }
-        for (meas, m) in measurements.iter_mut() {
-            m.latency = Summary::from_micros(
-                samples
-                    .iter()
-                    .filter(|s| s.measurement == *meas && s.ok)
-                    .map(|s| s.duration_us),
-            );
-            if let (Some(bytes), Some(l)) = (meas.transfer_bytes(), &m.latency)
-                && l.p50_seconds > 0.0
-            {
-                m.throughput_p50_mib_per_second =
-                    Some(bytes as f64 / (1024.0 * 1024.0) / l.p50_seconds);
-            }
-        }
-        rates.overall_success_percent = percent(rates.succeeded, rates.operations);
-        rates.mixed_success_percent = measurements
-            .get(&Measurement::Mixed)
-            .and_then(|m| percent(m.succeeded, m.attempted));
-        if rates.operations > 0 {
-            for class in [
-                ErrorClass::Timeout,
-                ErrorClass::Network,
-                ErrorClass::Permission,
-            ]
-            .into_iter()
-            .chain(rates.errors_by_class.keys().copied().collect::<Vec<_>>())
-            {
-                let n = rates.errors_by_class.get(&class).copied().unwrap_or(0);
-                rates
-                    .error_percent_by_class
-                    .insert(class, n as f64 * 100.0 / rates.operations as f64);
-            }
-        }
+        let (measurements, rates) = summarise_measurements(&samples);
         let exec_latency = Summary::from_micros(
             samples
                 .iter()
@@ -827,70 +780,10 @@ impl BackendReport {
             losses,
             consistency_percent: percent(checks - losses, checks),
         };
-        let concurrency = ctx.concurrency.map(|(sessions, wall)| {
-            let m = measurements
-                .get(&Measurement::Concurrent)
-                .cloned()
-                .unwrap_or_default();
-            ConcurrencySummary {
-                sessions,
-                commands: m.attempted,
-                succeeded: m.succeeded,
-                wall_seconds: wall,
-                throughput_commands_per_second: if wall > 0.0 {
-                    m.succeeded as f64 / wall
-                } else {
-                    0.0
-                },
-                latency: m.latency,
-            }
-        });
-        let harness_p50 = measurements
-            .get(&Measurement::WarmExec)
-            .and_then(|m| m.latency.as_ref())
-            .map(|l| l.p50_seconds);
-        let raw_baseline = ctx.raw_baseline.map(|description| {
-            let latency = measurements
-                .get(&Measurement::RawBaseline)
-                .and_then(|m| m.latency.clone());
-            let overhead = match (harness_p50, &latency) {
-                (Some(h), Some(l)) => Some(h - l.p50_seconds),
-                _ => None,
-            };
-            let p50 = |m: Measurement| {
-                measurements
-                    .get(&m)
-                    .and_then(|s| s.latency.as_ref())
-                    .map(|l| l.p50_seconds)
-            };
-            let ratio = |harness: Measurement, raw: Measurement| match (p50(harness), p50(raw)) {
-                (Some(h), Some(r)) if r > 0.0 => Some(h / r),
-                _ => None,
-            };
-            let transfer = ctx.raw_transfer.clone().and_then(|description| {
-                let (up, down) = (
-                    p50(Measurement::RawUpload500Mb),
-                    p50(Measurement::RawDownload500Mb),
-                );
-                (up.is_some() || down.is_some()).then(|| TransferBaseline {
-                    description,
-                    raw_upload_p50_seconds: up,
-                    raw_download_p50_seconds: down,
-                    upload_ratio: ratio(Measurement::Upload500Mb, Measurement::RawUpload500Mb),
-                    download_ratio: ratio(
-                        Measurement::Download500Mb,
-                        Measurement::RawDownload500Mb,
-                    ),
-                })
-            });
-            RawBaselineSummary {
-                description,
-                latency,
-                harness_warm_exec_p50_seconds: harness_p50,
-                overhead_p50_seconds: overhead,
-                transfer,
-            }
-        });
+        let concurrency = ctx
+            .concurrency
+            .map(|(sessions, wall)| concurrency_summary(&measurements, sessions, wall));
+        let raw_baseline = raw_baseline_summary(ctx.raw_baseline, ctx.raw_transfer, &measurements);
         BackendReport {
             origin_statement: ctx.origin.statement(),
             name: ctx.name,
@@ -964,6 +857,137 @@ impl BackendReport {
             _ => return None,
         })
     }
+}
+
+/// Counts attempts, successes and errors per measurement and overall, with each measurement's
+/// latency and throughput.
+fn summarise_measurements(
+    samples: &[Sample],
+) -> (BTreeMap<Measurement, MeasurementSummary>, Rates) {
+    let mut measurements: BTreeMap<Measurement, MeasurementSummary> = BTreeMap::new();
+    let mut rates = Rates::default();
+    for s in samples {
+        let m = measurements.entry(s.measurement).or_default();
+        m.attempted += 1;
+        rates.operations += 1;
+        if s.ok {
+            m.succeeded += 1;
+            rates.succeeded += 1;
+        } else {
+            let class = s.error_class.unwrap_or(ErrorClass::Backend);
+            *m.errors.entry(class).or_default() += 1;
+            *rates.errors_by_class.entry(class).or_default() += 1;
+        }
+    }
+    for (meas, m) in measurements.iter_mut() {
+        m.latency = Summary::from_micros(
+            samples
+                .iter()
+                .filter(|s| s.measurement == *meas && s.ok)
+                .map(|s| s.duration_us),
+        );
+        if let (Some(bytes), Some(l)) = (meas.transfer_bytes(), &m.latency)
+            && l.p50_seconds > 0.0
+        {
+            m.throughput_p50_mib_per_second =
+                Some(bytes as f64 / (1024.0 * 1024.0) / l.p50_seconds);
+        }
+    }
+    rates.overall_success_percent = percent(rates.succeeded, rates.operations);
+    rates.mixed_success_percent = measurements
+        .get(&Measurement::Mixed)
+        .and_then(|m| percent(m.succeeded, m.attempted));
+    if rates.operations > 0 {
+        for class in [
+            ErrorClass::Timeout,
+            ErrorClass::Network,
+            ErrorClass::Permission,
+        ]
+        .into_iter()
+        .chain(rates.errors_by_class.keys().copied().collect::<Vec<_>>())
+        {
+            let n = rates.errors_by_class.get(&class).copied().unwrap_or(0);
+            rates
+                .error_percent_by_class
+                .insert(class, n as f64 * 100.0 / rates.operations as f64);
+        }
+    }
+    (measurements, rates)
+}
+
+/// The concurrency phase's figures from its samples' summary.
+fn concurrency_summary(
+    measurements: &BTreeMap<Measurement, MeasurementSummary>,
+    sessions: usize,
+    wall: f64,
+) -> ConcurrencySummary {
+    let m = measurements
+        .get(&Measurement::Concurrent)
+        .cloned()
+        .unwrap_or_default();
+    ConcurrencySummary {
+        sessions,
+        commands: m.attempted,
+        succeeded: m.succeeded,
+        wall_seconds: wall,
+        throughput_commands_per_second: if wall > 0.0 {
+            m.succeeded as f64 / wall
+        } else {
+            0.0
+        },
+        latency: m.latency,
+    }
+}
+
+/// The raw baseline next to the harness's warm exec (and 500 MB transfers), when one ran.
+fn raw_baseline_summary(
+    raw_baseline: Option<String>,
+    raw_transfer: Option<String>,
+    measurements: &BTreeMap<Measurement, MeasurementSummary>,
+) -> Option<RawBaselineSummary> {
+    let harness_p50 = measurements
+        .get(&Measurement::WarmExec)
+        .and_then(|m| m.latency.as_ref())
+        .map(|l| l.p50_seconds);
+    raw_baseline.map(|description| {
+        let latency = measurements
+            .get(&Measurement::RawBaseline)
+            .and_then(|m| m.latency.clone());
+        let overhead = match (harness_p50, &latency) {
+            (Some(h), Some(l)) => Some(h - l.p50_seconds),
+            _ => None,
+        };
+        let p50 = |m: Measurement| {
+            measurements
+                .get(&m)
+                .and_then(|s| s.latency.as_ref())
+                .map(|l| l.p50_seconds)
+        };
+        let ratio = |harness: Measurement, raw: Measurement| match (p50(harness), p50(raw)) {
+            (Some(h), Some(r)) if r > 0.0 => Some(h / r),
+            _ => None,
+        };
+        let transfer = raw_transfer.and_then(|description| {
+            let (up, down) = (
+                p50(Measurement::RawUpload500Mb),
+                p50(Measurement::RawDownload500Mb),
+            );
+            (up.is_some() || down.is_some()).then(|| TransferBaseline {
+                description,
+                raw_upload_p50_seconds: up,
+                raw_download_p50_seconds: down,
+                upload_ratio: ratio(Measurement::Upload500Mb, Measurement::RawUpload500Mb),
+                download_ratio: ratio(Measurement::Download500Mb, Measurement::RawDownload500Mb),
+            })
+        });
+        RawBaselineSummary {
+            description,
+            latency,
+            harness_warm_exec_p50_seconds: harness_p50,
+            overhead_p50_seconds: overhead,
+            transfer,
+        }
+    })
 }
 
 /// The raw engine baseline the bench compares `b` with, when it has one (Docker).

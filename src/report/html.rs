@@ -202,7 +202,31 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
     if env.uses_emulator {
         h.push_str("<p class=\"warn\">Cloud Run figures in this report come from an emulator (the SIMULATED twin or a standalone emulator, as stated above); they are not Google Cloud measurements.</p>");
     }
+    verdicts_table(&mut h, report);
+    cdf_section(&mut h, report);
+    comparison_charts(&mut h, report);
+    phases_section(&mut h, report);
+    if let Some(c) = &opts.cost {
+        let _ = write!(
+            h,
+            "<h2>Cost projection</h2><pre>{}</pre>",
+            escape(&c.render())
+        );
+    }
+    if let Some(g) = &opts.gate {
+        let _ = write!(
+            h,
+            "<h2>Gates of phase {}</h2><pre>{}</pre>",
+            g.phase,
+            escape(&g.render())
+        );
+    }
+    h.push_str("</body></html>\n");
+    h
+}
 
+/// Writes the verdicts table: one row per verdict of every backend.
+fn verdicts_table(h: &mut String, report: &BenchReport) {
     h.push_str("<h2>Verdicts</h2><table><tr><th>Backend</th><th>Table</th><th>Metric</th><th>Plan</th><th>Measured</th><th>Verdict</th></tr>");
     for b in &report.backends {
         for v in &b.verdicts {
@@ -224,7 +248,10 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         }
     }
     h.push_str("</table>");
+}
 
+/// Writes one CDF chart per measurement that has successful samples.
+fn cdf_section(h: &mut String, report: &BenchReport) {
     h.push_str("<h2>Latency distributions (CDF)</h2>");
     for m in Measurement::ALL {
         if m == Measurement::Setup {
@@ -254,7 +281,10 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             cdf_svg(m.as_str(), &series)
         );
     }
+}
 
+/// Writes the transfer-throughput and backend-against-backend p50 bar charts.
+fn comparison_charts(h: &mut String, report: &BenchReport) {
     let mut tput = Vec::new();
     for b in &report.backends {
         for m in [
@@ -300,6 +330,10 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
             bars_svg("p50 latency by backend", "s", &side)
         );
     }
+}
+
+/// Writes the "where the time goes" phase charts and table, when any backend has phases.
+fn phases_section(h: &mut String, report: &BenchReport) {
     let backends: Vec<&crate::bench::BackendReport> = report.backends.iter().collect();
     let phases = super::markdown::phases_section(&backends);
     if !phases.is_empty() {
@@ -321,23 +355,6 @@ pub fn render(report: &BenchReport, opts: &MarkdownOptions) -> String {
         }
         let _ = write!(h, "<pre>{}</pre>", escape(&phases));
     }
-    if let Some(c) = &opts.cost {
-        let _ = write!(
-            h,
-            "<h2>Cost projection</h2><pre>{}</pre>",
-            escape(&c.render())
-        );
-    }
-    if let Some(g) = &opts.gate {
-        let _ = write!(
-            h,
-            "<h2>Gates of phase {}</h2><pre>{}</pre>",
-            g.phase,
-            escape(&g.render())
-        );
-    }
-    h.push_str("</body></html>\n");
-    h
 }
 
 #[cfg(test)]
