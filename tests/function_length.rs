@@ -13,12 +13,8 @@ const MAX_LINES: usize = 150;
 /// the reason. Keep this list short and say why.
 const EXCEPTIONS: &[(&str, &str)] = &[
     // Not split yet (issue #15); each is one straight sequence of steps or sections.
-    ("src/gate.rs::evaluate", "not split yet"),
     ("src/bench/engine.rs::main_phases", "not split yet"),
     ("src/bench/mod.rs::from_samples", "not split yet"),
-    ("src/cost.rs::project", "not split yet"),
-    ("src/metrics/mod.rs::backend_metrics", "not split yet"),
-    ("src/preflight/mod.rs::run_checklist", "not split yet"),
     ("src/report/html.rs::render", "not split yet"),
 ];
 
