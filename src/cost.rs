@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backends::cloudrun::deployment::Deployment;
 use crate::bench::{BenchReport, Measurement};
+use crate::suites::prices::StoragePrices;
 use crate::suites::{CostProfile, Monitoring, Prices};
 
 /// Class of a storage operation.
@@ -157,7 +158,6 @@ pub fn project(
     let n = u.commands_per_session;
     let cmds = sessions * n;
     let exec = measured.exec_mean_seconds;
-    let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
     let idle = d.worker_idle_secs as f64;
     let hb = d.heartbeat_secs.max(1) as f64;
     let alive = measured.cold_start_seconds + n * (exec + u.think_time_seconds) + idle;
@@ -170,58 +170,27 @@ pub fn project(
     // While running, then "stopping" and "stopped".
     let heartbeats = sessions * (alive / hb + 2.0);
     let month = u.days_per_month * 86_400.0;
-    let pool_lifetime = (measured.cold_start_seconds + idle).max(1.0);
-    let pool_executions = d.pool_size as f64 * month / pool_lifetime;
-    let pool_billed = pool_executions * pool_lifetime.max(jp.min_billed_seconds_per_instance);
-    let pool_polls = pool_executions * (poll.polls_in(secs(idle)) + 1.0);
     let sweep_secs = (d.worker_sweep_every_ms as f64 / 1000.0).max(0.001);
     let sweeps = sessions * (alive / sweep_secs + 1.0);
-    let pool_sweeps = pool_executions * (pool_lifetime / sweep_secs + 1.0);
-    let sweep_class = OpClass::of_method(&d.worker_sweep_method);
-    let pool_heartbeats = pool_executions * (pool_lifetime / hb + 2.0);
     let poll_class = OpClass::of_method(&d.worker_poll_method);
-    let class_price = |c: OpClass| match c {
-        OpClass::A => sp.class_a_per_1000_ops_usd,
-        OpClass::B => sp.class_b_per_1000_ops_usd,
-    };
-    let item = |item: String, quantity: f64, unit: &str, unit_price_usd: f64| CostItem {
-        item,
-        quantity,
-        unit: unit.into(),
-        unit_price_usd,
-        monthly_usd: quantity * unit_price_usd,
-    };
     let schedule = format!(
         "every {}-{} ms, held {} ms, backing off",
         d.poll_min_ms, d.poll_max_ms, d.poll_hold_ms
     );
-    let sweep_line = |whose: &str, quantity: f64| {
-        item(
-            format!(
-                "{whose} inbox sweeps ({} every {} ms; class {})",
-                d.worker_sweep_method,
-                d.worker_sweep_every_ms,
-                sweep_class.letter()
-            ),
-            quantity / 1000.0,
-            "1,000 ops",
-            class_price(sweep_class),
-        )
-    };
     let mut items = vec![
-        item(
+        cost_item(
             "Cloud Run jobs CPU (sessions)".into(),
             sessions * billed * d.vcpu,
             "vCPU-s",
             jp.vcpu_second_usd,
         ),
-        item(
+        cost_item(
             "Cloud Run jobs memory (sessions)".into(),
             sessions * billed * d.memory_gib,
             "GiB-s",
             jp.gib_second_usd,
         ),
-        item(
+        cost_item(
             format!(
                 "Worker inbox polls ({}, {schedule}; class {})",
                 d.worker_poll_method,
@@ -229,16 +198,16 @@ pub fn project(
             ),
             worker_polls / 1000.0,
             "1,000 ops",
-            class_price(poll_class),
+            class_price(sp, poll_class),
         ),
-        sweep_line("Worker", sweeps),
-        item(
+        sweep_line(d, sp, "Worker", sweeps),
+        cost_item(
             format!("Client answer polls (objects.get, {schedule}; class B)"),
             client_polls / 1000.0,
             "1,000 ops",
             sp.class_b_per_1000_ops_usd,
         ),
-        item(
+        cost_item(
             format!(
                 "Worker heartbeats (objects.insert every {} s; class A)",
                 d.heartbeat_secs
@@ -247,13 +216,13 @@ pub fn project(
             "1,000 ops",
             sp.class_a_per_1000_ops_usd,
         ),
-        item(
+        cost_item(
             "Cloud Storage class A per command (request and answer writes)".into(),
             cmds * u.class_a_ops_per_command / 1000.0,
             "1,000 ops",
             sp.class_a_per_1000_ops_usd,
         ),
-        item(
+        cost_item(
             "Cloud Storage class B per command (heartbeat read)".into(),
             cmds * u.class_b_ops_per_command / 1000.0,
             "1,000 ops",
@@ -261,54 +230,24 @@ pub fn project(
         ),
     ];
     if d.pool_size > 0 {
-        items.push(item(
-            format!(
-                "Warm pool: {} idle executions ({} vCPU / {} GiB each, replaced every {:.0} s, at least {:.0} s billed each)",
-                d.pool_size,
-                d.vcpu,
-                d.memory_gib,
-                pool_lifetime,
-                jp.min_billed_seconds_per_instance
-            ),
-            pool_billed,
-            "instance-s",
-            d.vcpu * jp.vcpu_second_usd + d.memory_gib * jp.gib_second_usd,
-        ));
-        items.push(item(
-            format!(
-                "Warm pool inbox polls ({}, {schedule}; class {})",
-                d.worker_poll_method,
-                poll_class.letter()
-            ),
-            pool_polls / 1000.0,
-            "1,000 ops",
-            class_price(poll_class),
-        ));
-        items.push(sweep_line("Warm pool", pool_sweeps));
-        items.push(item(
-            format!(
-                "Warm pool heartbeats (objects.insert every {} s; class A)",
-                d.heartbeat_secs
-            ),
-            pool_heartbeats / 1000.0,
-            "1,000 ops",
-            sp.class_a_per_1000_ops_usd,
+        items.extend(warm_pool_items(
+            prices,
+            d,
+            measured.cold_start_seconds,
+            month,
+            hb,
+            sweep_secs,
+            &schedule,
         ));
     }
-    items.push(item(
+    items.push(cost_item(
         "Cloud Storage Standard storage".into(),
         u.stored_gib,
         "GiB-month",
         sp.standard_storage_gib_month_usd,
     ));
     let total: f64 = items.iter().map(|i| i.monthly_usd).sum();
-    let status = if total > thresholds.cost_alert_gt_usd_per_month {
-        BudgetStatus::Alert
-    } else if total > thresholds.cost_budget_usd_per_month {
-        BudgetStatus::OverBudget
-    } else {
-        BudgetStatus::WithinBudget
-    };
+    let status = budget_status(total, thresholds);
     CostBreakdown {
         measured,
         profile: *profile,
@@ -320,6 +259,115 @@ pub fn project(
         budget_usd_per_month: thresholds.cost_budget_usd_per_month,
         alert_usd_per_month: thresholds.cost_alert_gt_usd_per_month,
         status,
+    }
+}
+
+/// A duration of `s` seconds, negative ones taken as zero.
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+/// The Cloud Storage price per 1,000 operations of class `c`.
+fn class_price(sp: &StoragePrices, c: OpClass) -> f64 {
+    match c {
+        OpClass::A => sp.class_a_per_1000_ops_usd,
+        OpClass::B => sp.class_b_per_1000_ops_usd,
+    }
+}
+
+/// One priced line: `quantity` units at `unit_price_usd` each.
+fn cost_item(item: String, quantity: f64, unit: &str, unit_price_usd: f64) -> CostItem {
+    CostItem {
+        item,
+        quantity,
+        unit: unit.into(),
+        unit_price_usd,
+        monthly_usd: quantity * unit_price_usd,
+    }
+}
+
+/// The line for `quantity` inbox sweeps made by `whose` executions.
+fn sweep_line(d: &Deployment, sp: &StoragePrices, whose: &str, quantity: f64) -> CostItem {
+    let sweep_class = OpClass::of_method(&d.worker_sweep_method);
+    cost_item(
+        format!(
+            "{whose} inbox sweeps ({} every {} ms; class {})",
+            d.worker_sweep_method,
+            d.worker_sweep_every_ms,
+            sweep_class.letter()
+        ),
+        quantity / 1000.0,
+        "1,000 ops",
+        class_price(sp, sweep_class),
+    )
+}
+
+/// The warm pool's lines: its idle executions' billed time, inbox polls, sweeps and heartbeats.
+fn warm_pool_items(
+    prices: &Prices,
+    d: &Deployment,
+    cold_start_seconds: f64,
+    month: f64,
+    hb: f64,
+    sweep_secs: f64,
+    schedule: &str,
+) -> Vec<CostItem> {
+    let jp = &prices.cloud_run_jobs;
+    let sp = &prices.cloud_storage;
+    let poll = d.poll();
+    let idle = d.worker_idle_secs as f64;
+    let poll_class = OpClass::of_method(&d.worker_poll_method);
+    let pool_lifetime = (cold_start_seconds + idle).max(1.0);
+    let pool_executions = d.pool_size as f64 * month / pool_lifetime;
+    let pool_billed = pool_executions * pool_lifetime.max(jp.min_billed_seconds_per_instance);
+    let pool_polls = pool_executions * (poll.polls_in(secs(idle)) + 1.0);
+    let pool_sweeps = pool_executions * (pool_lifetime / sweep_secs + 1.0);
+    let pool_heartbeats = pool_executions * (pool_lifetime / hb + 2.0);
+    let mut items = Vec::new();
+    items.push(cost_item(
+        format!(
+            "Warm pool: {} idle executions ({} vCPU / {} GiB each, replaced every {:.0} s, at least {:.0} s billed each)",
+            d.pool_size,
+            d.vcpu,
+            d.memory_gib,
+            pool_lifetime,
+            jp.min_billed_seconds_per_instance
+        ),
+        pool_billed,
+        "instance-s",
+        d.vcpu * jp.vcpu_second_usd + d.memory_gib * jp.gib_second_usd,
+    ));
+    items.push(cost_item(
+        format!(
+            "Warm pool inbox polls ({}, {schedule}; class {})",
+            d.worker_poll_method,
+            poll_class.letter()
+        ),
+        pool_polls / 1000.0,
+        "1,000 ops",
+        class_price(sp, poll_class),
+    ));
+    items.push(sweep_line(d, sp, "Warm pool", pool_sweeps));
+    items.push(cost_item(
+        format!(
+            "Warm pool heartbeats (objects.insert every {} s; class A)",
+            d.heartbeat_secs
+        ),
+        pool_heartbeats / 1000.0,
+        "1,000 ops",
+        sp.class_a_per_1000_ops_usd,
+    ));
+    items
+}
+
+/// Where a monthly `total` stands against the budget and the alert threshold.
+fn budget_status(total: f64, thresholds: &Monitoring) -> BudgetStatus {
+    if total > thresholds.cost_alert_gt_usd_per_month {
+        BudgetStatus::Alert
+    } else if total > thresholds.cost_budget_usd_per_month {
+        BudgetStatus::OverBudget
+    } else {
+        BudgetStatus::WithinBudget
     }
 }
 

@@ -199,15 +199,8 @@ pub fn gate(phase: u32, inputs: &GateInputs) -> Result<GateResult, SuiteError> {
 }
 
 fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
-    let backend_of = |name: &str| -> Result<&crate::bench::BackendReport, String> {
-        let b = i.bench.as_ref().ok_or("no bench report given")?;
-        b.backends
-            .iter()
-            .find(|x| x.backend == name || x.name == name)
-            .ok_or_else(|| format!("the bench report has no `{name}` backend"))
-    };
     match check {
-        GateCheck::BenchReport { backend } => match backend_of(backend) {
+        GateCheck::BenchReport { backend } => match backend_of(i, backend) {
             Err(e) => (false, e),
             Ok(b) if b.partial => (
                 false,
@@ -224,47 +217,9 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                 ),
             ),
         },
-        GateCheck::Acceptance { backend, level } => match backend_of(backend) {
+        GateCheck::Acceptance { backend, level } => match backend_of(i, backend) {
             Err(e) => (false, e),
-            Ok(b) => {
-                let verdicts = crate::acceptance::judge_backend(b, &i.tables);
-                if verdicts.is_empty() {
-                    return (false, format!("no acceptance table applies to `{backend}`"));
-                }
-                let failing: Vec<String> = verdicts
-                    .iter()
-                    .filter(|v| v.verdict != Verdict::NoThreshold && !v.verdict.satisfies(*level))
-                    .map(|v| {
-                        format!(
-                            "{} {} ({})",
-                            v.row.metric.label(),
-                            v.verdict,
-                            crate::output::fmt_figure(v.measured, v.row.metric.is_rate())
-                        )
-                    })
-                    .collect();
-                let unthresholded: Vec<&str> = verdicts
-                    .iter()
-                    .filter(|v| v.verdict == Verdict::NoThreshold)
-                    .map(|v| v.row.metric.label())
-                    .collect();
-                let extra = if unthresholded.is_empty() {
-                    String::new()
-                } else {
-                    format!("; without threshold: {}", unthresholded.join(", "))
-                };
-                if failing.is_empty() {
-                    (
-                        true,
-                        format!("{} rows at {level:?} level{extra}", verdicts.len()),
-                    )
-                } else {
-                    (
-                        false,
-                        format!("below {level:?}: {}{extra}", failing.join(", ")),
-                    )
-                }
-            }
+            Ok(b) => acceptance(b, backend, *level, &i.tables),
         },
         GateCheck::Preflight => match &i.preflight {
             None => (false, "no preflight result given".into()),
@@ -273,33 +228,7 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
         },
         GateCheck::Health => match &i.health {
             None => (false, "no health measurements given".into()),
-            Some(ms) => {
-                let mut bad = Vec::new();
-                for ep in &i.health_table.endpoints {
-                    let found = ms.iter().find(|m| m.path == ep.path);
-                    let m = found.and_then(|m| m.latency_ms);
-                    let v = crate::acceptance::health_verdict(ep, m, found.and_then(|m| m.p99_ms.or(m.latency_ms)));
-                    if !v.satisfies(Level::Acceptable) {
-                        bad.push(format!(
-                            "{} {} ({})",
-                            ep.path,
-                            v,
-                            m.map_or("no answer".into(), |m| format!("{m:.0} ms"))
-                        ));
-                    }
-                }
-                if bad.is_empty() {
-                    (
-                        true,
-                        format!(
-                            "{} endpoints within max acceptable latency",
-                            i.health_table.endpoints.len()
-                        ),
-                    )
-                } else {
-                    (false, bad.join(", "))
-                }
-            }
+            Some(ms) => health(ms, &i.health_table),
         },
         GateCheck::ConformanceParity => match &i.conformance {
             None => (false, "no conformance result given".into()),
@@ -329,7 +258,7 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                 ),
             ),
         },
-        GateCheck::StateConsistency { backend } => match backend_of(backend) {
+        GateCheck::StateConsistency { backend } => match backend_of(i, backend) {
             Err(e) => (false, e),
             Ok(b) if b.state.checks == 0 => (false, "no state checks were run".into()),
             Ok(b) if b.state.losses == 0 => (true, format!("{} checks, no loss", b.state.checks)),
@@ -350,47 +279,7 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                 false,
                 "no data: the event log holds no executions".into(),
             ),
-            Some(m) => {
-                // Every check must meet its target: an alert, a missed target, a check without
-                // data and one with too few samples all fail the gate, named.
-                let bad: Vec<String> = m
-                    .backends
-                    .iter()
-                    .flat_map(|b| {
-                        b.checks
-                            .iter()
-                            .filter(|c| c.status != crate::metrics::CheckStatus::Ok)
-                            .map(move |c| {
-                                let status = match c.status {
-                                    crate::metrics::CheckStatus::NoData => "no data".to_string(),
-                                    other => format!("{other:?}"),
-                                };
-                                format!(
-                                    "{} {}: {status} ({})",
-                                    b.backend,
-                                    c.name,
-                                    c.measured.map_or("-".into(), |v| format!("{v:.3}"))
-                                )
-                            })
-                    })
-                    .collect();
-                if bad.is_empty() {
-                    (
-                        true,
-                        format!(
-                            "every monitoring check meets its target ({} events, {})",
-                            m.events,
-                            m.backends
-                                .iter()
-                                .map(|b| format!("{}: {} operations", b.backend, b.operations))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                    )
-                } else {
-                    (false, bad.join("; "))
-                }
-            }
+            Some(m) => monitoring(m),
         },
         GateCheck::CostBudget => match &i.cost {
             None => (false, "no cost projection given".into()),
@@ -402,7 +291,7 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                 ),
             ),
         },
-        GateCheck::RealGcp { backend } => match backend_of(backend) {
+        GateCheck::RealGcp { backend } => match backend_of(i, backend) {
             Err(e) => (false, e),
             Ok(b) if b.origin.is_real_gcp() => (true, b.origin_statement.clone()),
             Ok(b) => (
@@ -410,6 +299,137 @@ fn evaluate(check: &GateCheck, i: &GateInputs) -> (bool, String) {
                 format!("figures are not from Google Cloud: {}", b.origin_statement),
             ),
         },
+    }
+}
+
+/// The bench report's backend named `name` (by backend kind or configured name).
+fn backend_of<'a>(
+    i: &'a GateInputs,
+    name: &str,
+) -> Result<&'a crate::bench::BackendReport, String> {
+    let b = i.bench.as_ref().ok_or("no bench report given")?;
+    b.backends
+        .iter()
+        .find(|x| x.backend == name || x.name == name)
+        .ok_or_else(|| format!("the bench report has no `{name}` backend"))
+}
+
+/// Judges one backend's bench figures against the acceptance tables at `level`.
+fn acceptance(
+    b: &crate::bench::BackendReport,
+    backend: &str,
+    level: Level,
+    tables: &Tables,
+) -> (bool, String) {
+    let verdicts = crate::acceptance::judge_backend(b, tables);
+    if verdicts.is_empty() {
+        return (false, format!("no acceptance table applies to `{backend}`"));
+    }
+    let failing: Vec<String> = verdicts
+        .iter()
+        .filter(|v| v.verdict != Verdict::NoThreshold && !v.verdict.satisfies(level))
+        .map(|v| {
+            format!(
+                "{} {} ({})",
+                v.row.metric.label(),
+                v.verdict,
+                crate::output::fmt_figure(v.measured, v.row.metric.is_rate())
+            )
+        })
+        .collect();
+    let unthresholded: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| v.verdict == Verdict::NoThreshold)
+        .map(|v| v.row.metric.label())
+        .collect();
+    let extra = if unthresholded.is_empty() {
+        String::new()
+    } else {
+        format!("; without threshold: {}", unthresholded.join(", "))
+    };
+    if failing.is_empty() {
+        (
+            true,
+            format!("{} rows at {level:?} level{extra}", verdicts.len()),
+        )
+    } else {
+        (
+            false,
+            format!("below {level:?}: {}{extra}", failing.join(", ")),
+        )
+    }
+}
+
+/// Judges the health measurements against the health table's acceptable latencies.
+fn health(ms: &[HealthMeasurement], table: &HealthTable) -> (bool, String) {
+    let mut bad = Vec::new();
+    for ep in &table.endpoints {
+        let found = ms.iter().find(|m| m.path == ep.path);
+        let m = found.and_then(|m| m.latency_ms);
+        let v =
+            crate::acceptance::health_verdict(ep, m, found.and_then(|m| m.p99_ms.or(m.latency_ms)));
+        if !v.satisfies(Level::Acceptable) {
+            bad.push(format!(
+                "{} {} ({})",
+                ep.path,
+                v,
+                m.map_or("no answer".into(), |m| format!("{m:.0} ms"))
+            ));
+        }
+    }
+    if bad.is_empty() {
+        (
+            true,
+            format!(
+                "{} endpoints within max acceptable latency",
+                table.endpoints.len()
+            ),
+        )
+    } else {
+        (false, bad.join(", "))
+    }
+}
+
+/// Passes when every monitoring check of every backend meets its target.
+fn monitoring(m: &MetricsReport) -> (bool, String) {
+    // Every check must meet its target: an alert, a missed target, a check without
+    // data and one with too few samples all fail the gate, named.
+    let bad: Vec<String> = m
+        .backends
+        .iter()
+        .flat_map(|b| {
+            b.checks
+                .iter()
+                .filter(|c| c.status != crate::metrics::CheckStatus::Ok)
+                .map(move |c| {
+                    let status = match c.status {
+                        crate::metrics::CheckStatus::NoData => "no data".to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    format!(
+                        "{} {}: {status} ({})",
+                        b.backend,
+                        c.name,
+                        c.measured.map_or("-".into(), |v| format!("{v:.3}"))
+                    )
+                })
+        })
+        .collect();
+    if bad.is_empty() {
+        (
+            true,
+            format!(
+                "every monitoring check meets its target ({} events, {})",
+                m.events,
+                m.backends
+                    .iter()
+                    .map(|b| format!("{}: {} operations", b.backend, b.operations))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    } else {
+        (false, bad.join("; "))
     }
 }
 

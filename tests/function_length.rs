@@ -12,11 +12,6 @@ const MAX_LINES: usize = 150;
 /// Functions allowed to be longer, as `path::name` relative to the package root, each with
 /// the reason. Keep this list short and say why.
 const EXCEPTIONS: &[(&str, &str)] = &[
-    // Not split yet (issue #15); each is one straight sequence of steps or sections.
-    ("src/gate.rs::evaluate", "not split yet"),
-    ("src/cost.rs::project", "not split yet"),
-    ("src/metrics/mod.rs::backend_metrics", "not split yet"),
-    ("src/preflight/mod.rs::run_checklist", "not split yet"),
 ];
 
 /// A function found by the scanner.

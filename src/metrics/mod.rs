@@ -216,15 +216,7 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
     }
     let failed: u64 = errors_by_class.values().sum();
     let succeeded = operations - failed;
-    let ok_durations = |pred: &dyn Fn(&Event) -> bool| {
-        completed
-            .iter()
-            .filter(|e| e.error_class.is_none() && pred(e))
-            .filter_map(|e| e.duration_seconds)
-            .map(seconds_to_micros)
-            .collect::<Vec<u64>>()
-    };
-    let exec = ok_durations(&|e| e.op.as_deref() == Some("exec_stateful"));
+    let exec = ok_durations(&completed, &|e| e.op.as_deref() == Some("exec_stateful"));
     let exec_latency = Summary::from_micros(exec);
     let state_checks = evs
         .iter()
@@ -241,91 +233,9 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
         .map(|(k, v)| (k.clone(), *v as f64 * 100.0 / operations.max(1) as f64))
         .collect();
 
-    let projected_cost = if opts.cost_backends.iter().any(|b| b == name) {
-        let warm = ok_durations(&|e| e.measurement.as_deref() == Some("warm_exec"));
-        let mean = Summary::from_micros(warm)
-            .or_else(|| exec_latency.clone())
-            .map(|s| s.mean_seconds);
-        let cold = Summary::from_micros(ok_durations(&|e| {
-            e.measurement.as_deref() == Some("cold_start")
-        }))
-        .map_or(0.0, |s| s.p50_seconds);
-        mean.map(|exec_mean_seconds| {
-            cost::project(
-                &opts.prices,
-                &opts.cost_profile,
-                &opts.deployment,
-                "the default Cloud Run configuration",
-                MeasuredDurations {
-                    exec_mean_seconds,
-                    cold_start_seconds: cold,
-                    from_emulator: opts.from_emulator,
-                },
-                m,
-            )
-        })
-    } else {
-        None
-    };
+    let projected_cost = projected_cost(name, &completed, &exec_latency, opts);
 
-    let mut checks = Vec::new();
-    let three =
-        |v: Option<f64>, target_ok: &dyn Fn(f64) -> bool, alert: &dyn Fn(f64) -> bool| match v {
-            None => CheckStatus::NoData,
-            Some(v) if alert(v) => CheckStatus::Alert,
-            Some(v) if target_ok(v) => CheckStatus::Ok,
-            Some(_) => CheckStatus::MissesTarget,
-        };
-    let p50 = exec_latency.as_ref().map(|s| s.p50_seconds);
-    let p99 = exec_latency.as_ref().map(|s| s.p99_seconds);
-    let exec_n = exec_latency.as_ref().map_or(0, |s| s.count);
-    // A status that reached its target with fewer samples than the claim needs says so.
-    let enough = |status: CheckStatus, n: u64, need: u64| {
-        if status == CheckStatus::Ok && n < need {
-            CheckStatus::InsufficientSamples
-        } else {
-            status
-        }
-    };
-    let rule_of_three = |percent_allowed: f64| {
-        crate::acceptance::required_samples(
-            crate::suites::Statistic::Rate,
-            &crate::suites::Bound {
-                cmp: crate::suites::Cmp::Lt,
-                value: percent_allowed,
-                unit: crate::suites::Unit::Percent,
-                range_low: None,
-            },
-        )
-    };
-    checks.push(MonitoringCheck {
-        name: "execution latency p50 (s)".into(),
-        threshold: format!("< {} s", m.exec_latency_p50_target_lt_seconds),
-        measured: p50,
-        status: three(p50, &|v| v < m.exec_latency_p50_target_lt_seconds, &|_| {
-            false
-        }),
-    });
-    let p99_name = if exec_n >= P99_MIN_SAMPLES {
-        "execution latency p99 (s)".to_string()
-    } else {
-        format!("execution latency p99 (s): max of {exec_n}, p99 needs {P99_MIN_SAMPLES} samples")
-    };
-    checks.push(MonitoringCheck {
-        name: p99_name,
-        threshold: format!(
-            "< {} s, alert > {} s",
-            m.exec_latency_p99_target_lt_seconds, m.exec_latency_p99_alert_gt_seconds
-        ),
-        measured: p99,
-        status: enough(
-            three(p99, &|v| v < m.exec_latency_p99_target_lt_seconds, &|v| {
-                v > m.exec_latency_p99_alert_gt_seconds
-            }),
-            exec_n,
-            P99_MIN_SAMPLES,
-        ),
-    });
+    let mut checks = latency_checks(m, exec_latency.as_ref());
     let success_need = rule_of_three(100.0 - m.success_rate_target_gt_percent);
     checks.push(MonitoringCheck {
         name: format!(
@@ -409,6 +319,127 @@ fn backend_metrics(name: &str, evs: &[&Event], opts: &MetricsOptions) -> Backend
         projected_cost,
         checks,
     }
+}
+
+/// Durations (µs) of the successful completed executions that `pred` selects.
+fn ok_durations(completed: &[&&Event], pred: &dyn Fn(&Event) -> bool) -> Vec<u64> {
+    completed
+        .iter()
+        .filter(|e| e.error_class.is_none() && pred(e))
+        .filter_map(|e| e.duration_seconds)
+        .map(seconds_to_micros)
+        .collect::<Vec<u64>>()
+}
+
+/// The Cloud Run cost projected from backend `name`'s durations, if it is one to price.
+fn projected_cost(
+    name: &str,
+    completed: &[&&Event],
+    exec_latency: &Option<Summary>,
+    opts: &MetricsOptions,
+) -> Option<CostBreakdown> {
+    let m = &opts.monitoring;
+    if opts.cost_backends.iter().any(|b| b == name) {
+        let warm = ok_durations(completed, &|e| {
+            e.measurement.as_deref() == Some("warm_exec")
+        });
+        let mean = Summary::from_micros(warm)
+            .or_else(|| exec_latency.clone())
+            .map(|s| s.mean_seconds);
+        let cold = Summary::from_micros(ok_durations(completed, &|e| {
+            e.measurement.as_deref() == Some("cold_start")
+        }))
+        .map_or(0.0, |s| s.p50_seconds);
+        mean.map(|exec_mean_seconds| {
+            cost::project(
+                &opts.prices,
+                &opts.cost_profile,
+                &opts.deployment,
+                "the default Cloud Run configuration",
+                MeasuredDurations {
+                    exec_mean_seconds,
+                    cold_start_seconds: cold,
+                    from_emulator: opts.from_emulator,
+                },
+                m,
+            )
+        })
+    } else {
+        None
+    }
+}
+
+/// A check's status: no data, alert, target met or missed.
+fn three(
+    v: Option<f64>,
+    target_ok: &dyn Fn(f64) -> bool,
+    alert: &dyn Fn(f64) -> bool,
+) -> CheckStatus {
+    match v {
+        None => CheckStatus::NoData,
+        Some(v) if alert(v) => CheckStatus::Alert,
+        Some(v) if target_ok(v) => CheckStatus::Ok,
+        Some(_) => CheckStatus::MissesTarget,
+    }
+}
+
+/// A status that reached its target with fewer samples than the claim needs says so.
+fn enough(status: CheckStatus, n: u64, need: u64) -> CheckStatus {
+    if status == CheckStatus::Ok && n < need {
+        CheckStatus::InsufficientSamples
+    } else {
+        status
+    }
+}
+
+/// Samples needed to claim a failure rate below `percent_allowed` (the rule of three).
+fn rule_of_three(percent_allowed: f64) -> u64 {
+    crate::acceptance::required_samples(
+        crate::suites::Statistic::Rate,
+        &crate::suites::Bound {
+            cmp: crate::suites::Cmp::Lt,
+            value: percent_allowed,
+            unit: crate::suites::Unit::Percent,
+            range_low: None,
+        },
+    )
+}
+
+/// The execution latency checks: p50 against its target, p99 against target and alert.
+fn latency_checks(m: &Monitoring, exec_latency: Option<&Summary>) -> Vec<MonitoringCheck> {
+    let p50 = exec_latency.map(|s| s.p50_seconds);
+    let p99 = exec_latency.map(|s| s.p99_seconds);
+    let exec_n = exec_latency.map_or(0, |s| s.count);
+    let mut checks = Vec::new();
+    checks.push(MonitoringCheck {
+        name: "execution latency p50 (s)".into(),
+        threshold: format!("< {} s", m.exec_latency_p50_target_lt_seconds),
+        measured: p50,
+        status: three(p50, &|v| v < m.exec_latency_p50_target_lt_seconds, &|_| {
+            false
+        }),
+    });
+    let p99_name = if exec_n >= P99_MIN_SAMPLES {
+        "execution latency p99 (s)".to_string()
+    } else {
+        format!("execution latency p99 (s): max of {exec_n}, p99 needs {P99_MIN_SAMPLES} samples")
+    };
+    checks.push(MonitoringCheck {
+        name: p99_name,
+        threshold: format!(
+            "< {} s, alert > {} s",
+            m.exec_latency_p99_target_lt_seconds, m.exec_latency_p99_alert_gt_seconds
+        ),
+        measured: p99,
+        status: enough(
+            three(p99, &|v| v < m.exec_latency_p99_target_lt_seconds, &|v| {
+                v > m.exec_latency_p99_alert_gt_seconds
+            }),
+            exec_n,
+            P99_MIN_SAMPLES,
+        ),
+    });
+    checks
 }
 
 #[cfg(test)]

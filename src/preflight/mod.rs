@@ -476,45 +476,8 @@ pub async fn run_checklist(
     let bucket_name = &cfg.bucket;
 
     // The bucket and what depends on reading it.
-    let item = Item::start(ids::BUCKET_EXISTS, "state bucket exists");
-    let bucket: Option<Bucket> = match clients.storage.get_bucket(bucket_name).await {
-        Ok(b) => {
-            checks.push(item.done(
-                Status::Pass,
-                format!(
-                    "bucket {bucket_name} exists ({}, {})",
-                    b.location.as_deref().unwrap_or("location not reported"),
-                    b.storage_class.as_deref().unwrap_or("class not reported")
-                ),
-            ));
-            Some(b)
-        }
-        Err(e) if e.status() == Some(404) && opts.fix => match create_bucket(cfg, clients).await {
-            Ok(b) => {
-                checks.push(item.done(
-                        Status::Pass,
-                        format!(
-                            "bucket {bucket_name} created (fix): {}, {}, sessions/ deleted after {SESSIONS_TTL_DAYS} days",
-                            b.location.as_deref().unwrap_or("location not reported"),
-                            b.storage_class.as_deref().unwrap_or("class not reported")
-                        ),
-                    ));
-                Some(b)
-            }
-            Err(e) => {
-                checks.push(item.done(
-                    Status::Fail,
-                    format!("bucket {bucket_name} does not exist and creating it failed: {e}"),
-                ));
-                None
-            }
-        },
-        Err(e) => {
-            checks.push(item.done(Status::Fail, storage_reason(bucket_name, &e)));
-            None
-        }
-    };
-    let unread = || format!("skipped: bucket {bucket_name} could not be read");
+    let (exists, bucket) = check_bucket_exists(cfg, clients, opts).await;
+    checks.push(exists);
     match &bucket {
         Some(b) => {
             checks.push(compare_setting(
@@ -546,80 +509,16 @@ pub async fn run_checklist(
                     "lifecycle deletes sessions/ after 7 days",
                 ),
             ] {
-                checks.push(Item::start(id, title).done(Status::Skip, unread()));
+                checks.push(Item::start(id, title).done(Status::Skip, unread(bucket_name)));
             }
         }
     }
 
-    let item = Item::start(ids::IAM_BUCKET, "caller's permissions on the bucket");
-    checks.push(if bucket.is_none() {
-        item.done(Status::Skip, unread())
-    } else {
-        match clients
-            .storage
-            .test_iam_permissions(bucket_name, &BUCKET_PERMISSIONS)
-            .await
-        {
-            Ok(granted) => match &cfg.service_account {
-                None => permissions_result(item, &BUCKET_PERMISSIONS, &granted, "bucket"),
-                Some(sa) => {
-                    let caller = permissions_result(item, &BUCKET_PERMISSIONS, &granted, "bucket");
-                    runtime_account_access(caller, clients, bucket_name, sa).await
-                }
-            },
-            Err(e) => item.done(
-                Status::Fail,
-                format!("testIamPermissions on the bucket failed: {e}"),
-            ),
-        }
-    });
+    checks.push(check_bucket_iam(cfg, clients, bucket.is_some()).await);
 
-    let item = Item::start(
-        ids::IAM_PROJECT,
-        "caller's Cloud Run permissions on the project",
-    );
-    checks.push(
-        match clients
-            .resource_manager
-            .test_iam_permissions(&clients.project, &PROJECT_PERMISSIONS)
-            .await
-        {
-            Ok(granted) => permissions_result(item, &PROJECT_PERMISSIONS, &granted, "project"),
-            Err(e) => item.done(
-                Status::Fail,
-                format!(
-                    "testIamPermissions on project {} failed: {e}",
-                    clients.project
-                ),
-            ),
-        },
-    );
+    checks.push(check_project_iam(clients).await);
 
-    let item = Item::start(ids::API_RUN, "Cloud Run Admin API enabled");
-    checks.push(
-        match clients
-            .service_usage
-            .get_service(&clients.project, RUN_SERVICE)
-            .await
-        {
-            Ok(s) if s.is_enabled() => item.done(
-                Status::Pass,
-                format!("{RUN_SERVICE} is ENABLED in project {}", clients.project),
-            ),
-            Ok(s) => item.done(
-                Status::Fail,
-                format!(
-                    "{RUN_SERVICE} is {} in project {} (enable it: gcloud services enable {RUN_SERVICE})",
-                    if s.state.is_empty() { "in an unknown state" } else { &s.state },
-                    clients.project
-                ),
-            ),
-            Err(e) => item.done(
-                Status::Fail,
-                format!("reading the state of {RUN_SERVICE} failed: {e}"),
-            ),
-        },
-    );
+    checks.push(check_run_api(clients).await);
 
     let item = Item::start(ids::TEST_JOB, "a test job is created, run and deleted");
     checks.push(if !opts.run_test_job {
@@ -641,6 +540,136 @@ pub async fn run_checklist(
         passed,
         checks,
     }
+}
+
+/// Checks that the state bucket exists (creating it with `--fix`); returns the check and the
+/// bucket if it could be read.
+async fn check_bucket_exists(
+    cfg: &CloudRunConfig,
+    clients: &PreflightClients,
+    opts: &PreflightOptions,
+) -> (CheckResult, Option<Bucket>) {
+    let bucket_name = &cfg.bucket;
+    let item = Item::start(ids::BUCKET_EXISTS, "state bucket exists");
+    match clients.storage.get_bucket(bucket_name).await {
+        Ok(b) => {
+            let (location, class) = location_and_class(&b);
+            let reason = format!("bucket {bucket_name} exists ({location}, {class})");
+            (item.done(Status::Pass, reason), Some(b))
+        }
+        Err(e) if e.status() == Some(404) && opts.fix => match create_bucket(cfg, clients).await {
+            Ok(b) => {
+                let (location, class) = location_and_class(&b);
+                let reason = format!(
+                    "bucket {bucket_name} created (fix): {location}, {class}, sessions/ deleted after {SESSIONS_TTL_DAYS} days"
+                );
+                (item.done(Status::Pass, reason), Some(b))
+            }
+            Err(e) => {
+                let reason =
+                    format!("bucket {bucket_name} does not exist and creating it failed: {e}");
+                (item.done(Status::Fail, reason), None)
+            }
+        },
+        Err(e) => (
+            item.done(Status::Fail, storage_reason(bucket_name, &e)),
+            None,
+        ),
+    }
+}
+
+/// A bucket's location and storage class as reported, or that they were not.
+fn location_and_class(b: &Bucket) -> (&str, &str) {
+    (
+        b.location.as_deref().unwrap_or("location not reported"),
+        b.storage_class.as_deref().unwrap_or("class not reported"),
+    )
+}
+
+/// Checks the caller's (and the runtime account's) permissions on the bucket, skipped when
+/// the bucket could not be read.
+async fn check_bucket_iam(
+    cfg: &CloudRunConfig,
+    clients: &PreflightClients,
+    bucket_read: bool,
+) -> CheckResult {
+    let bucket_name = &cfg.bucket;
+    let item = Item::start(ids::IAM_BUCKET, "caller's permissions on the bucket");
+    if !bucket_read {
+        item.done(Status::Skip, unread(bucket_name))
+    } else {
+        match clients
+            .storage
+            .test_iam_permissions(bucket_name, &BUCKET_PERMISSIONS)
+            .await
+        {
+            Ok(granted) => match &cfg.service_account {
+                None => permissions_result(item, &BUCKET_PERMISSIONS, &granted, "bucket"),
+                Some(sa) => {
+                    let caller = permissions_result(item, &BUCKET_PERMISSIONS, &granted, "bucket");
+                    runtime_account_access(caller, clients, bucket_name, sa).await
+                }
+            },
+            Err(e) => item.done(
+                Status::Fail,
+                format!("testIamPermissions on the bucket failed: {e}"),
+            ),
+        }
+    }
+}
+
+/// The reason a check on the bucket is skipped when the bucket could not be read.
+fn unread(bucket_name: &str) -> String {
+    format!("skipped: bucket {bucket_name} could not be read")
+}
+
+/// Checks the caller's Cloud Run permissions on the project.
+async fn check_project_iam(clients: &PreflightClients) -> CheckResult {
+    let item = Item::start(
+        ids::IAM_PROJECT,
+        "caller's Cloud Run permissions on the project",
+    );
+    match clients
+        .resource_manager
+        .test_iam_permissions(&clients.project, &PROJECT_PERMISSIONS)
+        .await
+    {
+        Ok(granted) => permissions_result(item, &PROJECT_PERMISSIONS, &granted, "project"),
+        Err(e) => item.done(
+            Status::Fail,
+            format!(
+                "testIamPermissions on project {} failed: {e}",
+                clients.project
+            ),
+        ),
+    }
+}
+
+/// Checks that the Cloud Run Admin API is enabled in the project.
+async fn check_run_api(clients: &PreflightClients) -> CheckResult {
+    let item = Item::start(ids::API_RUN, "Cloud Run Admin API enabled");
+    match clients
+            .service_usage
+            .get_service(&clients.project, RUN_SERVICE)
+            .await
+        {
+            Ok(s) if s.is_enabled() => item.done(
+                Status::Pass,
+                format!("{RUN_SERVICE} is ENABLED in project {}", clients.project),
+            ),
+            Ok(s) => item.done(
+                Status::Fail,
+                format!(
+                    "{RUN_SERVICE} is {} in project {} (enable it: gcloud services enable {RUN_SERVICE})",
+                    if s.state.is_empty() { "in an unknown state" } else { &s.state },
+                    clients.project
+                ),
+            ),
+            Err(e) => item.done(
+                Status::Fail,
+                format!("reading the state of {RUN_SERVICE} failed: {e}"),
+            ),
+        }
 }
 
 /// Bucket roles that let a job's service account read, write, list and delete objects.
