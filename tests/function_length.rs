@@ -11,8 +11,7 @@ const MAX_LINES: usize = 150;
 
 /// Functions allowed to be longer, as `path::name` relative to the package root, each with
 /// the reason. Keep this list short and say why.
-const EXCEPTIONS: &[(&str, &str)] = &[
-];
+const EXCEPTIONS: &[(&str, &str)] = &[];
 
 /// A function found by the scanner.
 #[derive(Debug, Clone, PartialEq, Eq)]
