@@ -241,8 +241,28 @@ fn build_router(ctx: &EmulatorContext, extra: RouteTable) -> (Router, Vec<RouteS
     let router = public
         .merge(api)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(log_call));
     (router, specs)
+}
+
+/// Logs every request at debug level (`emulator --log sandbox_harness::emulator=debug`): method,
+/// path and query, status and time taken, injected latency included.
+async fn log_call(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, uri) = (req.method().clone(), req.uri().clone());
+    let t = std::time::Instant::now();
+    let res = next.run(req).await;
+    tracing::debug!(
+        %method,
+        %uri,
+        status = res.status().as_u16(),
+        ms = t.elapsed().as_millis() as u64,
+        "emulator call"
+    );
+    res
 }
 
 /// GET /emulator/v1/faults: the seed and what was injected so far, per kind and API (the
