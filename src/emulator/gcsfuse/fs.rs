@@ -277,13 +277,19 @@ impl GcsFs {
 
     /// Stats object `name` through the stat cache (docs/semantics.md, "Stat caching").
     fn stat_object(&self, name: &str) -> Result<Option<ObjMeta>, Errno> {
-        match lock(&self.caches).stat(name) {
-            Stat::Found(m) => return Ok(Some(m)),
-            Stat::Missing => return Ok(None),
-            Stat::Miss => {}
+        // Bound first: a guard in the match scrutinee would live through the fetch below.
+        let cached = lock(&self.caches).stat(name);
+        match cached {
+            Stat::Found(m) => Ok(Some(m)),
+            Stat::Missing => Ok(None),
+            Stat::Miss => self.block(self.fetch_stat(name)),
         }
+    }
+
+    /// Asks Cloud Storage for object `name`'s metadata and remembers the answer.
+    async fn fetch_stat(&self, name: &str) -> Result<Option<ObjMeta>, Errno> {
         self.calls.stat.fetch_add(1, Ordering::Relaxed);
-        match self.block(self.client.get_object(&self.bucket, name)) {
+        match self.client.get_object(&self.bucket, name).await {
             Ok(o) => {
                 let m = meta_of(&o);
                 lock(&self.caches).put_stat(name, Some(m.clone()));
@@ -303,16 +309,23 @@ impl GcsFs {
     /// Whether anything lives below `prefix` (an implicit directory's test: docs/semantics.md,
     /// "Files and Directories", implicit-dirs); returns the placeholder when it is the first.
     fn probe_prefix(&self, prefix: &str) -> Result<Option<Option<ObjMeta>>, Errno> {
+        self.block(self.fetch_prefix(prefix))
+    }
+
+    /// The one-item list behind [`GcsFs::probe_prefix`].
+    async fn fetch_prefix(&self, prefix: &str) -> Result<Option<Option<ObjMeta>>, Errno> {
         self.calls.list.fetch_add(1, Ordering::Relaxed);
         let page = self
-            .block(self.client.list_objects(
+            .client
+            .list_objects(
                 &self.bucket,
                 &ListOptions {
                     prefix: Some(prefix.to_string()),
                     max_results: Some(1),
                     ..ListOptions::default()
                 },
-            ))
+            )
+            .await
             .map_err(|e| storage_errno(&e))?;
         if page.items.is_empty() && page.prefixes.is_empty() {
             return Ok(None);
@@ -354,10 +367,7 @@ impl GcsFs {
                 .stat_object(&format!("{file_name}/"))?
                 .map(|m| Found::Dir(Some(m))),
             Some(ChildType::File) => self.stat_object(&file_name)?.map(Found::File),
-            None => match self.resolve_dir(dir, child)? {
-                Some(d) => Some(d),
-                None => self.stat_object(&file_name)?.map(Found::File),
-            },
+            None => self.resolve_unknown(&file_name)?,
         };
         let t = match &found {
             Some(Found::Dir(Some(_))) => ChildType::ExplicitDir,
@@ -369,6 +379,49 @@ impl GcsFs {
             lock(&self.caches).put_child_type(dir, child, t);
         }
         Ok(found)
+    }
+
+    /// Looks up a child of unknown type as Cloud Storage FUSE does (internal/fs/inode/dir.go,
+    /// `lookUpUnknownType`): the file object and the directory at once, so a lookup costs one
+    /// round trip, not one per candidate; the directory is a one-item list of `name/` with
+    /// implicit directories (the placeholder, when there is one, is its first item), else the
+    /// `name/` placeholder; a directory wins over a file. Cached answers are used first.
+    fn resolve_unknown(&self, file_name: &str) -> Result<Option<Found>, Errno> {
+        let dir_name = format!("{file_name}/");
+        let (dir_cached, file_cached) = {
+            let mut c = lock(&self.caches);
+            (c.stat(&dir_name), c.stat(file_name))
+        };
+        if let Stat::Found(m) = dir_cached {
+            return Ok(Some(Found::Dir(Some(m))));
+        }
+        let implicit = self.opts.implicit_dirs;
+        let dir_probe = async {
+            match dir_cached {
+                Stat::Missing if !implicit => Ok(None),
+                Stat::Miss if !implicit => Ok(self
+                    .fetch_stat(&dir_name)
+                    .await?
+                    .map(|m| Found::Dir(Some(m)))),
+                _ => Ok(self.fetch_prefix(&dir_name).await?.map(Found::Dir)),
+            }
+        };
+        let file_probe = async {
+            match file_cached {
+                Stat::Found(m) => Ok(Some(m)),
+                Stat::Missing => Ok(None),
+                Stat::Miss => self.fetch_stat(file_name).await,
+            }
+        };
+        let (d, f): (Result<Option<Found>, Errno>, _) =
+            self.block(async { tokio::join!(dir_probe, file_probe) });
+        if let Some(d) = d? {
+            if let Found::Dir(Some(m)) = &d {
+                lock(&self.caches).put_stat(&dir_name, Some(m.clone()));
+            }
+            return Ok(Some(d));
+        }
+        Ok(f?.map(Found::File))
     }
 
     fn resolve_dir(&self, dir: &str, child: &str) -> Result<Option<Found>, Errno> {

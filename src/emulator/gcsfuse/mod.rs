@@ -330,6 +330,9 @@ impl std::fmt::Debug for GcsFuse {
     }
 }
 
+/// Kernel requests one mount serves at once (see `GcsFuse::mount`).
+const FUSE_THREADS: usize = 16;
+
 /// A mounted volume; unmounted (lazily) when dropped.
 pub struct MountHandle {
     path: PathBuf,
@@ -483,7 +486,11 @@ impl GcsFuse {
             },
         ];
         cfg.acl = fuser::SessionACL::All;
-        cfg.n_threads = Some(4);
+        // Cloud Storage FUSE serves every kernel request in its own goroutine (jacobsa/fuse,
+        // fuseutil.NewFileSystemServer: `go s.handleOp(c, ctx, op)`), so one slow Storage call
+        // never holds up the others; each thread here blocks on its call, so there are enough
+        // of them for the concurrent commands of a sandbox.
+        cfg.n_threads = Some(FUSE_THREADS);
         lock(live()).insert(path.clone());
         let session = match fuser::spawn_mount(fsys, &path, &cfg) {
             Ok(s) => s,
