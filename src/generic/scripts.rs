@@ -253,44 +253,50 @@ exit 0
 "#;
 
 /// Writes stdin to a file: atomically (temp file + mv, mode kept) or appending.
-/// $1 path, $2 `1` to append.
+/// $1 path, $2 `1` to append. Works from the parent directory, so each later step looks up one
+/// name instead of walking the whole path again (on a Cloud Storage volume every lookup is a
+/// Storage API round trip).
 pub const FILE_WRITE: &str = r#"__t=$1
 if [ -L "$__t" ]; then __t=$(readlink -f -- "$__t") || exit 200; fi
-[ -d "$__t" ] && exit 201
 __p=${__t%/*}; [ -n "$__p" ] || __p=/
-mkdir -p -- "$__p" || exit 206
+__n=${__t##*/}
+cd -- "$__p" 2>/dev/null || { mkdir -p -- "$__p" && cd -- "$__p"; } || exit 206
+[ -d "$__n" ] && exit 201
 if [ "$2" = 1 ]; then
   # A failed append (disk full, quota) is rolled back to the old size: no half-appended data.
-  __s=; [ -e "$__t" ] && { __s=$(stat -c %s -- "$__t") || exit 206; }
-  cat >> "$__t" && exit 0
-  if [ -n "$__s" ]; then truncate -s "$__s" -- "$__t"; else rm -f -- "$__t"; fi
+  __s=; [ -e "$__n" ] && { __s=$(stat -c %s -- "$__n") || exit 206; }
+  cat >> "$__n" && exit 0
+  if [ -n "$__s" ]; then truncate -s "$__s" -- "$__n"; else rm -f -- "$__n"; fi
   exit 206
 fi
 __m=644
-if [ -e "$__t" ]; then __m=$(stat -c %a -- "$__t") || exit 206; fi
-__tmp=$(mktemp "$__p/.sandbox-harness-w.XXXXXX") || exit 206
-if cat > "$__tmp" && chmod "$__m" "$__tmp" && mv -f -- "$__tmp" "$__t"; then exit 0; fi
+if [ -e "$__n" ]; then __m=$(stat -c %a -- "$__n") || exit 206; fi
+__tmp=$(mktemp ./.sandbox-harness-w.XXXXXX) || exit 206
+if cat > "$__tmp" && chmod "$__m" "$__tmp" && mv -f -- "$__tmp" "$__n"; then exit 0; fi
 rm -f -- "$__tmp"
 exit 206
 "#;
 
-/// Exit 0 when the path exists (file, directory or link), 1 otherwise. $1 path.
-pub const FILE_EXISTS: &str = r#"if [ -e "$1" ] || [ -L "$1" ]; then exit 0; fi
-exit 1
+/// Exit 0 when the path exists (file, directory or link, dangling or not: an lstat), 1
+/// otherwise. $1 path.
+pub const FILE_EXISTS: &str = r#"stat -- "$1" >/dev/null 2>&1 || exit 1
 "#;
 
 /// Deletes a file or a directory tree. $1 path.
-pub const FILE_DELETE: &str = r#"if [ ! -e "$1" ] && [ ! -L "$1" ]; then exit 200; fi
+pub const FILE_DELETE: &str = r#"stat -- "$1" >/dev/null 2>&1 || exit 200
 rm -rf -- "$1" || exit 206
 "#;
 
 /// Lists a directory: per entry `<type>/<size>/<mtime>\n<name>\0`. $1 path.
-pub const FILE_LIST: &str = r#"[ -e "$1" ] || exit 200
-[ -d "$1" ] || exit 202
-cd -- "$1" 2>/dev/null || exit 203
+pub const FILE_LIST: &str = r#"cd -- "$1" 2>/dev/null || {
+  [ -e "$1" ] || exit 200
+  [ -d "$1" ] || exit 202
+  exit 203
+}
 for __f in .* *; do
   case $__f in .|..) continue;; esac
-  if [ ! -e "$__f" ] && [ ! -L "$__f" ]; then continue; fi
+  # One lstat per entry (an unmatched glob or a vanished entry fails it): on a Cloud Storage
+  # volume every test of a name is a lookup through the Storage API.
   __s=$(stat -c '%F/%s/%Y' -- "$__f" 2>/dev/null) || continue
   printf '%s\n%s\0' "$__s" "$__f"
 done
