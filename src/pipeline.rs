@@ -224,10 +224,12 @@ pub struct BenchSettings {
 }
 
 /// The Cloud Run twin's budget under a profile whose executions take seconds to start: each
-/// cold start costs tens of seconds, each Storage call tens of ms.
+/// cold start costs tens of seconds, each Storage call tens of ms; no warm-up cold starts
+/// (each execution draws its start from the profile, so a warm-up changes nothing).
 pub const TWIN_BUDGET: bench::BackendBudget = bench::BackendBudget {
     iterations: 10,
     cold_start_iterations: 2,
+    cold_start_warmup: 0,
 };
 
 /// Runs the benchmark on opened backends.

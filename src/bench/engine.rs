@@ -547,11 +547,12 @@ async fn run_probe(
 
 async fn cold_start(ctx: &Ctx<'_>, backend: &Arc<dyn SandboxBackend>) {
     let opts = ctx.opts;
-    for i in 0..(opts.warmup + opts.cold_start_iterations) {
+    let warmup = opts.cold_start_warmup.unwrap_or(opts.warmup);
+    for i in 0..(warmup + opts.cold_start_iterations) {
         if ctx.cancelled() {
             return;
         }
-        let record = i >= opts.warmup;
+        let record = i >= warmup;
         let (sb, _) = ctx.create(backend, Measurement::ColdStart, record).await;
         if let Some(sb) = sb {
             ctx.destroy(&sb, record).await;

@@ -330,6 +330,10 @@ pub struct BenchOptions {
     pub mixed_lanes: usize,
     /// Discarded warm-up runs before each measurement (no samples, no events).
     pub warmup: usize,
+    /// Discarded cold starts before the recorded ones; `None`: `warmup` of them (a budget
+    /// sets it: on the twin every execution draws its start from the profile, so a warm-up
+    /// cold start only costs time).
+    pub cold_start_warmup: Option<usize>,
     /// Recorded cold starts (each creates and destroys a sandbox).
     pub cold_start_iterations: usize,
     /// Recorded 500 MiB round trips.
@@ -374,6 +378,14 @@ pub struct BackendBudget {
     pub iterations: usize,
     /// Recorded cold starts.
     pub cold_start_iterations: usize,
+    /// Discarded cold starts before them (reports from before this field used the run's
+    /// warm-up count, 2).
+    #[serde(default = "two_warmups")]
+    pub cold_start_warmup: usize,
+}
+
+fn two_warmups() -> usize {
+    2
 }
 
 impl BenchOptions {
@@ -383,6 +395,7 @@ impl BenchOptions {
             Some(b) => std::borrow::Cow::Owned(BenchOptions {
                 iterations: b.iterations.min(self.iterations).max(1),
                 cold_start_iterations: b.cold_start_iterations.min(self.cold_start_iterations),
+                cold_start_warmup: Some(b.cold_start_warmup.min(self.warmup)),
                 ..self.clone()
             }),
             None => std::borrow::Cow::Borrowed(self),
@@ -397,6 +410,7 @@ impl Default for BenchOptions {
             mixed_rounds: DEFAULT_MIXED_ROUNDS,
             mixed_lanes: DEFAULT_MIXED_LANES,
             warmup: 2,
+            cold_start_warmup: None,
             cold_start_iterations: 5,
             large_transfer_iterations: 1,
             concurrency: 4,
@@ -471,6 +485,7 @@ impl From<&BenchOptions> for OptionsRecord {
                         BackendBudget {
                             iterations: b.iterations,
                             cold_start_iterations: b.cold_start_iterations,
+                            cold_start_warmup: b.cold_start_warmup.unwrap_or(b.warmup),
                         },
                     )
                 })
@@ -1020,19 +1035,23 @@ mod tests {
             BackendBudget {
                 iterations: 10,
                 cold_start_iterations: 2,
+                cold_start_warmup: 0,
             },
         );
         let c = o.for_backend("cloudrun");
         assert_eq!((c.iterations, c.cold_start_iterations), (10, 1));
+        assert_eq!((c.warmup, c.cold_start_warmup), (2, Some(0)));
         let d = o.for_backend("docker");
         assert_eq!((d.iterations, d.cold_start_iterations), (20, 1));
+        assert_eq!(d.cold_start_warmup, None);
         let rec = OptionsRecord::from(&o);
         assert_eq!(rec.iterations, 20);
         assert_eq!(
             rec.budgets["cloudrun"],
             BackendBudget {
                 iterations: 10,
-                cold_start_iterations: 1
+                cold_start_iterations: 1,
+                cold_start_warmup: 0,
             }
         );
     }

@@ -194,9 +194,9 @@ fn intro(out: &mut String, report: &BenchReport, opts: &MarkdownOptions) {
     for (label, b) in &o.budgets {
         let _ = writeln!(
             out,
-            "{label}: {} iterations and {} cold starts (a smaller budget: its latency profile \
-             makes each cold start cost tens of seconds).\n",
-            b.iterations, b.cold_start_iterations
+            "{label}: {} iterations and {} cold starts after {} warm-up cold starts (a smaller \
+             budget: its latency profile makes each cold start cost tens of seconds).\n",
+            b.iterations, b.cold_start_iterations, b.cold_start_warmup
         );
     }
     out.push_str("Verdicts: a plan range \"a-b s\" is met when the measured figure is at most b (faster than a is better, and meets it); \"< x\" and \"> x\" are strict. Latency rows judge the statistic named in the row over the successful samples, and fail when any sample of the measurement failed. The success rate counts every operation the bench performed. A rate bound is met only with enough operations behind it (3/n rule at 95 %: > 99.5 % needs 600, > 99 % 300, < 0.1 % 3000), a p99 only with 100 samples; below that the verdict is \"insufficient samples\".\n\n");
