@@ -45,8 +45,7 @@ pub const SYMLINK_MARKER_KEY: &str = "goog-reserved-file-is-symlink";
 /// Suffix of the file half of a conflicting `foo` / `foo/` pair (docs/semantics.md,
 /// "Name conflicts").
 pub const CONFLICT_SUFFIX: &str = "\n";
-/// Bytes fetched per ranged read (Cloud Run's jobs page, "Memory requirements": a 1 MiB
-/// array for every file being read).
+/// Bytes of a staged file read from its temp file at a time while it is uploaded.
 const READ_CHUNK: u64 = 1024 * 1024;
 /// What the kernel may cache (nothing: see the module docs).
 const KERNEL_TTL: Duration = Duration::ZERO;
@@ -98,10 +97,56 @@ struct Node {
 enum Handle {
     File {
         buf: Option<(u64, Bytes)>,
+        /// Held through a read, so reads of one handle take turns on its response (gcsfuse's
+        /// reader mutex, `rr.mu`).
+        reader: Arc<Mutex<Option<Reader>>>,
     },
     Dir {
         entries: Vec<(u64, FileType, OsString)>,
     },
+}
+
+/// Bytes one reader asks Cloud Storage for at most: gcsfuse's `sequential-read-size-mb`
+/// (default 200, `cfg/params.yaml`; `internal/gcsx/random_reader.go`, `getEndOffset`).
+const SEQUENTIAL_READ: u64 = 200 * 1024 * 1024;
+
+/// How far ahead of its response a read may start and still use it, the bytes between
+/// discarded (gcsfuse `maxReadSize`, 8 MiB, in `skipBytes`: the kernel's reads of one file
+/// arrive out of order across threads).
+const SKIP_MAX: u64 = 8 * 1024 * 1024;
+
+/// The last [`READ_WINDOW`] bytes a handle received, `got` (from offset `from`) appended to
+/// the previous window when it follows on from it: a kernel read that arrives after a later
+/// one (reads of one file run on several threads) is served from here.
+fn recent_window(prev: Option<(u64, Bytes)>, from: u64, got: Vec<u8>) -> (u64, Bytes) {
+    let mut all = match prev {
+        Some((start, b)) if start + b.len() as u64 == from => {
+            let mut v = b.to_vec();
+            v.extend_from_slice(&got);
+            (start, v)
+        }
+        _ => (from, got),
+    };
+    let excess = all.1.len().saturating_sub(READ_WINDOW);
+    all.1.drain(..excess);
+    (all.0 + excess as u64, Bytes::from(all.1))
+}
+
+/// Bytes a file handle keeps of what it last received (Cloud Run's jobs page, "Memory
+/// requirements": a 1 MiB array for every file being read).
+const READ_WINDOW: usize = 1024 * 1024;
+
+/// A ranged download a file handle keeps open across kernel reads, as gcsfuse's reader does:
+/// a read that starts where the last one ended takes its bytes from the same response instead
+/// of asking again (`internal/gcsx/random_reader.go`: "Sequential reads will simply sip from
+/// the fire house with each call to ReadAt").
+struct Reader {
+    /// Offset of `pending`'s first byte: where the next sequential read starts.
+    pos: u64,
+    /// Bytes already received and not yet read.
+    pending: Bytes,
+    /// The rest of the response.
+    stream: crate::gcp::storage::StorageStream,
 }
 
 struct State {
@@ -1054,14 +1099,64 @@ impl GcsFs {
                 return Ok(b[a..a + (want_end - offset) as usize].to_vec());
             }
         }
-        let end = (offset + u64::from(size).max(READ_CHUNK)).min(m.size);
+        let slot = match lock(&self.state).handles.get(&fh) {
+            Some(Handle::File { reader, .. }) => reader.clone(),
+            _ => return Err(errno(libc::EBADF)),
+        };
+        let mut held = lock(&slot);
+        // A read at or a little ahead of the open response goes on with it; anywhere else
+        // (behind it, far ahead) starts a new one. `fresh`: opened for this read and nothing
+        // received yet, so a response that ends is an I/O error, not the end of the file.
+        let (mut reader, mut fresh) = match held.take() {
+            Some(r) if offset >= r.pos && offset - r.pos <= SKIP_MAX => (r, false),
+            _ => (self.open_reader(&name, &m, offset)?, true),
+        };
+        let got_from = reader.pos;
+        let skip = (offset - reader.pos) as usize;
+        let need = (want_end - offset) as usize;
+        let mut out = Vec::with_capacity(skip + need);
+        while out.len() < skip + need {
+            if reader.pending.is_empty() {
+                match self.block(reader.stream.next()) {
+                    Some(Ok(chunk)) => {
+                        fresh = false;
+                        reader.pending = chunk;
+                    }
+                    Some(Err(e)) => return Err(storage_errno(&e)),
+                    None if fresh => return Err(errno(libc::EIO)),
+                    // The range asked for is read: the next one starts here.
+                    None => {
+                        reader = self.open_reader(&name, &m, reader.pos)?;
+                        fresh = true;
+                    }
+                }
+                continue;
+            }
+            let take = (skip + need - out.len()).min(reader.pending.len());
+            out.extend_from_slice(&reader.pending.split_to(take));
+            reader.pos += take as u64;
+        }
+        if reader.pos < m.size {
+            *held = Some(reader);
+        }
+        drop(held);
+        let result = out[skip..].to_vec();
+        if let Some(Handle::File { buf, .. }) = lock(&self.state).handles.get_mut(&fh) {
+            *buf = Some(recent_window(buf.take(), got_from, out));
+        }
+        Ok(result)
+    }
+
+    /// Opens a ranged download of `name` at the inode's generation from `offset`, for up to
+    /// [`SEQUENTIAL_READ`] bytes; a replaced or deleted object gives ESTALE (docs/semantics.md,
+    /// "Stale File Handle Errors", Read During Modification).
+    fn open_reader(&self, name: &str, m: &ObjMeta, offset: u64) -> Result<Reader, Errno> {
+        let end = (offset + SEQUENTIAL_READ).min(m.size);
         self.calls.read.fetch_add(1, Ordering::Relaxed);
-        // Reads are of the inode's generation; a replaced or deleted object gives ESTALE
-        // (docs/semantics.md, "Stale File Handle Errors", Read During Modification).
         let dl = self
             .block(self.client.download_generation(
                 &self.bucket,
-                &name,
+                name,
                 Some((offset, Some(end - 1))),
                 Some(m.generation),
             ))
@@ -1069,13 +1164,11 @@ impl GcsFs {
                 Some(404) | Some(412) => errno(libc::ESTALE),
                 _ => storage_errno(&e),
             })?;
-        let body = self.block(dl.collect()).map_err(|e| storage_errno(&e))?;
-        let n = ((want_end - offset) as usize).min(body.len());
-        let out = body[..n].to_vec();
-        if let Some(Handle::File { buf, .. }) = lock(&self.state).handles.get_mut(&fh) {
-            *buf = Some((offset, body));
-        }
-        Ok(out)
+        Ok(Reader {
+            pos: offset,
+            pending: Bytes::new(),
+            stream: dl.stream,
+        })
     }
 
     fn do_unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
@@ -1648,7 +1741,10 @@ impl Filesystem for GcsFs {
             }
             return reply.error(e);
         }
-        let fh = self.new_handle(Handle::File { buf: None });
+        let fh = self.new_handle(Handle::File {
+            buf: None,
+            reader: Arc::default(),
+        });
         reply.opened(FileHandle(fh), FopenFlags::empty());
     }
 
@@ -1828,7 +1924,10 @@ impl Filesystem for GcsFs {
         });
         match r {
             Ok(a) => {
-                let fh = self.new_handle(Handle::File { buf: None });
+                let fh = self.new_handle(Handle::File {
+                    buf: None,
+                    reader: Arc::default(),
+                });
                 reply.created(
                     &KERNEL_TTL,
                     &a,
