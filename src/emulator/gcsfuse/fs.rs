@@ -322,12 +322,17 @@ impl GcsFs {
 
     /// Stats object `name` through the stat cache (docs/semantics.md, "Stat caching").
     fn stat_object(&self, name: &str) -> Result<Option<ObjMeta>, Errno> {
+        self.block(self.stat_async(name))
+    }
+
+    /// [`GcsFs::stat_object`] for async callers.
+    async fn stat_async(&self, name: &str) -> Result<Option<ObjMeta>, Errno> {
         // Bound first: a guard in the match scrutinee would live through the fetch below.
         let cached = lock(&self.caches).stat(name);
         match cached {
             Stat::Found(m) => Ok(Some(m)),
             Stat::Missing => Ok(None),
-            Stat::Miss => self.block(self.fetch_stat(name)),
+            Stat::Miss => self.fetch_stat(name).await,
         }
     }
 
@@ -352,12 +357,8 @@ impl GcsFs {
     }
 
     /// Whether anything lives below `prefix` (an implicit directory's test: docs/semantics.md,
-    /// "Files and Directories", implicit-dirs); returns the placeholder when it is the first.
-    fn probe_prefix(&self, prefix: &str) -> Result<Option<Option<ObjMeta>>, Errno> {
-        self.block(self.fetch_prefix(prefix))
-    }
-
-    /// The one-item list behind [`GcsFs::probe_prefix`].
+    /// "Files and Directories", implicit-dirs), by a one-item list; returns the placeholder
+    /// when it is the first.
     async fn fetch_prefix(&self, prefix: &str) -> Result<Option<Option<ObjMeta>>, Errno> {
         self.calls.list.fetch_add(1, Ordering::Relaxed);
         let page = self
@@ -433,51 +434,40 @@ impl GcsFs {
     /// `name/` placeholder; a directory wins over a file. Cached answers are used first.
     fn resolve_unknown(&self, file_name: &str) -> Result<Option<Found>, Errno> {
         let dir_name = format!("{file_name}/");
-        let (dir_cached, file_cached) = {
-            let mut c = lock(&self.caches);
-            (c.stat(&dir_name), c.stat(file_name))
-        };
-        if let Stat::Found(m) = dir_cached {
+        if let Stat::Found(m) = lock(&self.caches).stat(&dir_name) {
             return Ok(Some(Found::Dir(Some(m))));
         }
-        let implicit = self.opts.implicit_dirs;
-        let dir_probe = async {
-            match dir_cached {
-                Stat::Missing if !implicit => Ok(None),
-                Stat::Miss if !implicit => Ok(self
-                    .fetch_stat(&dir_name)
-                    .await?
-                    .map(|m| Found::Dir(Some(m)))),
-                _ => Ok(self.fetch_prefix(&dir_name).await?.map(Found::Dir)),
-            }
-        };
-        let file_probe = async {
-            match file_cached {
-                Stat::Found(m) => Ok(Some(m)),
-                Stat::Missing => Ok(None),
-                Stat::Miss => self.fetch_stat(file_name).await,
-            }
-        };
-        let (d, f): (Result<Option<Found>, Errno>, _) =
-            self.block(async { tokio::join!(dir_probe, file_probe) });
+        let (d, f) = self
+            .block(async { tokio::join!(self.probe_dir(&dir_name), self.stat_async(file_name)) });
         if let Some(d) = d? {
-            if let Found::Dir(Some(m)) = &d {
-                lock(&self.caches).put_stat(&dir_name, Some(m.clone()));
-            }
             return Ok(Some(d));
         }
         Ok(f?.map(Found::File))
     }
 
-    fn resolve_dir(&self, dir: &str, child: &str) -> Result<Option<Found>, Errno> {
-        let name = format!("{dir}{child}/");
-        if let Some(m) = self.stat_object(&name)? {
+    /// Directory `dir_name` (ending in `/`), as gcsfuse finds one: with implicit directories a
+    /// one-item list of the prefix (an explicit placeholder, being the smallest name under it,
+    /// comes first), else the placeholder object; cached answers first.
+    async fn probe_dir(&self, dir_name: &str) -> Result<Option<Found>, Errno> {
+        if !self.opts.implicit_dirs {
+            return Ok(self
+                .stat_async(dir_name)
+                .await?
+                .map(|m| Found::Dir(Some(m))));
+        }
+        let cached = lock(&self.caches).stat(dir_name);
+        if let Stat::Found(m) = cached {
             return Ok(Some(Found::Dir(Some(m))));
         }
-        if self.opts.implicit_dirs && self.probe_prefix(&name)?.is_some() {
-            return Ok(Some(Found::Dir(None)));
+        let found = self.fetch_prefix(dir_name).await?;
+        if let Some(Some(m)) = &found {
+            lock(&self.caches).put_stat(dir_name, Some(m.clone()));
         }
-        Ok(None)
+        Ok(found.map(Found::Dir))
+    }
+
+    fn resolve_dir(&self, dir: &str, child: &str) -> Result<Option<Found>, Errno> {
+        self.block(self.probe_dir(&format!("{dir}{child}/")))
     }
 
     // ---------------- inodes ----------------
